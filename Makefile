@@ -1,0 +1,70 @@
+# orderflow: `make run` to run it, `make test` to test it. `make help` lists the rest.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+# The interpreter that creates .venv; everything else runs inside .venv.
+BASE_PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: help venv run test test-postgres check topics \
+        kafka-up kafka-down kafka-reset kafka-status kafka-logs postgres-up postgres-down clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
+
+$(VENV)/.installed: requirements.txt
+	@test -x $(PY) || $(BASE_PYTHON) -m venv $(VENV)
+	@$(PY) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11 or newer is needed"; exit 1; }
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -r requirements.txt
+	@touch $@
+
+venv: $(VENV)/.installed ## create .venv and install requirements.txt
+
+run: venv kafka-up ## run everything: broker, migrations, topics, web server, consumer, relay
+	$(PY) scripts/devstack.py
+
+# `make test` runs on SQLite (or on DATABASE_URL when set); `make test DB=postgres` starts the
+# project's PostgreSQL and runs on it.
+ifeq ($(DB),postgres)
+TEST_SERVICES := postgres-up
+TEST_ENV := DATABASE_URL=$$(scripts/postgres.sh url)
+endif
+
+test: venv kafka-up $(TEST_SERVICES) ## run the suite against the real broker; DB=postgres for PostgreSQL
+	$(TEST_ENV) $(PY) -m pytest $(PYTEST_ARGS)
+
+test-postgres: ## same as `make test DB=postgres`
+	@$(MAKE) --no-print-directory test DB=postgres
+
+check: venv ## Django's system checks
+	$(PY) manage.py check
+
+topics: venv kafka-up ## create or grow the event topic and its dead-letter topic
+	$(PY) manage.py ensure_topics
+
+kafka-up: venv ## start the local broker (or reuse one that answers); returns when it answers
+	@kafka/broker.sh up
+
+kafka-down: ## stop the local broker; its data stays
+	@kafka/broker.sh down
+
+kafka-reset: ## stop the local broker and wipe its data
+	@kafka/broker.sh reset
+
+kafka-status: ## is the local broker running?
+	@kafka/broker.sh status
+
+kafka-logs: ## follow the local broker's log
+	@kafka/broker.sh logs
+
+postgres-up: ## install (if missing) and start the project's PostgreSQL on 127.0.0.1:5433
+	@scripts/postgres.sh up
+
+postgres-down: ## stop the project's PostgreSQL
+	@scripts/postgres.sh down
+
+clean: kafka-down postgres-down ## stop services and remove .venv, broker jars and data
+	rm -rf $(VENV) kafka/lib kafka/.lib.stamp kafka/data .pgdata db.sqlite3

@@ -1,0 +1,143 @@
+"""Settings for orderflow. Every value that varies between deployments is read through
+`config.env.env` and documented in `.env.example` and the README."""
+from django.core.exceptions import ImproperlyConfigured
+
+from config.env import BASE_DIR, env
+
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
+SECRET_KEY = env("DJANGO_SECRET_KEY", default="insecure-development-key-change-me")
+ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "rest_framework",
+    "rest_framework.authtoken",
+    "kafka_bridge",
+    "orders",
+    "exports",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+]
+
+ROOT_URLCONF = "config.urls"
+WSGI_APPLICATION = "config.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATIC_ROOT = BASE_DIR / "staticfiles"
+
+REST_FRAMEWORK = {
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        # Token first so that an unauthenticated request gets 401 with a WWW-Authenticate
+        # header rather than the 403 that SessionAuthentication alone would give.
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "PAGE_SIZE": env.int("API_PAGE_SIZE", default=50),
+}
+
+# --- Kafka connection -------------------------------------------------------------------------
+KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+
+KAFKA_BOOTSTRAP_SERVERS = env.list("KAFKA_BOOTSTRAP_SERVERS", default=["127.0.0.1:9092"])
+KAFKA_SECURITY_PROTOCOL = env("KAFKA_SECURITY_PROTOCOL", default="PLAINTEXT").upper()
+KAFKA_SASL_MECHANISM = env("KAFKA_SASL_MECHANISM", default=None)
+KAFKA_SASL_USERNAME = env("KAFKA_SASL_USERNAME", default=None)
+KAFKA_SASL_PASSWORD = env("KAFKA_SASL_PASSWORD", default=None)
+KAFKA_SSL_CAFILE = env("KAFKA_SSL_CAFILE", default=None)
+# Bound on every admin/metadata call, so that a status page or a health check answers quickly
+# when the broker is unreachable instead of hanging for kafka-python's 30 s default.
+KAFKA_ADMIN_TIMEOUT_MS = env.int("KAFKA_ADMIN_TIMEOUT_MS", default=5000)
+
+if KAFKA_SECURITY_PROTOCOL not in KAFKA_SECURITY_PROTOCOLS:
+    raise ImproperlyConfigured(
+        f"KAFKA_SECURITY_PROTOCOL={KAFKA_SECURITY_PROTOCOL!r} is not one of "
+        f"{', '.join(KAFKA_SECURITY_PROTOCOLS)}"
+    )
+if KAFKA_SASL_MECHANISM is not None:
+    KAFKA_SASL_MECHANISM = KAFKA_SASL_MECHANISM.upper()
+    if KAFKA_SASL_MECHANISM not in KAFKA_SASL_MECHANISMS:
+        raise ImproperlyConfigured(
+            f"KAFKA_SASL_MECHANISM={KAFKA_SASL_MECHANISM!r} is not one of "
+            f"{', '.join(KAFKA_SASL_MECHANISMS)}"
+        )
+
+# --- The order-export topic and its consumers -------------------------------------------------
+ORDER_EXPORT_TOPIC = env("ORDER_EXPORT_TOPIC", default="order-export")
+ORDER_EXPORT_DLT_TOPIC = env("ORDER_EXPORT_DLT_TOPIC", default=f"{ORDER_EXPORT_TOPIC}.DLT")
+ORDER_EXPORT_PARTITIONS = env.int("ORDER_EXPORT_PARTITIONS", default=3)
+ORDER_EXPORT_REPLICATION_FACTOR = env.int("ORDER_EXPORT_REPLICATION_FACTOR", default=1)
+ORDER_EXPORT_CONSUMER_GROUP = env("ORDER_EXPORT_CONSUMER_GROUP", default="order-export-consumer")
+
+if ORDER_EXPORT_PARTITIONS < 1:
+    raise ImproperlyConfigured(f"ORDER_EXPORT_PARTITIONS must be at least 1, not {ORDER_EXPORT_PARTITIONS}")
+if ORDER_EXPORT_REPLICATION_FACTOR < 1:
+    raise ImproperlyConfigured(
+        f"ORDER_EXPORT_REPLICATION_FACTOR must be at least 1, not {ORDER_EXPORT_REPLICATION_FACTOR}"
+    )
+
+# --- The external platform --------------------------------------------------------------------
+EXPORT_PLATFORM_URL = env("EXPORT_PLATFORM_URL", default=None)
+EXPORT_PLATFORM_TIMEOUT = env.float("EXPORT_PLATFORM_TIMEOUT", default=5.0)
+EXPORT_MAX_ATTEMPTS = env.int("EXPORT_MAX_ATTEMPTS", default=5)
+
+LOG_LEVEL = env("LOG_LEVEL", default="INFO").upper()
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
+    "loggers": {
+        # kafka-python logs every failed reconnect at ERROR; the project reports unreachable brokers
+        # itself, in one line. KAFKA_CLIENT_LOG_LEVEL=INFO shows the client's own view.
+        "kafka": {"level": env("KAFKA_CLIENT_LOG_LEVEL", default="CRITICAL").upper()},
+        # runserver prints the same line itself.
+        "django.utils.autoreload": {"level": "WARNING"},
+    },
+}

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# A PostgreSQL cluster of the project's own, on 127.0.0.1, from Debian's `postgresql` package.
+#
+#   scripts/postgres.sh up     install the package when missing, create the cluster in .pgdata
+#                              (ignored by git) on first use, start it, create the database
+#   scripts/postgres.sh down   stop it (the data stays)
+#   scripts/postgres.sh url    print the DATABASE_URL that points at it
+#
+# The cluster listens on 127.0.0.1 only and trusts local connections: it is for development
+# and tests, never for production.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PGDATA_DIR="${PG_DATA_DIR:-$ROOT/.pgdata}"
+PGPORT="${PG_PORT:-5433}"
+DB_NAME="${PG_DATABASE:-orderflow}"
+DB_USER="${PG_USER:-orderflow}"
+URL="postgres://$DB_USER@127.0.0.1:$PGPORT/$DB_NAME"
+
+say() { echo "postgres: $*"; }
+die() { echo "postgres: $*" >&2; exit 1; }
+
+bindir() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1; }
+
+install_if_missing() {
+  [[ -n "$(bindir)" && -x "$(bindir)/initdb" ]] && return 0
+  (( EUID == 0 )) || die "Debian's postgresql package is missing: run 'sudo apt-get install -y postgresql'"
+  say "installing Debian's postgresql package"
+  apt-get update -qq >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
+}
+
+# PostgreSQL refuses to run as root: as root, the server runs as the `postgres` user.
+as_owner() {
+  if (( EUID == 0 )); then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+pg_ctl_() { as_owner "$(bindir)/pg_ctl" -D "$PGDATA_DIR" "$@"; }
+
+up() {
+  install_if_missing
+  if (( EUID == 0 )); then
+    mkdir -p "$PGDATA_DIR"
+    chown postgres:postgres "$PGDATA_DIR"
+    chmod 700 "$PGDATA_DIR"
+    runuser -u postgres -- test -w "$PGDATA_DIR" \
+      || die "the postgres user cannot reach $PGDATA_DIR (a parent folder is not searchable); set PG_DATA_DIR to a folder it can reach"
+  fi
+  if [[ ! -f "$PGDATA_DIR/PG_VERSION" ]]; then
+    say "creating a cluster in ${PGDATA_DIR#"$ROOT"/}"
+    as_owner "$(bindir)/initdb" -D "$PGDATA_DIR" -U postgres --auth=trust --encoding=UTF8 \
+      --locale=C.UTF-8 >/dev/null
+  fi
+  if pg_ctl_ status >/dev/null 2>&1; then
+    say "already running on 127.0.0.1:$PGPORT"
+  else
+    # -w waits until the server accepts connections.
+    pg_ctl_ start -w -t 60 -l "$PGDATA_DIR/server.log" \
+      -o "-c listen_addresses=127.0.0.1 -p $PGPORT -k /tmp -c fsync=${PG_FSYNC:-on}" >/dev/null \
+      || { tail -n 20 "$PGDATA_DIR/server.log" >&2; die "the server did not start"; }
+    say "started on 127.0.0.1:$PGPORT"
+  fi
+  local psql=("$(bindir)/psql" -h 127.0.0.1 -p "$PGPORT" -U postgres -d postgres -qtA)
+  if [[ -z "$("${psql[@]}" -c "SELECT 1 FROM pg_roles WHERE rolname = '$DB_USER'")" ]]; then
+    "${psql[@]}" -c "CREATE ROLE \"$DB_USER\" LOGIN CREATEDB" >/dev/null
+  fi
+  if [[ -z "$("${psql[@]}" -c "SELECT 1 FROM pg_database WHERE datname = '$DB_NAME'")" ]]; then
+    "${psql[@]}" -c "CREATE DATABASE \"$DB_NAME\" OWNER \"$DB_USER\"" >/dev/null
+    say "created database $DB_NAME"
+  fi
+  say "DATABASE_URL=$URL"
+}
+
+down() {
+  if [[ -z "$(bindir)" || ! -f "$PGDATA_DIR/PG_VERSION" ]] || ! pg_ctl_ status >/dev/null 2>&1; then
+    say "not running"
+    return 0
+  fi
+  pg_ctl_ stop -m fast -w >/dev/null
+  say "stopped"
+}
+
+case "${1:-}" in
+  up) up ;;
+  down) down ;;
+  url) echo "$URL" ;;
+  *) echo "usage: $0 up|down|url" >&2; exit 2 ;;
+esac
