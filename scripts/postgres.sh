@@ -56,7 +56,7 @@ up() {
   else
     # -w waits until the server accepts connections.
     pg_ctl_ start -w -t 60 -l "$PGDATA_DIR/server.log" \
-      -o "-c listen_addresses=127.0.0.1 -p $PGPORT -k /tmp -c fsync=${PG_FSYNC:-on}" >/dev/null \
+      -o "-c listen_addresses=127.0.0.1 -p $PGPORT -k /tmp" >/dev/null \
       || { tail -n 20 "$PGDATA_DIR/server.log" >&2; die "the server did not start"; }
     say "started on 127.0.0.1:$PGPORT"
   fi
