@@ -17,6 +17,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "kafka_bridge",
     "orders",
     "exports",
@@ -78,6 +80,19 @@ REST_FRAMEWORK = {
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": env.int("API_PAGE_SIZE", default=50),
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    "EXCEPTION_HANDLER": "config.api_errors.exception_handler",
+}
+
+SPECTACULAR_SETTINGS = {
+    "TITLE": "orderflow API",
+    "DESCRIPTION": "Orders, their confirmation, and the export status of confirmed orders.",
+    "VERSION": "1.0.0",
+    "SERVE_INCLUDE_SCHEMA": False,
+    # Swagger UI's assets from drf-spectacular-sidecar, served locally: no CDN.
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    "REDOC_DIST": "SIDECAR",
 }
 
 # --- Kafka connection -------------------------------------------------------------------------
@@ -106,6 +121,42 @@ if KAFKA_SASL_MECHANISM is not None:
             f"KAFKA_SASL_MECHANISM={KAFKA_SASL_MECHANISM!r} is not one of "
             f"{', '.join(KAFKA_SASL_MECHANISMS)}"
         )
+
+KAFKA_CLIENT_ID = env("KAFKA_CLIENT_ID", default="orderflow")
+
+# --- Producer and outbox ----------------------------------------------------------------------
+KAFKA_PRODUCER_LINGER_MS = env.int("KAFKA_PRODUCER_LINGER_MS", default=5)
+KAFKA_PRODUCER_BATCH_SIZE = env.int("KAFKA_PRODUCER_BATCH_SIZE", default=16384)
+# none, gzip, snappy, lz4 or zstd (lz4 is installed with kafka-python's extra)
+KAFKA_PRODUCER_COMPRESSION = env("KAFKA_PRODUCER_COMPRESSION", default="lz4")
+if KAFKA_PRODUCER_COMPRESSION in ("", "none"):
+    KAFKA_PRODUCER_COMPRESSION = None
+# The longest a request waits on Kafka after its commit. Past it, the event stays in the outbox
+# for the relay, and the fast path pauses for KAFKA_PUBLISH_SUSPEND_SECONDS so that a dead
+# broker does not slow every request down.
+KAFKA_PUBLISH_TIMEOUT_MS = env.int("KAFKA_PUBLISH_TIMEOUT_MS", default=1000)
+KAFKA_PUBLISH_SUSPEND_SECONDS = env.float("KAFKA_PUBLISH_SUSPEND_SECONDS", default=5.0)
+# Off: events wait in the outbox for the relay (e.g. a web tier that must never touch Kafka).
+KAFKA_PUBLISH_ON_COMMIT = env.bool("KAFKA_PUBLISH_ON_COMMIT", default=True)
+OUTBOX_RELAY_INTERVAL = env.float("OUTBOX_RELAY_INTERVAL", default=1.0)
+OUTBOX_RELAY_BATCH_SIZE = env.int("OUTBOX_RELAY_BATCH_SIZE", default=500)
+OUTBOX_RELAY_GRACE_SECONDS = env.float("OUTBOX_RELAY_GRACE_SECONDS", default=5.0)
+OUTBOX_RELAY_SEND_TIMEOUT = env.float("OUTBOX_RELAY_SEND_TIMEOUT", default=10.0)
+OUTBOX_RELAY_MAX_BACKOFF = env.float("OUTBOX_RELAY_MAX_BACKOFF", default=30.0)
+
+# Which setting holds the topic of each domain event type (read when the event is recorded).
+KAFKA_EVENT_TOPIC_SETTINGS = {"OrderExportRequested": "ORDER_EXPORT_TOPIC"}
+# Where `orders` hands its domain events: the Kafka outbox.
+DOMAIN_EVENT_RECORDER = "kafka_bridge.outbox.event_record"
+
+# --- Consumer ---------------------------------------------------------------------------------
+KAFKA_CONSUMER_POLL_TIMEOUT_MS = env.int("KAFKA_CONSUMER_POLL_TIMEOUT_MS", default=1000)
+KAFKA_CONSUMER_MAX_POLL_RECORDS = env.int("KAFKA_CONSUMER_MAX_POLL_RECORDS", default=100)
+KAFKA_CONSUMER_MAX_POLL_INTERVAL_MS = env.int("KAFKA_CONSUMER_MAX_POLL_INTERVAL_MS", default=300000)
+KAFKA_CONSUMER_SESSION_TIMEOUT_MS = env.int("KAFKA_CONSUMER_SESSION_TIMEOUT_MS", default=10000)
+KAFKA_CONSUMER_HEARTBEAT_INTERVAL_MS = env.int("KAFKA_CONSUMER_HEARTBEAT_INTERVAL_MS", default=3000)
+KAFKA_CONSUMER_FETCH_MAX_WAIT_MS = env.int("KAFKA_CONSUMER_FETCH_MAX_WAIT_MS", default=500)
+KAFKA_CONSUMER_STATS_INTERVAL = env.float("KAFKA_CONSUMER_STATS_INTERVAL", default=30.0)
 
 # --- The order-export topic and its consumers -------------------------------------------------
 ORDER_EXPORT_TOPIC = env("ORDER_EXPORT_TOPIC", default="order-export")

@@ -1,0 +1,28 @@
+"""The one place where domain errors become HTTP responses, and every error body gets the
+contract's shape: `{"detail": ..., "code": ...}`, or field errors `{"field": [...]}` for 400."""
+from __future__ import annotations
+
+from rest_framework import status
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from orders.services import OrderError, OrderNotPending
+
+DOMAIN_ERROR_STATUS = {
+    OrderNotPending: status.HTTP_409_CONFLICT,
+}
+
+
+def exception_handler(exc, context):
+    if isinstance(exc, OrderError):
+        http_status = next(
+            (code for error, code in DOMAIN_ERROR_STATUS.items() if isinstance(exc, error)),
+            status.HTTP_400_BAD_REQUEST,
+        )
+        return Response({"detail": str(exc), "code": exc.code}, status=http_status)
+
+    response = drf_exception_handler(exc, context)
+    if response is not None and isinstance(response.data, dict) and set(response.data) == {"detail"}:
+        detail = response.data["detail"]
+        response.data = {"detail": str(detail), "code": getattr(detail, "code", None) or "error"}
+    return response

@@ -1,0 +1,42 @@
+"""Reading the `OrderExportRequested` event off the wire, as the contract defines it."""
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+EVENT_TYPE = "OrderExportRequested"
+SCHEMA_VERSION = 1
+
+
+class PoisonRecord(Exception):
+    """A record no retry can process: undecodable, or of an unknown type or version."""
+
+
+@dataclass(frozen=True)
+class ExportRequest:
+    event_id: uuid.UUID
+    order_id: int
+    order: dict[str, Any]
+
+
+def export_request_decode(value: bytes | None) -> ExportRequest:
+    try:
+        event = json.loads(value.decode("utf-8")) if value is not None else None
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PoisonRecord(f"value is not UTF-8 JSON: {exc}") from exc
+    if not isinstance(event, dict):
+        raise PoisonRecord("value is not a JSON object")
+    if event.get("event_type") != EVENT_TYPE:
+        raise PoisonRecord(f"unknown event_type {event.get('event_type')!r}")
+    if event.get("schema_version") != SCHEMA_VERSION:
+        raise PoisonRecord(f"unknown schema_version {event.get('schema_version')!r}")
+    try:
+        event_id = uuid.UUID(str(event["event_id"]))
+    except (KeyError, ValueError) as exc:
+        raise PoisonRecord("event_id is missing or not a UUID") from exc
+    order = event.get("order")
+    if not isinstance(order, dict) or isinstance(order.get("id"), bool) or not isinstance(order.get("id"), int):
+        raise PoisonRecord("order is missing or has no integer id")
+    return ExportRequest(event_id=event_id, order_id=order["id"], order=order)

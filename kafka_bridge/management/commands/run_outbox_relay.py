@@ -1,0 +1,17 @@
+from django.core.management.base import BaseCommand
+
+from kafka_bridge.relay import OutboxRelay
+from kafka_bridge.runner import StopFlag
+
+
+class Command(BaseCommand):
+    help = "Publish outbox events not yet acknowledged by Kafka, oldest first, until SIGINT/SIGTERM."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--batch-size", type=int, help="rows per round (default OUTBOX_RELAY_BATCH_SIZE)")
+        parser.add_argument("--interval", type=float, help="seconds between rounds when idle (default OUTBOX_RELAY_INTERVAL)")
+
+    def handle(self, *args, batch_size: int | None, interval: float | None, **options):
+        stop = StopFlag()
+        stop.install_signal_handlers()
+        OutboxRelay(stop=stop, batch_size=batch_size, interval=interval).run()

@@ -1,0 +1,33 @@
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+
+class OutboxEvent(models.Model):
+    """An event written in the same transaction as the change that caused it, and sent to
+    Kafka after the commit (at once, or later by `run_outbox_relay`)."""
+
+    event_id = models.UUIDField(unique=True, editable=False)
+    event_type = models.CharField(max_length=100)
+    topic = models.CharField(max_length=249)
+    key = models.CharField(max_length=255, null=True, blank=True)
+    # The exact JSON text sent as the record's value, so every send is byte-identical.
+    payload = models.TextField()
+    headers = models.JSONField(default=list, help_text="[[name, value], ...], UTF-8 strings")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    partition = models.IntegerField(null=True, blank=True)
+    offset = models.BigIntegerField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    last_error = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [
+            # The relay's query: unsent rows, oldest first. Partial, so it stays small.
+            models.Index(fields=["id"], condition=Q(sent_at__isnull=True), name="outbox_unsent_idx"),
+        ]
+
+    def __str__(self) -> str:
+        state = f"sent {self.sent_at:%Y-%m-%d %H:%M:%S}" if self.sent_at else "unsent"
+        return f"{self.event_type} {self.event_id} ({state})"

@@ -1,0 +1,64 @@
+"""Writes of the orders app: creating and confirming orders."""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from decimal import Decimal
+
+from django.db import transaction
+from django.utils import timezone
+
+from orders.events import OrderExportRequested, event_record
+from orders.models import Order, OrderLine
+from orders.serializers import order_snapshot
+
+
+class OrderError(Exception):
+    """A domain rule refused the operation. `code` is stable and machine-readable."""
+
+    code = "order_error"
+
+
+class OrderNotPending(OrderError):
+    code = "order_not_pending"
+
+    def __init__(self, order: Order):
+        self.order = order
+        super().__init__(f"Order {order.pk} is {order.status}; only a pending order can be confirmed.")
+
+
+@dataclass(frozen=True)
+class LineInput:
+    sku: str
+    quantity: int
+    unit_price: Decimal
+
+
+def order_create(*, customer_id: str, lines: Iterable[LineInput]) -> Order:
+    """Create a pending order with its lines."""
+    with transaction.atomic():
+        order = Order.objects.create(customer_id=customer_id)
+        OrderLine.objects.bulk_create(
+            OrderLine(order=order, sku=line.sku, quantity=line.quantity, unit_price=line.unit_price)
+            for line in lines
+        )
+    return Order.objects.prefetch_related("lines").get(pk=order.pk)
+
+
+def order_confirm(*, order_id: int) -> Order:
+    """Confirm a pending order and record its `OrderExportRequested` event in the same
+    transaction. Raises `Order.DoesNotExist` or `OrderNotPending`."""
+    with transaction.atomic():
+        # The row lock serialises concurrent confirms on PostgreSQL; the conditional UPDATE
+        # makes the pending -> confirmed step atomic on every database, SQLite included.
+        order = Order.objects.select_for_update().get(pk=order_id)
+        confirmed_at = timezone.now()
+        updated = Order.objects.filter(pk=order_id, status=Order.Status.PENDING).update(
+            status=Order.Status.CONFIRMED, confirmed_at=confirmed_at
+        )
+        if not updated:
+            order.refresh_from_db()
+            raise OrderNotPending(order)
+        order = Order.objects.prefetch_related("lines").get(pk=order_id)
+        event_record(OrderExportRequested(order_id=order.pk, order=order_snapshot(order)))
+    return order
