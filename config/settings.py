@@ -53,6 +53,18 @@ TEMPLATES = [
 ]
 
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The web server, the consumer and the relay write to the same file. WAL lets readers run
+    # beside the writer; IMMEDIATE transactions take the write lock up front, so a busy
+    # database makes a writer wait (up to `timeout` seconds) instead of failing with
+    # "database is locked" when a read transaction tries to upgrade.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
+    )
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -108,6 +120,7 @@ KAFKA_SSL_CAFILE = env("KAFKA_SSL_CAFILE", default=None)
 # Bound on every admin/metadata call, so that a status page or a health check answers quickly
 # when the broker is unreachable instead of hanging for kafka-python's 30 s default.
 KAFKA_ADMIN_TIMEOUT_MS = env.int("KAFKA_ADMIN_TIMEOUT_MS", default=5000)
+KAFKA_RECONNECT_BACKOFF_MAX_MS = env.int("KAFKA_RECONNECT_BACKOFF_MAX_MS", default=1000)
 
 if KAFKA_SECURITY_PROTOCOL not in KAFKA_SECURITY_PROTOCOLS:
     raise ImproperlyConfigured(

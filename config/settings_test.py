@@ -1,4 +1,16 @@
 """Test settings: the production settings with the slow parts made fast."""
+import os
+import tempfile
+
 from config.settings import *  # noqa: F401,F403
+from config.settings import DATABASES
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # A file, not SQLite's in-memory default: the export consumer runs in a thread or a
+    # subprocess in the integration tests and must see what the test committed. One file per
+    # test process, so parallel runs do not collide.
+    DATABASES["default"]["TEST"] = {
+        "NAME": os.path.join(tempfile.gettempdir(), f"orderflow-test-{os.getpid()}.sqlite3")
+    }

@@ -32,6 +32,9 @@ def connection_config() -> dict[str, Any]:
     config: dict[str, Any] = {
         "bootstrap_servers": list(settings.KAFKA_BOOTSTRAP_SERVERS),
         "security_protocol": protocol,
+        # kafka-python backs off up to 30 s between reconnects; after a broker restart that
+        # leaves consumers idle for half a minute. The Java client's default is 1 s.
+        "reconnect_backoff_max_ms": settings.KAFKA_RECONNECT_BACKOFF_MAX_MS,
     }
     if protocol.startswith("SASL_"):
         config["sasl_mechanism"] = settings.KAFKA_SASL_MECHANISM or "PLAIN"
@@ -55,9 +58,6 @@ def admin_client(*, timeout_ms: int | None = None) -> Iterator[KafkaAdminClient]
             client_id="orderflow-admin",
             request_timeout_ms=timeout_ms,
             bootstrap_timeout_ms=timeout_ms,
-            # Without a cap the client keeps retrying a dead broker with growing backoff,
-            # which would stretch a bounded call well past its timeout.
-            reconnect_backoff_max_ms=1000,
         )
     except KafkaError as exc:
         raise BrokerUnavailable(

@@ -75,6 +75,7 @@ class ConsumerLoop:
         self._window_start = time.monotonic()
         self._window_count = 0
         self._consumer: KafkaConsumer | None = None
+        self._broker_trouble_since = 0.0
 
     def run(self) -> None:
         self._consumer = KafkaConsumer(*self.topics, **consumer_config(group_id=self.group_id))
@@ -82,7 +83,7 @@ class ConsumerLoop:
         pending: dict[TopicPartition, OffsetAndMetadata] = {}
         try:
             while not self.stop.is_set():
-                batch = self._consumer.poll(timeout_ms=self.poll_timeout_ms)
+                batch = self._poll()
                 for tp, records in batch.items():
                     for record in records:
                         if self.stop.is_set():
@@ -98,6 +99,25 @@ class ConsumerLoop:
                 self._after_batch()
         finally:
             self._close(pending)
+
+    def _poll(self) -> dict[TopicPartition, list[ConsumerRecord]]:
+        try:
+            batch = self._consumer.poll(timeout_ms=self.poll_timeout_ms)
+        except KafkaError as exc:
+            # The broker is unreachable or the group coordinator moved: keep the consumer and
+            # try again; it reconnects by itself. Nothing was handed out, so nothing is lost.
+            if not self._broker_trouble_since:
+                self._broker_trouble_since = time.monotonic()
+                logger.warning("%s: poll failed (%s: %s); retrying", self.name, type(exc).__name__, exc)
+            self.stop.wait(self.retry_backoff)
+            return {}
+        if self._broker_trouble_since:
+            logger.info(
+                "%s: polling again after %.0f s of broker trouble",
+                self.name, time.monotonic() - self._broker_trouble_since,
+            )
+            self._broker_trouble_since = 0.0
+        return batch
 
     def _handle(self, tp: TopicPartition, record: ConsumerRecord) -> bool:
         try:

@@ -78,3 +78,88 @@ def event_topics(settings, unique_name: Callable[[str], str], kafka_admin: Kafka
     existing = {t["name"] for t in kafka_admin.describe_topics([topic, f"{topic}.DLT"]) if t["error_code"] == 0}
     if existing:
         kafka_admin.delete_topics(sorted(existing))
+
+
+@pytest.fixture
+def export_topics(event_topics, settings) -> tuple[str, str]:
+    """The event topic and DLT of this test, created on the broker with 3 partitions."""
+    from kafka_bridge.topics import event_topic_specs, topics_ensure
+
+    settings.ORDER_EXPORT_PARTITIONS = 3
+    topics_ensure(specs=event_topic_specs())
+    return event_topics
+
+
+@pytest.fixture
+def export_group(settings, unique_name) -> str:
+    settings.ORDER_EXPORT_CONSUMER_GROUP = unique_name("order-export-consumer")
+    return settings.ORDER_EXPORT_CONSUMER_GROUP
+
+
+@pytest.fixture
+def fresh_publisher():
+    """The on-commit publisher rebuilt from this test's settings, and closed after it."""
+    from kafka_bridge.producer import reset_request_publisher
+
+    reset_request_publisher()
+    yield
+    reset_request_publisher()
+
+
+@pytest.fixture
+def fake_platform():
+    from exports.clients import FakeExternalPlatformClient
+
+    return FakeExternalPlatformClient()
+
+
+@pytest.fixture
+def running_export_consumer(export_topics, export_group, fake_platform, transactional_db):
+    """`run_export_consumer`'s loop in a thread, exporting to `fake_platform`; stopped after the
+    test the way a signal stops it."""
+    import threading
+
+    from exports.consumer import export_consumer
+    from kafka_bridge.runner import StopFlag
+
+    stop = StopFlag()
+    loop = export_consumer(stop=stop, client=fake_platform)
+    errors: list[BaseException] = []
+
+    def run():
+        try:
+            loop.run()
+        except BaseException as exc:  # surfaced in the teardown below
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, name="export-consumer", daemon=True)
+    thread.start()
+    yield fake_platform
+    stop.set()
+    thread.join(timeout=30)
+    assert not thread.is_alive(), "the consumer loop did not stop within 30 s"
+    assert not errors, f"the consumer loop crashed: {errors[0]!r}"
+
+
+def database_url_of_test_db() -> str:
+    """A DATABASE_URL for subprocesses that must see what the test committed."""
+    from django.db import connection
+
+    db = connection.settings_dict
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{db['NAME']}"
+    auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
+    return f"postgres://{auth}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+
+
+@pytest.fixture
+def private_broker(tmp_path, settings):
+    """A running broker of this test's own, which the test may stop and start; every Kafka
+    client the project builds from settings points at it."""
+    from tests.brokers import PrivateBroker
+
+    broker = PrivateBroker(tmp_path / "kafka")
+    broker.start()
+    settings.KAFKA_BOOTSTRAP_SERVERS = [broker.bootstrap]
+    yield broker
+    broker.stop()
