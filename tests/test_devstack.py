@@ -1,11 +1,14 @@
 """`make run`'s supervisor (scripts/devstack.py): sets up, serves, and stops cleanly on Ctrl-C."""
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import urllib.request
+
+import requests
 
 import pytest
 
@@ -52,7 +55,7 @@ class Stack:
 
 
 @pytest.fixture
-def stack_env(tmp_path, event_topics):
+def stack_env(tmp_path, event_topics, unique_name):
     topic, dlt = event_topics
     port = free_port()
     env = {
@@ -61,7 +64,10 @@ def stack_env(tmp_path, event_topics):
         "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
         "ORDER_EXPORT_TOPIC": topic,
         "ORDER_EXPORT_DLT_TOPIC": dlt,
+        "ORDER_EXPORT_CONSUMER_GROUP": unique_name("order-export-consumer"),
         "WEB_ADDRESS": f"127.0.0.1:{port}",
+        # The relay takes over at once what the fast path did not send.
+        "OUTBOX_RELAY_GRACE_SECONDS": "0",
     }
     return env, port
 
@@ -82,6 +88,8 @@ def test_sets_up_serves_the_admin_and_stops_on_ctrl_c_with_exit_0(stack_env, kaf
     assert f"admin: http://127.0.0.1:{port}/admin/" in output
     assert f"API:   http://127.0.0.1:{port}/api/" in output
     assert "username: admin    password: " in output
+    assert "running web, consumer, relay; Ctrl-C stops them all" in output
+    assert "consumer | " in output and "relay    | " in output
     assert f"{env['ORDER_EXPORT_TOPIC']}: created with 3 partition(s)" in output
     topics = {t["name"] for t in kafka_admin.describe_topics([env["ORDER_EXPORT_TOPIC"]]) if t["error_code"] == 0}
     assert topics == {env["ORDER_EXPORT_TOPIC"]}
@@ -94,3 +102,54 @@ def test_sets_up_serves_the_admin_and_stops_on_ctrl_c_with_exit_0(stack_env, kaf
         assert again.interrupt() == 0
     assert "password:" not in again.output()
     assert f"{env['ORDER_EXPORT_TOPIC']}: unchanged, 3 partition(s)" in again.output()
+
+
+def admin_session(base: str, password: str) -> requests.Session:
+    session = requests.Session()
+    session.get(f"{base}/admin/login/", timeout=5)
+    response = session.post(
+        f"{base}/admin/login/?next=/admin/",
+        data={"username": "admin", "password": password, "csrfmiddlewaretoken": session.cookies["csrftoken"], "next": "/admin/"},
+        timeout=5,
+    )
+    assert response.url.endswith("/admin/"), "admin login failed"
+    return session
+
+
+def test_an_order_confirmed_in_the_admin_reaches_the_fake_platform(stack_env):
+    env, port = stack_env
+    base = f"http://127.0.0.1:{port}"
+    stack = Stack(env)
+    try:
+        wait_until(lambda: http_status(f"{base}/admin/login/") == 200, timeout=60, message=stack.output)
+        password = re.search(r"password: (\S+)", stack.output()).group(1)
+        session = admin_session(base, password)
+        csrf = session.cookies["csrftoken"]
+        created = session.post(
+            f"{base}/admin/orders/order/add/",
+            data={
+                "customer_id": "c-admin", "csrfmiddlewaretoken": csrf,
+                "lines-TOTAL_FORMS": "1", "lines-INITIAL_FORMS": "0", "lines-MIN_NUM_FORMS": "1", "lines-MAX_NUM_FORMS": "1000",
+                "lines-0-sku": "SKU-9", "lines-0-quantity": "3", "lines-0-unit_price": "2.50",
+            },
+            timeout=10,
+        )
+        assert created.status_code == 200 and "was added successfully" in created.text
+        order_id = int(re.search(r"/admin/orders/order/(\d+)/change/", created.text).group(1))
+
+        session.post(
+            f"{base}/admin/orders/order/",
+            data={"action": "mark_confirmed", "_selected_action": [str(order_id)], "csrfmiddlewaretoken": csrf},
+            timeout=10,
+        )
+
+        exported = re.compile(rf"export: order {order_id} event \S+ partition \d+ offset \d+: exported")
+        wait_until(lambda: exported.search(stack.output()), timeout=30, message=stack.output)
+        page = wait_until(
+            lambda: (text := session.get(f"{base}/admin/orders/order/", timeout=5).text) and "exported (1 attempt)" in text and text,
+            timeout=10,
+            message="the admin does not show the export",
+        )
+        assert f"#{order_id}" in page or f">{order_id}<" in page
+    finally:
+        assert stack.interrupt() == 0

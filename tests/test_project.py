@@ -84,3 +84,12 @@ def test_settings_defaults_match_the_contract():
     assert settings.ORDER_EXPORT_CONSUMER_GROUP == os.environ.get("ORDER_EXPORT_CONSUMER_GROUP", "order-export-consumer")
     assert settings.EXPORT_PLATFORM_TIMEOUT == float(os.environ.get("EXPORT_PLATFORM_TIMEOUT", 5))
     assert settings.EXPORT_MAX_ATTEMPTS == int(os.environ.get("EXPORT_MAX_ATTEMPTS", 5))
+
+
+def test_every_variable_the_settings_read_is_documented_in_env_example():
+    import re
+
+    read = set(re.findall(r'env(?:\.\w+)?\(\s*"([A-Z][A-Z0-9_]+)"', (BASE_DIR / "config" / "settings.py").read_text()))
+    documented = set(re.findall(r"^#? ?([A-Z][A-Z0-9_]+)=", (BASE_DIR / ".env.example").read_text(), re.MULTILINE))
+    assert read, "no env() calls found: the pattern is out of date"
+    assert read - documented == set()
