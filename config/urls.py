@@ -9,3 +9,6 @@ urlpatterns = [
     path("api/auth/", include("rest_framework.urls")),
     path("api/", include("orders.urls")),
 ]
+
+handler404 = "config.api_errors.page_not_found"
+handler500 = "config.api_errors.server_error"

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import abc
 import threading
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 import requests
@@ -67,16 +69,13 @@ class HttpExternalPlatformClient(ExternalPlatformClient):
         self.session = session or requests.Session()
 
     def send(self, *, order: dict[str, Any], idempotency_key: str) -> None:
+        # requests' timeout bounds each socket read, not the call: a platform that trickles its
+        # answer could hold the consumer far longer. The call runs in a worker thread and is
+        # abandoned (its socket times out on its own) when the whole call overruns.
+        future = _HTTP_WORKERS.submit(self._post, order, idempotency_key)
         try:
-            response = self.session.post(
-                self.url,
-                json=order,
-                headers={"Idempotency-Key": idempotency_key},
-                timeout=self.timeout,
-                # A redirected POST may be replayed as a GET; treat it as the error it is.
-                allow_redirects=False,
-            )
-        except requests.Timeout as exc:
+            response = future.result(timeout=self.timeout)
+        except (requests.Timeout, FutureTimeout) as exc:
             raise TransientExportError(f"timeout after {self.timeout:g} s") from exc
         except requests.ConnectionError as exc:
             raise TransientExportError(f"connection error: {exc}"[:300]) from exc
@@ -88,7 +87,18 @@ class HttpExternalPlatformClient(ExternalPlatformClient):
             raise TransientExportError(detail)
         raise PermanentExportError(detail)
 
+    def _post(self, order: dict[str, Any], idempotency_key: str) -> requests.Response:
+        return self.session.post(
+            self.url,
+            json=order,
+            headers={"Idempotency-Key": idempotency_key},
+            timeout=self.timeout,
+            # A redirected POST may be replayed as a GET; treat it as the error it is.
+            allow_redirects=False,
+        )
 
+
+_HTTP_WORKERS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="platform-http")
 _fake_client = FakeExternalPlatformClient()
 _http_clients: dict[tuple[str, float], HttpExternalPlatformClient] = {}
 

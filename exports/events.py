@@ -24,14 +24,16 @@ class ExportRequest:
 def export_request_decode(value: bytes | None) -> ExportRequest:
     try:
         event = json.loads(value.decode("utf-8")) if value is not None else None
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise PoisonRecord(f"value is not UTF-8 JSON: {exc}") from exc
     if not isinstance(event, dict):
         raise PoisonRecord("value is not a JSON object")
     if event.get("event_type") != EVENT_TYPE:
         raise PoisonRecord(f"unknown event_type {event.get('event_type')!r}")
-    if event.get("schema_version") != SCHEMA_VERSION:
-        raise PoisonRecord(f"unknown schema_version {event.get('schema_version')!r}")
+    version = event.get("schema_version")
+    # bool is an int: `true == 1` must not pass for version 1.
+    if isinstance(version, bool) or version != SCHEMA_VERSION:
+        raise PoisonRecord(f"unknown schema_version {version!r}")
     try:
         event_id = uuid.UUID(str(event["event_id"]))
     except (KeyError, ValueError) as exc:

@@ -19,7 +19,8 @@ from orders.services import LineInput, order_confirm, order_create
 
 
 def _order_id(pk: str) -> int:
-    if not pk.isdigit():
+    # isascii: str.isdigit() is also true for "²" and other Unicode digits.
+    if not (pk.isascii() and pk.isdigit()):
         raise NotFound("No order has this id.")
     return int(pk)
 

@@ -50,7 +50,8 @@ class OrderLineSerializer(serializers.ModelSerializer):
 
 class OrderSerializer(serializers.ModelSerializer):
     lines = OrderLineSerializer(many=True, read_only=True)
-    total_amount = serializers.DecimalField(max_digits=14, decimal_places=2, read_only=True)
+    # No max_digits: a valid order (2^31-1 x 9999999999.99) can total 22 digits.
+    total_amount = serializers.DecimalField(max_digits=None, decimal_places=2, read_only=True)
 
     class Meta:
         model = Order
@@ -67,7 +68,9 @@ class OrderCreateSerializer(serializers.Serializer):
     """The body of POST /api/orders/."""
 
     customer_id = StrictCharField(max_length=64, allow_blank=False, trim_whitespace=False)
-    lines = OrderLineSerializer(many=True, allow_empty=False)
+    # A ListField, not many=True: its errors are the contract's {"lines": ["..."]} for an empty
+    # or non-list value, and {"lines": {"0": {"quantity": ["..."]}}} per line.
+    lines = serializers.ListField(child=OrderLineSerializer(), allow_empty=False)
 
 
 class OrderListFilterSerializer(serializers.Serializer):
