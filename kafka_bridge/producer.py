@@ -109,6 +109,11 @@ class OutboxPublisher:
                 acked.append((row, metadata.partition, metadata.offset))
         except KafkaError as exc:
             error = f"{type(exc).__name__}: {exc}"[:500]
+        except Exception as exc:
+            # Anything else from the client is a bug to see, but must not kill the caller: the
+            # rows stay unsent and are retried.
+            logger.exception("kafka: unexpected error while publishing")
+            error = f"{type(exc).__name__}: {exc}"[:500]
         failed = len(rows) - len(acked)
         self._mark_sent(acked)
         if failed:
