@@ -156,6 +156,9 @@ OUTBOX_RELAY_BATCH_SIZE = env.int("OUTBOX_RELAY_BATCH_SIZE", default=500)
 OUTBOX_RELAY_GRACE_SECONDS = env.float("OUTBOX_RELAY_GRACE_SECONDS", default=5.0)
 OUTBOX_RELAY_SEND_TIMEOUT = env.float("OUTBOX_RELAY_SEND_TIMEOUT", default=10.0)
 OUTBOX_RELAY_MAX_BACKOFF = env.float("OUTBOX_RELAY_MAX_BACKOFF", default=30.0)
+# How long a relay's claim on a batch of rows lasts; a relay that dies mid-batch releases its
+# rows when the claim runs out. Must exceed OUTBOX_RELAY_SEND_TIMEOUT.
+OUTBOX_RELAY_CLAIM_SECONDS = env.float("OUTBOX_RELAY_CLAIM_SECONDS", default=60.0)
 
 # Which setting holds the topic of each domain event type (read when the event is recorded).
 KAFKA_EVENT_TOPIC_SETTINGS = {"OrderExportRequested": "ORDER_EXPORT_TOPIC"}
@@ -170,6 +173,11 @@ KAFKA_CONSUMER_SESSION_TIMEOUT_MS = env.int("KAFKA_CONSUMER_SESSION_TIMEOUT_MS",
 KAFKA_CONSUMER_HEARTBEAT_INTERVAL_MS = env.int("KAFKA_CONSUMER_HEARTBEAT_INTERVAL_MS", default=3000)
 KAFKA_CONSUMER_FETCH_MAX_WAIT_MS = env.int("KAFKA_CONSUMER_FETCH_MAX_WAIT_MS", default=500)
 KAFKA_CONSUMER_STATS_INTERVAL = env.float("KAFKA_CONSUMER_STATS_INTERVAL", default=30.0)
+# Retries of a record whose handler failed transiently: exponential backoff with full jitter,
+# from this base, capped at the max, for at most EXPORT_MAX_ATTEMPTS attempts.
+KAFKA_CONSUMER_RETRY_BACKOFF_MS = env.int("KAFKA_CONSUMER_RETRY_BACKOFF_MS", default=500)
+KAFKA_CONSUMER_RETRY_BACKOFF_MAX_MS = env.int("KAFKA_CONSUMER_RETRY_BACKOFF_MAX_MS", default=30000)
+KAFKA_DLT_SEND_TIMEOUT = env.float("KAFKA_DLT_SEND_TIMEOUT", default=10.0)
 
 # --- The order-export topic and its consumers -------------------------------------------------
 ORDER_EXPORT_TOPIC = env("ORDER_EXPORT_TOPIC", default="order-export")

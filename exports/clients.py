@@ -11,16 +11,18 @@ from typing import Any
 import requests
 from django.conf import settings
 
+from kafka_bridge.consumer import NonRetryableError, RetryableError
+
 
 class ExportError(Exception):
     """The platform did not take the order."""
 
 
-class TransientExportError(ExportError):
+class TransientExportError(ExportError, RetryableError):
     """Worth retrying: timeout, connection error, 408, 429, 5xx."""
 
 
-class PermanentExportError(ExportError):
+class PermanentExportError(ExportError, NonRetryableError):
     """Retrying will not help: any other 4xx (or an unexpected status)."""
 
 

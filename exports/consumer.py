@@ -8,31 +8,49 @@ from kafka.consumer.fetcher import ConsumerRecord
 
 from exports.clients import ExternalPlatformClient, platform_client
 from exports.events import PoisonRecord, export_request_decode
-from exports.services import order_export
-from kafka_bridge.consumer import ConsumerLoop, RecordHandler
+from exports.services import order_export, order_export_fail
+from kafka_bridge.consumer import ConsumerLoop, DeadLetterHook, RecordHandler
+from kafka_bridge.dead_letter import DeadLetterPublisher
 from kafka_bridge.runner import StopFlag
 
 logger = logging.getLogger(__name__)
 
 
+def _where(record: ConsumerRecord) -> str:
+    return f"partition {record.partition} offset {record.offset}"
+
+
 def export_record_handler(*, client: ExternalPlatformClient) -> RecordHandler:
+    """Decode and export one record. Raises what the consumer loop acts on: transient platform
+    errors (retry), permanent ones and poison records (dead-letter)."""
+
     def handle(record: ConsumerRecord) -> None:
-        where = f"partition {record.partition} offset {record.offset}"
-        try:
-            request = export_request_decode(record.value)
-            outcome = order_export(request=request, client=client)
-        except PoisonRecord as exc:
-            logger.error("export: skipped a record that cannot be exported (%s): %s", where, exc)
-            return
+        request = export_request_decode(record.value)
+        outcome = order_export(request=request, client=client)
         logger.info(
-            "export: order %s event %s %s: %s",
-            request.order_id, request.event_id, where, outcome.status,
+            "export: order %s event %s %s: %s", request.order_id, request.event_id, _where(record), outcome.status
         )
 
     return handle
 
 
-def export_consumer(*, stop: StopFlag, client: ExternalPlatformClient | None = None) -> ConsumerLoop:
+def export_dead_lettered(record: ConsumerRecord, reason: str, attempts: int) -> None:
+    """After a record went to the DLT: mark its order's export failed, with the reason."""
+    try:
+        request = export_request_decode(record.value)
+    except PoisonRecord:
+        return  # nothing to mark: the record names no order we can read
+    export = order_export_fail(order_id=request.order_id, event_id=request.event_id, reason=reason)
+    if export is not None:
+        logger.error("export: order %s event %s %s: failed: %s", request.order_id, request.event_id, _where(record), reason)
+
+
+def export_consumer(
+    *,
+    stop: StopFlag,
+    client: ExternalPlatformClient | None = None,
+    on_dead_letter: DeadLetterHook = export_dead_lettered,
+) -> ConsumerLoop:
     """The loop `run_export_consumer` runs; tests drive it directly."""
     return ConsumerLoop(
         topics=[settings.ORDER_EXPORT_TOPIC],
@@ -40,4 +58,7 @@ def export_consumer(*, stop: StopFlag, client: ExternalPlatformClient | None = N
         handler=export_record_handler(client=client or platform_client()),
         stop=stop,
         name="export-consumer",
+        dead_letter=DeadLetterPublisher(topic=settings.ORDER_EXPORT_DLT_TOPIC, timeout=settings.KAFKA_DLT_SEND_TIMEOUT),
+        on_dead_letter=on_dead_letter,
+        max_attempts=settings.EXPORT_MAX_ATTEMPTS,
     )

@@ -6,11 +6,13 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from kafka_bridge.consumer import NonRetryableError
+
 EVENT_TYPE = "OrderExportRequested"
 SCHEMA_VERSION = 1
 
 
-class PoisonRecord(Exception):
+class PoisonRecord(NonRetryableError):
     """A record no retry can process: undecodable, or of an unknown type or version."""
 
 

@@ -1,7 +1,18 @@
-"""A Kafka consumer loop with at-least-once delivery: the `@KafkaListener` of this project.
+"""A Kafka consumer loop with at-least-once delivery, retries and a dead-letter topic: the
+`@KafkaListener` of this project.
 
-Auto-commit is off. A record's offset is committed only after its handler returned, so a crash
-redelivers what was not finished, never skips it. Handlers must therefore be idempotent.
+Auto-commit is off. A record's offset is committed only after its handler returned (or the
+record was dead-lettered), so a crash redelivers what was not finished, never skips it.
+Handlers must therefore be idempotent.
+
+What a handler raises decides what happens to the record:
+- `RetryableError`: retried with exponential backoff and jitter, up to `max_attempts`, then
+  dead-lettered. While it waits, its partition is paused and the loop keeps polling, so the
+  consumer stays in the group (no `max_poll_interval_ms` overrun, no rebalance) and the other
+  partitions keep moving. Records after it on the same partition wait: per-key order holds.
+- `NonRetryableError`: dead-lettered at once.
+- anything else (a database outage, a bug): retried with backoff for as long as it takes,
+  never dead-lettered, since the record itself is not at fault.
 
 The loop checks a stop flag between records; on a stop it finishes the record in hand,
 commits, closes the consumer (which leaves the group, so the partitions move at once), and
@@ -10,22 +21,35 @@ returns.
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import close_old_connections, reset_queries
 from kafka import KafkaConsumer
 from kafka.consumer.fetcher import ConsumerRecord
+from kafka.consumer.subscription_state import ConsumerRebalanceListener
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from kafka_bridge.client import connection_config
+from kafka_bridge.dead_letter import DeadLetterPublisher
 from kafka_bridge.runner import StopFlag
 
 logger = logging.getLogger(__name__)
 
 RecordHandler = Callable[[ConsumerRecord], None]
+DeadLetterHook = Callable[[ConsumerRecord, str, int], None]
+
+
+class RetryableError(Exception):
+    """The record may succeed later: retry it with backoff, then dead-letter it."""
+
+
+class NonRetryableError(Exception):
+    """No retry can help this record: dead-letter it at once."""
 
 
 def consumer_config(*, group_id: str) -> dict:
@@ -44,12 +68,42 @@ def consumer_config(*, group_id: str) -> dict:
     }
 
 
-class ConsumerLoop:
-    """Polls `topics` in `group_id` and calls `handler` for each record, in partition order.
+def backoff_delay(*, attempt: int, base: float, cap: float) -> float:
+    """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2^(attempt-1))],
+    so that consumers retrying the same outage do not hit the platform in lockstep."""
+    return random.uniform(0, min(cap, base * 2 ** (attempt - 1)))
 
-    A handler that raises is retried: the partition is rewound to the failed record and the
-    loop backs off for `retry_backoff` seconds, keeping its place in the group meanwhile.
-    """
+
+@dataclass
+class _Retry:
+    offset: int
+    attempts: int
+    due: float
+    error: str
+
+
+class _Rebalances(ConsumerRebalanceListener):
+    def __init__(self, loop: ConsumerLoop):
+        self.loop = loop
+
+    def on_partitions_revoked(self, revoked):
+        # The new owner starts from the last commit; retry state here would be stale.
+        for tp in revoked:
+            self.loop._retries.pop(tp, None)
+        if revoked:
+            logger.info("%s: partitions revoked: %s", self.loop.name, _names(revoked))
+
+    def on_partitions_assigned(self, assigned):
+        self.loop.assignments += 1
+        logger.info("%s: partitions assigned: %s", self.loop.name, _names(assigned) or "none")
+
+
+def _names(partitions) -> str:
+    return ", ".join(f"{tp.topic}[{tp.partition}]" for tp in sorted(partitions))
+
+
+class ConsumerLoop:
+    """Polls `topics` in `group_id` and calls `handler` for each record, in partition order."""
 
     def __init__(
         self,
@@ -59,8 +113,12 @@ class ConsumerLoop:
         handler: RecordHandler,
         stop: StopFlag,
         name: str = "consumer",
+        dead_letter: DeadLetterPublisher | None = None,
+        on_dead_letter: DeadLetterHook | None = None,
+        max_attempts: int | None = None,
+        backoff_base: float | None = None,
+        backoff_max: float | None = None,
         poll_timeout_ms: int | None = None,
-        retry_backoff: float = 1.0,
         stats_interval: float | None = None,
     ):
         self.topics = list(topics)
@@ -68,27 +126,34 @@ class ConsumerLoop:
         self.handler = handler
         self.stop = stop
         self.name = name
+        self.dead_letter = dead_letter
+        self.on_dead_letter = on_dead_letter
+        self.max_attempts = max_attempts or settings.EXPORT_MAX_ATTEMPTS
+        self.backoff_base = backoff_base if backoff_base is not None else settings.KAFKA_CONSUMER_RETRY_BACKOFF_MS / 1000
+        self.backoff_max = backoff_max if backoff_max is not None else settings.KAFKA_CONSUMER_RETRY_BACKOFF_MAX_MS / 1000
         self.poll_timeout_ms = poll_timeout_ms or settings.KAFKA_CONSUMER_POLL_TIMEOUT_MS
-        self.retry_backoff = retry_backoff
         self.stats_interval = stats_interval or settings.KAFKA_CONSUMER_STATS_INTERVAL
         self.processed_total = 0
+        self.dead_lettered_total = 0
+        # How many times the group handed this consumer its partitions: 1 in a steady run.
+        self.assignments = 0
+        self._retries: dict[TopicPartition, _Retry] = {}
         self._window_start = time.monotonic()
         self._window_count = 0
-        self._consumer: KafkaConsumer | None = None
         self._broker_trouble_since = 0.0
+        self._consumer: KafkaConsumer | None = None
 
     def run(self) -> None:
-        self._consumer = KafkaConsumer(*self.topics, **consumer_config(group_id=self.group_id))
+        self._consumer = KafkaConsumer(**consumer_config(group_id=self.group_id))
+        self._consumer.subscribe(self.topics, listener=_Rebalances(self))
         logger.info("%s: consuming %s in group %s", self.name, ",".join(self.topics), self.group_id)
         pending: dict[TopicPartition, OffsetAndMetadata] = {}
         try:
             while not self.stop.is_set():
-                batch = self._poll()
-                for tp, records in batch.items():
+                self._resume_due_partitions()
+                for tp, records in self._poll().items():
                     for record in records:
-                        if self.stop.is_set():
-                            break
-                        if not self._handle(tp, record):
+                        if self.stop.is_set() or not self._process(tp, record):
                             break
                         pending[tp] = OffsetAndMetadata(record.offset + 1, "", -1)
                         self.processed_total += 1
@@ -100,16 +165,83 @@ class ConsumerLoop:
         finally:
             self._close(pending)
 
+    # --- one record -------------------------------------------------------------------------
+
+    def _process(self, tp: TopicPartition, record: ConsumerRecord) -> bool:
+        """Handle `record`; True when it is done with (handled or dead-lettered), False when
+        its partition was paused to retry it later."""
+        retry = self._retries.get(tp)
+        attempt = retry.attempts + 1 if retry and retry.offset == record.offset else 1
+        try:
+            self.handler(record)
+        except NonRetryableError as exc:
+            return self._give_up(tp, record, f"{type(exc).__name__}: {exc}", attempt)
+        except RetryableError as exc:
+            if attempt >= self.max_attempts:
+                return self._give_up(tp, record, f"{type(exc).__name__}: {exc} (after {attempt} attempts)", attempt)
+            return self._retry_later(tp, record, attempt, f"{type(exc).__name__}: {exc}", self.backoff_max)
+        except Exception as exc:
+            logger.exception("%s: unexpected error handling %s", self.name, _where(record))
+            # Not the record's fault: retry without limit, but never faster than the backoff.
+            return self._retry_later(tp, record, attempt, f"{type(exc).__name__}: {exc}", self.backoff_max, limited=False)
+        self._retries.pop(tp, None)
+        return True
+
+    def _retry_later(self, tp, record, attempt, error, cap, *, limited=True) -> bool:
+        delay = backoff_delay(attempt=attempt, base=self.backoff_base, cap=cap)
+        self._retries[tp] = _Retry(record.offset, attempt, time.monotonic() + delay, error)
+        # Rewind and pause: the next polls return nothing from this partition until the retry
+        # is due, while the loop keeps polling the others and keeps its group membership.
+        self._consumer.seek(tp, record.offset)
+        self._consumer.pause(tp)
+        limit = f"/{self.max_attempts}" if limited else ""
+        logger.warning(
+            "%s: attempt %d%s of %s failed (%s); retrying in %.1f s",
+            self.name, attempt, limit, _where(record), error, delay,
+        )
+        return False
+
+    def _give_up(self, tp, record, error, attempts) -> bool:
+        if self.dead_letter is None:
+            logger.error("%s: dropping %s after %d attempt(s): %s", self.name, _where(record), attempts, error)
+        else:
+            try:
+                self.dead_letter.publish(record, error=error, attempts=attempts)
+            except KafkaError as exc:
+                # Not on the DLT yet: keep the record and try the whole thing again later.
+                return self._retry_later(tp, record, attempts, f"dead-lettering failed: {exc}", self.backoff_max, limited=False)
+            logger.error("%s: dead-lettered %s after %d attempt(s): %s", self.name, _where(record), attempts, error)
+        if self.on_dead_letter is not None:
+            self.on_dead_letter(record, error, attempts)
+        self.dead_lettered_total += 1
+        self._retries.pop(tp, None)
+        return True
+
+    # --- the loop's plumbing ----------------------------------------------------------------
+
+    def _resume_due_partitions(self) -> None:
+        now = time.monotonic()
+        paused = self._consumer.paused()
+        for tp, retry in self._retries.items():
+            if retry.due <= now and tp in paused:
+                self._consumer.resume(tp)
+
+    def _poll_timeout_ms(self) -> int:
+        if not self._retries:
+            return self.poll_timeout_ms
+        until_due = min(retry.due for retry in self._retries.values()) - time.monotonic()
+        return max(0, min(self.poll_timeout_ms, int(until_due * 1000) + 1))
+
     def _poll(self) -> dict[TopicPartition, list[ConsumerRecord]]:
         try:
-            batch = self._consumer.poll(timeout_ms=self.poll_timeout_ms)
+            batch = self._consumer.poll(timeout_ms=self._poll_timeout_ms())
         except KafkaError as exc:
             # The broker is unreachable or the group coordinator moved: keep the consumer and
             # try again; it reconnects by itself. Nothing was handed out, so nothing is lost.
             if not self._broker_trouble_since:
                 self._broker_trouble_since = time.monotonic()
                 logger.warning("%s: poll failed (%s: %s); retrying", self.name, type(exc).__name__, exc)
-            self.stop.wait(self.retry_backoff)
+            self.stop.wait(1.0)
             return {}
         if self._broker_trouble_since:
             logger.info(
@@ -119,31 +251,16 @@ class ConsumerLoop:
             self._broker_trouble_since = 0.0
         return batch
 
-    def _handle(self, tp: TopicPartition, record: ConsumerRecord) -> bool:
-        try:
-            self.handler(record)
-            return True
-        except Exception:
-            logger.exception(
-                "%s: handling %s[%d]@%d failed; retrying in %.1f s",
-                self.name, record.topic, record.partition, record.offset, self.retry_backoff,
-            )
-            # Rewind so the next poll returns this record again: nothing is skipped.
-            self._consumer.seek(tp, record.offset)
-            self.stop.wait(self.retry_backoff)
-            return False
-
     def _commit(self, pending: dict[TopicPartition, OffsetAndMetadata]) -> None:
         if not pending:
             return
         try:
             self._consumer.commit(dict(pending))
-            pending.clear()
         except CommitFailedError as exc:
             # The group rebalanced under us: the new owner re-reads from the last commit, and
             # the handler's idempotence makes the replay harmless.
             logger.warning("%s: commit failed after a rebalance: %s", self.name, exc)
-            pending.clear()
+        pending.clear()
 
     def _after_batch(self) -> None:
         reset_queries()
@@ -151,8 +268,9 @@ class ConsumerLoop:
         elapsed = time.monotonic() - self._window_start
         if elapsed >= self.stats_interval:
             logger.info(
-                "%s: %d record(s) in %.0f s (%.1f/s), %d since start",
-                self.name, self._window_count, elapsed, self._window_count / elapsed, self.processed_total,
+                "%s: %d record(s) in %.0f s (%.1f/s), %d since start, %d dead-lettered",
+                self.name, self._window_count, elapsed, self._window_count / elapsed,
+                self.processed_total, self.dead_lettered_total,
             )
             self._window_start, self._window_count = time.monotonic(), 0
 
@@ -164,4 +282,10 @@ class ConsumerLoop:
         except KafkaError as exc:
             logger.error("%s: final commit failed: %s", self.name, exc)
         self._consumer.close(autocommit=False)
+        if self.dead_letter is not None:
+            self.dead_letter.close()
         logger.info("%s: stopped after %d record(s); left group %s", self.name, self.processed_total, self.group_id)
+
+
+def _where(record: ConsumerRecord) -> str:
+    return f"{record.topic}[{record.partition}]@{record.offset}"

@@ -20,6 +20,9 @@ class OutboxEvent(models.Model):
     offset = models.BigIntegerField(null=True, blank=True)
     attempts = models.PositiveIntegerField(default=0)
     last_error = models.TextField(blank=True, default="")
+    # A relay's claim on the row while it sends it: no two relays send a row at once.
+    claimed_by = models.CharField(max_length=100, blank=True, default="")
+    claimed_until = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["id"]

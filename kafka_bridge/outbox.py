@@ -54,3 +54,11 @@ def event_record(*, event: DomainEvent) -> OutboxEvent:
         # an error. The row stays unsent and the relay sends it.
         transaction.on_commit(lambda: request_publisher().publish([row]), robust=True)
     return row
+
+
+def outbox_resend(*, event_ids) -> int:
+    """Queue already-sent events for the relay again (same row, same bytes, same event id).
+    Returns how many rows were found."""
+    return OutboxEvent.objects.filter(event_id__in=list(event_ids)).update(
+        sent_at=None, claimed_by="", claimed_until=None, last_error=""
+    )

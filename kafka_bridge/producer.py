@@ -135,8 +135,11 @@ class OutboxPublisher:
         for row, partition, offset in acked:
             row.sent_at, row.partition, row.offset = now, partition, offset
             row.attempts += 1
+            row.claimed_by, row.claimed_until = "", None
         OutboxEvent.objects.bulk_update(
-            [row for row, _, _ in acked], ["sent_at", "partition", "offset", "attempts"], batch_size=500
+            [row for row, _, _ in acked],
+            ["sent_at", "partition", "offset", "attempts", "claimed_by", "claimed_until"],
+            batch_size=500,
         )
 
     def close(self, timeout: float = 5.0) -> None:

@@ -163,3 +163,14 @@ def private_broker(tmp_path, settings):
     settings.KAFKA_BOOTSTRAP_SERVERS = [broker.bootstrap]
     yield broker
     broker.stop()
+
+
+@pytest.fixture
+def platform_stub():
+    """A running `PlatformStub`; point EXPORT_PLATFORM_URL (or an HttpExternalPlatformClient)
+    at `platform_stub.url`."""
+    from tests.platform_stub import PlatformServer, PlatformStub
+
+    server = PlatformServer(PlatformStub())
+    yield server.stub
+    server.close()

@@ -15,8 +15,8 @@ from exports.clients import (
     TransientExportError,
 )
 from exports.events import ExportRequest
-from exports.models import OrderExport
-from exports.services import UnknownOrder, order_export
+from exports.models import OrderExport, ProcessedEvent
+from exports.services import UnknownOrder, order_export, order_export_fail
 from orders.serializers import order_snapshot
 from orders.services import LineInput, order_confirm, order_create
 
@@ -89,7 +89,8 @@ def test_order_export_records_a_transient_failure_as_pending_and_raises_it(expor
     assert export.attempts == 1
     assert export.last_error == "HTTP 503 from the platform"
     assert export.exported_at is None
-    assert export.event_id is None
+    assert export.event_id == export_request.event_id
+    assert not ProcessedEvent.objects.exists()
 
 
 def test_order_export_after_a_transient_failure_succeeds_on_the_next_attempt(export_request):
@@ -110,23 +111,51 @@ def test_order_export_after_a_transient_failure_succeeds_on_the_next_attempt(exp
     assert client.calls == [(export_request.order_id, str(export_request.event_id))] * 2
 
 
-def test_order_export_marks_a_permanent_refusal_failed_and_never_sends_again(export_request):
+def test_order_export_records_a_permanent_refusal_and_raises_it_for_the_dead_letter_topic(export_request):
     client = ScriptedClient(PermanentExportError("HTTP 422 from the platform"))
 
-    outcome = order_export(request=export_request, client=client)
+    with pytest.raises(PermanentExportError, match="422"):
+        order_export(request=export_request, client=client)
 
     export = export_of(export_request)
-    assert outcome.status == "failed"
-    assert export.status == OrderExport.Status.FAILED
+    # Failed only once the record is on the DLT (order_export_fail, called by the consumer).
+    assert export.status == OrderExport.Status.PENDING
     assert export.attempts == 1
     assert export.last_error == "HTTP 422 from the platform"
     assert export.exported_at is None
 
+
+def test_a_dead_lettered_export_is_not_sent_again_on_redelivery(export_request):
+    client = ScriptedClient(PermanentExportError("HTTP 422 from the platform"))
+    with pytest.raises(PermanentExportError):
+        order_export(request=export_request, client=client)
+    order_export_fail(order_id=export_request.order_id, event_id=export_request.event_id, reason="HTTP 422")
+
     again = order_export(request=export_request, client=client)
 
-    assert again.status == "duplicate"
+    assert again.status == "dead_lettered_earlier"
     assert len(client.calls) == 1
     assert export_of(export_request).status == OrderExport.Status.FAILED
+    assert export_of(export_request).last_error == "HTTP 422"
+
+
+def test_the_processed_event_is_recorded_with_the_success(export_request, platform):
+    order_export(request=export_request, client=platform)
+
+    assert list(ProcessedEvent.objects.values_list("event_id", "order_id")) == [
+        (export_request.event_id, export_request.order_id)
+    ]
+
+
+def test_a_processed_event_is_acknowledged_without_a_platform_call(export_request, platform):
+    order_export(request=export_request, client=platform)
+    # Even if the export row were reset, the processed event id alone stops a second call.
+    OrderExport.objects.update(status=OrderExport.Status.PENDING)
+
+    again = order_export(request=export_request, client=platform)
+
+    assert again.status == "duplicate"
+    assert platform.received_order_ids() == [export_request.order_id]
 
 
 def test_order_export_of_an_unknown_order_raises_and_records_nothing(export_request, platform):
