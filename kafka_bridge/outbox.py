@@ -62,3 +62,18 @@ def outbox_resend(*, event_ids) -> int:
     return OutboxEvent.objects.filter(event_id__in=list(event_ids)).update(
         sent_at=None, claimed_by="", claimed_until=None, last_error=""
     )
+
+
+def outbox_purge(*, older_than, dry_run: bool = False, chunk: int = 5000) -> int:
+    """Delete rows acknowledged more than `older_than` (a timedelta) ago, in chunks so no single
+    transaction grows with the table. Unsent rows are never touched."""
+    from django.utils import timezone
+
+    cutoff = timezone.now() - older_than
+    old = OutboxEvent.objects.filter(sent_at__isnull=False, sent_at__lt=cutoff)
+    if dry_run:
+        return old.count()
+    deleted = 0
+    while ids := list(old.order_by("id").values_list("id", flat=True)[:chunk]):
+        deleted += OutboxEvent.objects.filter(pk__in=ids).delete()[0]
+    return deleted
