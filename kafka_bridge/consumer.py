@@ -94,7 +94,8 @@ class _Rebalances(ConsumerRebalanceListener):
             logger.info("%s: partitions revoked: %s", self.loop.name, _names(revoked))
 
     def on_partitions_assigned(self, assigned):
-        self.loop.assignments += 1
+        if assigned:
+            self.loop.assignments += 1
         logger.info("%s: partitions assigned: %s", self.loop.name, _names(assigned) or "none")
 
 
@@ -135,7 +136,8 @@ class ConsumerLoop:
         self.stats_interval = stats_interval or settings.KAFKA_CONSUMER_STATS_INTERVAL
         self.processed_total = 0
         self.dead_lettered_total = 0
-        # How many times the group handed this consumer its partitions: 1 in a steady run.
+        # How many times the group handed this consumer a non-empty set of partitions: 1 in a
+        # run without rebalances.
         self.assignments = 0
         self._retries: dict[TopicPartition, _Retry] = {}
         self._window_start = time.monotonic()
