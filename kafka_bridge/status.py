@@ -1,0 +1,123 @@
+"""What Kafka UI shows, read through the admin client: brokers, the controller, topics with
+their partitions (leader, replicas, ISR, earliest and latest offsets), consumer groups with
+their state, members, assignments, committed offsets and lag. The shape is the contract's
+`kafka_status --json`."""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from kafka import KafkaAdminClient, TopicPartition
+from kafka.protocol.consumer import OffsetSpec
+
+from kafka_bridge.client import admin_client
+
+
+def _assignments(member: dict[str, Any]) -> list[dict[str, Any]]:
+    assignment = member.get("member_assignment") or {}
+    result = []
+    for entry in assignment.get("assigned_partitions") or []:
+        topic = entry.get("topic") if isinstance(entry, dict) else entry[0]
+        partitions = entry.get("partitions") if isinstance(entry, dict) else entry[1]
+        result.extend({"topic": topic, "partition": p} for p in sorted(partitions))
+    return sorted(result, key=lambda a: (a["topic"], a["partition"]))
+
+
+def _offsets(admin: KafkaAdminClient, partitions: list[TopicPartition], spec) -> dict[TopicPartition, int]:
+    if not partitions:
+        return {}
+    return {tp: found.offset for tp, found in admin.list_partition_offsets({tp: spec for tp in partitions}).items()}
+
+
+def kafka_status(
+    *,
+    topics: Iterable[str] | None = None,
+    group_ids: Iterable[str] | None = None,
+    include_internal: bool = False,
+    timeout_ms: int | None = None,
+) -> dict[str, Any]:
+    """The cluster as the contract's JSON shape. `topics` and `group_ids` narrow it down
+    (default: every topic, internal ones only with `include_internal`, and every group).
+    Raises `BrokerUnavailable` when no broker answers within the bound."""
+    with admin_client(timeout_ms=timeout_ms) as admin:
+        cluster = admin.describe_cluster()
+        described = admin.describe_topics(list(topics) if topics is not None else None)
+        described = [
+            t for t in described
+            if t["error_code"] == 0 and (include_internal or not t["is_internal"] or topics is not None)
+        ]
+        partitions = [TopicPartition(t["name"], p["partition_index"]) for t in described for p in t["partitions"]]
+        earliest = _offsets(admin, partitions, OffsetSpec.EARLIEST)
+        latest = _offsets(admin, partitions, OffsetSpec.LATEST)
+
+        if group_ids is None:
+            group_ids = [g["group_id"] for g in admin.list_groups() if g.get("protocol_type") in ("consumer", "")]
+        group_ids = sorted(group_ids)
+        groups = admin.describe_groups(group_ids) if group_ids else {}
+        committed = admin.list_group_offsets({group_id: None for group_id in group_ids}) if group_ids else {}
+        # End offsets of partitions some group committed to but that the topic list left out
+        # (when narrowed down); a topic deleted since has none.
+        extra_topics = {tp.topic for offsets in committed.values() for tp in offsets} - {t["name"] for t in described}
+        if extra_topics:
+            existing = {
+                (t["name"], p["partition_index"])
+                for t in admin.describe_topics(sorted(extra_topics)) if t["error_code"] == 0 for p in t["partitions"]
+            }
+            latest.update(_offsets(admin, [TopicPartition(*tp) for tp in sorted(existing)], OffsetSpec.LATEST))
+
+    return {
+        "brokers": sorted(
+            ({"node_id": b["broker_id"], "host": b["host"], "port": b["port"]} for b in cluster["brokers"]),
+            key=lambda b: b["node_id"],
+        ),
+        "controller_id": cluster["controller_id"],
+        "topics": [
+            {
+                "name": t["name"],
+                "partitions": [
+                    {
+                        "partition": p["partition_index"],
+                        "leader": p["leader_id"],
+                        "replicas": list(p["replica_nodes"]),
+                        "isr": list(p["isr_nodes"]),
+                        "earliest_offset": earliest.get(TopicPartition(t["name"], p["partition_index"])),
+                        "latest_offset": latest.get(TopicPartition(t["name"], p["partition_index"])),
+                    }
+                    for p in sorted(t["partitions"], key=lambda p: p["partition_index"])
+                ],
+            }
+            for t in sorted(described, key=lambda t: t["name"])
+        ],
+        "consumer_groups": [_group(group_id, groups.get(group_id, {}), committed.get(group_id, {}), latest) for group_id in group_ids],
+    }
+
+
+def _group(group_id: str, description: dict, committed: dict, latest: dict[TopicPartition, int]) -> dict[str, Any]:
+    partitions = []
+    for tp in sorted(committed, key=lambda tp: (tp.topic, tp.partition)):
+        end = latest.get(tp)
+        offset = committed[tp].offset
+        partitions.append(
+            {
+                "topic": tp.topic,
+                "partition": tp.partition,
+                "committed_offset": offset,
+                "end_offset": end,
+                "lag": max(0, end - offset) if end is not None and offset is not None and offset >= 0 else None,
+            }
+        )
+    return {
+        "group_id": group_id,
+        "state": description.get("group_state", "Unknown"),
+        "members": [
+            {
+                "member_id": m["member_id"],
+                "client_id": m["client_id"],
+                "host": m["client_host"].lstrip("/"),
+                "assignments": _assignments(m),
+            }
+            for m in sorted(description.get("members", []), key=lambda m: m["member_id"])
+        ],
+        "partitions": partitions,
+        "total_lag": sum(p["lag"] or 0 for p in partitions),
+    }
