@@ -14,7 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
 from pathlib import Path
 from typing import Any
 
@@ -168,10 +168,13 @@ unclean.leader.election.enable=false
             )
 
     def _format(self) -> None:
-        cluster_id = subprocess.run(
+        result = subprocess.run(
             self._java(NODE_IDS[0], "kafka.tools.StorageTool", "random-uuid"),
-            capture_output=True, text=True, timeout=60, check=True,
-        ).stdout.strip()
+            capture_output=True, text=True, timeout=60,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"StorageTool random-uuid failed:\n{result.stdout}{result.stderr}")
+        cluster_id = result.stdout.strip()
         # Static voters (controller.quorum.voters): no --standalone, no --initial-controllers.
         formats = {
             node_id: self._spawn(
@@ -182,10 +185,16 @@ unclean.leader.election.enable=false
             )
             for node_id in NODE_IDS
         }
-        for node_id, process in formats.items():
-            if process.wait(timeout=60) != 0:
-                log = (self.node_dir(node_id) / "logs" / "format.log").read_text(errors="replace")
-                raise RuntimeError(f"formatting node {node_id}'s storage failed:\n{log}")
+        try:
+            for node_id, process in formats.items():
+                if process.wait(timeout=60) != 0:
+                    log = (self.node_dir(node_id) / "logs" / "format.log").read_text(errors="replace")
+                    raise RuntimeError(f"formatting node {node_id}'s storage failed:\n{log}")
+        finally:
+            for process in formats.values():
+                if process.poll() is None:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait(timeout=30)
 
     def _unfenced_brokers(self) -> int:
         for node_id, process in self.processes.items():
@@ -246,15 +255,14 @@ unclean.leader.election.enable=false
         for process in running:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(process.pid, signal.SIGTERM)
+        deadline = time.monotonic() + self.stop_grace
         for process in running:
             try:
-                process.wait(timeout=self.stop_grace)
+                process.wait(timeout=max(0.0, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                pass
-            # The whole group: also anything the JVM started, even when the JVM itself exited.
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=30)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait(timeout=30)
 
     def __enter__(self) -> KafkaCluster:
         try:
@@ -267,8 +275,3 @@ unclean.leader.election.enable=false
     def __exit__(self, *exc_info) -> None:
         self.stop()
 
-
-@contextlib.contextmanager
-def kafka_cluster(data_dir: Path) -> Iterator[KafkaCluster]:
-    with KafkaCluster(data_dir) as cluster:
-        yield cluster
