@@ -1,0 +1,456 @@
+"""Fault injection on the delivery path, with the consumer loop in a thread: the broker stopped
+while orders are confirmed, a platform that fails 30 % of its calls, poison records on the
+event topic, and a platform down for longer than `max_poll_interval_ms`.
+
+What is counted, and where: the platform stub counts exports (one accepted Idempotency-Key per
+confirmed order, none missing, none twice) and the repeats it deduplicated (409). Each test
+prints one `faults:` line with how many events flowed, were lost and were doubled
+(`pytest -rP` shows it).
+"""
+from __future__ import annotations
+
+import json
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable, Iterator
+from decimal import Decimal
+
+import pytest
+from django.db import connections
+from kafka import KafkaProducer
+from kafka.partitioner.default import murmur2
+
+from exports.clients import HttpExternalPlatformClient
+from exports.consumer import export_consumer
+from exports.models import OrderExport
+from kafka_bridge.client import connection_config
+from kafka_bridge.consumer import ConsumerLoop
+from kafka_bridge.models import OutboxEvent
+from kafka_bridge.relay import OutboxRelay
+from kafka_bridge.runner import StopFlag
+from orders.services import LineInput, order_confirm, order_create
+from tests.helpers import end_offsets, read_records, wait_until
+
+pytestmark = [pytest.mark.kafka, pytest.mark.django_db(transaction=True)]
+
+# Other suites share the machine's two cores: waits are generous, the tests themselves are not.
+WAIT = 90
+
+
+# --- the consumer in a thread -----------------------------------------------------------------
+
+
+class ConsumerThread:
+    """`run_export_consumer`'s loop in a thread, exporting over HTTP to the platform stub."""
+
+    def __init__(self, loop: ConsumerLoop, stop: StopFlag):
+        self.loop = loop
+        self.stop = stop
+        self.errors: list[BaseException] = []
+        self.thread = threading.Thread(target=self._run, name="export-consumer", daemon=True)
+
+    def _run(self) -> None:
+        try:
+            self.loop.run()
+        except BaseException as exc:  # surfaced when the fixture stops the loop
+            self.errors.append(exc)
+        finally:
+            # A connection left open by this thread would keep PostgreSQL from dropping the
+            # test database.
+            connections.close_all()
+
+    def shutdown(self) -> None:
+        self.stop.set()
+        self.thread.join(timeout=30)
+        assert not self.thread.is_alive(), "the consumer loop did not stop within 30 s"
+        assert not self.errors, f"the consumer loop crashed: {self.errors[0]!r}"
+
+
+@pytest.fixture
+def start_consumer(
+    export_topics, export_group, platform_stub, transactional_db
+) -> Iterator[Callable[..., ConsumerLoop]]:
+    """`start_consumer()` builds the export loop from the settings as they are now (so a test
+    sets consumer settings first) and runs it in a thread against `platform_stub`; the loop is
+    stopped after the test the way a signal stops it."""
+    started: list[ConsumerThread] = []
+
+    def start(*, timeout: float = 10.0) -> ConsumerLoop:
+        stop = StopFlag()
+        client = HttpExternalPlatformClient(url=platform_stub.url, timeout=timeout)
+        consumer = ConsumerThread(export_consumer(stop=stop, client=client), stop)
+        started.append(consumer)
+        consumer.thread.start()
+        return consumer.loop
+
+    yield start
+    for consumer in started:
+        consumer.stop.set()
+    for consumer in started:
+        consumer.shutdown()
+
+
+# --- data and counting ------------------------------------------------------------------------
+
+
+def orders_create(count: int) -> list[int]:
+    return [
+        order_create(
+            customer_id=f"c-{n}", lines=[LineInput(sku="SKU-1", quantity=1 + n % 3, unit_price=Decimal("9.99"))]
+        ).pk
+        for n in range(count)
+    ]
+
+
+def orders_confirm(order_ids: list[int]) -> list[float]:
+    """Confirm each order; returns the seconds each confirm took (its fast-path send included)."""
+    durations = []
+    for order_id in order_ids:
+        started = time.monotonic()
+        order_confirm(order_id=order_id)
+        durations.append(time.monotonic() - started)
+    return durations
+
+
+def unsent_rows():
+    return OutboxEvent.objects.filter(sent_at__isnull=True)
+
+
+def outbox_backlog_publish(*, timeout: float = WAIT) -> int:
+    """Send every unsent outbox row with a relay of this process (no grace), as
+    `run_outbox_relay` would; returns how many it sent."""
+    relay = OutboxRelay(stop=StopFlag(), grace=0)
+
+    def all_sent() -> bool:
+        relay.run_once()
+        return not unsent_rows().exists()
+
+    try:
+        wait_until(all_sent, timeout=timeout, message=lambda: f"{unsent_rows().count()} outbox row(s) still unsent")
+    finally:
+        relay.publisher.close()
+    return relay.total_sent
+
+
+def event_ids_by_order() -> dict[int, str]:
+    return {int(key): str(event_id) for key, event_id in OutboxEvent.objects.values_list("key", "event_id")}
+
+
+def exported_count() -> int:
+    return OrderExport.objects.filter(status=OrderExport.Status.EXPORTED).count()
+
+
+def wait_for_exports(count: int, stub) -> None:
+    wait_until(
+        lambda: exported_count() == count,
+        timeout=WAIT,
+        message=lambda: (
+            f"{exported_count()} of {count} exports recorded; the platform accepted "
+            f"{len(stub.exported_order_ids())} after {stub.call_count()} call(s)"
+        ),
+    )
+
+
+def platform_tally(stub, order_ids: list[int], event_ids: dict[int, str]) -> dict[str, object]:
+    """What the platform saw, per confirmed order: missing, accepted twice, accepted though never
+    confirmed, or sent with another Idempotency-Key than the order's one event id."""
+    accepted = Counter(stub.exported_order_ids())
+    keys = stub.keys_by_order()
+    with stub.lock:
+        statuses = Counter(call.status for call in stub.calls)
+        calls_per_order = Counter(call.order_id for call in stub.calls)
+    return {
+        "missing": sorted(set(order_ids) - set(accepted)),
+        "doubled": sorted(order_id for order_id, n in accepted.items() if n > 1),
+        "unexpected": sorted(set(accepted) - set(order_ids)),
+        "wrong_keys": sorted(order_id for order_id in order_ids if keys.get(order_id, set()) != {event_ids[order_id]}),
+        "statuses": statuses,
+        "calls_per_order": calls_per_order,
+    }
+
+
+def assert_each_order_exported_once(tally: dict[str, object], order_ids: list[int]) -> None:
+    missing = tally["missing"]
+    assert missing == [], f"{len(missing)} order(s) never reached the platform: {missing[:20]}"
+    assert tally["doubled"] == [], f"order(s) exported twice: {tally['doubled'][:20]}"
+    assert tally["unexpected"] == [], f"order(s) exported that were never confirmed: {tally['unexpected'][:20]}"
+    assert tally["wrong_keys"] == [], f"order(s) sent with another Idempotency-Key: {tally['wrong_keys'][:20]}"
+    assert tally["statuses"][201] == len(order_ids)
+    exports = dict(OrderExport.objects.values_list("order_id", "status"))
+    assert exports == {order_id: OrderExport.Status.EXPORTED for order_id in order_ids}
+
+
+def committed_offsets(kafka_admin, group: str, topic: str) -> dict[int, int]:
+    committed = kafka_admin.list_group_offsets({group: None})[group]
+    return {tp.partition: meta.offset for tp, meta in committed.items() if tp.topic == topic}
+
+
+def group_member_ids(kafka_admin, group: str) -> list[str]:
+    return sorted(member["member_id"] for member in kafka_admin.describe_groups([group])[group]["members"])
+
+
+def records_per_event(records) -> Counter:
+    return Counter(dict(record.headers)["event_id"].decode() for record in records)
+
+
+def report(test: str, **counts) -> None:
+    print(f"faults: {test}: " + ", ".join(f"{name.replace('_', ' ')} {value}" for name, value in counts.items()))
+
+
+def expected_partition(key: str, partitions: int = 3) -> int:
+    """The partition Kafka's default partitioner (murmur2, as in the Java client) picks."""
+    return (murmur2(key.encode()) & 0x7FFFFFFF) % partitions
+
+
+# --- the tests --------------------------------------------------------------------------------
+
+
+def test_broker_stopped_while_200_orders_are_confirmed_then_started_all_200_exported(
+    private_broker, export_topics, export_group, start_consumer, platform_stub, fresh_publisher, settings
+):
+    topic, dlt = export_topics
+    order_ids = orders_create(200)
+    # The consumer is in the group before the outage and lives through it.
+    loop = start_consumer()
+    wait_until(lambda: loop.assignments >= 1, timeout=WAIT, message="the consumer got no partitions")
+
+    private_broker.stop()
+    started = time.monotonic()
+    durations = orders_confirm(order_ids)
+    confirming = time.monotonic() - started
+
+    # Each confirm waited on Kafka no longer than the fast path's bound (plus start-up slack),
+    # and after a failure the fast path is suspended: most rows were not even tried.
+    bound = settings.KAFKA_PUBLISH_TIMEOUT_MS / 1000 * 2 + 1
+    assert max(durations) < bound, f"the slowest confirm took {max(durations):.1f} s"
+    assert unsent_rows().count() == 200
+    tried = OutboxEvent.objects.filter(attempts__gt=0).count()
+    suspensions = int(confirming / settings.KAFKA_PUBLISH_SUSPEND_SECONDS) + 1
+    assert 1 <= tried <= suspensions, f"{tried} rows were tried in {confirming:.1f} s of confirming"
+    assert tried < 100
+
+    private_broker.start()
+    relayed = outbox_backlog_publish()
+    wait_for_exports(200, platform_stub)
+
+    event_ids = event_ids_by_order()
+    tally = platform_tally(platform_stub, order_ids, event_ids)
+    records = read_records(topic, expected=200, timeout=WAIT)
+    per_event = records_per_event(records)
+    report(
+        "broker stopped during 200 confirms",
+        events_flowed=len(records),
+        doubled_on_topic=sum(n - 1 for n in per_event.values()),
+        confirm_seconds=round(confirming, 1),
+        slowest_confirm_seconds=round(max(durations), 2),
+        rows_tried_by_fast_path=tried,
+        relayed=relayed,
+        lost=len(tally["missing"]),
+        doubled_at_platform=len(tally["doubled"]),
+        platform_calls=sum(tally["statuses"].values()),
+        repeated_calls_409=tally["statuses"][409],
+        consumer_assignments=loop.assignments,
+    )
+    assert relayed == 200
+    assert_each_order_exported_once(tally, order_ids)
+    assert set(per_event) == set(event_ids.values())
+    assert sum(end_offsets(dlt).values()) == 0
+
+
+def test_platform_failing_30_percent_of_calls_all_orders_exported_with_attempts_recorded(
+    export_topics, export_group, start_consumer, platform_stub, fresh_publisher, settings
+):
+    topic, dlt = export_topics
+    settings.KAFKA_CONSUMER_RETRY_BACKOFF_MS = 20
+    settings.KAFKA_CONSUMER_RETRY_BACKOFF_MAX_MS = 200
+    # 0.3 ** 10: about one order in 170,000 would fail ten times in a row and be dead-lettered.
+    settings.EXPORT_MAX_ATTEMPTS = 10
+    platform_stub.failure_rate = 0.3
+    order_ids = orders_create(100)
+    loop = start_consumer()
+
+    orders_confirm(order_ids)
+    # A fast-path send that overran its bound on a busy machine is the relay's to finish.
+    relayed = outbox_backlog_publish()
+    wait_for_exports(100, platform_stub)
+
+    event_ids = event_ids_by_order()
+    tally = platform_tally(platform_stub, order_ids, event_ids)
+    attempts = dict(OrderExport.objects.values_list("order_id", "attempts"))
+    records = read_records(topic, expected=100, timeout=WAIT)
+    per_event = records_per_event(records)
+    report(
+        "platform failing 30 %",
+        events_flowed=len(records),
+        doubled_on_topic=sum(n - 1 for n in per_event.values()),
+        relayed_after_fast_path=relayed,
+        lost=len(tally["missing"]),
+        doubled_at_platform=len(tally["doubled"]),
+        platform_calls=sum(tally["statuses"].values()),
+        failed_calls_503=tally["statuses"][503],
+        repeated_calls_409=tally["statuses"][409],
+        most_attempts=max(attempts.values()),
+        dead_lettered=loop.dead_lettered_total,
+    )
+    assert_each_order_exported_once(tally, order_ids)
+    assert tally["statuses"][503] > 0, "the platform was meant to fail some calls"
+    assert attempts == {order_id: tally["calls_per_order"][order_id] for order_id in order_ids}
+    assert sum(attempts.values()) == platform_stub.call_count()
+    assert loop.dead_lettered_total == 0
+    assert sum(end_offsets(dlt).values()) == 0
+
+
+def test_poison_records_go_to_the_dlt_with_headers_and_the_consumer_keeps_going(
+    export_topics, export_group, start_consumer, platform_stub, fresh_publisher, kafka_admin
+):
+    topic, dlt = export_topics
+    [order_id] = orders_create(1)
+    # The poison goes to the partition the valid order's event will take, ahead of it: the
+    # consumer must get past all three to export the order.
+    partition = expected_partition(str(order_id))
+    missing_order_id = 10**9 + order_id
+
+    def event(*, target: int, schema_version: int) -> tuple[bytes, list[tuple[str, bytes]]]:
+        event_id = str(uuid.uuid4())
+        value = {
+            "event_id": event_id,
+            "event_type": "OrderExportRequested",
+            "schema_version": schema_version,
+            "occurred_at": "2026-01-01T10:00:00Z",
+            "order": {
+                "id": target, "customer_id": "c-1", "status": "confirmed", "total_amount": "20.00",
+                "lines": [{"sku": "SKU-1", "quantity": 2, "unit_price": "10.00"}],
+                "created_at": "2026-01-01T09:00:00Z", "confirmed_at": "2026-01-01T10:00:00Z",
+            },
+        }
+        headers = [("event_type", b"OrderExportRequested"), ("event_id", event_id.encode())]
+        return json.dumps(value).encode(), headers
+
+    v2_value, v2_headers = event(target=order_id, schema_version=2)
+    missing_value, missing_headers = event(target=missing_order_id, schema_version=1)
+    poison = [
+        # (key, value, headers, what dlt.error must name)
+        (b"not-json", b"\xff\xfe this is not JSON {", [], "not UTF-8 JSON"),
+        (str(order_id).encode(), v2_value, v2_headers, "schema_version 2"),
+        (str(missing_order_id).encode(), missing_value, missing_headers, f"order {missing_order_id} does not exist"),
+    ]
+    producer = KafkaProducer(**connection_config())
+    try:
+        sent = {
+            key: producer.send(topic, key=key, value=value, headers=headers, partition=partition).get(timeout=30)
+            for key, value, headers, _ in poison
+        }
+    finally:
+        producer.close(timeout=5)
+    loop = start_consumer()
+
+    order_confirm(order_id=order_id)
+    outbox_backlog_publish()
+    wait_for_exports(1, platform_stub)
+
+    row = OutboxEvent.objects.get(key=str(order_id))
+    # Offset 3 unless a fast-path send overran its bound and the relay sent the event again.
+    assert row.partition == partition and row.offset >= 3, "the valid event was meant to follow the poison"
+    dead_letters = read_records(dlt, expected=3, timeout=WAIT)
+    assert len(dead_letters) == 3
+    by_key = {record.key: record for record in dead_letters}
+    assert set(by_key) == {key for key, _, _, _ in poison}
+    for key, value, headers, reason in poison:
+        record = by_key[key]
+        dlt_headers = {name: header for name, header in record.headers if name.startswith("dlt.")}
+        error = dlt_headers["dlt.error"].decode()
+        assert record.value == value
+        assert [(name, header) for name, header in record.headers if not name.startswith("dlt.")] == headers
+        assert dlt_headers["dlt.original.topic"] == topic.encode()
+        assert dlt_headers["dlt.original.partition"] == str(sent[key].partition).encode()
+        assert dlt_headers["dlt.original.offset"] == str(sent[key].offset).encode()
+        assert dlt_headers["dlt.attempts"] == b"1"
+        assert reason in error and "\n" not in error and "\r" not in error, error
+    assert sorted(metadata.offset for metadata in sent.values()) == [0, 1, 2]
+
+    ends = {p: end for p, end in end_offsets(topic).items() if end > 0}
+    assert set(ends) == {partition}
+    wait_until(
+        lambda: committed_offsets(kafka_admin, export_group, topic) == ends,
+        timeout=WAIT,
+        message=lambda: f"committed {committed_offsets(kafka_admin, export_group, topic)}, end offsets {ends}",
+    )
+    event_ids = event_ids_by_order()
+    tally = platform_tally(platform_stub, [order_id], event_ids)
+    export = OrderExport.objects.get(order_id=order_id)
+    report(
+        "poison records",
+        events_flowed=ends[partition],
+        poison_dead_lettered=len(dead_letters),
+        lost=len(tally["missing"]),
+        doubled_at_platform=len(tally["doubled"]),
+        platform_calls=sum(tally["statuses"].values()),
+        repeated_calls_409=tally["statuses"][409],
+        lag=sum(ends.values()) - sum(committed_offsets(kafka_admin, export_group, topic).values()),
+    )
+    assert_each_order_exported_once(tally, [order_id])
+    # The v2 event named the real order: being dead-lettered did not mark its export failed.
+    assert (export.attempts, str(export.event_id), export.last_error) == (1, event_ids[order_id], None)
+    assert loop.dead_lettered_total == 3
+    assert not OrderExport.objects.filter(order_id=missing_order_id).exists()
+
+
+def test_platform_down_longer_than_max_poll_interval_causes_no_rebalance(
+    export_topics, export_group, start_consumer, platform_stub, fresh_publisher, settings, kafka_admin
+):
+    topic, dlt = export_topics
+    # The broker's minimum session (group.min.session.timeout.ms) is 6 s.
+    settings.KAFKA_CONSUMER_MAX_POLL_INTERVAL_MS = 6000
+    settings.KAFKA_CONSUMER_SESSION_TIMEOUT_MS = 6000
+    settings.KAFKA_CONSUMER_HEARTBEAT_INTERVAL_MS = 1000
+    settings.KAFKA_CONSUMER_RETRY_BACKOFF_MS = 100
+    settings.KAFKA_CONSUMER_RETRY_BACKOFF_MAX_MS = 500
+    settings.EXPORT_MAX_ATTEMPTS = 1000
+    outage = 10.0
+    order_ids = orders_create(10)
+    loop = start_consumer()
+    wait_until(lambda: loop.assignments >= 1, timeout=WAIT, message="the consumer got no partitions")
+    member_ids_before = group_member_ids(kafka_admin, export_group)
+    assert len(member_ids_before) == 1
+
+    platform_stub.down_status = 503
+    orders_confirm(order_ids)
+    outbox_backlog_publish()
+    wait_until(platform_stub.call_arrived.is_set, timeout=WAIT, message="no call reached the platform")
+    retrying_since = time.monotonic()
+    # The consumer keeps retrying for longer than max_poll_interval_ms.
+    wait_until(
+        lambda: time.monotonic() - retrying_since >= outage and platform_stub.call_count() >= 20,
+        timeout=WAIT,
+        message=lambda: f"only {platform_stub.call_count()} call(s) reached the platform while it was down",
+    )
+    calls_while_down = platform_stub.call_count()
+    retrying_seconds = time.monotonic() - retrying_since
+    platform_stub.down_status = None
+    wait_for_exports(10, platform_stub)
+
+    event_ids = event_ids_by_order()
+    tally = platform_tally(platform_stub, order_ids, event_ids)
+    attempts = dict(OrderExport.objects.values_list("order_id", "attempts"))
+    member_ids_after = group_member_ids(kafka_admin, export_group)
+    report(
+        "platform down past max.poll.interval",
+        events_flowed=len(records_per_event(read_records(topic, expected=10, timeout=WAIT))),
+        retrying_seconds=round(retrying_seconds, 1),
+        calls_while_down=calls_while_down,
+        lost=len(tally["missing"]),
+        doubled_at_platform=len(tally["doubled"]),
+        platform_calls=sum(tally["statuses"].values()),
+        repeated_calls_409=tally["statuses"][409],
+        assignments=loop.assignments,
+        dead_lettered=loop.dead_lettered_total,
+    )
+    assert retrying_seconds > settings.KAFKA_CONSUMER_MAX_POLL_INTERVAL_MS / 1000
+    assert_each_order_exported_once(tally, order_ids)
+    assert sum(attempts.values()) == platform_stub.call_count()
+    assert loop.assignments == 1, "the group rebalanced during the outage"
+    assert member_ids_after == member_ids_before, "the consumer was thrown out of the group and rejoined"
+    assert loop.dead_lettered_total == 0
+    assert sum(end_offsets(dlt).values()) == 0
