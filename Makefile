@@ -8,7 +8,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help venv run test test-postgres check topics \
+.PHONY: help venv run test test-postgres tools check topics \
         kafka-up kafka-down kafka-reset kafka-status kafka-logs postgres-up postgres-down clean
 
 help: ## list the targets
@@ -33,8 +33,11 @@ TEST_SERVICES := postgres-up
 TEST_ENV := DATABASE_URL=$$(scripts/postgres.sh url)
 endif
 
-test: venv kafka-up $(TEST_SERVICES) ## run the suite against the real broker; DB=postgres for PostgreSQL
+test: venv tools kafka-up $(TEST_SERVICES) ## run the suite against the real broker; DB=postgres for PostgreSQL
 	$(TEST_ENV) $(PY) -m pytest $(PYTEST_ARGS)
+
+tools: ## install the Debian tools the tests use (kcat) when missing
+	@scripts/ensure_tools.sh
 
 test-postgres: ## same as `make test DB=postgres`
 	@$(MAKE) --no-print-directory test DB=postgres

@@ -40,7 +40,7 @@ WSGI_APPLICATION = "config.wsgi.application"
 TEMPLATES = [
     {
         "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [],
+        "DIRS": [BASE_DIR / "config" / "templates"],
         "APP_DIRS": True,
         "OPTIONS": {
             "context_processors": [
@@ -121,6 +121,10 @@ KAFKA_SSL_CAFILE = env("KAFKA_SSL_CAFILE", default=None)
 # when the broker is unreachable instead of hanging for kafka-python's 30 s default.
 KAFKA_ADMIN_TIMEOUT_MS = env.int("KAFKA_ADMIN_TIMEOUT_MS", default=5000)
 KAFKA_RECONNECT_BACKOFF_MAX_MS = env.int("KAFKA_RECONNECT_BACKOFF_MAX_MS", default=1000)
+# Bound on the admin's Kafka status page: it says the broker is unreachable instead of hanging.
+KAFKA_STATUS_TIMEOUT_MS = env.int("KAFKA_STATUS_TIMEOUT_MS", default=3000)
+# Extra panels of that page, from apps that know more than kafka_bridge does.
+KAFKA_STATUS_PANELS = ["exports.selectors.export_status_panel"]
 
 if KAFKA_SECURITY_PROTOCOL not in KAFKA_SECURITY_PROTOCOLS:
     raise ImproperlyConfigured(

@@ -64,8 +64,19 @@ def kafka_topic(kafka_topic_factory: Callable[..., str]) -> str:
 
 
 @pytest.fixture
-def consumer_group(unique_name: Callable[[str], str]) -> str:
-    return unique_name("g")
+def consumer_group(unique_name: Callable[[str], str], kafka_admin: KafkaAdminClient) -> Iterator[str]:
+    group = unique_name("g")
+    yield group
+    _delete_groups(kafka_admin, [group])
+
+
+def _delete_groups(admin: KafkaAdminClient, groups: list[str]) -> None:
+    """Remove a test's consumer groups from the shared broker, so `kafka_status` on a
+    development broker is not crowded with them. A group still in use is left alone."""
+    try:
+        admin.delete_groups(groups)
+    except Exception:  # noqa: BLE001 - cleanup only; the test's outcome stands
+        pass
 
 
 @pytest.fixture
@@ -91,9 +102,10 @@ def export_topics(event_topics, settings) -> tuple[str, str]:
 
 
 @pytest.fixture
-def export_group(settings, unique_name) -> str:
+def export_group(settings, unique_name, kafka_admin: KafkaAdminClient) -> Iterator[str]:
     settings.ORDER_EXPORT_CONSUMER_GROUP = unique_name("order-export-consumer")
-    return settings.ORDER_EXPORT_CONSUMER_GROUP
+    yield settings.ORDER_EXPORT_CONSUMER_GROUP
+    _delete_groups(kafka_admin, [settings.ORDER_EXPORT_CONSUMER_GROUP, f"{settings.ORDER_EXPORT_CONSUMER_GROUP}.dlt-replay"])
 
 
 @pytest.fixture

@@ -1,0 +1,40 @@
+"""The admin's "Kafka status" page: what Kafka UI shows, plus what it cannot see (the outbox,
+and the panels other apps add through KAFKA_STATUS_PANELS)."""
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib import admin
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.utils.module_loading import import_string
+
+from kafka_bridge.client import BrokerUnavailable
+from kafka_bridge.selectors import outbox_backlog
+from kafka_bridge.status import kafka_status
+
+
+def dlt_size(status: dict, topic: str) -> int | None:
+    """Records currently on the dead-letter topic (latest minus earliest offset)."""
+    for entry in status["topics"]:
+        if entry["name"] == topic:
+            return sum((p["latest_offset"] or 0) - (p["earliest_offset"] or 0) for p in entry["partitions"])
+    return None
+
+
+def kafka_status_page(request: HttpRequest) -> HttpResponse:
+    context = {**admin.site.each_context(request), "title": "Kafka status"}
+    try:
+        status = kafka_status(include_internal=True, timeout_ms=settings.KAFKA_STATUS_TIMEOUT_MS)
+    except BrokerUnavailable as exc:
+        context["kafka_error"] = str(exc)
+    else:
+        context["status"] = status
+        context["dlt_topic"] = settings.ORDER_EXPORT_DLT_TOPIC
+        context["dlt_size"] = dlt_size(status, settings.ORDER_EXPORT_DLT_TOPIC)
+        for group in status["consumer_groups"]:
+            owners = {(a["topic"], a["partition"]): m["client_id"] for m in group["members"] for a in m["assignments"]}
+            for partition in group["partitions"]:
+                partition["owner"] = owners.get((partition["topic"], partition["partition"]), "")
+    context["outbox"] = outbox_backlog()
+    context["panels"] = [import_string(path)() for path in settings.KAFKA_STATUS_PANELS]
+    return render(request, "kafka_bridge/status.html", context)
