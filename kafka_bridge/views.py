@@ -35,6 +35,11 @@ def kafka_status_page(request: HttpRequest) -> HttpResponse:
             owners = {(a["topic"], a["partition"]): m["client_id"] for m in group["members"] for a in m["assignments"]}
             for partition in group["partitions"]:
                 partition["owner"] = owners.get((partition["topic"], partition["partition"]), "")
+        # The project's own group first; groups with neither members nor offsets folded away.
+        mine = settings.ORDER_EXPORT_CONSUMER_GROUP
+        groups = sorted(status["consumer_groups"], key=lambda g: (g["group_id"] != mine, g["group_id"]))
+        context["groups"] = [g for g in groups if g["members"] or g["partitions"] or g["group_id"] == mine]
+        context["idle_groups"] = [g for g in groups if g not in context["groups"]]
     context["outbox"] = outbox_backlog()
     context["panels"] = [import_string(path)() for path in settings.KAFKA_STATUS_PANELS]
     return render(request, "kafka_bridge/status.html", context)

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Debian packages the test suite uses besides Python's: kcat (an independent Kafka client the
-# status tests compare against). Installed when missing; needs root (or sudo) the first time.
+# status tests compare against), and Chromium with its WebDriver for the browser test.
+# Installed when missing; needs root (or sudo) the first time.
 set -euo pipefail
 
 missing=()
 command -v kcat >/dev/null || missing+=(kcat)
+command -v chromium >/dev/null || missing+=(chromium)
+command -v chromedriver >/dev/null || missing+=(chromium-driver)
 (( ${#missing[@]} )) || exit 0
 
 if (( EUID == 0 )); then SUDO=(); elif command -v sudo >/dev/null; then SUDO=(sudo); else
