@@ -19,12 +19,15 @@ INSTALLED_APPS = [
     "rest_framework.authtoken",
     "drf_spectacular",
     "drf_spectacular_sidecar",
+    "django_prometheus",
     "kafka_bridge",
     "orders",
     "exports",
 ]
 
 MIDDLEWARE = [
+    # First and last: django-prometheus times the whole stack and counts requests by view.
+    "django_prometheus.middleware.PrometheusBeforeMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -32,6 +35,7 @@ MIDDLEWARE = [
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_prometheus.middleware.PrometheusAfterMiddleware",
 ]
 
 ROOT_URLCONF = "config.urls"
@@ -202,12 +206,32 @@ EXPORT_PLATFORM_URL = env("EXPORT_PLATFORM_URL", default=None)
 EXPORT_PLATFORM_TIMEOUT = env.float("EXPORT_PLATFORM_TIMEOUT", default=5.0)
 EXPORT_MAX_ATTEMPTS = env.int("EXPORT_MAX_ATTEMPTS", default=5)
 
+# --- Metrics, health and readiness ------------------------------------------------------------
+# The web process serves /metrics; with a token set, only to `Authorization: Bearer <token>`.
+METRICS_AUTH_TOKEN = env("METRICS_AUTH_TOKEN", default=None)
+# run_export_consumer and run_outbox_relay serve http://METRICS_ADDR:<port>/metrics; 0 is off.
+METRICS_ADDR = env("METRICS_ADDR", default="127.0.0.1")
+EXPORT_CONSUMER_METRICS_PORT = env.int("EXPORT_CONSUMER_METRICS_PORT", default=0)
+OUTBOX_RELAY_METRICS_PORT = env.int("OUTBOX_RELAY_METRICS_PORT", default=0)
+# Bound on the Kafka part of GET /api/health/ and of export_consumer_ready.
+HEALTH_KAFKA_TIMEOUT_MS = env.int("HEALTH_KAFKA_TIMEOUT_MS", default=2000)
+# export_consumer_ready's defaults: the most lag (records) and outbox age (seconds) still ready.
+READINESS_MAX_LAG = env.int("READINESS_MAX_LAG", default=1000)
+READINESS_MAX_OUTBOX_AGE_SECONDS = env.float("READINESS_MAX_OUTBOX_AGE_SECONDS", default=300.0)
+
 LOG_LEVEL = env("LOG_LEVEL", default="INFO").upper()
+# plain: one readable line per record; json: one JSON object per line with the extra fields.
+LOG_FORMAT = env("LOG_FORMAT", default="plain").lower()
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT={LOG_FORMAT!r} is not one of plain, json")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "formatters": {
+        "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        "json": {"()": "config.logging.JsonFormatter"},
+    },
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         # kafka-python logs every failed reconnect at ERROR; the project reports unreachable brokers

@@ -2,6 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from config.views import health, metrics
 from kafka_bridge.views import kafka_status_page
 
 urlpatterns = [
@@ -10,6 +11,8 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
     path("api/auth/", include("rest_framework.urls")),
+    path("api/health/", health, name="health"),
+    path("metrics", metrics, name="metrics"),
     path("api/", include("orders.urls")),
 ]
 

@@ -7,7 +7,7 @@ from django.conf import settings
 from kafka.consumer.fetcher import ConsumerRecord
 
 from exports.clients import ExternalPlatformClient, platform_client
-from exports.events import PoisonRecord, export_request_decode
+from exports.events import ExportRequest, PoisonRecord, export_request_decode
 from exports.services import order_export, order_export_fail
 from kafka_bridge.consumer import ConsumerLoop, DeadLetterHook, RecordHandler
 from kafka_bridge.dead_letter import DeadLetterPublisher
@@ -20,6 +20,24 @@ def _where(record: ConsumerRecord) -> str:
     return f"partition {record.partition} offset {record.offset}"
 
 
+def _fields(record: ConsumerRecord, request: ExportRequest) -> dict:
+    """The same facts as the line's text, as structured fields for the JSON log format."""
+    return {
+        "order_id": request.order_id,
+        "event_id": str(request.event_id),
+        "topic": record.topic,
+        "partition": record.partition,
+        "offset": record.offset,
+    }
+
+
+def export_log_fields(record: ConsumerRecord) -> dict:
+    """The order id of a record the consumer loop logs about, read from its key (the contract's
+    key is the order id) without decoding the value."""
+    key = (record.key or b"").decode("utf-8", "replace")
+    return {"order_id": int(key) if key.isascii() and key.isdigit() else key or None}
+
+
 def export_record_handler(*, client: ExternalPlatformClient) -> RecordHandler:
     """Decode and export one record. Raises what the consumer loop acts on: transient platform
     errors (retry), permanent ones and poison records (dead-letter)."""
@@ -28,7 +46,8 @@ def export_record_handler(*, client: ExternalPlatformClient) -> RecordHandler:
         request = export_request_decode(record.value)
         outcome = order_export(request=request, client=client)
         logger.info(
-            "export: order %s event %s %s: %s", request.order_id, request.event_id, _where(record), outcome.status
+            "export: order %s event %s %s: %s", request.order_id, request.event_id, _where(record), outcome.status,
+            extra={**_fields(record, request), "outcome": outcome.status},
         )
 
     return handle
@@ -42,7 +61,10 @@ def export_dead_lettered(record: ConsumerRecord, reason: str, attempts: int) -> 
         return  # nothing to mark: the record names no order we can read
     export = order_export_fail(order_id=request.order_id, event_id=request.event_id, reason=reason)
     if export is not None:
-        logger.error("export: order %s event %s %s: failed: %s", request.order_id, request.event_id, _where(record), reason)
+        logger.error(
+            "export: order %s event %s %s: failed: %s", request.order_id, request.event_id, _where(record), reason,
+            extra=_fields(record, request),
+        )
 
 
 def export_consumer(
@@ -61,4 +83,5 @@ def export_consumer(
         dead_letter=DeadLetterPublisher(topic=settings.ORDER_EXPORT_DLT_TOPIC, timeout=settings.KAFKA_DLT_SEND_TIMEOUT),
         on_dead_letter=on_dead_letter,
         max_attempts=settings.EXPORT_MAX_ATTEMPTS,
+        log_fields=export_log_fields,
     )

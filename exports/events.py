@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
+
+from django.utils.dateparse import parse_datetime
 
 from kafka_bridge.consumer import NonRetryableError
 
@@ -21,6 +24,9 @@ class ExportRequest:
     event_id: uuid.UUID
     order_id: int
     order: dict[str, Any]
+    # When the order was confirmed; only measured (the export delay), so a missing or malformed
+    # value does not make the record poison.
+    occurred_at: datetime | None = field(default=None, compare=False)
 
 
 def export_request_decode(value: bytes | None) -> ExportRequest:
@@ -43,4 +49,13 @@ def export_request_decode(value: bytes | None) -> ExportRequest:
     order = event.get("order")
     if not isinstance(order, dict) or isinstance(order.get("id"), bool) or not isinstance(order.get("id"), int):
         raise PoisonRecord("order is missing or has no integer id")
-    return ExportRequest(event_id=event_id, order_id=order["id"], order=order)
+    occurred_at = _moment(event.get("occurred_at"))
+    return ExportRequest(event_id=event_id, order_id=order["id"], order=order, occurred_at=occurred_at)
+
+
+def _moment(value: Any) -> datetime | None:
+    try:
+        moment = parse_datetime(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
+    return moment if moment is not None and moment.tzinfo is not None else None

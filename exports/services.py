@@ -15,6 +15,7 @@ from django.utils import timezone
 from exports.clients import ExternalPlatformClient, PermanentExportError, TransientExportError
 from exports.events import ExportRequest, PoisonRecord
 from exports.models import OrderExport, ProcessedEvent, RedriveAudit
+from kafka_bridge import metrics
 from kafka_bridge.outbox import outbox_resend
 from orders.models import Order
 
@@ -58,6 +59,8 @@ def order_export(*, request: ExportRequest, client: ExternalPlatformClient) -> E
         client.send(order=request.order, idempotency_key=str(request.event_id))
     except (TransientExportError, PermanentExportError) as exc:
         _count_attempt(export, last_error=str(exc))
+        kind = "transient" if isinstance(exc, TransientExportError) else "permanent"
+        metrics.EXPORT_ATTEMPTS_FAILED.labels(kind=kind).inc()
         raise
     with transaction.atomic():
         _count_attempt(
@@ -68,6 +71,9 @@ def order_export(*, request: ExportRequest, client: ExternalPlatformClient) -> E
             event_id=request.event_id,
         )
         ProcessedEvent.objects.create(event_id=request.event_id, order_id=request.order_id)
+    metrics.EVENTS_EXPORTED.inc()
+    if request.occurred_at is not None:
+        metrics.EXPORT_DELAY.observe(max(0.0, (export.exported_at - request.occurred_at).total_seconds()))
     return ExportOutcome("exported", export)
 
 

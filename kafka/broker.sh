@@ -10,6 +10,11 @@
 #   kafka/broker.sh logs    follow its log
 #
 # KAFKA_MODE=docker uses the docker-compose.yml service instead of the local jars.
+#
+# KAFKA_SASL_PORT=<port> adds a SASL_PLAINTEXT listener on 127.0.0.1:<port> (PLAIN and
+# SCRAM-SHA-512) for the users in KAFKA_SASL_USERS ("name:password,..."), to try the project's
+# SASL settings against. Like the rest of the config, it is written on the first start of a data
+# folder only. The PLAINTEXT listener on KAFKA_LOCAL_PORT stays, and readiness is checked there.
 set -euo pipefail
 
 HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -20,6 +25,9 @@ LIB="$HERE/lib"
 DATA="${KAFKA_DATA_DIR:-$HERE/data}"
 PORT="${KAFKA_LOCAL_PORT:-9092}"
 CONTROLLER_PORT="${KAFKA_LOCAL_CONTROLLER_PORT:-9093}"
+SASL_PORT="${KAFKA_SASL_PORT:-}"
+# Development credentials, valid for both PLAIN and SCRAM-SHA-512 on the SASL listener.
+SASL_USERS="${KAFKA_SASL_USERS:-alice:alice-secret,bob:bob-secret}"
 # The broker, its page cache and the test suite share 2 cores and 24 GiB: 1 GiB of heap is
 # ample for one node with a few topics, and leaves the rest to the OS page cache Kafka relies on.
 HEAP_OPTS="${KAFKA_HEAP_OPTS:--Xms256m -Xmx1g}"
@@ -65,18 +73,41 @@ ensure_jars() {
   fi
 }
 
+# KAFKA_SASL_USERS as "name password" lines. Names and passwords are written into a JAAS config
+# and a StorageTool argument unquoted, so they are kept to characters neither syntax treats
+# specially.
+sasl_users() {
+  local pair name password
+  local IFS=,
+  for pair in $SASL_USERS; do
+    name="${pair%%:*}" password="${pair#*:}"
+    [[ "$pair" == *:* && "$name" =~ ^[A-Za-z0-9._-]+$ && "$password" =~ ^[A-Za-z0-9._-]+$ ]] \
+      || die "KAFKA_SASL_USERS: '$name' is not name:password (letters, digits, '.', '_', '-')"
+    echo "$name $password"
+  done
+}
+
 write_config() {
   mkdir -p "$DATA/log" "$LOG_DIR"
+  local listeners="PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT"
+  local advertised="PLAINTEXT://127.0.0.1:$PORT"
+  local protocols="CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT"
+  if [[ -n "$SASL_PORT" ]]; then
+    sasl_users >/dev/null
+    listeners+=",SASL://127.0.0.1:$SASL_PORT"
+    advertised+=",SASL://127.0.0.1:$SASL_PORT"
+    protocols+=",SASL:SASL_PLAINTEXT"
+  fi
   cat >"$CONFIG" <<EOF
 # Written by kafka/broker.sh; edit the script, not this file.
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$CONTROLLER_PORT
-listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CONTROLLER_PORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$PORT
+listeners=$listeners
+advertised.listeners=$advertised
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=$protocols
 log.dirs=$DATA/log
 num.partitions=1
 # Topics are created explicitly (manage.py ensure_topics, the tests' fixtures), so a typo in a
@@ -92,6 +123,30 @@ share.coordinator.state.topic.min.isr=1
 # a single-machine setup down.
 group.initial.rebalance.delay.ms=0
 EOF
+  [[ -z "$SASL_PORT" ]] || write_sasl_config >>"$CONFIG"
+}
+
+# The SASL listener: PLAIN users live in its JAAS config, SCRAM users in the cluster metadata
+# (added by format_storage), both from KAFKA_SASL_USERS. Brokers and controllers keep talking
+# over PLAINTEXT, so no inter-broker SASL settings are needed.
+write_sasl_config() {
+  local users name password
+  users="$(sasl_users)"
+  echo "# The SASL_PLAINTEXT listener (KAFKA_SASL_PORT), for development credentials only."
+  echo "sasl.enabled.mechanisms=PLAIN,SCRAM-SHA-512"
+  printf 'listener.name.sasl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required'
+  while read -r name password; do printf ' user_%s="%s"' "$name" "$password"; done <<<"$users"
+  printf ';\n'
+  echo "listener.name.sasl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;"
+}
+
+# The config is written on a data folder's first start only, so a KAFKA_SASL_PORT given later
+# cannot take effect: say so rather than run (or reuse) a broker without that listener.
+check_sasl_listener() {
+  [[ -n "$SASL_PORT" && -f "$CONFIG" ]] || return 0
+  grep -q "^listeners=.*,SASL://127.0.0.1:$SASL_PORT\$" "$CONFIG" && return 0
+  die "KAFKA_SASL_PORT=$SASL_PORT, but ${CONFIG#"$ROOT"/} has no such listener; it is written on" \
+    "the first start of a data folder only (kafka/broker.sh reset, or a fresh KAFKA_DATA_DIR)"
 }
 
 # shellcheck disable=SC2206
@@ -103,14 +158,27 @@ format_storage() {
   [[ -f "$DATA/log/meta.properties" ]] && return 0
   local cluster_id
   cluster_id="$(java_cmd kafka.tools.StorageTool random-uuid)"
+  local scram=() name password
+  # SCRAM credentials live in the cluster metadata; formatting is the one moment they can be
+  # written before the broker (and its SASL listener) is up.
+  if grep -q '^listener.name.sasl.scram-sha-512' "$CONFIG"; then
+    sasl_users >/dev/null
+    while read -r name password; do
+      scram+=(--add-scram "SCRAM-SHA-512=[name=$name,password=$password]")
+    done <<<"$(sasl_users)"
+  fi
   say "formatting KRaft storage in ${DATA#"$ROOT"/} (cluster $cluster_id)"
-  java_cmd kafka.tools.StorageTool format -t "$cluster_id" -c "$CONFIG" >"$LOG_DIR/format.log" 2>&1 \
+  java_cmd kafka.tools.StorageTool format -t "$cluster_id" -c "$CONFIG" "${scram[@]}" >"$LOG_DIR/format.log" 2>&1 \
     || { cat "$LOG_DIR/format.log" >&2; die "formatting the storage failed"; }
 }
 
+# The readiness ping goes to the local PLAINTEXT listener, so it ignores any SASL/TLS settings
+# meant for the project's clients (e.g. ones pointing at the SASL listener).
+answers_plaintext() { KAFKA_SECURITY_PROTOCOL=PLAINTEXT answers "$@"; }
+
 wait_until_answers() {
   local pid="$1" started=$SECONDS
-  until answers "$LOCAL_BOOTSTRAP" 2; do
+  until answers_plaintext "$LOCAL_BOOTSTRAP" 2; do
     if ! kill -0 "$pid" 2>/dev/null; then
       echo "kafka: the broker exited during start-up; last lines of its log:" >&2
       tail -n 30 "$LOG_DIR/server.log" "$LOG_DIR/kafka.out" 2>/dev/null >&2 || true
@@ -130,9 +198,13 @@ up_local() {
   bootstrap="$(configured_bootstrap)"
   local is_local=0
   [[ "$bootstrap" == "$LOCAL_BOOTSTRAP" || "$bootstrap" == "localhost:$PORT" ]] && is_local=1
+  # Clients pointed at the local SASL listener use this broker too.
+  [[ -n "$SASL_PORT" && ( "$bootstrap" == "127.0.0.1:$SASL_PORT" || "$bootstrap" == "localhost:$SASL_PORT" ) ]] \
+    && is_local=1
   # A closed local port cannot answer: skip the metadata request and its timeout.
   if { (( ! is_local )) || port_open "$PORT"; } && answers "$bootstrap" 3; then
     if pid="$(running_pid)"; then
+      check_sasl_listener
       say "already running (pid $pid) on $bootstrap"
     else
       say "a broker already answers at $bootstrap; using it, starting nothing"
@@ -143,6 +215,7 @@ up_local() {
     die "KAFKA_BOOTSTRAP_SERVERS=$bootstrap does not answer; start that broker, or unset the variable to run a local one on $LOCAL_BOOTSTRAP"
   fi
   if pid="$(running_pid)"; then
+    check_sasl_listener
     say "started earlier (pid $pid), waiting for it to answer"
     wait_until_answers "$pid"
     return 0
@@ -153,6 +226,7 @@ up_local() {
   command -v java >/dev/null || die "Java 17 or newer is needed to run the broker"
   ensure_jars
   [[ -f "$CONFIG" ]] || write_config
+  check_sasl_listener
   format_storage
   local started=$SECONDS
   # setsid: the broker outlives the shell that started it and ignores its Ctrl-C; it is

@@ -11,7 +11,15 @@ from typing import Any
 
 from django.conf import settings
 from kafka import KafkaAdminClient
-from kafka.errors import KafkaError
+from kafka.errors import (
+    KafkaConnectionError,
+    KafkaError,
+    SaslAuthenticationFailedError,
+    UnsupportedSaslMechanismError,
+)
+from kafka.net.compat import KafkaNetClient
+from kafka.net.manager import KafkaConnectionManager
+from kafka.net.selector import NetworkSelector
 
 
 class KafkaBridgeError(Exception):
@@ -20,6 +28,14 @@ class KafkaBridgeError(Exception):
 
 class BrokerUnavailable(KafkaBridgeError):
     """No broker answered within the configured bound."""
+
+
+class BrokerAuthenticationFailed(BrokerUnavailable):
+    """A broker answered but rejected the SASL credentials.
+
+    A `BrokerUnavailable`, so that every caller that copes with an unreachable broker (health
+    check, status page, kafka_ping) copes with this too, with a message that says why.
+    """
 
 
 def bootstrap_servers() -> str:
@@ -40,16 +56,99 @@ def connection_config() -> dict[str, Any]:
         config["sasl_mechanism"] = settings.KAFKA_SASL_MECHANISM or "PLAIN"
         config["sasl_plain_username"] = settings.KAFKA_SASL_USERNAME
         config["sasl_plain_password"] = settings.KAFKA_SASL_PASSWORD
+        config["kafka_client"] = _RejectedLoginEndsBootstrapClient
     if protocol.endswith("SSL") and settings.KAFKA_SSL_CAFILE:
         config["ssl_cafile"] = settings.KAFKA_SSL_CAFILE
     return config
+
+
+class SaslLoginRejected(SaslAuthenticationFailedError):
+    """A bootstrap server refused the SASL login. Its text is one line naming the mechanism, the
+    user (never the password), the servers and the broker's reason."""
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any], *, reason: str) -> SaslLoginRejected:
+        servers = config["bootstrap_servers"]
+        servers = servers if isinstance(servers, str) else ",".join(servers)
+        return cls(
+            f"SASL {config['sasl_mechanism']} authentication failed for user "
+            f"{config['sasl_plain_username']!r} at {servers}: {reason}"
+        )
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else self.description
+
+
+class _RejectedLoginEndsBootstrap(KafkaConnectionManager):
+    """kafka-python's connection manager, except that a bootstrap server refusing the SASL login
+    ends the bootstrap at once with `SaslLoginRejected`.
+
+    kafka-python 3.0 retries a refused login until `bootstrap_timeout_ms` (30 s by default) runs
+    out and then says only "Unable to bootstrap": its cache of authentication failures is never
+    filled, as `KafkaConnection.initialize` reports the failure through the connection's future
+    instead of raising. Wrong credentials do not fix themselves, so waiting only hides the cause.
+    Only bootstraps are affected; a connected client reconnects as kafka-python always does.
+    """
+
+    # A broker refuses a login by answering with an error and closing the connection.
+    # kafka-python 3.0.12 drops a response that arrives together with the close, so about half
+    # of the refusals reach us as a bare disconnect in the middle of the login. Two of those in
+    # a row are taken as a refusal too: a broker that is merely going away fails the TCP
+    # connect or the ApiVersions request, not the login.
+    LOGIN_DISCONNECTS_TAKEN_AS_REFUSAL = 2
+
+    def __init__(self, *args, **configs):
+        super().__init__(*args, **configs)
+        self._rejected: SaslLoginRejected | None = None
+        self._login_disconnects = 0
+
+    def get_connection(self, node_id, *args, **kwargs):
+        during_bootstrap = not self.bootstrapped and self.cluster.is_bootstrap(node_id)
+        # The bootstrap loop retries only on NodeNotReadyError from here: this ends it. The next
+        # bootstrap, if the client lives on, starts with a clean slate.
+        if during_bootstrap and self._rejected is not None:
+            rejected, self._rejected, self._login_disconnects = self._rejected, None, 0
+            raise rejected
+        conn = super().get_connection(node_id, *args, **kwargs)
+        if during_bootstrap:
+            conn.init_future.add_errback(self._bootstrap_connection_failed, conn)
+        return conn
+
+    def _bootstrap_connection_failed(self, conn, error: Exception) -> None:
+        if isinstance(error, (SaslAuthenticationFailedError, UnsupportedSaslMechanismError)):
+            # kafka-python words a refusal "SaslAuthenticationFailedError: <the broker's message>".
+            reason = str(error.args[0]) if error.args else error.description
+            reason = reason.removeprefix(f"{type(error).__name__}: ")
+            self._rejected = SaslLoginRejected.from_config(self.config, reason=reason)
+        elif isinstance(error, KafkaConnectionError) and conn.broker_version_data is not None:
+            # The broker answered ApiVersions on this connection; the login is all that follows.
+            self._login_disconnects += 1
+            if self._login_disconnects >= self.LOGIN_DISCONNECTS_TAKEN_AS_REFUSAL:
+                self._rejected = SaslLoginRejected.from_config(
+                    self.config,
+                    reason=f"the broker closed the connection during the login {self._login_disconnects} "
+                    "times in a row (wrong credentials, or a mechanism it does not offer)",
+                )
+        else:
+            self._login_disconnects = 0
+
+
+class _RejectedLoginEndsBootstrapClient(KafkaNetClient):
+    """The `kafka_client` of every SASL connection: kafka-python's own client around
+    `_RejectedLoginEndsBootstrap`."""
+
+    def __init__(self, net=None, manager=None, **configs):
+        net = NetworkSelector(**configs) if net is None else net
+        manager = _RejectedLoginEndsBootstrap(net, **configs) if manager is None else manager
+        super().__init__(net=net, manager=manager, **configs)
 
 
 @contextmanager
 def admin_client(*, timeout_ms: int | None = None) -> Iterator[KafkaAdminClient]:
     """An admin client whose bootstrap and requests are bounded by `timeout_ms`.
 
-    Raises `BrokerUnavailable` with the bootstrap servers named when nothing answers.
+    Raises `BrokerUnavailable` with the bootstrap servers named when nothing answers, and
+    `BrokerAuthenticationFailed` at once when a broker rejects the SASL credentials.
     """
     timeout_ms = timeout_ms or settings.KAFKA_ADMIN_TIMEOUT_MS
     try:
@@ -59,6 +158,8 @@ def admin_client(*, timeout_ms: int | None = None) -> Iterator[KafkaAdminClient]
             request_timeout_ms=timeout_ms,
             bootstrap_timeout_ms=timeout_ms,
         )
+    except SaslLoginRejected as exc:
+        raise BrokerAuthenticationFailed(str(exc)) from exc
     except KafkaError as exc:
         raise BrokerUnavailable(
             f"no Kafka broker answered at {bootstrap_servers()} within {timeout_ms / 1000:g} s "

@@ -31,9 +31,10 @@ from django.db import close_old_connections, reset_queries
 from kafka import KafkaConsumer
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import CommitFailedError, KafkaError
+from kafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
+from kafka_bridge import metrics
 from kafka_bridge.client import connection_config
 from kafka_bridge.dead_letter import DeadLetterPublisher
 from kafka_bridge.runner import StopFlag
@@ -42,6 +43,7 @@ logger = logging.getLogger(__name__)
 
 RecordHandler = Callable[[ConsumerRecord], None]
 DeadLetterHook = Callable[[ConsumerRecord, str, int], None]
+LogFields = Callable[[ConsumerRecord], dict]
 
 
 class RetryableError(Exception):
@@ -90,6 +92,7 @@ class _Rebalances(ConsumerRebalanceListener):
         # The new owner starts from the last commit; retry state here would be stale.
         for tp in revoked:
             self.loop._retries.pop(tp, None)
+        self.loop._forget_lag(revoked)
         if revoked:
             logger.info("%s: partitions revoked: %s", self.loop.name, _names(revoked))
 
@@ -121,6 +124,7 @@ class ConsumerLoop:
         backoff_max: float | None = None,
         poll_timeout_ms: int | None = None,
         stats_interval: float | None = None,
+        log_fields: LogFields | None = None,
     ):
         self.topics = list(topics)
         self.group_id = group_id
@@ -134,6 +138,9 @@ class ConsumerLoop:
         self.backoff_max = backoff_max if backoff_max is not None else settings.KAFKA_CONSUMER_RETRY_BACKOFF_MAX_MS / 1000
         self.poll_timeout_ms = poll_timeout_ms or settings.KAFKA_CONSUMER_POLL_TIMEOUT_MS
         self.stats_interval = stats_interval or settings.KAFKA_CONSUMER_STATS_INTERVAL
+        # What the handler's domain knows about a record (e.g. its order id), added to the
+        # structured fields of the loop's own log lines about it.
+        self.log_fields = log_fields
         self.processed_total = 0
         self.dead_lettered_total = 0
         # How many times the group handed this consumer a non-empty set of partitions: 1 in a
@@ -143,6 +150,7 @@ class ConsumerLoop:
         self._window_start = time.monotonic()
         self._window_count = 0
         self._broker_trouble_since = 0.0
+        self._lag_partitions: set[TopicPartition] = set()
         self._consumer: KafkaConsumer | None = None
 
     def run(self) -> None:
@@ -159,6 +167,7 @@ class ConsumerLoop:
                             break
                         pending[tp] = OffsetAndMetadata(record.offset + 1, "", -1)
                         self.processed_total += 1
+                        metrics.EVENTS_CONSUMED.labels(group=self.group_id, topic=tp.topic).inc()
                         self._window_count += 1
                     if self.stop.is_set():
                         break
@@ -183,7 +192,7 @@ class ConsumerLoop:
                 return self._give_up(tp, record, f"{type(exc).__name__}: {exc} (after {attempt} attempts)", attempt)
             return self._retry_later(tp, record, attempt, f"{type(exc).__name__}: {exc}", self.backoff_max)
         except Exception as exc:
-            logger.exception("%s: unexpected error handling %s", self.name, _where(record))
+            logger.exception("%s: unexpected error handling %s", self.name, _where(record), extra=self._fields(record))
             # Not the record's fault: retry without limit, but never faster than the backoff.
             return self._retry_later(tp, record, attempt, f"{type(exc).__name__}: {exc}", self.backoff_max, limited=False)
         self._retries.pop(tp, None)
@@ -199,23 +208,30 @@ class ConsumerLoop:
         limit = f"/{self.max_attempts}" if limited else ""
         logger.warning(
             "%s: attempt %d%s of %s failed (%s); retrying in %.1f s",
-            self.name, attempt, limit, _where(record), error, delay,
+            self.name, attempt, limit, _where(record), error, delay, extra=self._fields(record),
         )
         return False
 
     def _give_up(self, tp, record, error, attempts) -> bool:
         if self.dead_letter is None:
-            logger.error("%s: dropping %s after %d attempt(s): %s", self.name, _where(record), attempts, error)
+            logger.error(
+                "%s: dropping %s after %d attempt(s): %s", self.name, _where(record), attempts, error,
+                extra=self._fields(record),
+            )
         else:
             try:
                 self.dead_letter.publish(record, error=error, attempts=attempts)
             except KafkaError as exc:
                 # Not on the DLT yet: keep the record and try the whole thing again later.
                 return self._retry_later(tp, record, attempts, f"dead-lettering failed: {exc}", self.backoff_max, limited=False)
-            logger.error("%s: dead-lettered %s after %d attempt(s): %s", self.name, _where(record), attempts, error)
+            logger.error(
+                "%s: dead-lettered %s after %d attempt(s): %s", self.name, _where(record), attempts, error,
+                extra=self._fields(record),
+            )
         if self.on_dead_letter is not None:
             self.on_dead_letter(record, error, attempts)
         self.dead_lettered_total += 1
+        metrics.EVENTS_DEAD_LETTERED.labels(group=self.group_id, topic=record.topic).inc()
         self._retries.pop(tp, None)
         return True
 
@@ -267,6 +283,7 @@ class ConsumerLoop:
     def _after_batch(self) -> None:
         reset_queries()
         close_old_connections()
+        self._update_lag()
         elapsed = time.monotonic() - self._window_start
         if elapsed >= self.stats_interval:
             logger.info(
@@ -276,7 +293,41 @@ class ConsumerLoop:
             )
             self._window_start, self._window_count = time.monotonic(), 0
 
+    def _fields(self, record: ConsumerRecord) -> dict:
+        """The record's coordinates as structured log fields (`extra=`), for the JSON log format."""
+        fields = {"topic": record.topic, "partition": record.partition, "offset": record.offset}
+        event_id = next((value for name, value in record.headers or [] if name == "event_id"), None)
+        if event_id is not None:
+            fields["event_id"] = event_id.decode("utf-8", "replace")
+        if self.log_fields is not None:
+            fields.update(self.log_fields(record))
+        return fields
+
+    def _update_lag(self) -> None:
+        """Set the lag gauges from the consumer's own view, which costs no broker round trip:
+        the highwater comes with every fetch response, and the position is known locally."""
+        for tp in self._consumer.assignment():
+            try:
+                highwater = self._consumer.highwater(tp)
+                position = self._consumer.position(tp, timeout_ms=0) if highwater is not None else None
+            except (IllegalStateError, KafkaError):
+                continue
+            if position is None:
+                continue
+            metrics.CONSUMER_LAG.labels(self.group_id, tp.topic, str(tp.partition)).set(max(0, highwater - position))
+            self._lag_partitions.add(tp)
+
+    def _forget_lag(self, partitions) -> None:
+        """Partitions this consumer no longer owns: their lag is the new owner's to report."""
+        for tp in set(partitions) & self._lag_partitions:
+            self._lag_partitions.discard(tp)
+            try:
+                metrics.CONSUMER_LAG.remove(self.group_id, tp.topic, str(tp.partition))
+            except KeyError:
+                pass
+
     def _close(self, pending: dict[TopicPartition, OffsetAndMetadata]) -> None:
+        self._forget_lag(list(self._lag_partitions))
         if self._consumer is None:
             return
         try:

@@ -14,9 +14,11 @@ from django.db import close_old_connections, connection, transaction
 from django.db.models import Min, Q
 from django.utils import timezone
 
+from kafka_bridge import metrics
 from kafka_bridge.models import OutboxEvent
 from kafka_bridge.producer import OutboxPublisher, PublishResult
 from kafka_bridge.runner import StopFlag
+from kafka_bridge.selectors import outbox_backlog
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +103,7 @@ class OutboxRelay:
         self.total_sent += result.sent
         if result.sent:
             logger.info("relay: sent %d outbox event(s)", result.sent)
+        metrics.outbox_backlog_set(outbox_backlog())
         return result
 
     def run(self) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 
 from config.env import BASE_DIR
@@ -17,9 +18,14 @@ def free_port() -> int:
 
 
 class PrivateBroker:
-    """kafka/broker.sh on free ports with its own data folder."""
+    """kafka/broker.sh on free ports with its own data folder.
 
-    def __init__(self, data_dir: Path):
+    With `sasl_users` ({name: password}), it also has a SASL_PLAINTEXT listener at
+    `sasl_bootstrap` that accepts those users with PLAIN and SCRAM-SHA-512; `bootstrap` stays
+    the PLAINTEXT listener.
+    """
+
+    def __init__(self, data_dir: Path, *, sasl_users: Mapping[str, str] | None = None):
         self.port = free_port()
         self.bootstrap = f"127.0.0.1:{self.port}"
         self.env = {
@@ -29,7 +35,19 @@ class PrivateBroker:
             "KAFKA_LOCAL_CONTROLLER_PORT": str(free_port()),
             "KAFKA_DATA_DIR": str(data_dir),
             "KAFKA_HEAP_OPTS": "-Xms128m -Xmx512m",
+            # broker.sh pings `bootstrap`, the PLAINTEXT listener, whatever the environment or
+            # .env say about the project's own clients.
+            "KAFKA_SECURITY_PROTOCOL": "PLAINTEXT",
         }
+        for name in ("KAFKA_SASL_PORT", "KAFKA_SASL_USERS"):
+            self.env.pop(name, None)
+        self.sasl_port: int | None = None
+        self.sasl_bootstrap: str | None = None
+        if sasl_users:
+            self.sasl_port = free_port()
+            self.sasl_bootstrap = f"127.0.0.1:{self.sasl_port}"
+            self.env["KAFKA_SASL_PORT"] = str(self.sasl_port)
+            self.env["KAFKA_SASL_USERS"] = ",".join(f"{user}:{password}" for user, password in sasl_users.items())
 
     def _broker_sh(self, command: str) -> str:
         result = subprocess.run(

@@ -4,6 +4,8 @@ import io
 import pytest
 from django.core.management import CommandError, call_command
 
+from tests.helpers import wait_until
+
 pytestmark = pytest.mark.kafka
 
 
@@ -47,7 +49,10 @@ def test_grows_the_partition_count(event_topics, kafka_admin, settings):
 
     output = run()
 
-    assert partition_counts(kafka_admin, [topic, dlt]) == {topic: 5, dlt: 5}
+    # The controller has the new partitions when the command returns; the broker's metadata
+    # cache may take a moment longer to show them.
+    wait_until(lambda: partition_counts(kafka_admin, [topic, dlt]) == {topic: 5, dlt: 5}, timeout=10,
+               message=lambda: f"partition counts: {partition_counts(kafka_admin, [topic, dlt])}")
     assert f"{topic}: grown from 3 to 5 partition(s)" in output
 
 

@@ -1,6 +1,9 @@
-from django.core.management.base import BaseCommand
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+from kafka.errors import KafkaError
 
 from exports.consumer import export_consumer
+from kafka_bridge.metrics import metrics_serve
 from kafka_bridge.runner import StopFlag
 
 
@@ -13,4 +16,9 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         stop = StopFlag()
         stop.install_signal_handlers()
-        export_consumer(stop=stop).run()
+        metrics_serve(port=settings.EXPORT_CONSUMER_METRICS_PORT, addr=settings.METRICS_ADDR)
+        try:
+            export_consumer(stop=stop).run()
+        except KafkaError as exc:
+            # Only what the loop cannot ride out reaches here, such as refused credentials.
+            raise CommandError(f"Kafka: {type(exc).__name__}: {exc}", returncode=1) from exc

@@ -1,5 +1,7 @@
+from django.conf import settings
 from django.core.management.base import BaseCommand
 
+from kafka_bridge.metrics import metrics_serve
 from kafka_bridge.relay import OutboxRelay
 from kafka_bridge.runner import StopFlag
 
@@ -14,4 +16,5 @@ class Command(BaseCommand):
     def handle(self, *args, batch_size: int | None, interval: float | None, **options):
         stop = StopFlag()
         stop.install_signal_handlers()
+        metrics_serve(port=settings.OUTBOX_RELAY_METRICS_PORT, addr=settings.METRICS_ADDR)
         OutboxRelay(stop=stop, batch_size=batch_size, interval=interval).run()

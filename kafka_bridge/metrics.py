@@ -1,0 +1,72 @@
+"""Every Prometheus metric the project exports, in one place.
+
+They live in prometheus_client's process-wide default registry: the web process serves them at
+`/metrics` (django-prometheus, which adds its request metrics), `run_export_consumer` and
+`run_outbox_relay` on a port of their own (`metrics_serve`). Each process exports the ones it
+moves: the web process the fast path's publishes, the relay its publishes and the outbox
+backlog, the consumer what it consumed, exported, failed, dead-lettered, and its lag.
+"""
+from __future__ import annotations
+
+import logging
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+logger = logging.getLogger(__name__)
+
+EVENTS_PUBLISHED = Counter(
+    "orderflow_events_published",
+    "Outbox events Kafka acknowledged, by the path that sent them (fast: on commit; relay).",
+    ["path"],
+)
+EVENTS_CONSUMED = Counter(
+    "orderflow_events_consumed",
+    "Records a consumer loop is done with (handled or dead-lettered) and will commit.",
+    ["group", "topic"],
+)
+EVENTS_DEAD_LETTERED = Counter(
+    "orderflow_events_dead_lettered",
+    "Records a consumer loop gave up on (sent to the dead-letter topic).",
+    ["group", "topic"],
+)
+EVENTS_EXPORTED = Counter(
+    "orderflow_events_exported",
+    "Orders the external platform took (redeliveries of exported orders not counted).",
+)
+EXPORT_ATTEMPTS_FAILED = Counter(
+    "orderflow_export_attempts_failed",
+    "Export attempts that failed at the platform, by kind (transient: retried; permanent).",
+    ["kind"],
+)
+EXPORT_DELAY = Histogram(
+    "orderflow_export_delay_seconds",
+    "From the confirm (the event's occurred_at) to the platform's acknowledgement.",
+    buckets=(0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600),
+)
+CONSUMER_LAG = Gauge(
+    "orderflow_consumer_lag",
+    "Records between a consumer's position and the partition's end, as the consumer last saw them.",
+    ["group", "topic", "partition"],
+)
+OUTBOX_UNSENT = Gauge(
+    "orderflow_outbox_unsent",
+    "Outbox events not yet acknowledged by Kafka (set by run_outbox_relay each round).",
+)
+OUTBOX_OLDEST_UNSENT_AGE = Gauge(
+    "orderflow_outbox_oldest_unsent_age_seconds",
+    "Age of the oldest unsent outbox event, 0 when none (set by run_outbox_relay each round).",
+)
+
+
+def outbox_backlog_set(backlog: dict) -> None:
+    """Set the outbox gauges from `kafka_bridge.selectors.outbox_backlog()`."""
+    OUTBOX_UNSENT.set(backlog["unsent"])
+    OUTBOX_OLDEST_UNSENT_AGE.set(backlog["oldest_unsent_age_seconds"] or 0)
+
+
+def metrics_serve(*, port: int, addr: str) -> None:
+    """Serve this process's metrics at http://addr:port/metrics in a daemon thread; port 0 is off."""
+    if not port:
+        return
+    start_http_server(port, addr=addr)
+    logger.info("metrics: serving on http://%s:%d/metrics", addr, port)
