@@ -2,36 +2,18 @@
 SIGTERM within the contract's 15 s with its offsets committed and the group left."""
 import os
 import signal
-import subprocess
-import sys
-import threading
 from decimal import Decimal
 
 import pytest
-from kafka.structs import TopicPartition
 
-from config.env import BASE_DIR
 from exports.models import OrderExport
 from kafka_bridge.models import OutboxEvent
 from orders.services import LineInput, order_confirm, order_create
 from tests.conftest import database_url_of_test_db
 from tests.helpers import end_offsets, wait_until
+from tests.processes import ManagedProcess
 
 pytestmark = [pytest.mark.kafka, pytest.mark.django_db(transaction=True)]
-
-
-class ConsumerProcess:
-    def __init__(self, env: dict[str, str]):
-        self.lines: list[str] = []
-        self.process = subprocess.Popen(
-            [sys.executable, str(BASE_DIR / "manage.py"), "run_export_consumer"],
-            cwd=BASE_DIR, env=env, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
-        threading.Thread(target=lambda: self.lines.extend(self.process.stdout), daemon=True).start()
-
-    def output(self) -> str:
-        return "".join(self.lines)
 
 
 @pytest.fixture
@@ -54,7 +36,7 @@ def test_sigterm_stops_it_within_15_s_with_offsets_committed(consumer_env, expor
     ]
     for order in orders:
         order_confirm(order_id=order.pk)
-    consumer = ConsumerProcess(consumer_env)
+    consumer = ManagedProcess("run_export_consumer", consumer_env)
     try:
         wait_until(
             lambda: OrderExport.objects.filter(status="exported").count() == len(orders),

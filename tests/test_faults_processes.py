@@ -10,11 +10,7 @@ from __future__ import annotations
 
 import os
 import re
-import signal
-import subprocess
-import sys
 import threading
-import time
 from collections import Counter, defaultdict
 from datetime import timedelta
 from decimal import Decimal
@@ -23,7 +19,6 @@ import pytest
 from django.db import connections
 from django.utils import timezone
 
-from config.env import BASE_DIR
 from exports.models import OrderExport
 from kafka_bridge.models import OutboxEvent
 from kafka_bridge.relay import OutboxRelay
@@ -31,6 +26,7 @@ from kafka_bridge.runner import StopFlag
 from orders.services import LineInput, order_confirm, order_create
 from tests.conftest import database_url_of_test_db
 from tests.helpers import end_offsets, read_records, wait_until
+from tests.processes import ManagedProcess
 
 pytestmark = [pytest.mark.kafka, pytest.mark.django_db(transaction=True)]
 
@@ -38,44 +34,6 @@ ORDERS = 1000
 
 
 # --- processes --------------------------------------------------------------------------------
-
-
-class ManagedProcess:
-    """A `manage.py` command as a child process, its stdout and stderr collected line by line."""
-
-    def __init__(self, command: str, env: dict[str, str]):
-        self.command = command
-        self.lines: list[str] = []
-        self.process = subprocess.Popen(
-            [sys.executable, str(BASE_DIR / "manage.py"), command],
-            cwd=BASE_DIR, env=env, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
-        self._reader = threading.Thread(target=self._read, name=f"{command}-output", daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        for line in self.process.stdout:
-            self.lines.append(line)
-
-    def output(self) -> str:
-        return "".join(self.lines)
-
-    def kill(self) -> None:
-        """SIGKILL: no handler, no final commit, no leaving the group."""
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(timeout=10)
-
-    def terminate(self, timeout: float = 15) -> tuple[int, float]:
-        """SIGTERM, and the exit code and the seconds it took; fails after `timeout`."""
-        started = time.monotonic()
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            code = self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"{self.command} did not exit within {timeout:g} s of SIGTERM; it said:\n{self.output()}")
-        self._reader.join(timeout=5)
-        return code, time.monotonic() - started
 
 
 @pytest.fixture
@@ -93,9 +51,7 @@ def spawn():
         yield start
     finally:
         for process in started:
-            if process.process.poll() is None:
-                process.process.kill()
-                process.process.wait(timeout=10)
+            process.stop_if_running()
 
 
 def command_env(**extra: str) -> dict[str, str]:

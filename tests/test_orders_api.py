@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import uuid
 from datetime import datetime, timezone as dt_timezone
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from html.parser import HTMLParser
 from typing import Any
 
@@ -635,7 +635,7 @@ def test_docs_assets_exist_and_are_served_by_staticfiles(api_client):
 
 
 def test_browsable_api_renders_html_for_a_session_user(user):
-    order = order_factory(customer_id="c-browsable")
+    order_factory(customer_id="c-browsable")
     client = APIClient()
     assert client.login(username=user.username, password=DEFAULT_PASSWORD)
 

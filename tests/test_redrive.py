@@ -1,5 +1,6 @@
 """Redrive: `replay_dlt`, the admin's "Retry failed exports" action, and `purge_outbox`."""
 import io
+import uuid
 import threading
 from datetime import timedelta
 from decimal import Decimal
@@ -110,7 +111,7 @@ def test_replay_dlt_dry_run_lists_and_changes_nothing(consumer, export_topics):
 
     output = replay("--operator", "ops", "--dry-run")
 
-    assert f"would replay DLT[" in output and f"key={order.pk}" in output and "422" in output
+    assert "would replay DLT[" in output and f"key={order.pk}" in output and "422" in output
     assert output.strip().endswith("1 record(s) would be replayed (dry run)")
     assert end_offsets(topic) == before
     assert OrderExport.objects.get(order=order).status == "failed"
@@ -183,11 +184,13 @@ def test_purge_outbox_deletes_only_sent_rows_older_than_asked(dry_run):
 
     def row(name, sent_days_ago):
         return OutboxEvent.objects.create(
-            event_id=__import__("uuid").uuid4(), event_type="T", topic="t", key=name, payload="{}",
+            event_id=uuid.uuid4(), event_type="T", topic="t", key=name, payload="{}",
             sent_at=None if sent_days_ago is None else now - timedelta(days=sent_days_ago),
         )
 
-    old, recent, unsent = row("old", 8), row("recent", 1), row("unsent", None)
+    row("old", 8)
+    row("recent", 1)
+    unsent = row("unsent", None)
     OutboxEvent.objects.filter(pk=unsent.pk).update(created_at=now - timedelta(days=30))
 
     out = io.StringIO()

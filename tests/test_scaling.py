@@ -13,9 +13,6 @@ from __future__ import annotations
 import io
 import os
 import re
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -27,7 +24,6 @@ import pytest
 from django.core.management import call_command
 from django.db import connections
 
-from config.env import BASE_DIR
 from exports.models import OrderExport
 from kafka_bridge.models import OutboxEvent
 from kafka_bridge.producer import reset_request_publisher
@@ -37,6 +33,7 @@ from kafka_bridge.status import kafka_status
 from orders.services import LineInput, order_confirm, order_create
 from tests.conftest import database_url_of_test_db
 from tests.helpers import end_offsets, read_records, wait_until
+from tests.processes import ManagedProcess
 
 pytestmark = [pytest.mark.kafka, pytest.mark.django_db(transaction=True)]
 
@@ -52,26 +49,11 @@ ASSIGNED_LINE = re.compile(r"partitions assigned: (.*)$", re.M)
 # --- consumers as processes -------------------------------------------------------------------
 
 
-class ConsumerProcess:
-    """`manage.py run_export_consumer` with its own client id, output collected line by line."""
+class ConsumerProcess(ManagedProcess):
+    """`manage.py run_export_consumer` with its own client id."""
 
     def __init__(self, name: str, env: dict[str, str]):
-        self.name = name
-        self.lines: list[str] = []
-        self.process = subprocess.Popen(
-            [sys.executable, str(BASE_DIR / "manage.py"), "run_export_consumer"],
-            cwd=BASE_DIR, env={**env, "KAFKA_CLIENT_ID": name}, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
-        self._reader = threading.Thread(target=self._read, name=f"{name}-output", daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        for line in self.process.stdout:
-            self.lines.append(line)
-
-    def output(self) -> str:
-        return "".join(self.lines)
+        super().__init__("run_export_consumer", {**env, "KAFKA_CLIENT_ID": name}, name=name)
 
     def exports(self) -> list[tuple[int, int, str]]:
         """(order id, partition, outcome) of each record this consumer handled."""
@@ -83,17 +65,6 @@ class ConsumerProcess:
         if not found:
             return None
         return sorted(int(p) for p in re.findall(r"\[(\d+)\]", found[-1]))
-
-    def terminate(self, timeout: float = 15) -> tuple[int, float]:
-        """SIGTERM, as an operator stops it: the exit code and the seconds it took."""
-        started = time.monotonic()
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            code = self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            pytest.fail(f"{self.name} did not exit within {timeout:g} s of SIGTERM; it said:\n{self.output()[-3000:]}")
-        self._reader.join(timeout=5)
-        return code, time.monotonic() - started
 
 
 @pytest.fixture
