@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
 .PHONY: help venv run test test-postgres tools check topics \
-        kafka-up kafka-down kafka-reset kafka-status kafka-logs postgres-up postgres-down clean
+        kafka-up kafka-down kafka-reset kafka-status kafka-logs postgres-up postgres-down clean bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -68,6 +68,18 @@ postgres-up: ## install (if missing) and start the project's PostgreSQL on 127.0
 
 postgres-down: ## stop the project's PostgreSQL
 	@scripts/postgres.sh down
+
+# `make bench` measures the pipeline on the local broker, on SQLite and PostgreSQL, and writes
+# bench/results/<timestamp>.{json,md} and PNG plots. BENCH_ARGS=--quick for a short smoke run;
+# `.venv/bin/python -m bench --help` lists the options (--db, --only, --repeats, --profile).
+BENCH_ARGS ?=
+
+$(VENV)/.bench-installed: requirements-bench.txt $(VENV)/.installed
+	$(PY) -m pip install -q -r requirements-bench.txt
+	@touch $@
+
+bench: venv kafka-up postgres-up $(VENV)/.bench-installed ## benchmarks (bench/results/); BENCH_ARGS=--quick for a short run
+	BENCH_POSTGRES_URL=$$(scripts/postgres.sh url) $(PY) -m bench $(BENCH_ARGS)
 
 clean: kafka-down postgres-down ## stop services and remove .venv, broker jars and data
 	rm -rf $(VENV) kafka/lib kafka/.lib.stamp kafka/data .pgdata db.sqlite3

@@ -1,0 +1,171 @@
+"""The consume path: exports per second of `run_export_consumer`'s loop (the real ConsumerLoop
+with the export handler and the fake platform) draining a pre-produced backlog, against raw
+kafka-python reading the same backlog in another group; then 1, 2 and 3 consumer processes.
+
+The backlog is real: orders confirmed in the bench database with the outbox on, their events
+sent by the project's publisher. Between runs the exports are reset, so that every run exports
+every order (none is a cheap "duplicate"). A rate runs from the first export to the last.
+"""
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from bench.harness import BenchError
+from bench.plan import DatabaseRun
+from bench.stats import figure
+
+READY_TIMEOUT = 120.0
+DRAIN_TIMEOUT = 900.0
+
+# --- worker side ----------------------------------------------------------------------------
+
+
+def backlog_prepare(*, orders: int) -> dict:
+    """Confirm `orders` new orders (outbox rows, no on-commit send) and publish their events."""
+    from django.conf import settings
+
+    from bench.payloads import orders_create
+    from kafka_bridge.models import OutboxEvent
+    from kafka_bridge.producer import OutboxPublisher
+    from orders.services import order_confirm
+
+    if settings.KAFKA_PUBLISH_ON_COMMIT:
+        raise RuntimeError("backlog_prepare needs KAFKA_PUBLISH_ON_COMMIT=false")
+    for order_id in orders_create(orders):
+        order_confirm(order_id=order_id)
+    rows = list(OutboxEvent.objects.filter(topic=settings.ORDER_EXPORT_TOPIC, sent_at__isnull=True).order_by("id"))
+    publisher = OutboxPublisher(timeout=60)
+    sent = 0
+    for start in range(0, len(rows), 500):
+        sent += publisher.publish(rows[start : start + 500]).sent
+    publisher.close()
+    return {"orders": orders, "sent": sent, "event_bytes": round(sum(len(row.payload.encode()) for row in rows) / max(1, len(rows)))}
+
+
+def exports_reset() -> dict:
+    """Forget every export, so that the backlog exports again in full."""
+    from exports.models import OrderExport, ProcessedEvent
+
+    return {"processed": ProcessedEvent.objects.all().delete()[0], "exports": OrderExport.objects.all().delete()[0]}
+
+
+def export_consumer_run(*, ready_path: str | None = None, go_path: str | None = None, assigned_path: str | None = None) -> dict:
+    """`run_export_consumer`'s loop with a fake platform that notes when each order arrived,
+    until SIGTERM. `ready_path` is touched once the loop is built, and the loop starts when
+    `go_path` exists (so that several consumers join the group together); `assigned_path` is
+    touched once the group gave it partitions."""
+    import threading
+
+    from bench.fake_platform import TimingPlatformClient
+    from exports.consumer import export_consumer
+    from kafka_bridge.runner import StopFlag
+
+    stop = StopFlag()
+    stop.install_signal_handlers()
+    client = TimingPlatformClient()
+    loop = export_consumer(stop=stop, client=client)
+    if ready_path:
+        Path(ready_path).touch()
+    if go_path:
+        deadline = time.monotonic() + READY_TIMEOUT
+        while not Path(go_path).exists() and not stop.is_set() and time.monotonic() < deadline:
+            stop.wait(0.005)
+    if assigned_path:
+
+        def watch() -> None:
+            while not stop.is_set() and not loop.assignments:
+                stop.wait(0.02)
+            Path(assigned_path).touch()
+
+        threading.Thread(target=watch, daemon=True).start()
+    loop.run()
+    return {
+        "receipts": client.receipts,
+        "processed": loop.processed_total,
+        "dead_lettered": loop.dead_lettered_total,
+        "assignments": loop.assignments,
+    }
+
+
+# --- orchestrator side ----------------------------------------------------------------------
+
+
+def wait_for_files(paths: list[Path], *, timeout: float, workers) -> None:
+    deadline = time.monotonic() + timeout
+    while not all(path.exists() for path in paths):
+        dead = [w for w in workers if not w.alive()]
+        if dead:
+            dead[0].wait(1)  # raises with its log
+        if time.monotonic() > deadline:
+            raise BenchError(f"{sum(p.exists() for p in paths)} of {len(paths)} consumers were ready within {timeout:g} s")
+        time.sleep(0.02)
+
+
+def run_export_consumers(run: DatabaseRun, env: dict[str, str], *, count: int, records: int) -> dict:
+    """Start `count` consumer processes together, wait until their group committed the whole
+    backlog, stop them, and measure the exports per second from the first to the last."""
+    harness = run.context.harness
+    group = harness.group("consume-export")
+    env = {**env, "ORDER_EXPORT_CONSUMER_GROUP": group}
+    go = harness.path("go")
+    ready = [harness.path(f"ready-{i}") for i in range(count)]
+    workers = [harness.spawn("consume.export-consumer", {"ready_path": str(r), "go_path": str(go)}, env=env) for r in ready]
+    try:
+        wait_for_files(ready, timeout=READY_TIMEOUT, workers=workers)
+        go.touch()
+        harness.wait_group_caught_up(group, target=records, timeout=DRAIN_TIMEOUT, alive=lambda: all(w.alive() for w in workers))
+    finally:
+        results = [w.stop() if w.alive() else {"receipts": [], "processed": 0, "assignments": 0, "dead_lettered": 0} for w in workers]
+    receipts = [t for result in results for t, _ in result["receipts"]]
+    exported = len({order_id for result in results for _, order_id in result["receipts"]})
+    seconds = max(receipts) - min(receipts) if receipts else 0.0
+    return {
+        "consumers": count,
+        "exports": exported,
+        "platform_calls": len(receipts),
+        "seconds": seconds,
+        "rate": exported / seconds if seconds else None,
+        "per_consumer": [len(result["receipts"]) for result in results],
+        "assignments": [result["assignments"] for result in results],
+        "dead_lettered": sum(result["dead_lettered"] for result in results),
+    }
+
+
+def steps(repeats: int, consumers: tuple[int, ...]) -> int:
+    return 1 + repeats * (1 + len(consumers))
+
+
+def measure(run: DatabaseRun) -> list[dict]:
+    context = run.context
+    sizes, harness, progress = context.sizes, context.harness, context.progress
+    topic = harness.topic("consume", dlt=True)
+    env = run.env(ORDER_EXPORT_TOPIC=topic, ORDER_EXPORT_DLT_TOPIC=f"{topic}.DLT", KAFKA_PUBLISH_ON_COMMIT="false")
+    records = sizes.backlog
+    progress.next(f"consume: pre-producing a backlog of {records} events ({run.vendor})")
+    prepared = harness.run("consume.backlog-prepare", {"orders": records}, env=env, timeout=1200)
+    if prepared["sent"] != records:
+        raise BenchError(f"the backlog has {prepared['sent']} of {records} events")
+    results: dict[str, list[dict]] = defaultdict(list)
+    for repeat in range(1, sizes.repeats + 1):
+        suffix = f"({run.vendor}), run {repeat}/{sizes.repeats}"
+        progress.next(f"consume: raw kafka-python {suffix}")
+        results["raw"].append(
+            harness.run("ceilings.kafka-python-consume", {"topic": topic, "group": harness.group("consume-raw"), "records": records}, env=env)
+        )
+        for count in sizes.consumers:
+            progress.next(f"consume: {count} export consumer{'s' if count > 1 else ''} {suffix}")
+            harness.run("consume.exports-reset", {}, env=env)
+            result = run_export_consumers(run, env, count=count, records=records)
+            if result["exports"] != records:
+                context.note(f"{run.vendor}: {count} consumer(s) exported {result['exports']} of {records} orders")
+            results[f"export-{count}"].append(result)
+    note = f"backlog of {records} events of {prepared['event_bytes']} bytes, 3 partitions"
+    figures = [figure("consume.raw", label="raw kafka-python consume, same backlog", unit="records/s", db=run.vendor,
+                      runs=[r["rate"] for r in results["raw"]], details=results["raw"], note=note)]
+    for count in sizes.consumers:
+        runs = results[f"export-{count}"]
+        figures.append(figure(f"consume.export.{count}", label=f"export consumer x{count} (fake platform)", unit="exports/s",
+                              db=run.vendor, runs=[r["rate"] for r in runs], details=runs, note=note))
+    return figures

@@ -1,0 +1,236 @@
+"""End-to-end latency: from a confirm's commit to the platform receiving the order, at a fixed
+offered load of 200 confirms/s, and the saturation throughput with everything running.
+
+The pipeline runs as in production: a process confirming orders through `order_confirm` (the
+on-commit fast path publishes), `run_export_consumer`'s loop in a process of its own with a fake
+platform that notes each order's arrival, and `manage.py run_outbox_relay` for what the fast
+path could not send. The commit time is taken by an on-commit callback registered before the
+confirm's own (callbacks run in order, right after the COMMIT), the arrival by the platform
+client; both with time.time() on the same machine.
+"""
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from bench.consume import wait_for_files
+from bench.harness import PYTHON, BenchError
+from bench.plan import DatabaseRun
+from bench.stats import cdf, figure, latency_summary, median
+
+WARMUP = 5
+
+# --- worker side ----------------------------------------------------------------------------
+
+
+def confirm_generate(
+    *, orders: int, threads: int, rate: float | None = None, index: int = 0, processes: int = 1,
+    ready_path: str, go_path: str, warmup: int = WARMUP,
+) -> dict:
+    """Confirm `orders` new orders, this process's share of a load that `processes` processes
+    generate together: paced (open loop, `rate` per second in all, this process taking every
+    `processes`-th slot from `index`; a slow confirm does not delay the next one, `threads`
+    absorb them), or with no pacing (flat out) when `rate` is None.
+
+    Touches `ready_path` once its orders exist and its producer is connected, and starts when
+    `go_path` holds the common start time (time.time())."""
+    from django.db import transaction
+
+    from bench.payloads import orders_create
+    from kafka_bridge.models import OutboxEvent
+    from orders.services import order_confirm
+
+    ids = orders_create(warmup + orders)
+    for order_id in ids[:warmup]:
+        order_confirm(order_id=order_id)  # connects the producer before the clock starts
+    timed = ids[warmup:]
+    commits: dict[int, float] = {}
+    durations: list[float] = []
+
+    def confirm(order_id: int) -> None:
+        before = time.perf_counter()
+        with transaction.atomic():
+            # Registered first, so it runs first after the COMMIT, before the publisher's send.
+            transaction.on_commit(lambda: commits.__setitem__(order_id, time.time()))
+            order_confirm(order_id=order_id)
+        durations.append(time.perf_counter() - before)
+
+    Path(ready_path).touch()
+    start = _wait_for_start(Path(go_path))
+    late: list[float] = []
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="confirm") as pool:
+        if rate:
+            futures = []
+            for k, order_id in enumerate(timed):
+                delay = start + (k * processes + index) / rate - time.time()
+                if delay > 0:
+                    time.sleep(delay)
+                else:
+                    late.append(-delay)
+                futures.append(pool.submit(confirm, order_id))
+        else:
+            time.sleep(max(0.0, start - time.time()))
+            futures = [pool.submit(confirm, order_id) for order_id in timed]
+        errors = [exc for exc in (future.exception() for future in futures) if exc is not None]
+    unsent = OutboxEvent.objects.filter(key__in=[str(order_id) for order_id in timed], sent_at__isnull=True).count()
+    return {
+        "orders": orders,
+        "confirmed": len(commits),
+        "errors": len(errors),
+        "first_error": repr(errors[0]) if errors else "",
+        "commits": [[order_id, at] for order_id, at in commits.items()],
+        "dispatch_late_max_ms": round(max(late) * 1000, 2) if late else 0.0,
+        "unsent_after_run": unsent,
+        "confirm_call": latency_summary(durations),
+    }
+
+
+def _wait_for_start(go: Path, timeout: float = 300.0) -> float:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if go.exists() and (text := go.read_text().strip()):
+            return float(text)
+        time.sleep(0.005)
+    raise RuntimeError(f"no start time in {go} within {timeout:g} s")
+
+
+def outbox_discard() -> dict:
+    """Delete the bench database's unsent outbox rows (left by the outbox-only runs), so that
+    the relay of the end-to-end run does not spend itself on them."""
+    from kafka_bridge.models import OutboxEvent
+
+    return {"deleted": OutboxEvent.objects.filter(sent_at__isnull=True).delete()[0]}
+
+
+# --- orchestrator side ----------------------------------------------------------------------
+
+
+def _generate(run: DatabaseRun, env: dict[str, str], *, orders: int, threads: int, rate: float | None, consumers) -> dict:
+    """Run the generator processes together and merge what they report."""
+    harness, processes = run.context.harness, run.context.sizes.e2e_processes
+    go = harness.path("start")
+    ready = [harness.path(f"generator-ready-{i}") for i in range(processes)]
+    shares = [orders // processes + (1 if i < orders % processes else 0) for i in range(processes)]
+    generators = [
+        harness.spawn("e2e.generate", {"orders": share, "threads": threads, "rate": rate, "index": i, "processes": processes,
+                                       "ready_path": str(path), "go_path": str(go)}, env=env)
+        for i, (share, path) in enumerate(zip(shares, ready))
+    ]
+    wait_for_files(ready, timeout=300, workers=[*generators, *consumers])
+    go.write_text(f"{time.time() + 0.2}")
+    parts = [generator.wait(timeout=900) for generator in generators]
+    commits = [pair for part in parts for pair in part["commits"]]
+    times = sorted(at for _, at in commits)
+    errors = sum(part["errors"] for part in parts)
+    return {
+        "orders": orders,
+        "processes": processes,
+        "threads_per_process": threads,
+        "confirmed": len(commits),
+        "errors": errors,
+        "first_error": next((part["first_error"] for part in parts if part["first_error"]), ""),
+        "commits": commits,
+        "rate": (len(times) - 1) / (times[-1] - times[0]) if len(times) > 1 else None,
+        "dispatch_late_max_ms": max(part["dispatch_late_max_ms"] for part in parts),
+        "unsent_after_run": sum(part["unsent_after_run"] for part in parts),
+        "confirm_call_p99_ms": max(part["confirm_call"]["p99_ms"] or 0 for part in parts),
+    }
+
+
+def steps(repeats: int) -> int:
+    return 2 * repeats
+
+
+def _drain(run: DatabaseRun, group: str, topic: str, *, expected: int, unsent: int, workers) -> None:
+    """Until the group has consumed every event of the topic, the relayed ones included."""
+    harness = run.context.harness
+    alive = lambda: all(w.alive() for w in workers)  # noqa: E731
+    harness.wait_group_caught_up(group, target=expected, timeout=300, alive=alive)
+    if unsent:
+        # Events the fast path did not get acknowledged wait OUTBOX_RELAY_GRACE_SECONDS (5 s)
+        # for the relay; give it that, then drain again.
+        time.sleep(8)
+    harness.wait_group_caught_up(group, target=harness.end_offset_total(topic), timeout=300, alive=alive)
+
+
+def _delivery(generated: dict, receipts: dict[int, float]) -> dict:
+    commits = {order_id: at for order_id, at in generated["commits"]}
+    latencies = [receipts[order_id] - at for order_id, at in commits.items() if order_id in receipts]
+    delivered = [receipts[order_id] for order_id in commits if order_id in receipts]
+    span = max(delivered) - min(commits.values()) if delivered else 0.0
+    return {
+        "latencies": latencies,
+        "missing": len(commits) - len(latencies),
+        "delivered_rate": len(delivered) / span if span else None,
+        **latency_summary(latencies),
+    }
+
+
+def measure(run: DatabaseRun) -> list[dict]:
+    context = run.context
+    sizes, harness, progress = context.sizes, context.harness, context.progress
+    rate = sizes.e2e_rate
+    paced_orders = int(rate * sizes.e2e_seconds)
+    results: dict[str, list[dict]] = defaultdict(list)
+    pooled: list[float] = []
+    for repeat in range(1, sizes.repeats + 1):
+        suffix = f"({run.vendor}), run {repeat}/{sizes.repeats}"
+        progress.next(f"e2e: {rate:g} confirms/s for {sizes.e2e_seconds:g} s, latency to the platform {suffix}")
+        topic = harness.topic("e2e", dlt=True)
+        group = harness.group("e2e")
+        env = run.env(
+            ORDER_EXPORT_TOPIC=topic, ORDER_EXPORT_DLT_TOPIC=f"{topic}.DLT", ORDER_EXPORT_CONSUMER_GROUP=group,
+            KAFKA_PUBLISH_ON_COMMIT="true",
+        )
+        harness.run("db.outbox-discard", {}, env=env)
+        assigned = harness.path("assigned")
+        consumer = harness.spawn("consume.export-consumer", {"assigned_path": str(assigned)}, env=env)
+        relay = harness.command([PYTHON, "manage.py", "run_outbox_relay"], env=env, name="relay")
+        try:
+            wait_for_files([assigned], timeout=120, workers=[consumer, relay])
+            warmups = WARMUP * sizes.e2e_processes
+            paced = _generate(run, env, orders=paced_orders, threads=sizes.e2e_threads, rate=rate, consumers=[consumer, relay])
+            _drain(run, group, topic, expected=warmups + paced_orders, unsent=paced["unsent_after_run"], workers=[consumer, relay])
+            progress.next(f"e2e: saturation, {sizes.e2e_processes} x {sizes.saturation_threads} threads confirming flat out {suffix}")
+            flat = _generate(run, env, orders=sizes.saturation_orders, threads=sizes.saturation_threads, rate=None, consumers=[consumer, relay])
+            _drain(run, group, topic, expected=2 * warmups + paced_orders + sizes.saturation_orders,
+                   unsent=flat["unsent_after_run"], workers=[consumer, relay])
+        finally:
+            received = consumer.stop() if consumer.alive() else {"receipts": []}
+            relay.terminate()
+        receipts: dict[int, float] = {}
+        for at, order_id in received["receipts"]:
+            receipts.setdefault(order_id, at)
+        for name, generated in (("paced", paced), ("flat", flat)):
+            if generated["errors"]:
+                raise BenchError(f"{generated['errors']} confirm(s) failed in the e2e run: {generated['first_error']}")
+            delivery = _delivery(generated, receipts)
+            if name == "paced":
+                pooled.extend(delivery["latencies"])
+            if delivery["missing"]:
+                context.note(f"{run.vendor} e2e {name}: {delivery['missing']} order(s) never reached the platform")
+            detail = {key: value for key, value in generated.items() if key != "commits"}
+            results[name].append({**detail, **{k: v for k, v in delivery.items() if k != "latencies"}})
+        harness.delete_topics([topic, f"{topic}.DLT"])
+    paced_runs, flat_runs = results["paced"], results["flat"]
+    note = (f"{rate:g}/s offered for {sizes.e2e_seconds:g} s ({paced_orders} orders) by {sizes.e2e_processes} processes "
+            f"x {sizes.e2e_threads} threads")
+    p99 = figure("e2e.p99", label=f"end-to-end p99 at {rate:g}/s", unit="ms", db=run.vendor,
+                 runs=[r["p99_ms"] for r in paced_runs], details=paced_runs, note=note)
+    p99["cdf"] = cdf([s * 1000 for s in pooled])
+    return [
+        figure("e2e.p50", label=f"end-to-end p50 at {rate:g}/s", unit="ms", db=run.vendor, runs=[r["p50_ms"] for r in paced_runs], note=note),
+        figure("e2e.p95", label=f"end-to-end p95 at {rate:g}/s", unit="ms", db=run.vendor, runs=[r["p95_ms"] for r in paced_runs], note=note),
+        p99,
+        figure("e2e.offered", label="confirms/s achieved at the offered load", unit="confirms/s", db=run.vendor,
+               runs=[r["rate"] for r in paced_runs], note=f"dispatch late by at most {median([r['dispatch_late_max_ms'] for r in paced_runs])} ms"),
+        figure("e2e.saturation", label="saturation: orders/s delivered end to end", unit="orders/s", db=run.vendor,
+               runs=[r["delivered_rate"] for r in flat_runs], details=flat_runs,
+               note=f"{sizes.saturation_orders} orders confirmed flat out by {sizes.e2e_processes} processes x {sizes.saturation_threads} threads, consumer and relay running"),
+        figure("e2e.saturation.confirms", label="saturation: confirms/s flat out (consumer running)", unit="confirms/s",
+               db=run.vendor, runs=[r["rate"] for r in flat_runs]),
+        figure("e2e.saturation.p99", label="saturation: end-to-end p99", unit="ms", db=run.vendor,
+               runs=[r["p99_ms"] for r in flat_runs]),
+    ]

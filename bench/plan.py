@@ -1,0 +1,65 @@
+"""How big each measurement is (full and --quick), and what every measurement is handed."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from bench.harness import BenchDatabase, Harness
+from bench.progress import Progress
+
+
+@dataclass(frozen=True)
+class Sizes:
+    repeats: int
+    ceiling_records: int  # records per ceiling run (produce, then consume the same backlog)
+    confirms: int  # service-layer confirms per run and variant
+    http_requests: int  # confirm requests per HTTP run and variant
+    backlog: int  # events pre-produced for the consume path
+    e2e_seconds: float  # how long the paced load lasts
+    saturation_orders: int  # confirms of the flat-out run
+    e2e_rate: float = 200.0  # the offered load, confirms/s
+    consumers: tuple[int, ...] = (1, 2, 3)
+    http_concurrency: int = 8  # the load generator's connections
+    # The load comes from several processes (one Python process cannot confirm 200/s on its
+    # own: the GIL), each with threads that only absorb slow confirms (the load is open loop).
+    e2e_processes: int = 2
+    e2e_threads: int = 8
+    saturation_threads: int = 4  # threads per process confirming flat out
+    warmup: int = 20  # confirms before each timed run (connections, the producer's first metadata)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+FULL = Sizes(repeats=3, ceiling_records=100_000, confirms=1000, http_requests=1000, backlog=3000, e2e_seconds=15, saturation_orders=2000)
+QUICK = Sizes(repeats=1, ceiling_records=5000, confirms=300, http_requests=300, backlog=600, e2e_seconds=5, saturation_orders=600)
+
+# Measurement groups, in the order they run. Ceilings are the same for every database.
+GROUPS = ("ceilings", "publish", "http", "consume", "e2e")
+CEILING_PARTS = ("kafka-python", "confluent", "java")
+
+
+@dataclass
+class Context:
+    harness: Harness
+    sizes: Sizes
+    progress: Progress
+    notes: list[str] = field(default_factory=list)
+
+    def note(self, text: str) -> None:
+        self.notes.append(text)
+        self.progress.note(f"bench: {text}")
+
+
+@dataclass
+class DatabaseRun:
+    """A bench database and the environment its Django processes get."""
+
+    db: BenchDatabase
+    context: Context
+
+    @property
+    def vendor(self) -> str:
+        return self.db.vendor
+
+    def env(self, **overrides) -> dict[str, str]:
+        return self.context.harness.env(DATABASE_URL=self.db.url, **overrides)

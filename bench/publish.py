@@ -1,0 +1,195 @@
+"""The publish path: confirms per second with publishing on, against the same confirms with
+publishing switched off, through the `order_confirm` service and through the HTTP endpoint
+under gunicorn.
+
+Variants (the same in both):
+- "none": publishing switched off, DOMAIN_EVENT_RECORDER = bench.noop.event_record (no outbox
+  row, no send): the confirm alone;
+- "publish": the project as it ships, outbox row + on-commit send that waits for the ack;
+- "outbox-only": KAFKA_PUBLISH_ON_COMMIT=false, the outbox row without the send (an extra figure).
+"""
+from __future__ import annotations
+
+import importlib.util
+import socket
+import time
+from collections import defaultdict
+
+from bench.harness import PYTHON, BenchError
+from bench.plan import DatabaseRun
+from bench.stats import figure, latency_summary, median
+
+VARIANTS = {
+    "none": "publishing off (no-op recorder)",
+    "publish": "publishing on (outbox + on-commit send)",
+    "outbox-only": "outbox only (KAFKA_PUBLISH_ON_COMMIT=false)",
+}
+GUNICORN_WORKERS = 2
+GUNICORN_THREADS = 4
+
+# --- worker side ----------------------------------------------------------------------------
+
+
+def _apply_variant(variant: str) -> None:
+    from django.conf import settings
+
+    from bench.noop import NOOP_RECORDER
+
+    if variant == "none":
+        settings.DOMAIN_EVENT_RECORDER = NOOP_RECORDER
+    expected_on_commit = variant != "outbox-only"
+    if settings.KAFKA_PUBLISH_ON_COMMIT != expected_on_commit:
+        raise RuntimeError(f"variant {variant} needs KAFKA_PUBLISH_ON_COMMIT={expected_on_commit}")
+
+
+def confirm_service(*, variant: str, confirms: int, warmup: int) -> dict:
+    """Confirm `confirms` pending orders one after the other through `order_confirm`."""
+    from bench.payloads import orders_create
+    from kafka_bridge.models import OutboxEvent
+    from orders.services import order_confirm
+
+    _apply_variant(variant)
+    ids = orders_create(warmup + confirms)
+    for order_id in ids[:warmup]:
+        order_confirm(order_id=order_id)
+    timed = ids[warmup:]
+    latencies = []
+    started = time.perf_counter()
+    for order_id in timed:
+        before = time.perf_counter()
+        order_confirm(order_id=order_id)
+        latencies.append(time.perf_counter() - before)
+    elapsed = time.perf_counter() - started
+    outbox = OutboxEvent.objects.filter(key__in=[str(order_id) for order_id in timed])
+    return {
+        "variant": variant,
+        "confirms": confirms,
+        "seconds": elapsed,
+        "rate": confirms / elapsed,
+        "outbox_rows": outbox.count(),
+        "unsent": outbox.filter(sent_at__isnull=True).count(),
+        **latency_summary(latencies),
+    }
+
+
+def http_prepare(*, orders: int) -> dict:
+    """Pending orders to confirm over HTTP, and an API token to do it with."""
+    from django.contrib.auth import get_user_model
+    from rest_framework.authtoken.models import Token
+
+    from bench.payloads import orders_create
+
+    user, created = get_user_model().objects.get_or_create(username="bench")
+    if created:
+        user.set_unusable_password()
+        user.save()
+    token, _ = Token.objects.get_or_create(user=user)
+    return {"token": token.key, "ids": orders_create(orders)}
+
+
+# --- orchestrator side ----------------------------------------------------------------------
+
+
+def _variant_env(run: DatabaseRun, variant: str, topic: str) -> dict[str, str]:
+    return run.env(
+        ORDER_EXPORT_TOPIC=topic,
+        ORDER_EXPORT_DLT_TOPIC=f"{topic}.DLT",
+        KAFKA_PUBLISH_ON_COMMIT="false" if variant == "outbox-only" else "true",
+    )
+
+
+def _rotated(repeat: int) -> list[tuple[str, str]]:
+    items = list(VARIANTS.items())
+    shift = (repeat - 1) % len(items)
+    return items[shift:] + items[:shift]
+
+
+def service_steps(repeats: int) -> int:
+    return len(VARIANTS) * repeats
+
+
+def measure_service(run: DatabaseRun) -> list[dict]:
+    context = run.context
+    sizes, harness = context.sizes, context.harness
+    topic = harness.topic("publish")
+    results: dict[str, list[dict]] = defaultdict(list)
+    for repeat in range(1, sizes.repeats + 1):
+        # Interleaved and rotated, so that a slower minute of a shared machine, or being first
+        # on a fresh database, does not always hit the same variant.
+        for variant, label in _rotated(repeat):
+            context.progress.next(f"publish: order_confirm, {label} ({run.vendor}), run {repeat}/{sizes.repeats}")
+            results[variant].append(
+                harness.run(
+                    "publish.confirm-service",
+                    {"variant": variant, "confirms": sizes.confirms, "warmup": sizes.warmup},
+                    env=_variant_env(run, variant, topic),
+                )
+            )
+    unsent = sum(r["unsent"] for r in results["publish"])
+    if unsent:
+        context.note(f"{run.vendor}: {unsent} event(s) of the 'publishing on' runs were not acknowledged within KAFKA_PUBLISH_TIMEOUT_MS")
+    return [
+        figure(f"publish.service.{variant}", label=f"order_confirm, {VARIANTS[variant]}", unit="confirms/s", db=run.vendor,
+               runs=[r["rate"] for r in runs], details=runs, note=f"{sizes.confirms} sequential confirms")
+        for variant, runs in results.items()
+    ]
+
+
+def http_available(context) -> bool:
+    if importlib.util.find_spec("gunicorn") is None:
+        context.note("gunicorn is not installed (pip install -r requirements-bench.txt): the HTTP figures are skipped")
+        return False
+    return True
+
+
+def http_steps(repeats: int) -> int:
+    return len(VARIANTS) * repeats
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def measure_http(run: DatabaseRun) -> list[dict]:
+    from bench.loadgen import confirm_load, wait_listening
+    from bench.noop import NOOP_RECORDER
+
+    context = run.context
+    sizes, harness = context.sizes, context.harness
+    topic = harness.topic("http")
+    results: dict[str, list[dict]] = defaultdict(list)
+    for repeat in range(1, sizes.repeats + 1):
+        for variant, label in _rotated(repeat):
+            context.progress.next(f"publish: POST confirm under gunicorn, {label} ({run.vendor}), run {repeat}/{sizes.repeats}")
+            env = _variant_env(run, variant, topic)
+            prepared = harness.run("publish.http-prepare", {"orders": sizes.warmup * 2 + sizes.http_requests}, env=env)
+            if variant == "none":
+                env["BENCH_EVENT_RECORDER"] = NOOP_RECORDER
+            port = _free_port()
+            server = harness.command(
+                [PYTHON, "-m", "gunicorn", "bench.wsgi:application", "--bind", f"127.0.0.1:{port}",
+                 "--workers", str(GUNICORN_WORKERS), "--worker-class", "gthread", "--threads", str(GUNICORN_THREADS),
+                 "--log-level", "warning", "--graceful-timeout", "10"],
+                env=env, name="gunicorn",
+            )
+            try:
+                wait_listening(port, timeout=60, alive=server.alive)
+                warmup, timed = prepared["ids"][: sizes.warmup * 2], prepared["ids"][sizes.warmup * 2 :]
+                confirm_load(port=port, token=prepared["token"], order_ids=warmup, concurrency=sizes.http_concurrency)
+                result = confirm_load(port=port, token=prepared["token"], order_ids=timed, concurrency=sizes.http_concurrency)
+            except (RuntimeError, TimeoutError) as exc:
+                raise BenchError(f"gunicorn: {exc}") from exc
+            finally:
+                server.terminate()
+            if result["ok"] != len(timed):
+                context.note(f"{run.vendor} HTTP {variant}: {result['ok']} of {len(timed)} confirms answered 200 ({result['statuses']})")
+            results[variant].append({"variant": variant, **result})
+    return [
+        figure(f"publish.http.{variant}", label=f"POST confirm (gunicorn), {VARIANTS[variant]}", unit="confirms/s", db=run.vendor,
+               runs=[r["rate"] for r in runs], details=runs,
+               note=f"{sizes.http_requests} requests, {sizes.http_concurrency} connections, "
+                    f"{GUNICORN_WORKERS} gthread workers x {GUNICORN_THREADS} threads; p99 {median([r['p99_ms'] for r in runs])} ms")
+        for variant, runs in results.items()
+    ]

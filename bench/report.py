@@ -1,0 +1,237 @@
+"""From measured figures to what a person and a script read: the targets, the markdown table,
+the JSON file and the plots."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from bench.stats import median
+
+# Each target: how it is computed, and the bound it must meet. Ratios are taken run by run (the
+# two figures of a ratio are measured back to back in the same repeat), then their median.
+TARGETS = {
+    "consumer_vs_raw": {
+        "ratio": ("consume.export.1", "consume.raw"),
+        "bound": (">=", 0.5),
+        "label": "one export consumer's exports/s ÷ raw kafka-python consume on the same backlog",
+        "databases": ("sqlite", "postgresql"),
+    },
+    "confirm_publish_vs_none": {
+        "ratio": ("publish.service.publish", "publish.service.none"),
+        "bound": (">=", 0.75),
+        "label": "order_confirm/s with publishing ÷ without (service layer)",
+        "databases": ("sqlite", "postgresql"),
+    },
+    "e2e_p99_ms_at_200": {
+        "figure": "e2e.p99",
+        "bound": ("<=", 50.0),
+        "label": "end-to-end p99 (ms) at 200 confirms/s",
+        "databases": ("postgresql",),
+    },
+}
+
+# Further ratios, for reading rather than for a target.
+RATIOS = {
+    "confirm_outbox_only_vs_none": ("publish.service.outbox-only", "publish.service.none"),
+    "http_publish_vs_none": ("publish.http.publish", "publish.http.none"),
+    "http_outbox_only_vs_none": ("publish.http.outbox-only", "publish.http.none"),
+    "consumers_2_vs_1": ("consume.export.2", "consume.export.1"),
+    "consumers_3_vs_1": ("consume.export.3", "consume.export.1"),
+}
+
+
+def _find(figures: list[dict], key: str, db: str | None) -> dict | None:
+    return next((f for f in figures if f["key"] == key and f["db"] == db), None)
+
+
+def run_ratio(figures: list[dict], numerator: str, denominator: str, db: str | None) -> float | None:
+    """The median over repeats of numerator ÷ denominator, each pair from the same repeat."""
+    top, bottom = _find(figures, numerator, db), _find(figures, denominator, db)
+    if top is None or bottom is None:
+        return None
+    pairs = [a / b for a, b in zip(top["runs"], bottom["runs"]) if a is not None and b]
+    value = median(pairs)
+    return None if value is None else round(value, 3)
+
+
+def targets_compute(figures: list[dict], databases: list[str]) -> tuple[dict, dict, dict]:
+    """(targets, checks, ratios): `targets` is {db: {name: value}}, the object scripts read;
+    `checks` says for each whether it applies to that database and is met."""
+    targets: dict[str, dict] = {}
+    checks: dict[str, dict] = {}
+    ratios: dict[str, dict] = {}
+    for db in databases:
+        targets[db], checks[db] = {}, {}
+        for name, spec in TARGETS.items():
+            if "ratio" in spec:
+                value = run_ratio(figures, *spec["ratio"], db)
+            else:
+                found = _find(figures, spec["figure"], db)
+                value = found["median"] if found else None
+            op, bound = spec["bound"]
+            met = None if value is None else (value >= bound if op == ">=" else value <= bound)
+            targets[db][name] = value
+            checks[db][name] = {"value": value, "bound": f"{op} {bound:g}", "applies": db in spec["databases"], "met": met}
+        ratios[db] = {name: run_ratio(figures, *pair, db) for name, pair in RATIOS.items()}
+    return targets, checks, ratios
+
+
+# --- markdown -------------------------------------------------------------------------------
+
+
+def _value(figure: dict | None) -> str:
+    if figure is None or figure["median"] is None:
+        return "—"
+    median_text = _number(figure["median"])
+    if len(figure["runs"]) > 1:
+        return f"{median_text} ({', '.join(_number(r) for r in figure['runs'])})"
+    return median_text
+
+
+def _number(value: float | None) -> str:
+    if value is None:
+        return "—"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}"
+    if abs(value) >= 0.1:
+        return f"{value:.2f}"
+    return f"{value:.2g}"  # a small ratio keeps two significant digits: 0.0066, not 0.01
+
+
+def markdown(results: dict) -> str:
+    figures, databases = results["figures"], results["databases_measured"]
+    targeted = [db for db in results["targets"] if any(v is not None for v in results["targets"][db].values())]
+    machine, versions, config = results["machine"], results["versions"], results["config"]
+    lines = [
+        f"# orderflow benchmark, {results['timestamp']}{' (quick run: one run of small sizes)' if config['quick'] else ''}",
+        "",
+        f"Machine: {machine['cpus']} cores, {machine['memory_gib']} GiB, {machine['cpu_model']}; load average "
+        f"{machine['load_average_at_start']} at the start, {machine.get('load_average_at_end')} at the end.",
+        "",
+        "Versions: " + ", ".join(f"{name} {version}" for name, version in versions.items() if version) + ".",
+        "",
+        f"Each figure is the median of {config['sizes']['repeats']} run(s) (each run in brackets); ratios are taken run by run, "
+        "then their median. Publishing off = `DOMAIN_EVENT_RECORDER=bench.noop.event_record` (no outbox row, no send); "
+        "outbox only = `KAFKA_PUBLISH_ON_COMMIT=false` (the row without the send).",
+        "",
+    ]
+    if targeted:
+        lines += ["## Targets", "", "| target | bound | " + " | ".join(targeted) + " |", "| --- | --- |" + " --- |" * len(targeted)]
+        for name, spec in TARGETS.items():
+            cells = []
+            for db in targeted:
+                check = results["target_checks"][db][name]
+                if check["value"] is None:
+                    cells.append("—")
+                elif not check["applies"]:
+                    cells.append(f"{_number(check['value'])} (reference)")
+                else:
+                    cells.append(f"{_number(check['value'])} {'met' if check['met'] else '**not met**'}")
+            lines.append(f"| `{name}`: {spec['label']} | {spec['bound'][0]} {spec['bound'][1]:g} | " + " | ".join(cells) + " |")
+        lines.append("")
+    ceilings = [f for f in figures if f["db"] is None]
+    if ceilings:
+        lines += [f"## Ceilings ({ceilings[0]['note']})", "", "| measurement | records/s |", "| --- | --- |"]
+        lines += [f"| {f['label']} | {_value(f)} |" for f in ceilings]
+        lines.append("")
+    keys = list(dict.fromkeys(f["key"] for f in figures if f["db"] is not None))
+    if keys:
+        lines += ["## Publish, consume, end to end", "", "| measurement | unit | " + " | ".join(databases) + " |",
+                  "| --- | --- |" + " --- |" * len(databases)]
+        for key in keys:
+            first = next(f for f in figures if f["key"] == key)
+            lines.append(f"| {first['label']} | {first['unit']} | " + " | ".join(_value(_find(figures, key, db)) for db in databases) + " |")
+        lines.append("")
+        ratio_rows = [name for name in RATIOS if any(results["ratios"][db].get(name) is not None for db in databases)]
+        if ratio_rows:
+            lines += ["| other ratio | " + " | ".join(databases) + " |", "| --- |" + " --- |" * len(databases)]
+            lines += [f"| `{name}` | " + " | ".join(_number(results["ratios"][db][name]) for db in databases) + " |" for name in ratio_rows]
+            lines.append("")
+    if results["notes"] or results["errors"]:
+        lines += ["Notes:", ""] + [f"- {note}" for note in results["notes"]] + [f"- error: {e}" for e in results["errors"]]
+        lines.append("")
+    return "\n".join(lines)
+
+
+# --- files ----------------------------------------------------------------------------------
+
+
+def write_json(results: dict, path: Path) -> None:
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(results, indent=2) + "\n")
+    tmp.replace(path)
+
+
+def plots(results: dict, stem: Path) -> list[str]:
+    """The throughput bars and the latency CDF as PNG files; [] when matplotlib is missing."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    written = []
+    figures = [f for f in results["figures"] if f["unit"].endswith("/s") and f["median"]]
+    if figures:
+        colours = {None: "#7f7f7f", "sqlite": "#1f77b4", "postgresql": "#d62728"}
+        height = max(3.0, 0.32 * len(figures) + 1.2)
+        fig, ax = plt.subplots(figsize=(10, height))
+        labels = [f"{f['label']}{'' if f['db'] is None else ' — ' + f['db']}" for f in figures]
+        values = [f["median"] for f in figures]
+        lows = [f["median"] - min(r for r in f["runs"] if r is not None) for f in figures]
+        highs = [max(r for r in f["runs"] if r is not None) - f["median"] for f in figures]
+        positions = range(len(figures))[::-1]
+        ax.barh(list(positions), values, xerr=[lows, highs], color=[colours.get(f["db"], "#2ca02c") for f in figures], capsize=2)
+        ax.set_yticks(list(positions), labels, fontsize=7)
+        ax.set_xscale("log")
+        ax.set_xlim(right=max(values) * 8)  # room for the value labels
+        ax.set_xlabel("per second (median of runs; whiskers: min and max), log scale")
+        for y, f in zip(positions, figures):
+            right = max(r for r in f["runs"] if r is not None)
+            ax.text(right * 1.12, y, f"{_number(f['median'])} {f['unit']}", va="center", fontsize=6)
+        ax.set_title(f"orderflow throughput, {results['timestamp']}" + (" (quick run)" if results["config"]["quick"] else ""), fontsize=9)
+        fig.tight_layout()
+        path = stem.parent / f"{stem.name}-throughput.png"
+        fig.savefig(path, dpi=130)
+        plt.close(fig)
+        written.append(str(path))
+    curves = [f for f in results["figures"] if f["key"] == "e2e.p99" and f.get("cdf")]
+    if curves:
+        fig, ax = plt.subplots(figsize=(8, 4.5))
+        for f in curves:
+            xs, ys = zip(*f["cdf"])
+            ax.plot(xs, ys, label=f"{f['db']} (p99 {_number(f['median'])} ms)")
+        ax.axvline(50, color="grey", linestyle="--", linewidth=1, label="target p99 ≤ 50 ms")
+        ax.set_xscale("log")
+        ax.set_xlabel("commit → platform latency (ms), log scale")
+        ax.set_ylabel("fraction of orders")
+        ax.set_ylim(0, 1.01)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+        ax.set_title(f"end-to-end latency at {results['config']['sizes']['e2e_rate']:g} confirms/s, all runs pooled", fontsize=9)
+        fig.tight_layout()
+        path = stem.parent / f"{stem.name}-latency-cdf.png"
+        fig.savefig(path, dpi=130)
+        plt.close(fig)
+        written.append(str(path))
+    return written
+
+
+def main(argv: list[str]) -> int:
+    """`python -m bench.report RESULTS.json`: write the table and the plots of a results file again."""
+    path = Path(argv[0])
+    results = json.loads(path.read_text())
+    table = markdown(results)
+    path.with_suffix(".md").write_text(table + "\n")
+    print(table)
+    print("bench: wrote " + ", ".join([str(path.with_suffix(".md")), *plots(results, path.with_suffix(""))]))
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1:]))
