@@ -15,7 +15,6 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
-from decimal import Decimal
 
 import pytest
 from django.db import connections
@@ -28,9 +27,17 @@ from exports.models import OrderExport
 from kafka_bridge.client import connection_config
 from kafka_bridge.consumer import ConsumerLoop
 from kafka_bridge.models import OutboxEvent
-from kafka_bridge.relay import OutboxRelay
 from kafka_bridge.runner import StopFlag
-from orders.services import LineInput, order_confirm, order_create
+from orders.services import order_confirm
+from tests.faults import (
+    committed_offsets,
+    event_ids_by_order,
+    orders_create,
+    outbox_backlog_publish,
+    platform_tally,
+    report,
+    unsent_rows,
+)
 from tests.helpers import end_offsets, read_records, wait_until
 
 pytestmark = [pytest.mark.kafka, pytest.mark.django_db(transaction=True)]
@@ -95,15 +102,6 @@ def start_consumer(
 # --- data and counting ------------------------------------------------------------------------
 
 
-def orders_create(count: int) -> list[int]:
-    return [
-        order_create(
-            customer_id=f"c-{n}", lines=[LineInput(sku="SKU-1", quantity=1 + n % 3, unit_price=Decimal("9.99"))]
-        ).pk
-        for n in range(count)
-    ]
-
-
 def orders_confirm(order_ids: list[int]) -> list[float]:
     """Confirm each order; returns the seconds each confirm took (its fast-path send included)."""
     durations = []
@@ -112,30 +110,6 @@ def orders_confirm(order_ids: list[int]) -> list[float]:
         order_confirm(order_id=order_id)
         durations.append(time.monotonic() - started)
     return durations
-
-
-def unsent_rows():
-    return OutboxEvent.objects.filter(sent_at__isnull=True)
-
-
-def outbox_backlog_publish(*, timeout: float = WAIT) -> int:
-    """Send every unsent outbox row with a relay of this process (no grace), as
-    `run_outbox_relay` would; returns how many it sent."""
-    relay = OutboxRelay(stop=StopFlag(), grace=0)
-
-    def all_sent() -> bool:
-        relay.run_once()
-        return not unsent_rows().exists()
-
-    try:
-        wait_until(all_sent, timeout=timeout, message=lambda: f"{unsent_rows().count()} outbox row(s) still unsent")
-    finally:
-        relay.publisher.close()
-    return relay.total_sent
-
-
-def event_ids_by_order() -> dict[int, str]:
-    return {int(key): str(event_id) for key, event_id in OutboxEvent.objects.values_list("key", "event_id")}
 
 
 def exported_count() -> int:
@@ -153,24 +127,6 @@ def wait_for_exports(count: int, stub) -> None:
     )
 
 
-def platform_tally(stub, order_ids: list[int], event_ids: dict[int, str]) -> dict[str, object]:
-    """What the platform saw, per confirmed order: missing, accepted twice, accepted though never
-    confirmed, or sent with another Idempotency-Key than the order's one event id."""
-    accepted = Counter(stub.exported_order_ids())
-    keys = stub.keys_by_order()
-    with stub.lock:
-        statuses = Counter(call.status for call in stub.calls)
-        calls_per_order = Counter(call.order_id for call in stub.calls)
-    return {
-        "missing": sorted(set(order_ids) - set(accepted)),
-        "doubled": sorted(order_id for order_id, n in accepted.items() if n > 1),
-        "unexpected": sorted(set(accepted) - set(order_ids)),
-        "wrong_keys": sorted(order_id for order_id in order_ids if keys.get(order_id, set()) != {event_ids[order_id]}),
-        "statuses": statuses,
-        "calls_per_order": calls_per_order,
-    }
-
-
 def assert_each_order_exported_once(tally: dict[str, object], order_ids: list[int]) -> None:
     missing = tally["missing"]
     assert missing == [], f"{len(missing)} order(s) never reached the platform: {missing[:20]}"
@@ -182,21 +138,12 @@ def assert_each_order_exported_once(tally: dict[str, object], order_ids: list[in
     assert exports == {order_id: OrderExport.Status.EXPORTED for order_id in order_ids}
 
 
-def committed_offsets(kafka_admin, group: str, topic: str) -> dict[int, int]:
-    committed = kafka_admin.list_group_offsets({group: None})[group]
-    return {tp.partition: meta.offset for tp, meta in committed.items() if tp.topic == topic}
-
-
 def group_member_ids(kafka_admin, group: str) -> list[str]:
     return sorted(member["member_id"] for member in kafka_admin.describe_groups([group])[group]["members"])
 
 
 def records_per_event(records) -> Counter:
     return Counter(dict(record.headers)["event_id"].decode() for record in records)
-
-
-def report(test: str, **counts) -> None:
-    print(f"faults: {test}: " + ", ".join(f"{name.replace('_', ' ')} {value}" for name, value in counts.items()))
 
 
 def expected_partition(key: str, partitions: int = 3) -> int:
@@ -232,7 +179,7 @@ def test_broker_stopped_while_200_orders_are_confirmed_then_started_all_200_expo
     assert tried < 100
 
     private_broker.start()
-    relayed = outbox_backlog_publish()
+    relayed = outbox_backlog_publish(timeout=WAIT)
     wait_for_exports(200, platform_stub)
 
     event_ids = event_ids_by_order()
@@ -273,7 +220,7 @@ def test_platform_failing_30_percent_of_calls_all_orders_exported_with_attempts_
 
     orders_confirm(order_ids)
     # A fast-path send that overran its bound on a busy machine is the relay's to finish.
-    relayed = outbox_backlog_publish()
+    relayed = outbox_backlog_publish(timeout=WAIT)
     wait_for_exports(100, platform_stub)
 
     event_ids = event_ids_by_order()
@@ -347,7 +294,7 @@ def test_poison_records_go_to_the_dlt_with_headers_and_the_consumer_keeps_going(
     loop = start_consumer()
 
     order_confirm(order_id=order_id)
-    outbox_backlog_publish()
+    outbox_backlog_publish(timeout=WAIT)
     wait_for_exports(1, platform_stub)
 
     row = OutboxEvent.objects.get(key=str(order_id))
@@ -417,7 +364,7 @@ def test_platform_down_longer_than_max_poll_interval_causes_no_rebalance(
 
     platform_stub.down_status = 503
     orders_confirm(order_ids)
-    outbox_backlog_publish()
+    outbox_backlog_publish(timeout=WAIT)
     wait_until(platform_stub.call_arrived.is_set, timeout=WAIT, message="no call reached the platform")
     retrying_since = time.monotonic()
     # The consumer keeps retrying for longer than max_poll_interval_ms.

@@ -13,7 +13,6 @@ import re
 import threading
 from collections import Counter, defaultdict
 from datetime import timedelta
-from decimal import Decimal
 
 import pytest
 from django.db import connections
@@ -21,10 +20,9 @@ from django.utils import timezone
 
 from exports.models import OrderExport
 from kafka_bridge.models import OutboxEvent
-from kafka_bridge.relay import OutboxRelay
-from kafka_bridge.runner import StopFlag
-from orders.services import LineInput, order_confirm, order_create
+from orders.services import order_confirm
 from tests.conftest import database_url_of_test_db
+from tests.faults import committed_offsets, orders_create, outbox_backlog_publish, platform_tally, report
 from tests.helpers import end_offsets, read_records, wait_until
 from tests.processes import ManagedProcess
 
@@ -73,35 +71,6 @@ def consumer_env(export_topics, export_group, platform_stub) -> dict[str, str]:
 # --- data -------------------------------------------------------------------------------------
 
 
-def orders_create(count: int) -> list[int]:
-    return [
-        order_create(
-            customer_id=f"c-{n}", lines=[LineInput(sku="SKU-1", quantity=1 + n % 3, unit_price=Decimal("9.99"))]
-        ).pk
-        for n in range(count)
-    ]
-
-
-def outbox_backlog_publish(*, timeout: float = 60) -> int:
-    """Send every unsent outbox row with a relay of this process (no grace); returns how many
-    it sent. Catches what a fast-path send left behind on a busy machine."""
-    relay = OutboxRelay(stop=StopFlag(), grace=0)
-
-    def all_sent() -> bool:
-        relay.run_once()
-        return not OutboxEvent.objects.filter(sent_at__isnull=True).exists()
-
-    try:
-        wait_until(
-            all_sent,
-            timeout=timeout,
-            message=lambda: f"{OutboxEvent.objects.filter(sent_at__isnull=True).count()} outbox row(s) still unsent",
-        )
-    finally:
-        relay.publisher.close()
-    return relay.total_sent
-
-
 class Confirmer(threading.Thread):
     """Confirms orders one by one while the consumers run, so events really flow: each confirm
     commits and hands its event to the on-commit fast path."""
@@ -124,31 +93,6 @@ class Confirmer(threading.Thread):
             self.error = exc
         finally:
             connections.close_all()
-
-
-def committed_offsets(kafka_admin, group: str, topic: str) -> dict[int, int]:
-    committed = kafka_admin.list_group_offsets({group: None})[group]
-    return {tp.partition: meta.offset for tp, meta in committed.items() if tp.topic == topic}
-
-
-def report(test: str, **counts) -> None:
-    print(f"faults: {test}: " + ", ".join(f"{name.replace('_', ' ')} {value}" for name, value in counts.items()))
-
-
-def platform_tally(stub, order_ids: list[int], event_ids: dict[int, str]) -> dict[str, object]:
-    """What the platform saw, per confirmed order: missing, accepted twice, or sent with another
-    Idempotency-Key than the order's one event id."""
-    accepted = Counter(stub.exported_order_ids())
-    keys = stub.keys_by_order()
-    with stub.lock:
-        statuses = Counter(call.status for call in stub.calls)
-    return {
-        "missing": sorted(set(order_ids) - set(accepted)),
-        "doubled": sorted(order_id for order_id, n in accepted.items() if n > 1),
-        "unexpected": sorted(set(accepted) - set(order_ids)),
-        "wrong_keys": sorted(order_id for order_id in order_ids if keys.get(order_id, set()) != {event_ids[order_id]}),
-        "statuses": statuses,
-    }
 
 
 # --- the tests --------------------------------------------------------------------------------

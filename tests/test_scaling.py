@@ -18,7 +18,6 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from decimal import Decimal
 
 import pytest
 from django.core.management import call_command
@@ -27,11 +26,10 @@ from django.db import connections
 from exports.models import OrderExport
 from kafka_bridge.models import OutboxEvent
 from kafka_bridge.producer import reset_request_publisher
-from kafka_bridge.relay import OutboxRelay
-from kafka_bridge.runner import StopFlag
 from kafka_bridge.status import kafka_status
-from orders.services import LineInput, order_confirm, order_create
+from orders.services import order_confirm
 from tests.conftest import database_url_of_test_db
+from tests.faults import committed_offsets, orders_create, outbox_backlog_publish, platform_tally, report
 from tests.helpers import end_offsets, read_records, wait_until
 from tests.processes import ManagedProcess
 
@@ -154,29 +152,6 @@ def wait_for_assignment(
 # --- orders and counting ----------------------------------------------------------------------
 
 
-def orders_create(count: int) -> list[int]:
-    return [
-        order_create(customer_id=f"c-{n}", lines=[LineInput(sku="SKU-1", quantity=1, unit_price=Decimal("4.20"))]).pk
-        for n in range(count)
-    ]
-
-
-def outbox_backlog_publish(*, timeout: float = 60) -> int:
-    """Send what the on-commit fast path left unsent (a slow ack on a busy machine); returns how
-    many rows that was."""
-    relay = OutboxRelay(stop=StopFlag(), grace=0)
-
-    def all_sent() -> bool:
-        relay.run_once()
-        return not OutboxEvent.objects.filter(sent_at__isnull=True).exists()
-
-    try:
-        wait_until(all_sent, timeout=timeout, message="outbox rows still unsent")
-    finally:
-        relay.publisher.close()
-    return relay.total_sent
-
-
 class FlowingConfirms(threading.Thread):
     """Confirms orders one by one while the consumers run, staying at most `ahead` events in
     front of the platform: events keep flowing before, during and after a rebalance, and the
@@ -212,23 +187,6 @@ class FlowingConfirms(threading.Thread):
             connections.close_all()
 
 
-def platform_tally(stub, order_ids: list[int]) -> dict[str, object]:
-    """Per confirmed order, what the platform took: missing, accepted twice, or under another
-    Idempotency-Key than the order's one event id."""
-    event_ids = {int(key): str(event_id) for key, event_id in OutboxEvent.objects.values_list("key", "event_id")}
-    accepted = Counter(stub.exported_order_ids())
-    keys = stub.keys_by_order()
-    with stub.lock:
-        statuses = Counter(call.status for call in stub.calls)
-    return {
-        "missing": sorted(set(order_ids) - set(accepted)),
-        "doubled": sorted(order_id for order_id, n in accepted.items() if n > 1),
-        "unexpected": sorted(set(accepted) - set(order_ids)),
-        "wrong_keys": sorted(o for o in order_ids if keys.get(o, set()) != {event_ids[o]}),
-        "statuses": statuses,
-    }
-
-
 def assert_exported_once(tally: dict[str, object], count: int) -> None:
     assert tally["missing"] == [], f"{len(tally['missing'])} order(s) never reached the platform"
     assert tally["doubled"] == [], f"order(s) exported twice: {tally['doubled'][:20]}"
@@ -236,15 +194,6 @@ def assert_exported_once(tally: dict[str, object], count: int) -> None:
     assert tally["wrong_keys"] == [], f"order(s) sent with another Idempotency-Key: {tally['wrong_keys'][:20]}"
     assert set(tally["statuses"]) <= {201, 409}, tally["statuses"]
     assert tally["statuses"][201] == count
-
-
-def committed_offsets(kafka_admin, group: str, topic: str) -> dict[int, int]:
-    committed = kafka_admin.list_group_offsets({group: None})[group]
-    return {tp.partition: meta.offset for tp, meta in committed.items() if tp.topic == topic}
-
-
-def report(test: str, **counts) -> None:
-    print(f"scaling: {test}: " + ", ".join(f"{name.replace('_', ' ')} {value}" for name, value in counts.items()))
 
 
 # --- the tests --------------------------------------------------------------------------------

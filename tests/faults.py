@@ -1,0 +1,75 @@
+"""Helpers the fault-injection and scaling tests share: making orders, draining the outbox, and
+counting at the platform stub what arrived."""
+from __future__ import annotations
+
+from collections import Counter
+from decimal import Decimal
+
+from kafka_bridge.models import OutboxEvent
+from kafka_bridge.relay import OutboxRelay
+from kafka_bridge.runner import StopFlag
+from orders.services import LineInput, order_create
+from tests.helpers import wait_until
+
+
+def orders_create(count: int) -> list[int]:
+    return [
+        order_create(
+            customer_id=f"c-{n}", lines=[LineInput(sku="SKU-1", quantity=1 + n % 3, unit_price=Decimal("9.99"))]
+        ).pk
+        for n in range(count)
+    ]
+
+
+def unsent_rows():
+    return OutboxEvent.objects.filter(sent_at__isnull=True)
+
+
+def outbox_backlog_publish(*, timeout: float = 60) -> int:
+    """Send every unsent outbox row with a relay of this process (no grace), as
+    `run_outbox_relay` would: what a fast-path send left behind on a busy machine. Returns how
+    many it sent."""
+    relay = OutboxRelay(stop=StopFlag(), grace=0)
+
+    def all_sent() -> bool:
+        relay.run_once()
+        return not unsent_rows().exists()
+
+    try:
+        wait_until(all_sent, timeout=timeout, message=lambda: f"{unsent_rows().count()} outbox row(s) still unsent")
+    finally:
+        relay.publisher.close()
+    return relay.total_sent
+
+
+def event_ids_by_order() -> dict[int, str]:
+    return {int(key): str(event_id) for key, event_id in OutboxEvent.objects.values_list("key", "event_id")}
+
+
+def platform_tally(stub, order_ids: list[int], event_ids: dict[int, str] | None = None) -> dict[str, object]:
+    """What the platform saw, per confirmed order: missing, accepted twice, accepted though never
+    confirmed, or sent with another Idempotency-Key than the order's one event id."""
+    event_ids = event_ids if event_ids is not None else event_ids_by_order()
+    accepted = Counter(stub.exported_order_ids())
+    keys = stub.keys_by_order()
+    with stub.lock:
+        statuses = Counter(call.status for call in stub.calls)
+        calls_per_order = Counter(call.order_id for call in stub.calls)
+    return {
+        "missing": sorted(set(order_ids) - set(accepted)),
+        "doubled": sorted(order_id for order_id, n in accepted.items() if n > 1),
+        "unexpected": sorted(set(accepted) - set(order_ids)),
+        "wrong_keys": sorted(order_id for order_id in order_ids if keys.get(order_id, set()) != {event_ids[order_id]}),
+        "statuses": statuses,
+        "calls_per_order": calls_per_order,
+    }
+
+
+def committed_offsets(kafka_admin, group: str, topic: str) -> dict[int, int]:
+    committed = kafka_admin.list_group_offsets({group: None})[group]
+    return {tp.partition: meta.offset for tp, meta in committed.items() if tp.topic == topic}
+
+
+def report(test: str, **counts) -> None:
+    """One line of counts, shown with `pytest -rP`."""
+    print(f"faults: {test}: " + ", ".join(f"{name.replace('_', ' ')} {value}" for name, value in counts.items()))
