@@ -175,7 +175,7 @@ DOMAIN_EVENT_RECORDER = "kafka_bridge.outbox.event_record"
 
 # --- Consumer ---------------------------------------------------------------------------------
 KAFKA_CONSUMER_POLL_TIMEOUT_MS = env.int("KAFKA_CONSUMER_POLL_TIMEOUT_MS", default=1000)
-KAFKA_CONSUMER_MAX_POLL_RECORDS = env.int("KAFKA_CONSUMER_MAX_POLL_RECORDS", default=100)
+KAFKA_CONSUMER_MAX_POLL_RECORDS = env.int("KAFKA_CONSUMER_MAX_POLL_RECORDS", default=500)
 KAFKA_CONSUMER_MAX_POLL_INTERVAL_MS = env.int("KAFKA_CONSUMER_MAX_POLL_INTERVAL_MS", default=300000)
 KAFKA_CONSUMER_SESSION_TIMEOUT_MS = env.int("KAFKA_CONSUMER_SESSION_TIMEOUT_MS", default=10000)
 KAFKA_CONSUMER_HEARTBEAT_INTERVAL_MS = env.int("KAFKA_CONSUMER_HEARTBEAT_INTERVAL_MS", default=3000)
@@ -205,6 +205,9 @@ if ORDER_EXPORT_REPLICATION_FACTOR < 1:
 EXPORT_PLATFORM_URL = env("EXPORT_PLATFORM_URL", default=None)
 EXPORT_PLATFORM_TIMEOUT = env.float("EXPORT_PLATFORM_TIMEOUT", default=5.0)
 EXPORT_MAX_ATTEMPTS = env.int("EXPORT_MAX_ATTEMPTS", default=5)
+# Each poll's records are exported together: one transaction and bulk writes for the batch.
+# False: one record at a time (two transactions each), as a baseline to compare with.
+EXPORT_CONSUMER_BATCH = env.bool("EXPORT_CONSUMER_BATCH", default=True)
 
 # --- Metrics, health and readiness ------------------------------------------------------------
 # The web process serves /metrics; with a token set, only to `Authorization: Bearer <token>`.

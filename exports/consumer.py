@@ -8,8 +8,8 @@ from kafka.consumer.fetcher import ConsumerRecord
 
 from exports.clients import ExternalPlatformClient, platform_client
 from exports.events import ExportRequest, PoisonRecord, export_request_decode
-from exports.services import order_export, order_export_fail
-from kafka_bridge.consumer import ConsumerLoop, DeadLetterHook, RecordHandler
+from exports.services import order_export, order_export_batch, order_export_fail
+from kafka_bridge.consumer import BatchHandler, ConsumerLoop, DeadLetterHook, RecordHandler, Unfinished
 from kafka_bridge.dead_letter import DeadLetterPublisher
 from kafka_bridge.runner import StopFlag
 
@@ -53,6 +53,41 @@ def export_record_handler(*, client: ExternalPlatformClient) -> RecordHandler:
     return handle
 
 
+def export_batch_handler(*, client: ExternalPlatformClient, stop: StopFlag) -> BatchHandler:
+    """Decode and export a poll's records together (`order_export_batch`); return those it did
+    not finish, with the error each met, for the consumer loop's one-record path."""
+
+    def handle(records: list[ConsumerRecord]) -> list[Unfinished]:
+        unfinished: list[Unfinished] = []
+        decoded: list[tuple[ConsumerRecord, ExportRequest]] = []
+        poisoned: set[tuple[str, int]] = set()
+        for record in records:
+            if (record.topic, record.partition) in poisoned:
+                continue  # behind a poison record of its partition: the one-record path's
+            try:
+                decoded.append((record, export_request_decode(record.value)))
+            except PoisonRecord as exc:
+                unfinished.append(Unfinished(record, exc))
+                poisoned.add((record.topic, record.partition))
+        items = order_export_batch(
+            requests=[request for _, request in decoded],
+            lanes=[(record.topic, record.partition) for record, _ in decoded],
+            client=client,
+            should_stop=stop.is_set,
+        )
+        for (record, request), item in zip(decoded, items):
+            if item.status is None:
+                unfinished.append(Unfinished(record, item.error))
+                continue
+            logger.info(
+                "export: order %s event %s %s: %s", request.order_id, request.event_id, _where(record), item.status,
+                extra={**_fields(record, request), "outcome": item.status},
+            )
+        return unfinished
+
+    return handle
+
+
 def export_dead_lettered(record: ConsumerRecord, reason: str, attempts: int) -> None:
     """After a record went to the DLT: mark its order's export failed, with the reason."""
     try:
@@ -74,10 +109,12 @@ def export_consumer(
     on_dead_letter: DeadLetterHook = export_dead_lettered,
 ) -> ConsumerLoop:
     """The loop `run_export_consumer` runs; tests drive it directly."""
+    client = client or platform_client()
     return ConsumerLoop(
         topics=[settings.ORDER_EXPORT_TOPIC],
         group_id=settings.ORDER_EXPORT_CONSUMER_GROUP,
-        handler=export_record_handler(client=client or platform_client()),
+        handler=export_record_handler(client=client),
+        batch_handler=export_batch_handler(client=client, stop=stop) if settings.EXPORT_CONSUMER_BATCH else None,
         stop=stop,
         name="export-consumer",
         dead_letter=DeadLetterPublisher(topic=settings.ORDER_EXPORT_DLT_TOPIC, timeout=settings.KAFKA_DLT_SEND_TIMEOUT),

@@ -14,6 +14,12 @@ What a handler raises decides what happens to the record:
 - anything else (a database outage, a bug): retried with backoff for as long as it takes,
   never dead-lettered, since the record itself is not at fault.
 
+With a `batch_handler`, each poll's records go to it together first (one database
+transaction and bulk writes for many records, instead of a few per record). It returns the
+records it did not finish; on each partition, everything from the first of those on goes
+through the one-record path above, in order, so retries, dead-lettering and per-key order are
+exactly those of the one-record path. Offsets are committed after the batch is done with.
+
 The loop checks a stop flag between records; on a stop it finishes the record in hand,
 commits, closes the consumer (which leaves the group, so the partitions move at once), and
 returns.
@@ -23,7 +29,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -42,6 +48,21 @@ from kafka_bridge.runner import StopFlag
 logger = logging.getLogger(__name__)
 
 RecordHandler = Callable[[ConsumerRecord], None]
+
+
+@dataclass(frozen=True)
+class Unfinished:
+    """A record the batch handler did not finish. `error` is what handling it raised, if it was
+    tried (the loop retries or dead-letters it as if the record handler had raised it); None
+    when it was not tried (the record handler takes it)."""
+
+    record: ConsumerRecord
+    error: Exception | None = None
+
+
+# Takes a poll's records (in partition order within each partition) and returns those it did not
+# finish; on each partition, the first of them and everything after it go the one-record way.
+BatchHandler = Callable[[list[ConsumerRecord]], Collection[Unfinished]]
 DeadLetterHook = Callable[[ConsumerRecord, str, int], None]
 LogFields = Callable[[ConsumerRecord], dict]
 
@@ -116,6 +137,7 @@ class ConsumerLoop:
         group_id: str,
         handler: RecordHandler,
         stop: StopFlag,
+        batch_handler: BatchHandler | None = None,
         name: str = "consumer",
         dead_letter: DeadLetterPublisher | None = None,
         on_dead_letter: DeadLetterHook | None = None,
@@ -129,6 +151,7 @@ class ConsumerLoop:
         self.topics = list(topics)
         self.group_id = group_id
         self.handler = handler
+        self.batch_handler = batch_handler
         self.stop = stop
         self.name = name
         self.dead_letter = dead_letter
@@ -161,29 +184,84 @@ class ConsumerLoop:
         try:
             while not self.stop.is_set():
                 self._resume_due_partitions()
-                for tp, records in self._poll().items():
-                    for record in records:
-                        if self.stop.is_set() or not self._process(tp, record):
-                            break
-                        pending[tp] = OffsetAndMetadata(record.offset + 1, "", -1)
-                        self.processed_total += 1
-                        metrics.EVENTS_CONSUMED.labels(group=self.group_id, topic=tp.topic).inc()
-                        self._window_count += 1
-                    if self.stop.is_set():
-                        break
+                polled = self._poll()
+                if polled:
+                    self._handle_polled(polled, pending)
                 self._commit(pending)
                 self._after_batch()
         finally:
             self._close(pending)
 
+    def _handle_polled(
+        self, polled: dict[TopicPartition, list[ConsumerRecord]], pending: dict[TopicPartition, OffsetAndMetadata]
+    ) -> None:
+        left, errors = self._handle_batch(polled, pending) if self.batch_handler is not None else (polled, {})
+        for tp, records in left.items():
+            for record in records:
+                if self.stop.is_set() or not self._process(tp, record, errors.get((tp, record.offset))):
+                    break
+                self._done(tp, [record], pending)
+            if self.stop.is_set():
+                break
+
+    def _handle_batch(
+        self, polled: dict[TopicPartition, list[ConsumerRecord]], pending: dict[TopicPartition, OffsetAndMetadata]
+    ) -> tuple[dict[TopicPartition, list[ConsumerRecord]], dict[tuple[TopicPartition, int], Exception]]:
+        """Give the batch handler every record of partitions with no retry under way. Returns,
+        per partition, the records the one-record path must take, in order, and the errors the
+        batch handler already met for some of them."""
+        # A partition with a retry under way has a record whose attempts the one-record path
+        # counts: it stays on that path until that record is done with.
+        left = {tp: records for tp, records in polled.items() if tp in self._retries}
+        batch = [record for tp, records in polled.items() if tp not in self._retries for record in records]
+        if not batch:
+            return left, {}
+        try:
+            unfinished = self.batch_handler(batch)
+        except Exception as exc:
+            # The batch as a whole failed (the database, say): none of it is recorded as done,
+            # and the one-record path finds out which record is at fault, if any.
+            logger.warning(
+                "%s: a batch of %d record(s) failed (%s: %s); handling them one by one",
+                self.name, len(batch), type(exc).__name__, exc,
+            )
+            return polled, {}
+        cuts: dict[TopicPartition, int] = {}
+        errors: dict[tuple[TopicPartition, int], Exception] = {}
+        for item in unfinished:
+            tp = TopicPartition(item.record.topic, item.record.partition)
+            cuts[tp] = min(item.record.offset, cuts.get(tp, item.record.offset))
+            if item.error is not None:
+                errors[(tp, item.record.offset)] = item.error
+        for tp, records in polled.items():
+            if tp in left:
+                continue
+            cut = cuts.get(tp)
+            if cut is None:
+                self._done(tp, records, pending)
+                continue
+            self._done(tp, [record for record in records if record.offset < cut], pending)
+            left[tp] = [record for record in records if record.offset >= cut]
+        return left, errors
+
+    def _done(self, tp: TopicPartition, records: list[ConsumerRecord], pending: dict[TopicPartition, OffsetAndMetadata]) -> None:
+        if not records:
+            return
+        pending[tp] = OffsetAndMetadata(records[-1].offset + 1, "", -1)
+        self.processed_total += len(records)
+        self._window_count += len(records)
+        metrics.EVENTS_CONSUMED.labels(group=self.group_id, topic=tp.topic).inc(len(records))
+
     # --- one record -------------------------------------------------------------------------
 
-    def _process(self, tp: TopicPartition, record: ConsumerRecord) -> bool:
-        """Handle `record`; True when it is done with (handled or dead-lettered), False when
-        its partition was paused to retry it later."""
+    def _process(self, tp: TopicPartition, record: ConsumerRecord, error: Exception | None = None) -> bool:
+        """Handle `record` (or act on `error`, what handling it already raised); True when it is
+        done with (handled or dead-lettered), False when its partition was paused to retry it."""
         retry = self._retries.get(tp)
         attempt = retry.attempts + 1 if retry and retry.offset == record.offset else 1
         try:
+            if error is not None:
+                raise error
             self.handler(record)
         except NonRetryableError as exc:
             return self._give_up(tp, record, f"{type(exc).__name__}: {exc}", attempt)
