@@ -1,6 +1,7 @@
 """The consume path: exports per second of `run_export_consumer`'s loop (the real ConsumerLoop
 with the export handler and the fake platform) draining a pre-produced backlog, against raw
-kafka-python reading the same backlog in another group; then 1, 2 and 3 consumer processes.
+kafka-python reading the same backlog in another group; then 1, 2 and 3 consumer processes, and
+one consumer again without its per-record log line.
 
 The backlog is real: orders confirmed in the bench database with the outbox on, their events
 sent by the project's publisher. Between runs the exports are reset, so that every run exports
@@ -134,7 +135,7 @@ def run_export_consumers(run: DatabaseRun, env: dict[str, str], *, count: int, r
 
 
 def steps(repeats: int, consumers: tuple[int, ...]) -> int:
-    return 1 + repeats * (1 + len(consumers))
+    return 1 + repeats * (2 + len(consumers))
 
 
 def measure(run: DatabaseRun) -> list[dict]:
@@ -161,6 +162,11 @@ def measure(run: DatabaseRun) -> list[dict]:
             if result["exports"] != records:
                 context.note(f"{run.vendor}: {count} consumer(s) exported {result['exports']} of {records} orders")
             results[f"export-{count}"].append(result)
+        # The same single consumer without its per-record INFO line: what that line costs.
+        progress.next(f"consume: 1 export consumer, outcome lines off {suffix}")
+        harness.run("consume.exports-reset", {}, env=env)
+        quiet = run_export_consumers(run, {**env, "EXPORT_LOG_OUTCOMES": "false"}, count=1, records=records)
+        results["export-1-quiet"].append(quiet)
     note = f"backlog of {records} events of {prepared['event_bytes']} bytes, 3 partitions"
     figures = [figure("consume.raw", label="raw kafka-python consume, same backlog", unit="records/s", db=run.vendor,
                       runs=[r["rate"] for r in results["raw"]], details=results["raw"], note=note)]
@@ -168,4 +174,7 @@ def measure(run: DatabaseRun) -> list[dict]:
         runs = results[f"export-{count}"]
         figures.append(figure(f"consume.export.{count}", label=f"export consumer x{count} (fake platform)", unit="exports/s",
                               db=run.vendor, runs=[r["rate"] for r in runs], details=runs, note=note))
+    runs = results["export-1-quiet"]
+    figures.append(figure("consume.export.1.quiet", label="export consumer x1, outcome lines off (EXPORT_LOG_OUTCOMES=false)",
+                          unit="exports/s", db=run.vendor, runs=[r["rate"] for r in runs], details=runs, note=note))
     return figures

@@ -35,6 +35,7 @@ RATIOS = {
     "confirm_outbox_only_vs_none": ("publish.service.outbox-only", "publish.service.none"),
     "http_publish_vs_none": ("publish.http.publish", "publish.http.none"),
     "http_outbox_only_vs_none": ("publish.http.outbox-only", "publish.http.none"),
+    "consumer_quiet_vs_raw": ("consume.export.1.quiet", "consume.raw"),
     "consumers_2_vs_1": ("consume.export.2", "consume.export.1"),
     "consumers_3_vs_1": ("consume.export.3", "consume.export.1"),
 }

@@ -208,6 +208,10 @@ EXPORT_MAX_ATTEMPTS = env.int("EXPORT_MAX_ATTEMPTS", default=5)
 # Each poll's records are exported together: one transaction and bulk writes for the batch.
 # False: one record at a time (two transactions each), as a baseline to compare with.
 EXPORT_CONSUMER_BATCH = env.bool("EXPORT_CONSUMER_BATCH", default=True)
+# One INFO line per export outcome (exported, duplicate, dead_lettered_earlier). At thousands of
+# exports a second it is the consumer's largest cost; false leaves failures, dead letters and
+# the periodic summary line.
+EXPORT_LOG_OUTCOMES = env.bool("EXPORT_LOG_OUTCOMES", default=True)
 
 # --- Metrics, health and readiness ------------------------------------------------------------
 # The web process serves /metrics; with a token set, only to `Authorization: Bearer <token>`.

@@ -31,6 +31,13 @@ def _fields(record: ConsumerRecord, request: ExportRequest) -> dict:
     }
 
 
+def _log_outcome(record: ConsumerRecord, request: ExportRequest, status: str) -> None:
+    logger.info(
+        "export: order %s event %s %s: %s", request.order_id, request.event_id, _where(record), status,
+        extra={**_fields(record, request), "outcome": status},
+    )
+
+
 def export_log_fields(record: ConsumerRecord) -> dict:
     """The order id of a record the consumer loop logs about, read from its key (the contract's
     key is the order id) without decoding the value."""
@@ -45,10 +52,8 @@ def export_record_handler(*, client: ExternalPlatformClient) -> RecordHandler:
     def handle(record: ConsumerRecord) -> None:
         request = export_request_decode(record.value)
         outcome = order_export(request=request, client=client)
-        logger.info(
-            "export: order %s event %s %s: %s", request.order_id, request.event_id, _where(record), outcome.status,
-            extra={**_fields(record, request), "outcome": outcome.status},
-        )
+        if settings.EXPORT_LOG_OUTCOMES:
+            _log_outcome(record, request, outcome.status)
 
     return handle
 
@@ -75,14 +80,12 @@ def export_batch_handler(*, client: ExternalPlatformClient, stop: StopFlag) -> B
             client=client,
             should_stop=stop.is_set,
         )
+        log_outcomes = settings.EXPORT_LOG_OUTCOMES
         for (record, request), item in zip(decoded, items):
             if item.status is None:
                 unfinished.append(Unfinished(record, item.error))
-                continue
-            logger.info(
-                "export: order %s event %s %s: %s", request.order_id, request.event_id, _where(record), item.status,
-                extra={**_fields(record, request), "outcome": item.status},
-            )
+            elif log_outcomes:
+                _log_outcome(record, request, item.status)
         return unfinished
 
     return handle

@@ -8,7 +8,7 @@ from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from django.db import connections, models, transaction
+from django.db import connections, router, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -97,8 +97,9 @@ def order_export_batch(
     client: ExternalPlatformClient,
     should_stop: Callable[[], bool] = lambda: False,
 ) -> list[BatchItem]:
-    """`order_export` for many requests at once: three reads for the whole batch, the platform
-    calls, then one transaction with bulk writes for every success. Returns one item per request.
+    """`order_export` for many requests at once: one or two reads for the whole batch, the
+    platform calls, then one transaction with bulk writes for every success. Returns one item
+    per request.
 
     Requests of one lane (a partition) are taken in order: after one that is not done, the rest
     of its lane is not tried, so the caller can hand them to `order_export` one by one. After a
@@ -117,8 +118,12 @@ def order_export_batch(
         known_orders.add(order_id)
         if export_id is not None:
             exports[order_id] = OrderExport(id=export_id, order_id=order_id, status=status, event_id=event_id, attempts=attempts)
-    processed = set(
-        ProcessedEvent.objects.filter(event_id__in={request.event_id for request in requests}).values_list("event_id", flat=True)
+    # A processed event is written with its order's export, in one transaction, so only events
+    # of orders that have an export can have been processed: on a first delivery, none.
+    seen_before = {request.event_id for request in requests if request.order_id in exports}
+    processed = (
+        set(ProcessedEvent.objects.filter(event_id__in=seen_before).values_list("event_id", flat=True))
+        if seen_before else set()
     )
 
     items = [_NOT_TRIED] * len(requests)
@@ -195,33 +200,26 @@ def _record_exported(*, sent: list[ExportRequest], exports: dict[int, OrderExpor
 def _insert_rows(model, attnames: list[str], rows: list[tuple]) -> None:
     """INSERT `rows` (values in `attnames` order) with one executemany. `bulk_create` would
     prepare every field of every object through the ORM, which was most of a batch's time; here
-    each value only goes through its field's adaptation to the database."""
+    each column is adapted to the database as a whole."""
     if not rows:
         return
+    db = connections[router.db_for_write(model)]
     fields = [model._meta.get_field(name) for name in attnames]
-    quote = connections[OrderExport.objects.db].ops.quote_name
+    quote = db.ops.quote_name
     sql = "INSERT INTO {} ({}) VALUES ({})".format(
         quote(model._meta.db_table), ", ".join(quote(field.column) for field in fields), ", ".join(["%s"] * len(fields))
     )
-    # Timestamps are shared by the whole batch: each distinct one is adapted once.
-    adapted_moments: dict[tuple[int, object], object] = {}
-
-    # The connection itself, not the thread-local proxy, which costs a lookup per attribute.
-    db = connections[OrderExport.objects.db]
-
-    def prepare(column: int, value):
-        if value is None or type(value) in (int, str):
-            return value  # what the driver takes as it is
-        field = fields[column]
-        if not isinstance(field, models.DateTimeField):
-            return field.get_db_prep_save(value, db)
-        if (column, value) not in adapted_moments:
-            adapted_moments[(column, value)] = field.get_db_prep_save(value, db)
-        return adapted_moments[(column, value)]
-
-    params = [tuple(prepare(column, value) for column, value in enumerate(row)) for row in rows]
+    columns = [_adapt_column(field, values, db) for field, values in zip(fields, zip(*rows))]
     with db.cursor() as cursor:
-        cursor.executemany(sql, params)
+        cursor.executemany(sql, list(zip(*columns)))
+
+
+def _adapt_column(field, values: tuple, db) -> Sequence:
+    """`field.get_db_prep_save()` for every value of a column, done once per distinct value."""
+    if all(value is None or type(value) in (int, str) for value in values):
+        return values  # what every driver takes as it is
+    adapted = {value: field.get_db_prep_save(value, db) for value in set(values)}
+    return [adapted[value] for value in values]
 
 
 def _count_failed_attempt(*, request: ExportRequest, export: OrderExport | None, error: Exception) -> None:

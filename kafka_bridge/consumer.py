@@ -47,6 +47,9 @@ from kafka_bridge.runner import StopFlag
 
 logger = logging.getLogger(__name__)
 
+# Seconds between checks of the database connections (broken, or older than CONN_MAX_AGE).
+DB_CHECK_INTERVAL = 1.0
+
 RecordHandler = Callable[[ConsumerRecord], None]
 
 
@@ -173,6 +176,7 @@ class ConsumerLoop:
         self._window_start = time.monotonic()
         self._window_count = 0
         self._broker_trouble_since = 0.0
+        self._db_check_due = 0.0
         self._lag_partitions: set[TopicPartition] = set()
         self._consumer: KafkaConsumer | None = None
 
@@ -360,7 +364,12 @@ class ConsumerLoop:
 
     def _after_batch(self) -> None:
         reset_queries()
-        close_old_connections()
+        now = time.monotonic()
+        if now >= self._db_check_due:
+            # Drops a broken connection, or one past CONN_MAX_AGE (0: at every check). Once a
+            # second, not after every poll: reopening the connection cost more than a batch.
+            close_old_connections()
+            self._db_check_due = now + DB_CHECK_INTERVAL
         self._update_lag()
         elapsed = time.monotonic() - self._window_start
         if elapsed >= self.stats_interval:
