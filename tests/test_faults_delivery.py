@@ -401,3 +401,48 @@ def test_platform_down_longer_than_max_poll_interval_causes_no_rebalance(
     assert member_ids_after == member_ids_before, "the consumer was thrown out of the group and rejoined"
     assert loop.dead_lettered_total == 0
     assert sum(end_offsets(dlt).values()) == 0
+
+
+def test_database_failing_under_a_batch_after_its_platform_calls_loses_and_doubles_nothing(
+    export_topics, export_group, start_consumer, platform_stub, fresh_publisher, monkeypatch
+):
+    from django.db import OperationalError
+
+    from exports import services
+
+    topic, _ = export_topics
+    order_ids = orders_create(60)
+    record_exported = services._record_exported
+    failed_batches: list[int] = []
+
+    def fails_once(*, sent, exports):
+        # The platform has these orders; the transaction that would record them fails.
+        if not failed_batches:
+            failed_batches.append(len(sent))
+            raise OperationalError("database is locked")
+        return record_exported(sent=sent, exports=exports)
+
+    monkeypatch.setattr(services, "_record_exported", fails_once)
+    orders_confirm(order_ids)
+    relayed = outbox_backlog_publish(timeout=WAIT)
+    # Started on a backlog, so the batch that fails holds many orders.
+    loop = start_consumer()
+    wait_for_exports(60, platform_stub)
+
+    tally = platform_tally(platform_stub, order_ids)
+    report(
+        "database failing under a batch",
+        events_flowed=sum(end_offsets(topic).values()),
+        relayed_after_fast_path=relayed,
+        batch_lost_at_commit=failed_batches[0],
+        lost=len(tally["missing"]),
+        doubled_at_platform=len(tally["doubled"]),
+        repeated_calls_409=tally["statuses"][409],
+    )
+    assert failed_batches and failed_batches[0] >= 10
+    assert_each_order_exported_once(tally, order_ids)
+    # Each order of the failed batch was sent again one by one with its one key, and the
+    # platform answered that repeat with 409, which counts as exported.
+    assert tally["statuses"][409] == failed_batches[0]
+    assert set(OrderExport.objects.values_list("attempts", flat=True)) == {1}
+    assert loop.dead_lettered_total == 0
