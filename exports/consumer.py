@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from django.conf import settings
 from kafka.consumer.fetcher import ConsumerRecord
@@ -58,11 +59,11 @@ def export_record_handler(*, client: ExternalPlatformClient) -> RecordHandler:
     return handle
 
 
-def export_batch_handler(*, client: ExternalPlatformClient, stop: StopFlag) -> BatchHandler:
+def export_batch_handler(*, client: ExternalPlatformClient) -> BatchHandler:
     """Decode and export a poll's records together (`order_export_batch`); return those it did
     not finish, with the error each met, for the consumer loop's one-record path."""
 
-    def handle(records: list[ConsumerRecord]) -> list[Unfinished]:
+    def handle(records: list[ConsumerRecord], keep_going: Callable[[], bool]) -> list[Unfinished]:
         unfinished: list[Unfinished] = []
         decoded: list[tuple[ConsumerRecord, ExportRequest]] = []
         poisoned: set[tuple[str, int]] = set()
@@ -78,7 +79,7 @@ def export_batch_handler(*, client: ExternalPlatformClient, stop: StopFlag) -> B
             requests=[request for _, request in decoded],
             lanes=[(record.topic, record.partition) for record, _ in decoded],
             client=client,
-            should_stop=stop.is_set,
+            should_stop=lambda: not keep_going(),
         )
         log_outcomes = settings.EXPORT_LOG_OUTCOMES
         for (record, request), item in zip(decoded, items):
@@ -117,7 +118,7 @@ def export_consumer(
         topics=[settings.ORDER_EXPORT_TOPIC],
         group_id=settings.ORDER_EXPORT_CONSUMER_GROUP,
         handler=export_record_handler(client=client),
-        batch_handler=export_batch_handler(client=client, stop=stop) if settings.EXPORT_CONSUMER_BATCH else None,
+        batch_handler=export_batch_handler(client=client) if settings.EXPORT_CONSUMER_BATCH else None,
         stop=stop,
         name="export-consumer",
         dead_letter=DeadLetterPublisher(topic=settings.ORDER_EXPORT_DLT_TOPIC, timeout=settings.KAFKA_DLT_SEND_TIMEOUT),

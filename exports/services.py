@@ -104,8 +104,8 @@ def order_export_batch(
 
     Requests of one lane (a partition) are taken in order: after one that is not done, the rest
     of its lane is not tried, so the caller can hand them to `order_export` one by one. After a
-    platform failure no further call is made (the platform is likely down), and none once
-    `should_stop()` says so. An order the database lacks gives `UnknownOrder`, a failed call its
+    platform failure no further call is made (the platform is likely down), and after the first
+    call none once `should_stop()` says so. An order the database lacks gives `UnknownOrder`, a failed call its
     error, with the attempt counted as `order_export` would.
     """
     lanes = lanes if lanes is not None else [None] * len(requests)
@@ -148,7 +148,8 @@ def order_export_batch(
         elif export is not None and export.status == OrderExport.Status.FAILED:
             items[index] = BatchItem("dead_lettered_earlier")
             continue
-        elif calling and not should_stop():
+        # The first call of a batch is always made, so that every batch moves on.
+        elif calling and (not sent or not should_stop()):
             try:
                 client.send(order=request.order, idempotency_key=str(request.event_id))
             except (TransientExportError, PermanentExportError) as exc:

@@ -63,9 +63,11 @@ class Unfinished:
     error: Exception | None = None
 
 
-# Takes a poll's records (in partition order within each partition) and returns those it did not
-# finish; on each partition, the first of them and everything after it go the one-record way.
-BatchHandler = Callable[[list[ConsumerRecord]], Collection[Unfinished]]
+# Takes a poll's records (in partition order within each partition) and a `keep_going()` to ask
+# before each unit of work after the first; returns the records it did not finish. On each
+# partition, the first of them and everything after it go the one-record way, unless the batch
+# ran out of time before trying it: then the partition is read again from there.
+BatchHandler = Callable[[list[ConsumerRecord], Callable[[], bool]], Collection[Unfinished]]
 DeadLetterHook = Callable[[ConsumerRecord, str, int], None]
 LogFields = Callable[[ConsumerRecord], dict]
 
@@ -150,6 +152,7 @@ class ConsumerLoop:
         poll_timeout_ms: int | None = None,
         stats_interval: float | None = None,
         log_fields: LogFields | None = None,
+        batch_time_budget: float | None = None,
     ):
         self.topics = list(topics)
         self.group_id = group_id
@@ -164,6 +167,10 @@ class ConsumerLoop:
         self.backoff_max = backoff_max if backoff_max is not None else settings.KAFKA_CONSUMER_RETRY_BACKOFF_MAX_MS / 1000
         self.poll_timeout_ms = poll_timeout_ms or settings.KAFKA_CONSUMER_POLL_TIMEOUT_MS
         self.stats_interval = stats_interval or settings.KAFKA_CONSUMER_STATS_INTERVAL
+        # Seconds a batch may keep taking on work: half the max poll interval by default.
+        self.batch_time_budget = (
+            batch_time_budget if batch_time_budget is not None else settings.KAFKA_CONSUMER_MAX_POLL_INTERVAL_MS / 2000
+        )
         # What the handler's domain knows about a record (e.g. its order id), added to the
         # structured fields of the loop's own log lines about it.
         self.log_fields = log_fields
@@ -218,10 +225,17 @@ class ConsumerLoop:
         # counts: it stays on that path until that record is done with.
         left = {tp: records for tp, records in polled.items() if tp in self._retries}
         batch = [record for tp, records in polled.items() if tp not in self._retries for record in records]
-        if not batch:
+        if not batch or self.stop.is_set():
             return left, {}
+        # A batch stops taking on work well within max_poll_interval_ms, so a slow platform
+        # never costs the consumer its place in the group.
+        ends = time.monotonic() + self.batch_time_budget
+
+        def keep_going() -> bool:
+            return not self.stop.is_set() and time.monotonic() < ends
+
         try:
-            unfinished = self.batch_handler(batch)
+            unfinished = self.batch_handler(batch, keep_going)
         except Exception as exc:
             # The batch as a whole failed (the database, say): none of it is recorded as done,
             # and the one-record path finds out which record is at fault, if any.
@@ -237,6 +251,7 @@ class ConsumerLoop:
             cuts[tp] = min(item.record.offset, cuts.get(tp, item.record.offset))
             if item.error is not None:
                 errors[(tp, item.record.offset)] = item.error
+        out_of_time = not keep_going() and not self.stop.is_set()
         for tp, records in polled.items():
             if tp in left:
                 continue
@@ -245,6 +260,10 @@ class ConsumerLoop:
                 self._done(tp, records, pending)
                 continue
             self._done(tp, [record for record in records if record.offset < cut], pending)
+            if out_of_time and (tp, cut) not in errors:
+                # Not tried for lack of time: the next poll hands it to a new batch.
+                self._consumer.seek(tp, cut)
+                continue
             left[tp] = [record for record in records if record.offset >= cut]
         return left, errors
 

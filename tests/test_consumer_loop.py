@@ -131,18 +131,23 @@ def test_an_unexpected_error_is_retried_past_max_attempts_and_never_dead_lettere
 
 class ScriptedBatchHandler:
     """Takes every record of a batch except those `errors` names (value -> error to report, or
-    None: not tried), which it hands back unfinished the first time it sees them."""
+    None: not tried), which it hands back unfinished the first time it sees them; after the
+    first record, only while `keep_going()`."""
 
     def __init__(self, errors: dict[bytes, Exception | None]):
         self.errors = dict(errors)
         self.batches: list[list[bytes]] = []
         self.handled: list[bytes] = []
 
-    def __call__(self, records):
+    def __call__(self, records, keep_going):
         self.batches.append([record.value for record in records])
         unfinished, cut = [], set()
-        for record in records:
+        for index, record in enumerate(records):
             if record.partition in cut:
+                continue
+            if index and not keep_going():
+                unfinished.append(Unfinished(record))
+                cut.add(record.partition)
                 continue
             if record.value in self.errors:
                 unfinished.append(Unfinished(record, self.errors.pop(record.value)))
@@ -196,7 +201,7 @@ def test_when_the_whole_batch_fails_every_record_goes_one_by_one(kafka_topic_fac
     produce(topic, [(b"k", b"r1", 0), (b"k", b"r2", 0)])
     calls = []
 
-    def broken_batch(records):
+    def broken_batch(records, keep_going):
         calls.append(len(records))
         raise ConnectionError("database went away")
 
@@ -205,3 +210,21 @@ def test_when_the_whole_batch_fails_every_record_goes_one_by_one(kafka_topic_fac
 
     wait_until(lambda: handler.handled == [b"r1", b"r2"], timeout=30, message=lambda: f"handled {handler.handled}")
     assert calls and sum(calls) >= 2
+
+
+def test_a_batch_out_of_time_has_its_untried_records_read_again_not_handled_one_by_one(kafka_topic_factory, run_loop):
+    topic = kafka_topic_factory(partitions=2)
+    produce(topic, [(b"a", b"a1", 0), (b"a", b"a2", 0), (b"a", b"a3", 0), (b"b", b"b1", 1), (b"b", b"b2", 1)])
+    batch = ScriptedBatchHandler({})
+    handler = ScriptedHandler({})
+
+    # No time at all: each batch takes its first record only, and the loop must read the rest
+    # again rather than skip them or hand them to the one-record path.
+    loop = run_loop(topic, handler, batch_handler=batch, batch_time_budget=0)
+
+    wait_until(lambda: len(batch.handled) == 5, timeout=30, message=lambda: f"batches {batch.batches}")
+    assert [v for v in batch.handled if v.startswith(b"a")] == [b"a1", b"a2", b"a3"]
+    assert [v for v in batch.handled if v.startswith(b"b")] == [b"b1", b"b2"]
+    assert handler.attempts == {}
+    assert len(batch.batches) >= 3
+    wait_until(lambda: loop.processed_total == 5, timeout=10)
