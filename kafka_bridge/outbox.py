@@ -40,7 +40,8 @@ def topic_for(event_type: str) -> str:
 
 def event_record(*, event: DomainEvent) -> OutboxEvent:
     """Write `event` to the outbox in the current transaction; after the commit, hand it to the
-    producer at once. A rolled-back transaction takes the row and the send with it."""
+    producer without waiting for the broker (the row is marked sent when the broker
+    acknowledges it). A rolled-back transaction takes the row and the send with it."""
     row = OutboxEvent.objects.create(
         event_id=event.event_id,
         event_type=event.event_type,
@@ -52,7 +53,7 @@ def event_record(*, event: DomainEvent) -> OutboxEvent:
     if settings.KAFKA_PUBLISH_ON_COMMIT:
         # robust: the commit has happened; a failure to publish must not turn the response into
         # an error. The row stays unsent and the relay sends it.
-        transaction.on_commit(lambda: request_publisher().publish([row]), robust=True)
+        transaction.on_commit(lambda: request_publisher().publish_nowait([row]), robust=True)
     return row
 
 

@@ -2,10 +2,12 @@
 rest of the suite (and a running `make run`) uses is never touched."""
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import socket
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from config.env import BASE_DIR
@@ -63,6 +65,17 @@ class PrivateBroker:
 
     def stop(self) -> None:
         self._broker_sh("down")
+
+    @contextlib.contextmanager
+    def frozen(self) -> Iterator[None]:
+        """The broker process stopped (SIGSTOP) and continued (SIGCONT) on exit: a broker that
+        answers nothing for a while and then carries on where it was."""
+        pid = int((Path(self.env["KAFKA_DATA_DIR"]) / "kafka.pid").read_text())
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(pid, signal.SIGCONT)
 
     def is_listening(self) -> bool:
         with socket.socket() as sock:

@@ -108,6 +108,18 @@ def export_group(settings, unique_name, kafka_admin: KafkaAdminClient) -> Iterat
     _delete_groups(kafka_admin, [settings.ORDER_EXPORT_CONSUMER_GROUP, f"{settings.ORDER_EXPORT_CONSUMER_GROUP}.dlt-replay"])
 
 
+@pytest.fixture(autouse=True)
+def _fast_path_publisher_closed_after_the_test():
+    """The on-commit publisher marks rows sent from a thread with a database connection of its
+    own; closed after each test that used it, so no test inherits its work and PostgreSQL can
+    drop the test database at the end."""
+    yield
+    from kafka_bridge import producer
+
+    if producer._request_publisher is not None:
+        producer.reset_request_publisher()
+
+
 @pytest.fixture
 def fresh_publisher():
     """The on-commit publisher rebuilt from this test's settings, and closed after it."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from decimal import Decimal
 
+from kafka_bridge import producer
 from kafka_bridge.models import OutboxEvent
 from kafka_bridge.relay import OutboxRelay
 from kafka_bridge.runner import StopFlag
@@ -29,6 +30,12 @@ def outbox_backlog_publish(*, timeout: float = 60) -> int:
     """Send every unsent outbox row with a relay of this process (no grace), as
     `run_outbox_relay` would: what a fast-path send left behind on a busy machine. Returns how
     many it sent."""
+    # Rows the fast path handed to the producer are marked sent when their acks are written; a
+    # relay with no grace must not take them for unsent before that (in production the grace
+    # outlasts the producer's delivery timeout).
+    fast_path = producer._request_publisher
+    if fast_path is not None:
+        fast_path.flush(timeout=timeout)
     relay = OutboxRelay(stop=StopFlag(), grace=0)
 
     def all_sent() -> bool:

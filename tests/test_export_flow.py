@@ -13,6 +13,7 @@ from rest_framework.test import APIClient
 
 from exports.models import OrderExport
 from kafka_bridge.models import OutboxEvent
+from kafka_bridge.producer import request_publisher
 from kafka_bridge.relay import OutboxRelay
 from kafka_bridge.runner import StopFlag
 from orders.models import Order
@@ -74,6 +75,8 @@ def test_the_record_on_the_topic_is_the_contracts_event(export_topics, fresh_pub
         order_confirm(order_id=order.pk)
 
     records = read_records(topic, expected=len(orders))
+    # Acknowledged rows are marked sent in bulk shortly after the acks: wait for that.
+    assert request_publisher().flush(timeout=10)
 
     assert len(records) == len(orders)
     by_key = {record.key.decode(): record for record in records}
@@ -169,7 +172,11 @@ def test_with_the_broker_down_the_confirm_succeeds_and_the_relay_delivers_later(
     assert response.json()["status"] == "confirmed"
     # The request waited on Kafka no longer than the configured bound (plus start-up slack).
     assert elapsed < settings.KAFKA_PUBLISH_TIMEOUT_MS / 1000 * 2 + 1
-    row = OutboxEvent.objects.get(key=str(order.pk))
+    # The failure is recorded on the row by the publisher's marking thread, after the response.
+    row = wait_until(
+        lambda: (row := OutboxEvent.objects.get(key=str(order.pk))).attempts and row,
+        timeout=10, message="the failed send was not recorded on the outbox row",
+    )
     assert row.sent_at is None and row.attempts == 1 and row.last_error
 
     private_broker.start()

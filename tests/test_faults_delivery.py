@@ -27,6 +27,7 @@ from exports.models import OrderExport
 from kafka_bridge.client import connection_config
 from kafka_bridge.consumer import ConsumerLoop
 from kafka_bridge.models import OutboxEvent
+from kafka_bridge.producer import request_publisher
 from kafka_bridge.runner import StopFlag
 from orders.services import order_confirm
 from tests.faults import (
@@ -172,6 +173,8 @@ def test_broker_stopped_while_200_orders_are_confirmed_then_started_all_200_expo
     # and after a failure the fast path is suspended: most rows were not even tried.
     bound = settings.KAFKA_PUBLISH_TIMEOUT_MS / 1000 * 2 + 1
     assert max(durations) < bound, f"the slowest confirm took {max(durations):.1f} s"
+    # Failed sends are recorded on their rows by the publisher's marking thread.
+    assert request_publisher().flush(timeout=10)
     assert unsent_rows().count() == 200
     tried = OutboxEvent.objects.filter(attempts__gt=0).count()
     suspensions = int(confirming / settings.KAFKA_PUBLISH_SUSPEND_SECONDS) + 1

@@ -25,6 +25,7 @@ from exports.models import OrderExport
 from kafka_bridge.client import connection_config
 from kafka_bridge.consumer import ConsumerLoop, RetryableError
 from kafka_bridge.models import OutboxEvent
+from kafka_bridge.producer import request_publisher
 from kafka_bridge.relay import OutboxRelay
 from kafka_bridge.runner import StopFlag
 from orders.services import order_confirm
@@ -116,6 +117,8 @@ def test_confirming_and_exporting_an_order_moves_the_counters_and_the_delay_hist
 
     order = order_factory(confirmed=True)
     wait_until(lambda: readings.deltas()["consumed"] == 1, timeout=30, message=lambda: f"deltas {readings.deltas()}")
+    # The fast path counts a send as published once its ack is written to the outbox.
+    assert request_publisher().flush(timeout=10)
 
     deltas = readings.deltas()
     assert running_export_consumer.received_order_ids() == [order.pk]
