@@ -8,6 +8,7 @@ import pytest
 
 from exports.models import OrderExport
 from kafka_bridge.models import OutboxEvent
+from kafka_bridge.producer import request_publisher
 from orders.services import LineInput, order_confirm, order_create
 from tests.conftest import database_url_of_test_db
 from tests.helpers import end_offsets, wait_until
@@ -49,6 +50,7 @@ def test_sigterm_stops_it_within_15_s_with_offsets_committed(consumer_env, expor
 
     output = consumer.output()
     assert exit_code == 0, output
+    assert request_publisher().flush(timeout=10)
     for order in orders:
         row = OutboxEvent.objects.get(key=str(order.pk))
         assert (

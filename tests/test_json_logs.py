@@ -17,6 +17,7 @@ from config.env import BASE_DIR
 from config.logging import JsonFormatter
 from exports.clients import FakeExternalPlatformClient, TransientExportError
 from kafka_bridge.models import OutboxEvent
+from kafka_bridge.producer import request_publisher
 from orders.services import order_confirm
 from tests.factories import order_factory
 from tests.helpers import wait_until
@@ -103,6 +104,7 @@ def test_every_consumer_line_about_a_record_carries_order_event_partition_and_of
     order = order_factory()
     order_confirm(order_id=order.pk)
     wait_until(lambda: running_export_consumer.received_order_ids() == [order.pk], timeout=30)
+    assert request_publisher().flush(timeout=10)
     row = OutboxEvent.objects.get(key=str(order.pk))
     expected = {"order_id": order.pk, "event_id": str(row.event_id), "partition": row.partition, "offset": row.offset}
 

@@ -296,6 +296,8 @@ def test_run_export_consumer_serves_metrics_on_its_port(export_topics, export_gr
         )
         assert "orderflow_events_exported_total 1.0" in text
         assert "orderflow_export_delay_seconds_count 1.0" in text
+        # The consumer can read the event before the marking thread has written its partition.
+        assert request_publisher().flush(timeout=10)
         partition = OutboxEvent.objects.get(key=str(order.pk)).partition
         assert f'orderflow_consumer_lag{{group="{export_group}",partition="{partition}",topic="{topic}"}} 0.0' in text
     finally:
