@@ -40,6 +40,7 @@ def confirm_generate(
 
     from bench.payloads import orders_create
     from kafka_bridge.models import OutboxEvent
+    from kafka_bridge.producer import request_publisher
     from orders.services import order_confirm
 
     ids = orders_create(warmup + orders)
@@ -74,6 +75,7 @@ def confirm_generate(
             time.sleep(max(0.0, start - time.time()))
             futures = [pool.submit(confirm, order_id) for order_id in timed]
         errors = [exc for exc in (future.exception() for future in futures) if exc is not None]
+    request_publisher().flush(timeout=30)
     unsent = OutboxEvent.objects.filter(key__in=[str(order_id) for order_id in timed], sent_at__isnull=True).count()
     return {
         "orders": orders,
