@@ -30,7 +30,7 @@ class Sizes:
         return asdict(self)
 
 
-FULL = Sizes(repeats=3, ceiling_records=100_000, confirms=1000, http_requests=1000, backlog=20_000, e2e_seconds=15, saturation_orders=2000)
+FULL = Sizes(repeats=3, ceiling_records=100_000, confirms=2000, http_requests=1000, backlog=20_000, e2e_seconds=15, saturation_orders=2000)
 QUICK = Sizes(repeats=1, ceiling_records=5000, confirms=300, http_requests=300, backlog=600, e2e_seconds=5, saturation_orders=600)
 
 # Measurement groups, in the order they run. Ceilings are the same for every database.

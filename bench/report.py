@@ -33,6 +33,7 @@ TARGETS = {
 # Further ratios, for reading rather than for a target.
 RATIOS = {
     "confirm_outbox_only_vs_none": ("publish.service.outbox-only", "publish.service.none"),
+    "confirm_publish_linger20_vs_none": ("publish.service.publish-linger20", "publish.service.none"),
     "http_publish_vs_none": ("publish.http.publish", "publish.http.none"),
     "http_outbox_only_vs_none": ("publish.http.outbox-only", "publish.http.none"),
     "consumer_quiet_vs_raw": ("consume.export.1.quiet", "consume.raw"),
