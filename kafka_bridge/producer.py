@@ -237,7 +237,7 @@ class _SentMarker:
         self._failures: list[tuple[int, str]] = []  # (pk, error)
         self._in_flight = 0  # handed to the producer, not yet acknowledged or failed
         self._writing = False
-        self._flush_requested = False
+        self._flushers = 0  # flush() calls waiting: the thread writes at once while there are any
         self._closing = False
         self._thread = threading.Thread(target=self._run, name="outbox-marker", daemon=True)
         self._thread.start()
@@ -261,25 +261,35 @@ class _SentMarker:
         with self._cond:
             self._in_flight -= 1
             self._acked.append((pk, metadata.partition, metadata.offset))
-            self._cond.notify_all()
+            self._wake_if_needed()
 
     def _errored(self, pk: int, exc: Exception) -> None:
         self.publisher._suspend()
         with self._cond:
             self._in_flight -= 1
             self._failures.append((pk, f"{type(exc).__name__}: {exc}"[:500]))
+            self._wake_if_needed()
+
+    def _wake_if_needed(self) -> None:
+        # Waking the thread (and every flush() waiting) on each acknowledgement would hand the
+        # GIL back and forth between the request threads and this one for nothing: the first
+        # outcome of a round starts the thread's gathering, the last one in flight ends a flush.
+        if len(self._acked) + len(self._failures) == 1 or not self._in_flight:
             self._cond.notify_all()
 
     def flush(self, deadline: float) -> bool:
         with self._cond:
-            self._flush_requested = True
+            self._flushers += 1
             self._cond.notify_all()
-            while self._in_flight or self._acked or self._failures or self._writing:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
-                self._cond.wait(remaining)
-            return True
+            try:
+                while self._in_flight or self._acked or self._failures or self._writing:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        return False
+                    self._cond.wait(remaining)
+                return True
+            finally:
+                self._flushers -= 1
 
     def close(self, timeout: float) -> None:
         self.flush(time.monotonic() + timeout)
@@ -300,11 +310,14 @@ class _SentMarker:
                         return
                     # Gather what arrives within the interval into one write, unless someone
                     # waits for it.
-                    if not (self._flush_requested or self._closing):
-                        self._cond.wait(MARK_INTERVAL)
+                    gathered_until = time.monotonic() + MARK_INTERVAL
+                    while not (self._flushers or self._closing):
+                        remaining = gathered_until - time.monotonic()
+                        if remaining <= 0:
+                            break
+                        self._cond.wait(remaining)
                     acked, self._acked = self._acked, []
                     failures, self._failures = self._failures, []
-                    self._flush_requested = False
                     self._writing = True
                 try:
                     self._write(acked, failures)
