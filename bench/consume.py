@@ -52,11 +52,14 @@ def exports_reset() -> dict:
     return {"processed": ProcessedEvent.objects.all().delete()[0], "exports": OrderExport.objects.all().delete()[0]}
 
 
-def export_consumer_run(*, ready_path: str | None = None, go_path: str | None = None, assigned_path: str | None = None) -> dict:
+def export_consumer_run(
+    *, ready_path: str | None = None, go_path: str | None = None, assigned_path: str | None = None, stamps: bool = False
+) -> dict:
     """`run_export_consumer`'s loop with a fake platform that notes when each order arrived,
     until SIGTERM. `ready_path` is touched once the loop is built, and the loop starts when
     `go_path` exists (so that several consumers join the group together); `assigned_path` is
-    touched once the group gave it partitions."""
+    touched once the group gave it partitions. With `stamps`, each record's producer timestamp
+    and the moment its batch reached the handler are noted too, to split the latency."""
     import threading
 
     from bench.fake_platform import TimingPlatformClient
@@ -67,6 +70,16 @@ def export_consumer_run(*, ready_path: str | None = None, go_path: str | None = 
     stop.install_signal_handlers()
     client = TimingPlatformClient()
     loop = export_consumer(stop=stop, client=client)
+    handed: list[tuple[str, float, float]] = []  # (key, the record's CreateTime, handed to the handler)
+    if stamps and loop.batch_handler is not None:
+        batch_handler = loop.batch_handler
+
+        def stamped(records, keep_going):
+            now = time.time()
+            handed.extend((r.key.decode() if r.key else "", r.timestamp / 1000, now) for r in records)
+            return batch_handler(records, keep_going)
+
+        loop.batch_handler = stamped
     if ready_path:
         Path(ready_path).touch()
     if go_path:
@@ -84,6 +97,7 @@ def export_consumer_run(*, ready_path: str | None = None, go_path: str | None = 
     loop.run()
     return {
         "receipts": client.receipts,
+        "handed": handed,
         "processed": loop.processed_total,
         "dead_lettered": loop.dead_lettered_total,
         "assignments": loop.assignments,

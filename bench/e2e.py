@@ -170,6 +170,27 @@ def _delivery(generated: dict, receipts: dict[int, float]) -> dict:
     }
 
 
+# Where an order's time goes, split at the record's producer timestamp (CreateTime, set by
+# send(), in whole milliseconds) and at the moment its poll's batch reached the handler.
+SEGMENTS = {
+    "commit_to_send": "commit → producer send (on-commit hook)",
+    "send_to_handler": "producer send → consumer's handler (linger, broker, fetch, the consumer busy with earlier batches)",
+    "handler_to_platform": "consumer's handler → platform (the batch's DB read, the calls before it)",
+}
+
+
+def _segments(generated: dict, handed: dict[int, tuple[float, float]], receipts: dict[int, float]) -> dict:
+    parts: dict[str, list[float]] = {name: [] for name in SEGMENTS}
+    for order_id, committed in generated["commits"]:
+        if order_id not in handed or order_id not in receipts:
+            continue
+        created, at = handed[order_id]
+        parts["commit_to_send"].append(created - committed)
+        parts["send_to_handler"].append(at - created)
+        parts["handler_to_platform"].append(receipts[order_id] - at)
+    return {name: latency_summary(values) for name, values in parts.items() if values}
+
+
 def measure(run: DatabaseRun) -> list[dict]:
     context = run.context
     sizes, harness, progress = context.sizes, context.harness, context.progress
@@ -188,7 +209,7 @@ def measure(run: DatabaseRun) -> list[dict]:
         )
         harness.run("db.outbox-discard", {}, env=env)
         assigned = harness.path("assigned")
-        consumer = harness.spawn("consume.export-consumer", {"assigned_path": str(assigned)}, env=env)
+        consumer = harness.spawn("consume.export-consumer", {"assigned_path": str(assigned), "stamps": True}, env=env)
         relay = harness.command([PYTHON, "manage.py", "run_outbox_relay"], env=env, name="relay")
         try:
             wait_for_files([assigned], timeout=120, workers=[consumer, relay])
@@ -205,12 +226,17 @@ def measure(run: DatabaseRun) -> list[dict]:
         receipts: dict[int, float] = {}
         for at, order_id in received["receipts"]:
             receipts.setdefault(order_id, at)
+        handed: dict[int, tuple[float, float]] = {}
+        for key, created, at in received.get("handed", []):
+            if key.isdigit():
+                handed.setdefault(int(key), (created, at))
         for name, generated in (("paced", paced), ("flat", flat)):
             if generated["errors"]:
                 raise BenchError(f"{generated['errors']} confirm(s) failed in the e2e run: {generated['first_error']}")
             delivery = _delivery(generated, receipts)
             if name == "paced":
                 pooled.extend(delivery["latencies"])
+                delivery["segments"] = _segments(generated, handed, receipts)
             if delivery["missing"]:
                 context.note(f"{run.vendor} e2e {name}: {delivery['missing']} order(s) never reached the platform")
             detail = {key: value for key, value in generated.items() if key != "commits"}
@@ -222,10 +248,17 @@ def measure(run: DatabaseRun) -> list[dict]:
     p99 = figure("e2e.p99", label=f"end-to-end p99 at {rate:g}/s", unit="ms", db=run.vendor,
                  runs=[r["p99_ms"] for r in paced_runs], details=paced_runs, note=note)
     p99["cdf"] = cdf([s * 1000 for s in pooled])
+    segments = [
+        figure(f"e2e.segment.{name}.{q}", label=f"{q}: {label}", unit="ms", db=run.vendor,
+               runs=[r.get("segments", {}).get(name, {}).get(f"{q}_ms") for r in paced_runs], note=note)
+        for name, label in SEGMENTS.items()
+        for q in ("p50", "p99")
+    ]
     return [
         figure("e2e.p50", label=f"end-to-end p50 at {rate:g}/s", unit="ms", db=run.vendor, runs=[r["p50_ms"] for r in paced_runs], note=note),
         figure("e2e.p95", label=f"end-to-end p95 at {rate:g}/s", unit="ms", db=run.vendor, runs=[r["p95_ms"] for r in paced_runs], note=note),
         p99,
+        *segments,
         figure("e2e.offered", label="confirms/s achieved at the offered load", unit="confirms/s", db=run.vendor,
                runs=[r["rate"] for r in paced_runs], note=f"dispatch late by at most {median([r['dispatch_late_max_ms'] for r in paced_runs])} ms"),
         figure("e2e.saturation", label="saturation: orders/s delivered end to end", unit="orders/s", db=run.vendor,
