@@ -53,33 +53,43 @@ def exports_reset() -> dict:
 
 
 def export_consumer_run(
-    *, ready_path: str | None = None, go_path: str | None = None, assigned_path: str | None = None, stamps: bool = False
+    *, ready_path: str | None = None, go_path: str | None = None, assigned_path: str | None = None, stamps: bool = False,
+    http: bool = False,
 ) -> dict:
     """`run_export_consumer`'s loop with a fake platform that notes when each order arrived,
-    until SIGTERM. `ready_path` is touched once the loop is built, and the loop starts when
-    `go_path` exists (so that several consumers join the group together); `assigned_path` is
-    touched once the group gave it partitions. With `stamps`, each record's producer timestamp
+    until SIGTERM; with `http`, the client the settings choose (EXPORT_PLATFORM_URL), noting
+    when each call returned. `ready_path` is touched once the loop is built, and the loop starts
+    when `go_path` exists (so that several consumers join the group together); `assigned_path`
+    is touched once the group gave it partitions. With `stamps`, each record's producer timestamp
     and the moment its batch reached the handler are noted too, to split the latency."""
     import threading
 
-    from bench.fake_platform import TimingPlatformClient
+    from django.conf import settings
+
+    from bench.fake_platform import TimingClient, TimingPlatformClient
+    from exports.clients import platform_client
     from exports.consumer import export_consumer
     from kafka_bridge.runner import StopFlag
 
     stop = StopFlag()
     stop.install_signal_handlers()
-    client = TimingPlatformClient()
+    if http:
+        if not settings.EXPORT_PLATFORM_URL:
+            raise RuntimeError("export_consumer_run(http=True) needs EXPORT_PLATFORM_URL")
+        client = TimingClient(platform_client())
+    else:
+        client = TimingPlatformClient()
     loop = export_consumer(stop=stop, client=client)
     handed: list[tuple[str, float, float]] = []  # (key, the record's CreateTime, handed to the handler)
-    if stamps and loop.batch_handler is not None:
-        batch_handler = loop.batch_handler
+    if stamps:
+        prepare = loop.processor.prepare
 
-        def stamped(records, keep_going):
+        def stamped(records):
             now = time.time()
             handed.extend((r.key.decode() if r.key else "", r.timestamp / 1000, now) for r in records)
-            return batch_handler(records, keep_going)
+            return prepare(records)
 
-        loop.batch_handler = stamped
+        loop.processor.prepare = stamped
     if ready_path:
         Path(ready_path).touch()
     if go_path:
@@ -101,6 +111,7 @@ def export_consumer_run(
         "processed": loop.processed_total,
         "dead_lettered": loop.dead_lettered_total,
         "assignments": loop.assignments,
+        "max_in_flight": loop.max_in_flight_seen,
     }
 
 
@@ -118,15 +129,21 @@ def wait_for_files(paths: list[Path], *, timeout: float, workers) -> None:
         time.sleep(0.02)
 
 
-def run_export_consumers(run: DatabaseRun, env: dict[str, str], *, count: int, records: int) -> dict:
-    """Start `count` consumer processes together, wait until their group committed the whole
-    backlog, stop them, and measure the exports per second from the first to the last."""
+def run_export_consumers(
+    run: DatabaseRun, env: dict[str, str], *, count: int, records: int, consumer_args: dict | None = None
+) -> dict:
+    """Start `count` consumer processes together (`consumer_args`: more arguments of
+    `export_consumer_run`), wait until their group committed the whole backlog, stop them, and
+    measure the exports per second from the first to the last."""
     harness = run.context.harness
     group = harness.group("consume-export")
     env = {**env, "ORDER_EXPORT_CONSUMER_GROUP": group}
     go = harness.path("go")
     ready = [harness.path(f"ready-{i}") for i in range(count)]
-    workers = [harness.spawn("consume.export-consumer", {"ready_path": str(r), "go_path": str(go)}, env=env) for r in ready]
+    workers = [
+        harness.spawn("consume.export-consumer", {**(consumer_args or {}), "ready_path": str(r), "go_path": str(go)}, env=env)
+        for r in ready
+    ]
     try:
         wait_for_files(ready, timeout=READY_TIMEOUT, workers=workers)
         go.touch()
@@ -145,6 +162,7 @@ def run_export_consumers(run: DatabaseRun, env: dict[str, str], *, count: int, r
         "per_consumer": [len(result["receipts"]) for result in results],
         "assignments": [result["assignments"] for result in results],
         "dead_lettered": sum(result["dead_lettered"] for result in results),
+        "max_in_flight": [result.get("max_in_flight") for result in results],
     }
 
 

@@ -191,57 +191,78 @@ def _segments(generated: dict, handed: dict[int, tuple[float, float]], receipts:
     return {name: latency_summary(values) for name, values in parts.items() if values}
 
 
-def measure(run: DatabaseRun) -> list[dict]:
+def pipeline_run(
+    run: DatabaseRun, *, label: str, suffix: str, saturation: bool,
+    env_overrides: dict[str, str] | None = None, consumer_args: dict | None = None,
+) -> dict[str, dict]:
+    """One run of the pipeline on a topic and group of its own: the paced load, then (with
+    `saturation`) the flat-out one, and per load its delivery to the platform, latencies
+    included. `env_overrides` and `consumer_args` change the processes' settings and the
+    consumer's arguments (`export_consumer_run`)."""
     context = run.context
     sizes, harness, progress = context.sizes, context.harness, context.progress
+    rate = sizes.e2e_rate
+    paced_orders = int(rate * sizes.e2e_seconds)
+    progress.next(f"{label}: {rate:g} confirms/s for {sizes.e2e_seconds:g} s, latency to the platform {suffix}")
+    topic = harness.topic("e2e", dlt=True)
+    group = harness.group("e2e")
+    env = run.env(
+        ORDER_EXPORT_TOPIC=topic, ORDER_EXPORT_DLT_TOPIC=f"{topic}.DLT", ORDER_EXPORT_CONSUMER_GROUP=group,
+        KAFKA_PUBLISH_ON_COMMIT="true", **(env_overrides or {}),
+    )
+    harness.run("db.outbox-discard", {}, env=env)
+    assigned = harness.path("assigned")
+    consumer = harness.spawn("consume.export-consumer", {**(consumer_args or {}), "assigned_path": str(assigned), "stamps": True}, env=env)
+    relay = harness.command([PYTHON, "manage.py", "run_outbox_relay"], env=env, name="relay")
+    generated: dict[str, dict] = {}
+    try:
+        wait_for_files([assigned], timeout=120, workers=[consumer, relay])
+        warmups = WARMUP * sizes.e2e_processes
+        generated["paced"] = _generate(run, env, orders=paced_orders, threads=sizes.e2e_threads, rate=rate, consumers=[consumer, relay])
+        _drain(run, group, topic, expected=warmups + paced_orders, unsent=generated["paced"]["unsent_after_run"],
+               workers=[consumer, relay])
+        if saturation:
+            progress.next(f"{label}: saturation, {sizes.e2e_processes} x {sizes.saturation_threads} threads confirming flat out {suffix}")
+            generated["flat"] = _generate(run, env, orders=sizes.saturation_orders, threads=sizes.saturation_threads, rate=None,
+                                          consumers=[consumer, relay])
+            _drain(run, group, topic, expected=2 * warmups + paced_orders + sizes.saturation_orders,
+                   unsent=generated["flat"]["unsent_after_run"], workers=[consumer, relay])
+    finally:
+        received = consumer.stop() if consumer.alive() else {"receipts": []}
+        relay.terminate()
+    receipts: dict[int, float] = {}
+    for at, order_id in received["receipts"]:
+        receipts.setdefault(order_id, at)
+    handed: dict[int, tuple[float, float]] = {}
+    for key, created, at in received.get("handed", []):
+        if key.isdigit():
+            handed.setdefault(int(key), (created, at))
+    outcomes: dict[str, dict] = {}
+    for name, load in generated.items():
+        if load["errors"]:
+            raise BenchError(f"{load['errors']} confirm(s) failed in the {label} run: {load['first_error']}")
+        delivery = _delivery(load, receipts)
+        if name == "paced":
+            delivery["segments"] = _segments(load, handed, receipts)
+        if delivery["missing"]:
+            context.note(f"{run.vendor} {label} {name}: {delivery['missing']} order(s) never reached the platform")
+        outcomes[name] = {**{key: value for key, value in load.items() if key != "commits"}, **delivery}
+    harness.delete_topics([topic, f"{topic}.DLT"])
+    return outcomes
+
+
+def measure(run: DatabaseRun) -> list[dict]:
+    context = run.context
+    sizes = context.sizes
     rate = sizes.e2e_rate
     paced_orders = int(rate * sizes.e2e_seconds)
     results: dict[str, list[dict]] = defaultdict(list)
     pooled: list[float] = []
     for repeat in range(1, sizes.repeats + 1):
-        suffix = f"({run.vendor}), run {repeat}/{sizes.repeats}"
-        progress.next(f"e2e: {rate:g} confirms/s for {sizes.e2e_seconds:g} s, latency to the platform {suffix}")
-        topic = harness.topic("e2e", dlt=True)
-        group = harness.group("e2e")
-        env = run.env(
-            ORDER_EXPORT_TOPIC=topic, ORDER_EXPORT_DLT_TOPIC=f"{topic}.DLT", ORDER_EXPORT_CONSUMER_GROUP=group,
-            KAFKA_PUBLISH_ON_COMMIT="true",
-        )
-        harness.run("db.outbox-discard", {}, env=env)
-        assigned = harness.path("assigned")
-        consumer = harness.spawn("consume.export-consumer", {"assigned_path": str(assigned), "stamps": True}, env=env)
-        relay = harness.command([PYTHON, "manage.py", "run_outbox_relay"], env=env, name="relay")
-        try:
-            wait_for_files([assigned], timeout=120, workers=[consumer, relay])
-            warmups = WARMUP * sizes.e2e_processes
-            paced = _generate(run, env, orders=paced_orders, threads=sizes.e2e_threads, rate=rate, consumers=[consumer, relay])
-            _drain(run, group, topic, expected=warmups + paced_orders, unsent=paced["unsent_after_run"], workers=[consumer, relay])
-            progress.next(f"e2e: saturation, {sizes.e2e_processes} x {sizes.saturation_threads} threads confirming flat out {suffix}")
-            flat = _generate(run, env, orders=sizes.saturation_orders, threads=sizes.saturation_threads, rate=None, consumers=[consumer, relay])
-            _drain(run, group, topic, expected=2 * warmups + paced_orders + sizes.saturation_orders,
-                   unsent=flat["unsent_after_run"], workers=[consumer, relay])
-        finally:
-            received = consumer.stop() if consumer.alive() else {"receipts": []}
-            relay.terminate()
-        receipts: dict[int, float] = {}
-        for at, order_id in received["receipts"]:
-            receipts.setdefault(order_id, at)
-        handed: dict[int, tuple[float, float]] = {}
-        for key, created, at in received.get("handed", []):
-            if key.isdigit():
-                handed.setdefault(int(key), (created, at))
-        for name, generated in (("paced", paced), ("flat", flat)):
-            if generated["errors"]:
-                raise BenchError(f"{generated['errors']} confirm(s) failed in the e2e run: {generated['first_error']}")
-            delivery = _delivery(generated, receipts)
-            if name == "paced":
-                pooled.extend(delivery["latencies"])
-                delivery["segments"] = _segments(generated, handed, receipts)
-            if delivery["missing"]:
-                context.note(f"{run.vendor} e2e {name}: {delivery['missing']} order(s) never reached the platform")
-            detail = {key: value for key, value in generated.items() if key != "commits"}
-            results[name].append({**detail, **{k: v for k, v in delivery.items() if k != "latencies"}})
-        harness.delete_topics([topic, f"{topic}.DLT"])
+        outcomes = pipeline_run(run, label="e2e", suffix=f"({run.vendor}), run {repeat}/{sizes.repeats}", saturation=True)
+        pooled.extend(outcomes["paced"]["latencies"])
+        for name, outcome in outcomes.items():
+            results[name].append({key: value for key, value in outcome.items() if key != "latencies"})
     paced_runs, flat_runs = results["paced"], results["flat"]
     note = (f"{rate:g}/s offered for {sizes.e2e_seconds:g} s ({paced_orders} orders) by {sizes.e2e_processes} processes "
             f"x {sizes.e2e_threads} threads")

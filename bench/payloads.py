@@ -43,7 +43,7 @@ def orders_create(count: int) -> list[int]:
     return ids
 
 
-def _snapshot(order_id: int, now) -> dict:
+def bench_snapshot(order_id: int, now) -> dict:
     """What `orders.serializers.order_snapshot` gives for a confirmed bench order."""
     moment = now.isoformat().replace("+00:00", "Z")
     total = sum(quantity * price for _, quantity, price in BENCH_LINES)
@@ -64,7 +64,7 @@ def event_payloads(count: int, *, first_id: int = 1_000_000) -> list[tuple[bytes
     now = timezone.now()
     pairs = []
     for order_id in range(first_id, first_id + count):
-        event = OrderExportRequested(order_id=order_id, order=_snapshot(order_id, now))
+        event = OrderExportRequested(order_id=order_id, order=bench_snapshot(order_id, now))
         value = json.dumps(event.to_dict(), separators=(",", ":"), ensure_ascii=False).encode()
         pairs.append((event.key.encode(), value))
     return pairs

@@ -25,16 +25,25 @@ class Sizes:
     e2e_threads: int = 8
     saturation_threads: int = 4  # threads per process confirming flat out
     warmup: int = 20  # confirms before each timed run (connections, the producer's first metadata)
+    # The platform group: the stub alone is driven by `platform_threads` threads making
+    # `platform_calls` calls each; the export consumer drains `platform_serial_backlog` events
+    # one call at a time (about 45/s against 20 ms) and `platform_backlog` with calls in flight.
+    platform_threads: int = 64
+    platform_calls: int = 200
+    platform_serial_backlog: int = 600
+    platform_backlog: int = 10_000
+    platform_processes: int = 3
 
     def as_dict(self) -> dict:
         return asdict(self)
 
 
 FULL = Sizes(repeats=3, ceiling_records=100_000, confirms=2000, http_requests=1000, backlog=20_000, e2e_seconds=15, saturation_orders=2000)
-QUICK = Sizes(repeats=1, ceiling_records=5000, confirms=300, http_requests=300, backlog=600, e2e_seconds=5, saturation_orders=600)
+QUICK = Sizes(repeats=1, ceiling_records=5000, confirms=300, http_requests=300, backlog=600, e2e_seconds=5, saturation_orders=600,
+              platform_calls=50, platform_serial_backlog=150, platform_backlog=1500)
 
 # Measurement groups, in the order they run. Ceilings are the same for every database.
-GROUPS = ("ceilings", "publish", "http", "consume", "e2e")
+GROUPS = ("ceilings", "publish", "http", "consume", "platform", "e2e")
 CEILING_PARTS = ("kafka-python", "confluent", "java")
 
 

@@ -22,6 +22,18 @@ TARGETS = {
         "label": "order_confirm/s with publishing ÷ without (service layer)",
         "databases": ("sqlite", "postgresql"),
     },
+    "platform20_exports_per_s": {
+        "figure": "platform.export.20ms",
+        "bound": (">=", 1000.0),
+        "label": "exports/s of one export consumer over HTTP, default concurrency, 20 ms platform",
+        "databases": ("sqlite", "postgresql"),
+    },
+    "platform20_vs_serial": {
+        "ratio": ("platform.export.20ms", "platform.export.20ms.serial"),
+        "bound": (">=", 20.0),
+        "label": "the same ÷ one call at a time (EXPORT_CONCURRENCY=1), 20 ms platform",
+        "databases": ("sqlite", "postgresql"),
+    },
     "e2e_p99_ms_at_200": {
         "figure": "e2e.p99",
         "bound": ("<=", 50.0),
@@ -138,7 +150,21 @@ def markdown(results: dict) -> str:
         lines += [f"## Ceilings ({ceilings[0]['note']})", "", "| measurement | records/s |", "| --- | --- |"]
         lines += [f"| {f['label']} | {_value(f)} |" for f in ceilings]
         lines.append("")
-    keys = list(dict.fromkeys(f["key"] for f in figures if f["db"] is not None))
+    limited = list(dict.fromkeys(f["key"] for f in figures if f["db"] is not None and f.get("limit")))
+    if limited:
+        lines += ["## Against a platform of fixed latency (limit: calls in flight ÷ latency)", "",
+                  "| measurement | limit | " + " | ".join(databases) + " |", "| --- | --- |" + " --- |" * len(databases)]
+        for key in limited:
+            first = next(f for f in figures if f["key"] == key)
+            cells = []
+            for db in databases:
+                found, ratio = _find(figures, key, db), _find(figures, f"{key}.vs_limit", db)
+                share = f" ({_number(ratio['median'])} of the limit)" if ratio is not None and ratio["median"] is not None else ""
+                cells.append(f"{_value(found)} {first['unit']}{share}" if found is not None else "—")
+            lines.append(f"| {first['label']} | {first['limit']:,.0f}/s | " + " | ".join(cells) + " |")
+        lines.append("")
+    shown = set(limited) | {f"{key}.vs_limit" for key in limited}
+    keys = list(dict.fromkeys(f["key"] for f in figures if f["db"] is not None and f["key"] not in shown))
     if keys:
         lines += ["## Publish, consume, end to end", "", "| measurement | unit | " + " | ".join(databases) + " |",
                   "| --- | --- |" + " --- |" * len(databases)]
@@ -200,13 +226,17 @@ def plots(results: dict, stem: Path) -> list[str]:
         fig.savefig(path, dpi=130)
         plt.close(fig)
         written.append(str(path))
-    curves = [f for f in results["figures"] if f["key"] == "e2e.p99" and f.get("cdf")]
+    path = _platform_plot(plt, results, stem)
+    if path:
+        written.append(path)
+    curves = [f for f in results["figures"] if f["key"] in LATENCY_CURVES and f.get("cdf")]
     if curves:
         fig, ax = plt.subplots(figsize=(8, 4.5))
         for f in curves:
             xs, ys = zip(*f["cdf"])
-            ax.plot(xs, ys, label=f"{f['db']} (p99 {_number(f['median'])} ms)")
-        ax.axvline(50, color="grey", linestyle="--", linewidth=1, label="target p99 ≤ 50 ms")
+            ax.plot(xs, ys, linestyle=LATENCY_CURVES[f["key"]][1],
+                    label=f"{f['db']}, {LATENCY_CURVES[f['key']][0]} (p99 {_number(f['median'])} ms)")
+        ax.axvline(50, color="grey", linestyle=":", linewidth=1, label="target p99 ≤ 50 ms")
         ax.set_xscale("log")
         ax.set_xlabel("commit → platform latency (ms), log scale")
         ax.set_ylabel("fraction of orders")
@@ -220,6 +250,49 @@ def plots(results: dict, stem: Path) -> list[str]:
         plt.close(fig)
         written.append(str(path))
     return written
+
+
+# The end-to-end latency curves drawn, with their legend and line style.
+LATENCY_CURVES = {
+    "e2e.p99": ("fake platform", "-"),
+    "e2e.platform20.p99": ("20 ms platform over HTTP", "--"),
+}
+
+
+def _platform_plot(plt, results: dict, stem: Path) -> str | None:
+    """Exports/s of each variant against the platform stub, per database, with its limit."""
+    figures = [f for f in results["figures"] if f.get("limit") and f["db"] is not None]
+    keys = list(dict.fromkeys(f["key"] for f in figures))
+    databases = [db for db in results["databases_measured"] if any(f["db"] == db for f in figures)]
+    if not keys:
+        return None
+    colours = {"sqlite": "#1f77b4", "postgresql": "#d62728"}
+    width = 0.8 / max(1, len(databases))
+    fig, ax = plt.subplots(figsize=(10, 5))
+    for i, db in enumerate(databases):
+        for x, key in enumerate(keys):
+            found = _find(figures, key, db)
+            if found is None or not found["median"]:
+                continue
+            position = x - 0.4 + width * (i + 0.5)
+            ax.bar(position, found["median"], width=width * 0.9, color=colours.get(db, "#2ca02c"), label=db if x == 0 else None)
+            ax.text(position, found["median"] * 1.05, _number(found["median"]), ha="center", va="bottom", fontsize=7)
+    for x, key in enumerate(keys):
+        limit = next(f["limit"] for f in figures if f["key"] == key)
+        ax.hlines(limit, x - 0.45, x + 0.45, colors="black", linestyles="--", linewidth=1, label="limit" if x == 0 else None)
+        ax.text(x + 0.45, limit * 1.05, f"limit {limit:,.0f}", ha="right", va="bottom", fontsize=7)
+    ax.set_xticks(range(len(keys)), [next(f for f in figures if f["key"] == key).get("short", key) for key in keys], fontsize=7)
+    ax.set_yscale("log")
+    ax.set_ylabel("calls or exports per second (median of runs), log scale")
+    ax.grid(True, axis="y", which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(f"against a platform of fixed latency, {results['timestamp']}" + (" (quick run)" if results["config"]["quick"] else ""),
+                 fontsize=9)
+    fig.tight_layout()
+    path = stem.parent / f"{stem.name}-platform.png"
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return str(path)
 
 
 def main(argv: list[str]) -> int:

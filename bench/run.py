@@ -27,7 +27,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--db", choices=("sqlite", "postgresql", "both"), default="both", help="which databases (default both)")
     parser.add_argument(
         "--only", default="",
-        help="comma-separated measurements: ceilings, publish, http, consume, e2e, or one ceiling "
+        help="comma-separated measurements: ceilings, publish, http, consume, platform, e2e, or one ceiling "
              "(ceilings.kafka-python, ceilings.confluent, ceilings.java); default all",
     )
     parser.add_argument("--repeats", type=int, help="runs per figure (default 3, 1 with --quick)")
@@ -82,11 +82,12 @@ class Outcome:
 
 def measure_all(context, *, groups: list[str], parts: tuple[str, ...], vendors: list[str], db_groups: list[str], pg_url: str | None) -> Outcome:
     """Every selected measurement; a failed one is reported and the others still run."""
-    from bench import ceilings, consume, e2e, publish
+    from bench import ceilings, consume, e2e, platform, publish
     from bench.harness import BenchDatabase, BenchError
     from bench.plan import DatabaseRun
 
-    measures = {"publish": publish.measure_service, "http": publish.measure_http, "consume": consume.measure, "e2e": e2e.measure}
+    measures = {"publish": publish.measure_service, "http": publish.measure_http, "consume": consume.measure,
+                "platform": platform.measure, "e2e": e2e.measure}
     harness, outcome = context.harness, Outcome()
     try:
         if "ceilings" in groups:
@@ -135,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
 
     django.setup()
 
-    from bench import ceilings, consume, e2e, publish
+    from bench import ceilings, consume, e2e, platform, publish
     from bench.harness import Harness
     from bench.machine import machine, versions
     from bench.plan import FULL, QUICK, Context
@@ -178,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         "publish": publish.service_steps(sizes.repeats),
         "http": publish.http_steps(sizes.repeats),
         "consume": consume.steps(sizes.repeats, sizes.consumers),
+        "platform": platform.steps(sizes.repeats),
         "e2e": e2e.steps(sizes.repeats),
     }
     context.progress.total = (ceilings.steps(parts, sizes.repeats) if "ceilings" in groups else 0) + len(vendors_measured) * (

@@ -26,6 +26,7 @@ WORKERS = {
     "consume.export-consumer": "bench.consume:export_consumer_run",
     "e2e.generate": "bench.e2e:confirm_generate",
     "db.outbox-discard": "bench.e2e:outbox_discard",
+    "platform.stub-drive": "bench.platform:stub_drive",
 }
 
 

@@ -205,13 +205,32 @@ if ORDER_EXPORT_REPLICATION_FACTOR < 1:
 EXPORT_PLATFORM_URL = env("EXPORT_PLATFORM_URL", default=None)
 EXPORT_PLATFORM_TIMEOUT = env.float("EXPORT_PLATFORM_TIMEOUT", default=5.0)
 EXPORT_MAX_ATTEMPTS = env.int("EXPORT_MAX_ATTEMPTS", default=5)
-# Each poll's records are exported together: one transaction and bulk writes for the batch.
-# False: one record at a time (two transactions each), as a baseline to compare with.
-EXPORT_CONSUMER_BATCH = env.bool("EXPORT_CONSUMER_BATCH", default=True)
+# Platform calls in flight at once per consumer process; one at a time per order, in offset
+# order. 1: one call at a time, as a plain @KafkaListener makes them.
+EXPORT_CONCURRENCY = env.int("EXPORT_CONCURRENCY", default=32)
+# Records per partition that may be held past its committed offset (done out of order, or
+# waiting behind a retried order) before the partition is paused.
+EXPORT_MAX_UNCOMMITTED = env.int("EXPORT_MAX_UNCOMMITTED", default=2000)
+# Platform calls per second at most (a backlog drain against a platform with a quota); unset:
+# no limit.
+EXPORT_RATE_LIMIT = env.float("EXPORT_RATE_LIMIT", default=None)
+# After this many consecutive failed calls the breaker opens: no call for the cooldown (doubled
+# after each failed probe, up to a minute), then one probe at a time until one succeeds.
+# 0 turns the breaker off.
+EXPORT_BREAKER_FAILURES = env.int("EXPORT_BREAKER_FAILURES", default=10)
+EXPORT_BREAKER_COOLDOWN = env.float("EXPORT_BREAKER_COOLDOWN", default=5.0)
+# A record larger than this is not an event of ours: dead-lettered without being parsed.
+EXPORT_MAX_EVENT_BYTES = env.int("EXPORT_MAX_EVENT_BYTES", default=1024 * 1024)
 # One INFO line per export outcome (exported, duplicate, dead_lettered_earlier). At thousands of
 # exports a second it is the consumer's largest cost; false leaves failures, dead letters and
 # the periodic summary line.
 EXPORT_LOG_OUTCOMES = env.bool("EXPORT_LOG_OUTCOMES", default=True)
+
+for _name in ("EXPORT_CONCURRENCY", "EXPORT_MAX_UNCOMMITTED", "EXPORT_MAX_ATTEMPTS"):
+    if globals()[_name] < 1:
+        raise ImproperlyConfigured(f"{_name} must be at least 1, not {globals()[_name]}")
+if EXPORT_RATE_LIMIT is not None and EXPORT_RATE_LIMIT <= 0:
+    raise ImproperlyConfigured(f"EXPORT_RATE_LIMIT must be positive or unset, not {EXPORT_RATE_LIMIT}")
 
 # --- Metrics, health and readiness ------------------------------------------------------------
 # The web process serves /metrics; with a token set, only to `Authorization: Bearer <token>`.

@@ -1,17 +1,20 @@
-"""What `run_export_consumer` does with each record of the event topic."""
+"""What `run_export_consumer` does with the records of the event topic: the export processor
+that `kafka_bridge.consumer.ConsumerLoop` drives, and the loop as the settings configure it."""
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import Callable
+from typing import Any
 
 from django.conf import settings
 from kafka.consumer.fetcher import ConsumerRecord
 
-from exports.clients import ExternalPlatformClient, platform_client
-from exports.events import ExportRequest, PoisonRecord, export_request_decode
-from exports.services import order_export, order_export_batch, order_export_fail
-from kafka_bridge.consumer import BatchHandler, ConsumerLoop, DeadLetterHook, RecordHandler, Unfinished
+from exports.clients import ExportError, ExternalPlatformClient, platform_client
+from exports.events import EVENT_TYPE, ExportRequest, PoisonRecord, export_request_decode
+from exports.services import ExportPlan, order_export_fail, order_exports_plan, order_exports_record
+from kafka_bridge.consumer import Call, ConsumerLoop, DeadLetterHook
 from kafka_bridge.dead_letter import DeadLetterPublisher
+from kafka_bridge.pacing import Pacer
 from kafka_bridge.runner import StopFlag
 
 logger = logging.getLogger(__name__)
@@ -46,58 +49,87 @@ def export_log_fields(record: ConsumerRecord) -> dict:
     return {"order_id": int(key) if key.isascii() and key.isdigit() else key or None}
 
 
-def export_record_handler(*, client: ExternalPlatformClient) -> RecordHandler:
-    """Decode and export one record. Raises what the consumer loop acts on: transient platform
-    errors (retry), permanent ones and poison records (dead-letter)."""
+def export_record_decode(record: ConsumerRecord, *, max_event_bytes: int) -> ExportRequest:
+    """The record's event, or `PoisonRecord` when the record is not one as the contract defines
+    it: its value, and also its key (the order id, which orders the exports of one order) and
+    its `event_id`/`event_type` headers where present."""
+    if record.value is not None and len(record.value) > max_event_bytes:
+        raise PoisonRecord(f"value of {len(record.value)} bytes exceeds EXPORT_MAX_EVENT_BYTES ({max_event_bytes})")
+    request = export_request_decode(record.value)
+    if record.key is None:
+        raise PoisonRecord("the key is null, not the order id")
+    if record.key != str(request.order_id).encode():
+        raise PoisonRecord(f"the key {record.key[:40]!r} is not the order id {request.order_id}")
+    expected = {"event_id": str(request.event_id).encode(), "event_type": EVENT_TYPE.encode()}
+    for name, value in record.headers or []:
+        if name in expected and value != expected[name]:
+            raise PoisonRecord(f"header {name} is {value if value is None else value[:40]!r}, not {expected[name].decode()}")
+    return request
 
-    def handle(record: ConsumerRecord) -> None:
-        request = export_request_decode(record.value)
-        outcome = order_export(request=request, client=client)
-        if settings.EXPORT_LOG_OUTCOMES:
-            _log_outcome(record, request, outcome.status)
 
-    return handle
+class ExportProcessor:
+    """Per batch of records the loop took: decode them and plan their exports in one read
+    (`prepare`); the platform calls run on the loop's workers; their outcomes are recorded in
+    one transaction (`complete`)."""
 
+    def __init__(self, *, client: ExternalPlatformClient, max_event_bytes: int | None = None):
+        self.client = client
+        self.max_event_bytes = max_event_bytes if max_event_bytes is not None else settings.EXPORT_MAX_EVENT_BYTES
+        # The plan of each record whose call is in flight, by its coordinates.
+        self._plans: dict[tuple[str, int, int], ExportPlan] = {}
 
-def export_batch_handler(*, client: ExternalPlatformClient) -> BatchHandler:
-    """Decode and export a poll's records together (`order_export_batch`); return those it did
-    not finish, with the error each met, for the consumer loop's one-record path."""
-
-    def handle(records: list[ConsumerRecord], keep_going: Callable[[], bool]) -> list[Unfinished]:
-        unfinished: list[Unfinished] = []
-        decoded: list[tuple[ConsumerRecord, ExportRequest]] = []
-        poisoned: set[tuple[str, int]] = set()
-        for record in records:
-            if (record.topic, record.partition) in poisoned:
-                continue  # behind a poison record of its partition: the one-record path's
+    def prepare(self, records: list[ConsumerRecord]) -> list[Call | BaseException | None]:
+        steps: list[Call | BaseException | None] = [None] * len(records)
+        decoded: list[tuple[int, ExportRequest]] = []
+        for index, record in enumerate(records):
             try:
-                decoded.append((record, export_request_decode(record.value)))
+                decoded.append((index, export_record_decode(record, max_event_bytes=self.max_event_bytes)))
             except PoisonRecord as exc:
-                unfinished.append(Unfinished(record, exc))
-                poisoned.add((record.topic, record.partition))
-        items = order_export_batch(
-            requests=[request for _, request in decoded],
-            lanes=[(record.topic, record.partition) for record, _ in decoded],
-            client=client,
-            should_stop=lambda: not keep_going(),
-        )
+                steps[index] = exc
+        if not decoded:
+            return steps
+        plans = order_exports_plan(requests=[request for _, request in decoded])
         log_outcomes = settings.EXPORT_LOG_OUTCOMES
-        for (record, request), item in zip(decoded, items):
-            if item.status is None:
-                unfinished.append(Unfinished(record, item.error))
+        for (index, request), plan in zip(decoded, plans):
+            record = records[index]
+            if plan.error is not None:
+                steps[index] = plan.error
+            elif plan.action == "send":
+                self._plans[_coordinates(record)] = plan
+                steps[index] = functools.partial(self.client.send, order=request.order, idempotency_key=str(request.event_id))
             elif log_outcomes:
-                _log_outcome(record, request, item.status)
-        return unfinished
+                _log_outcome(record, request, plan.action)
+        return steps
 
-    return handle
+    def complete(self, results: list[tuple[ConsumerRecord, Any, BaseException | None]]) -> list[BaseException | None]:
+        plans = [self._plans.get(_coordinates(record)) for record, _, _ in results]
+        sent = [plan for plan, (_, _, error) in zip(plans, results) if plan is not None and error is None]
+        failed = [
+            (plan, error) for plan, (_, _, error) in zip(plans, results)
+            if plan is not None and isinstance(error, ExportError)
+        ]
+        order_exports_record(sent=sent, failed=failed)
+        # Only once recorded: if that failed, the loop calls again with the same plans' keys.
+        for record, _, _ in results:
+            self._plans.pop(_coordinates(record), None)
+        if settings.EXPORT_LOG_OUTCOMES:
+            for plan, (record, _, error) in zip(plans, results):
+                if plan is not None and error is None:
+                    _log_outcome(record, plan.request, "exported")
+        return [error for _, _, error in results]
+
+def _coordinates(record: ConsumerRecord) -> tuple[str, int, int]:
+    return record.topic, record.partition, record.offset
 
 
 def export_dead_lettered(record: ConsumerRecord, reason: str, attempts: int) -> None:
     """After a record went to the DLT: mark its order's export failed, with the reason."""
     try:
-        request = export_request_decode(record.value)
+        request = export_record_decode(record, max_event_bytes=settings.EXPORT_MAX_EVENT_BYTES)
     except PoisonRecord:
-        return  # nothing to mark: the record names no order we can read
+        # Not an event of ours: whatever order its value names, that order's own event decides
+        # its export.
+        return
     export = order_export_fail(order_id=request.order_id, event_id=request.event_id, reason=reason)
     if export is not None:
         logger.error(
@@ -106,23 +138,38 @@ def export_dead_lettered(record: ConsumerRecord, reason: str, attempts: int) -> 
         )
 
 
+def export_pacer() -> Pacer:
+    """The platform's pace as the settings give it: EXPORT_RATE_LIMIT and the breaker."""
+    return Pacer(
+        rate=settings.EXPORT_RATE_LIMIT,
+        breaker_failures=settings.EXPORT_BREAKER_FAILURES,
+        breaker_cooldown=settings.EXPORT_BREAKER_COOLDOWN,
+    )
+
+
 def export_consumer(
     *,
     stop: StopFlag,
     client: ExternalPlatformClient | None = None,
     on_dead_letter: DeadLetterHook = export_dead_lettered,
+    concurrency: int | None = None,
 ) -> ConsumerLoop:
     """The loop `run_export_consumer` runs; tests drive it directly."""
     client = client or platform_client()
     return ConsumerLoop(
         topics=[settings.ORDER_EXPORT_TOPIC],
         group_id=settings.ORDER_EXPORT_CONSUMER_GROUP,
-        handler=export_record_handler(client=client),
-        batch_handler=export_batch_handler(client=client) if settings.EXPORT_CONSUMER_BATCH else None,
+        processor=ExportProcessor(client=client),
+        concurrency=concurrency or settings.EXPORT_CONCURRENCY,
+        max_uncommitted=settings.EXPORT_MAX_UNCOMMITTED,
+        pacer=export_pacer(),
         stop=stop,
         name="export-consumer",
         dead_letter=DeadLetterPublisher(topic=settings.ORDER_EXPORT_DLT_TOPIC, timeout=settings.KAFKA_DLT_SEND_TIMEOUT),
         on_dead_letter=on_dead_letter,
         max_attempts=settings.EXPORT_MAX_ATTEMPTS,
+        # A stop or a revocation waits for the calls in flight, each bounded by the timeout.
+        drain_timeout=settings.EXPORT_PLATFORM_TIMEOUT + 2,
         log_fields=export_log_fields,
+        report_status=True,
     )

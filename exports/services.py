@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Hashable, Iterable, Sequence
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -13,7 +14,7 @@ from django.db.models import BooleanField, F, Q
 from django.db.models.expressions import RawSQL
 from django.utils import timezone
 
-from exports.clients import ExternalPlatformClient, PermanentExportError, TransientExportError
+from exports.clients import TransientExportError
 from exports.events import ExportRequest, PoisonRecord
 from exports.models import OrderExport, ProcessedEvent, RedriveAudit
 from kafka_bridge import metrics
@@ -28,87 +29,24 @@ class UnknownOrder(PoisonRecord):
 
 
 @dataclass(frozen=True)
-class ExportOutcome:
-    status: Literal["exported", "duplicate", "dead_lettered_earlier"]
-    export: OrderExport
+class ExportPlan:
+    """What to do with one export request: `send` it to the platform, or nothing because it is a
+    `duplicate` (exported already) or was `dead_lettered_earlier` (a new try is an operator's
+    call); `error` instead when it cannot be exported at all (`UnknownOrder`)."""
 
-
-def order_export(*, request: ExportRequest, client: ExternalPlatformClient) -> ExportOutcome:
-    """Send the event's order to the platform unless that was done already, and record the
-    result; the event id is recorded as processed in the same transaction as the success.
-
-    Raises `TransientExportError` or `PermanentExportError` after recording the attempt (the
-    consumer retries or dead-letters the record), and `UnknownOrder`.
-    """
-    with transaction.atomic():
-        if not Order.objects.filter(pk=request.order_id).exists():
-            raise UnknownOrder(f"order {request.order_id} does not exist")
-        export, _ = OrderExport.objects.select_for_update().get_or_create(
-            order_id=request.order_id, defaults={"event_id": request.event_id}
-        )
-        if ProcessedEvent.objects.filter(event_id=request.event_id).exists():
-            return ExportOutcome("duplicate", export)
-        if export.status == OrderExport.Status.EXPORTED:
-            return ExportOutcome("duplicate", export)
-        if export.status == OrderExport.Status.FAILED:
-            # Dead-lettered already (this is a redelivery): a new try is an operator's call.
-            return ExportOutcome("dead_lettered_earlier", export)
-
-    try:
-        # Outside any transaction: no row lock is held while waiting on the network. The
-        # Idempotency-Key lets the platform drop a repeat if we crash before the commit below.
-        client.send(order=request.order, idempotency_key=str(request.event_id))
-    except (TransientExportError, PermanentExportError) as exc:
-        _count_attempt(export, last_error=str(exc))
-        kind = "transient" if isinstance(exc, TransientExportError) else "permanent"
-        metrics.EXPORT_ATTEMPTS_FAILED.labels(kind=kind).inc()
-        raise
-    with transaction.atomic():
-        _count_attempt(
-            export,
-            status=OrderExport.Status.EXPORTED,
-            last_error=None,
-            exported_at=timezone.now(),
-            event_id=request.event_id,
-        )
-        ProcessedEvent.objects.create(event_id=request.event_id, order_id=request.order_id)
-    metrics.EVENTS_EXPORTED.inc()
-    if request.occurred_at is not None:
-        metrics.EXPORT_DELAY.observe(max(0.0, (export.exported_at - request.occurred_at).total_seconds()))
-    return ExportOutcome("exported", export)
-
-
-@dataclass(frozen=True)
-class BatchItem:
-    """What became of one request of a batch: `status` when it is done with; otherwise `error`
-    is what stopped it (already counted as an attempt where it was a platform failure), or None
-    when it was not tried."""
-
-    status: Literal["exported", "duplicate", "dead_lettered_earlier"] | None = None
+    request: ExportRequest
+    action: Literal["send", "duplicate", "dead_lettered_earlier"] | None
     error: Exception | None = None
+    # The order's export as read, or None before its first attempt.
+    export: OrderExport | None = None
 
 
-_NOT_TRIED = BatchItem()
+def order_exports_plan(*, requests: Sequence[ExportRequest]) -> list[ExportPlan]:
+    """Decide, for many requests at once, which must go to the platform: one read of the orders
+    with their exports, and one of the processed event ids only for orders that have an export.
 
-
-def order_export_batch(
-    *,
-    requests: Sequence[ExportRequest],
-    lanes: Sequence[Hashable] | None = None,
-    client: ExternalPlatformClient,
-    should_stop: Callable[[], bool] = lambda: False,
-) -> list[BatchItem]:
-    """`order_export` for many requests at once: one or two reads for the whole batch, the
-    platform calls, then one transaction with bulk writes for every success. Returns one item
-    per request.
-
-    Requests of one lane (a partition) are taken in order: after one that is not done, the rest
-    of its lane is not tried, so the caller can hand them to `order_export` one by one. After a
-    platform failure no further call is made (the platform is likely down), and after the first
-    call none once `should_stop()` says so. An order the database lacks gives `UnknownOrder`, a failed call its
-    error, with the attempt counted as `order_export` would.
-    """
-    lanes = lanes if lanes is not None else [None] * len(requests)
+    The caller sends at most one request per order at a time and records each outcome with
+    `order_exports_record` before the next request of that order is planned."""
     order_ids = {request.order_id for request in requests}
     # The orders and their exports in one query (the export is null until a first attempt).
     known_orders: set[int] = set()
@@ -126,47 +64,40 @@ def order_export_batch(
         set(ProcessedEvent.objects.filter(event_id__in=seen_before).values_list("event_id", flat=True))
         if seen_before else set()
     )
-
-    items = [_NOT_TRIED] * len(requests)
-    blocked: set[Hashable] = set()
-    sent: list[ExportRequest] = []
-    exported_orders: set[int] = set()
-    calling = True
-    for index, (request, lane) in enumerate(zip(requests, lanes)):
-        if lane in blocked:
-            continue
+    plans = []
+    for request in requests:
         export = exports.get(request.order_id)
         if request.order_id not in known_orders:
-            items[index] = BatchItem(error=UnknownOrder(f"order {request.order_id} does not exist"))
-        elif (
-            request.event_id in processed
-            or request.order_id in exported_orders
-            or (export is not None and export.status == OrderExport.Status.EXPORTED)
-        ):
-            items[index] = BatchItem("duplicate")
-            continue
+            plans.append(ExportPlan(request, None, UnknownOrder(f"order {request.order_id} does not exist")))
+        elif request.event_id in processed or (export is not None and export.status == OrderExport.Status.EXPORTED):
+            plans.append(ExportPlan(request, "duplicate", export=export))
         elif export is not None and export.status == OrderExport.Status.FAILED:
-            items[index] = BatchItem("dead_lettered_earlier")
-            continue
-        # The first call of a batch is always made, so that every batch moves on.
-        elif calling and (not sent or not should_stop()):
-            try:
-                client.send(order=request.order, idempotency_key=str(request.event_id))
-            except (TransientExportError, PermanentExportError) as exc:
-                calling = False
-                _count_failed_attempt(request=request, export=export, error=exc)
-                items[index] = BatchItem(error=exc)
-            else:
-                sent.append(request)
-                exported_orders.add(request.order_id)
-                processed.add(request.event_id)
-                items[index] = BatchItem("exported")
-                continue
-        blocked.add(lane)
+            plans.append(ExportPlan(request, "dead_lettered_earlier", export=export))
+        else:
+            plans.append(ExportPlan(request, "send", export=export))
+    return plans
 
+
+def order_exports_record(
+    *, sent: Sequence[ExportPlan] = (), failed: Sequence[tuple[ExportPlan, Exception]] = ()
+) -> None:
+    """Record what the platform said about planned sends, in one transaction: each success
+    marks its export exported and its event id processed, together; each failure counts an
+    attempt with its error (the export stays pending: the consumer retries or dead-letters)."""
+    now = timezone.now()
+    with transaction.atomic():
+        if sent:
+            _record_exported(sent=sent, now=now)
+        if failed:
+            _record_failed(failed=failed, now=now)
+    for _, error in failed:
+        kind = "transient" if isinstance(error, TransientExportError) else "permanent"
+        metrics.EXPORT_ATTEMPTS_FAILED.labels(kind=kind).inc()
     if sent:
-        _record_exported(sent=sent, exports=exports)
-    return items
+        metrics.EVENTS_EXPORTED.inc(len(sent))
+        for plan in sent:
+            if plan.request.occurred_at is not None:
+                metrics.EXPORT_DELAY.observe(max(0.0, (now - plan.request.occurred_at).total_seconds()))
 
 
 def _id_in(ids: set[int]) -> Q:
@@ -178,13 +109,11 @@ def _id_in(ids: set[int]) -> Q:
                     (sorted(ids),), output_field=BooleanField()))
 
 
-def _record_exported(*, sent: list[ExportRequest], exports: dict[int, OrderExport]) -> None:
-    """One transaction for the whole batch: the exports marked exported and the event ids
-    recorded as processed, together, as `order_export` does for one."""
-    now = timezone.now()
+def _record_exported(*, sent: Sequence[ExportPlan], now) -> None:
+    """The exports marked exported and the event ids recorded as processed, in bulk."""
     same_event, other_event, new = [], [], []
-    for request in sent:
-        export = exports.get(request.order_id)
+    for plan in sent:
+        export, request = plan.export, plan.request
         if export is None:
             new.append(request)
         elif export.event_id == request.event_id:
@@ -193,19 +122,29 @@ def _record_exported(*, sent: list[ExportRequest], exports: dict[int, OrderExpor
             other_event.append((export.pk, request.event_id))
     exported = {"status": OrderExport.Status.EXPORTED, "attempts": F("attempts") + 1, "last_error": None,
                 "exported_at": now, "updated_at": now}
-    with transaction.atomic():
-        if same_event:
-            OrderExport.objects.filter(pk__in=same_event).update(**exported)
-        for pk, event_id in other_event:
-            OrderExport.objects.filter(pk=pk).update(**exported, event_id=event_id)
-        _insert_rows(OrderExport, ["order_id", "status", "attempts", "event_id", "exported_at", "updated_at"],
-                     [(r.order_id, OrderExport.Status.EXPORTED.value, 1, r.event_id, now, now) for r in new])
-        _insert_rows(ProcessedEvent, ["event_id", "order_id", "processed_at"],
-                     [(r.event_id, r.order_id, now) for r in sent])
-    metrics.EVENTS_EXPORTED.inc(len(sent))
-    for request in sent:
-        if request.occurred_at is not None:
-            metrics.EXPORT_DELAY.observe(max(0.0, (now - request.occurred_at).total_seconds()))
+    if same_event:
+        OrderExport.objects.filter(pk__in=same_event).update(**exported)
+    for pk, event_id in other_event:
+        OrderExport.objects.filter(pk=pk).update(**exported, event_id=event_id)
+    _insert_rows(OrderExport, ["order_id", "status", "attempts", "event_id", "exported_at", "updated_at"],
+                 [(r.order_id, OrderExport.Status.EXPORTED.value, 1, r.event_id, now, now) for r in new])
+    _insert_rows(ProcessedEvent, ["event_id", "order_id", "processed_at"],
+                 [(plan.request.event_id, plan.request.order_id, now) for plan in sent])
+
+
+def _record_failed(*, failed: Sequence[tuple[ExportPlan, Exception]], now) -> None:
+    """An attempt counted for each failure, with its error: one UPDATE per distinct error text
+    (an outage gives every call the same one) and one INSERT for first attempts."""
+    by_error: dict[str, list[int]] = defaultdict(list)
+    new = []
+    for plan, error in failed:
+        if plan.export is None:
+            new.append((plan.request.order_id, OrderExport.Status.PENDING.value, 1, plan.request.event_id, str(error), now))
+        else:
+            by_error[str(error)].append(plan.export.pk)
+    for text, pks in by_error.items():
+        OrderExport.objects.filter(pk__in=pks).update(attempts=F("attempts") + 1, last_error=text, updated_at=now)
+    _insert_rows(OrderExport, ["order_id", "status", "attempts", "event_id", "last_error", "updated_at"], new)
 
 
 def _insert_rows(model, attnames: list[str], rows: list[tuple]) -> None:
@@ -242,19 +181,6 @@ def _adapt_column(field, values: tuple, db) -> Sequence:
         return values  # what every driver takes as it is
     adapted = {value: field.get_db_prep_save(value, db) for value in set(values)}
     return [adapted[value] for value in values]
-
-
-def _count_failed_attempt(*, request: ExportRequest, export: OrderExport | None, error: Exception) -> None:
-    if export is None:
-        export, _ = OrderExport.objects.get_or_create(order_id=request.order_id, defaults={"event_id": request.event_id})
-    _count_attempt(export, last_error=str(error))
-    kind = "transient" if isinstance(error, TransientExportError) else "permanent"
-    metrics.EXPORT_ATTEMPTS_FAILED.labels(kind=kind).inc()
-
-
-def _count_attempt(export: OrderExport, **fields) -> None:
-    OrderExport.objects.filter(pk=export.pk).update(attempts=F("attempts") + 1, updated_at=timezone.now(), **fields)
-    export.refresh_from_db()
 
 
 def order_export_fail(*, order_id: int, event_id: uuid.UUID | None, reason: str) -> OrderExport | None:

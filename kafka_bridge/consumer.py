@@ -1,83 +1,129 @@
-"""A Kafka consumer loop with at-least-once delivery, retries and a dead-letter topic: the
-`@KafkaListener` of this project.
+"""A Kafka consumer loop with per-key ordered concurrency, at-least-once delivery, retries and a
+dead-letter topic: the `@KafkaListener` of this project, without its one-call-per-partition
+ceiling.
 
-Auto-commit is off. A record's offset is committed only after its handler returned (or the
-record was dead-lettered), so a crash redelivers what was not finished, never skips it.
-Handlers must therefore be idempotent.
+Records with the same key (within a partition) are handled one at a time in offset order;
+records with different keys run in parallel, up to `concurrency` calls at once, within a
+partition and across partitions. The loop thread does everything but the calls: it polls
+(so the consumer stays in its group however slow the calls are), asks the processor to
+prepare what it took (one bulk step), hands the calls to worker threads, hands their results
+back to the processor (one bulk step), and commits.
 
-What a handler raises decides what happens to the record:
-- `RetryableError`: retried with exponential backoff and jitter, up to `max_attempts`, then
-  dead-lettered. While it waits, its partition is paused and the loop keeps polling, so the
-  consumer stays in the group (no `max_poll_interval_ms` overrun, no rebalance) and the other
-  partitions keep moving. Records after it on the same partition wait: per-key order holds.
+Auto-commit is off. Per partition the committed offset is the first record not yet done with
+(`OffsetTracker`); records done beyond it are read again after a crash or a rebalance, so
+processors must be idempotent. Each partition is paused while `max_uncommitted` records are
+held past its committed offset, and resumed when they are done with.
+
+What a record's work raises decides what happens to it:
+- `RetryableError`: retried with exponential backoff and jitter (and not before its
+  `retry_after`), up to `max_attempts`, then dead-lettered. Only its key waits: the records
+  behind it with the same key wait for it, all others go on.
 - `NonRetryableError`: dead-lettered at once.
 - anything else (a database outage, a bug): retried with backoff for as long as it takes,
   never dead-lettered, since the record itself is not at fault.
 
-With a `batch_handler`, each poll's records go to it together first (one database
-transaction and bulk writes for many records, instead of a few per record). It returns the
-records it did not finish; on each partition, everything from the first of those on goes
-through the one-record path above, in order, so retries, dead-lettering and per-key order are
-exactly those of the one-record path. Offsets are committed after the batch is done with.
+A dead letter is sent on a thread of its own; until the dead-letter topic acknowledged it, the
+record is not done with, and a failed send is retried with backoff.
 
-The loop checks a stop flag between records; on a stop it finishes the record in hand,
-commits, closes the consumer (which leaves the group, so the partitions move at once), and
-returns.
+On a stop (or when partitions are revoked) no new work starts; the calls in flight finish
+(each bounded by the processor's own deadline, and the loop waits at most `drain_timeout`),
+their results are recorded, what is done is committed, and only then does the consumer close
+(leaving the group) or let the partitions go.
 """
 from __future__ import annotations
 
+import functools
 import logging
+import queue
 import random
 import time
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Hashable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from django.conf import settings
 from django.db import close_old_connections, reset_queries
 from kafka import KafkaConsumer
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.consumer.subscription_state import ConsumerRebalanceListener
-from kafka.errors import CommitFailedError, IllegalStateError, KafkaError
+from kafka.errors import (
+    AuthorizationError,
+    CommitFailedError,
+    IllegalStateError,
+    KafkaError,
+    SaslAuthenticationFailedError,
+)
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from kafka_bridge import metrics
 from kafka_bridge.client import connection_config
+from kafka_bridge.consumer_state import consumer_member_name, consumer_state_forget, consumer_state_record
 from kafka_bridge.dead_letter import DeadLetterPublisher
+from kafka_bridge.pacing import STATE_VALUES, Pacer
 from kafka_bridge.runner import StopFlag
+from kafka_bridge.scheduling import KeyScheduler
+from kafka_bridge.tracking import OffsetTracker
 
 logger = logging.getLogger(__name__)
 
 # Seconds between checks of the database connections (broken, or older than CONN_MAX_AGE).
 DB_CHECK_INTERVAL = 1.0
+# While calls are in flight the loop polls with this timeout, so their results are taken up
+# soon after they arrive (the broker's fetch responses wake the poll earlier anyway).
+BUSY_POLL_MS = 2
+# Seconds between offset commits while records keep finishing.
+COMMIT_INTERVAL = 0.2
+# A commit that takes longer is given up and tried again at the next interval: a broker that
+# does not answer must not hold the loop (nor a stop) for kafka-python's 30 s request timeout.
+COMMIT_TIMEOUT_MS = 5000
+# Seconds between updates of the gauges and of the status snapshot.
+GAUGE_INTERVAL = 1.0
 
+# Work for a worker thread: the record's call, made outside the loop thread.
+Call = Callable[[], Any]
 RecordHandler = Callable[[ConsumerRecord], None]
-
-
-@dataclass(frozen=True)
-class Unfinished:
-    """A record the batch handler did not finish. `error` is what handling it raised, if it was
-    tried (the loop retries or dead-letters it as if the record handler had raised it); None
-    when it was not tried (the record handler takes it)."""
-
-    record: ConsumerRecord
-    error: Exception | None = None
-
-
-# Takes a poll's records (in partition order within each partition) and a `keep_going()` to ask
-# before each unit of work after the first; returns the records it did not finish. On each
-# partition, the first of them and everything after it go the one-record way, unless the batch
-# ran out of time before trying it: then the partition is read again from there.
-BatchHandler = Callable[[list[ConsumerRecord], Callable[[], bool]], Collection[Unfinished]]
 DeadLetterHook = Callable[[ConsumerRecord, str, int], None]
 LogFields = Callable[[ConsumerRecord], dict]
 
 
 class RetryableError(Exception):
-    """The record may succeed later: retry it with backoff, then dead-letter it."""
+    """The record may succeed later: retry it with backoff, then dead-letter it. `retry_after`
+    (seconds) is the earliest moment the called system said it takes calls again."""
+
+    def __init__(self, *args: object, retry_after: float | None = None):
+        super().__init__(*args)
+        self.retry_after = retry_after
 
 
 class NonRetryableError(Exception):
     """No retry can help this record: dead-letter it at once."""
+
+
+class RecordProcessor(Protocol):
+    """What the loop does with records, in two bulk steps on the loop thread around the calls
+    made on worker threads."""
+
+    def prepare(self, records: list[ConsumerRecord]) -> list[Call | BaseException | None]:
+        """Per record: a call to make on a worker thread, an error to act on (retry or
+        dead-letter), or None when it is done with and needs no call."""
+
+    def complete(self, results: list[tuple[ConsumerRecord, Any, BaseException | None]]) -> list[BaseException | None]:
+        """Record the outcome of finished calls, given (record, what the call returned, what it
+        raised). Per record: None when it is done with, or the error to act on."""
+
+
+class CallEach:
+    """A processor that calls `handler(record)` on a worker thread for each record."""
+
+    def __init__(self, handler: RecordHandler):
+        self.handler = handler
+
+    def prepare(self, records):
+        return [functools.partial(self.handler, record) for record in records]
+
+    def complete(self, results):
+        return [error for _, _, error in results]
 
 
 def consumer_config(*, group_id: str) -> dict:
@@ -102,12 +148,24 @@ def backoff_delay(*, attempt: int, base: float, cap: float) -> float:
     return random.uniform(0, min(cap, base * 2 ** (attempt - 1)))
 
 
-@dataclass
-class _Retry:
-    offset: int
-    attempts: int
-    due: float
-    error: str
+@dataclass(eq=False)
+class _Item:
+    record: ConsumerRecord
+    tp: TopicPartition
+    # The partition's assignment it belongs to: results of an earlier one are not acted on.
+    generation: int
+    attempts: int = 0
+    # Given up on: to be sent to the dead-letter topic (again, if a send failed).
+    giving_up: bool = False
+    # On the dead-letter topic already; only the dead-letter hook is left to run.
+    dead_lettered: bool = False
+    # Its call is the circuit breaker's probe.
+    probe: bool = False
+    error: str = ""
+
+
+# What workers and the dead-letter thread hand back to the loop thread.
+_CALL, _DEAD_LETTER = "call", "dead_letter"
 
 
 class _Rebalances(ConsumerRebalanceListener):
@@ -115,17 +173,13 @@ class _Rebalances(ConsumerRebalanceListener):
         self.loop = loop
 
     def on_partitions_revoked(self, revoked):
-        # The new owner starts from the last commit; retry state here would be stale.
-        for tp in revoked:
-            self.loop._retries.pop(tp, None)
-        self.loop._forget_lag(revoked)
-        if revoked:
-            logger.info("%s: partitions revoked: %s", self.loop.name, _names(revoked))
+        try:
+            self.loop._partitions_revoked(set(revoked))
+        except Exception:
+            logger.exception("%s: handling the revocation of %s failed", self.loop.name, _names(revoked))
 
     def on_partitions_assigned(self, assigned):
-        if assigned:
-            self.loop.assignments += 1
-        logger.info("%s: partitions assigned: %s", self.loop.name, _names(assigned) or "none")
+        self.loop._partitions_assigned(set(assigned))
 
 
 def _names(partitions) -> str:
@@ -133,16 +187,20 @@ def _names(partitions) -> str:
 
 
 class ConsumerLoop:
-    """Polls `topics` in `group_id` and calls `handler` for each record, in partition order."""
+    """Polls `topics` in `group_id` and hands each record to `processor` (or, for simple uses,
+    to `handler(record)` on a worker thread)."""
 
     def __init__(
         self,
         *,
         topics: Sequence[str],
         group_id: str,
-        handler: RecordHandler,
         stop: StopFlag,
-        batch_handler: BatchHandler | None = None,
+        processor: RecordProcessor | None = None,
+        handler: RecordHandler | None = None,
+        concurrency: int = 1,
+        max_uncommitted: int | None = None,
+        pacer: Pacer | None = None,
         name: str = "consumer",
         dead_letter: DeadLetterPublisher | None = None,
         on_dead_letter: DeadLetterHook | None = None,
@@ -151,14 +209,21 @@ class ConsumerLoop:
         backoff_max: float | None = None,
         poll_timeout_ms: int | None = None,
         stats_interval: float | None = None,
+        drain_timeout: float = 10.0,
         log_fields: LogFields | None = None,
-        batch_time_budget: float | None = None,
+        report_status: bool = False,
     ):
+        if (processor is None) == (handler is None):
+            raise ValueError("give either a processor or a handler")
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, not {concurrency}")
         self.topics = list(topics)
         self.group_id = group_id
-        self.handler = handler
-        self.batch_handler = batch_handler
+        self.processor = processor if processor is not None else CallEach(handler)
         self.stop = stop
+        self.concurrency = concurrency
+        self.max_uncommitted = max_uncommitted or max(1000, 4 * concurrency)
+        self.pacer = pacer
         self.name = name
         self.dead_letter = dead_letter
         self.on_dead_letter = on_dead_letter
@@ -167,200 +232,87 @@ class ConsumerLoop:
         self.backoff_max = backoff_max if backoff_max is not None else settings.KAFKA_CONSUMER_RETRY_BACKOFF_MAX_MS / 1000
         self.poll_timeout_ms = poll_timeout_ms or settings.KAFKA_CONSUMER_POLL_TIMEOUT_MS
         self.stats_interval = stats_interval or settings.KAFKA_CONSUMER_STATS_INTERVAL
-        # Seconds a batch may keep taking on work: half the max poll interval by default.
-        self.batch_time_budget = (
-            batch_time_budget if batch_time_budget is not None else settings.KAFKA_CONSUMER_MAX_POLL_INTERVAL_MS / 2000
-        )
-        # What the handler's domain knows about a record (e.g. its order id), added to the
+        # How long a stop or a revocation waits for the calls in flight; the processor's own
+        # deadline per call should be shorter.
+        self.drain_timeout = drain_timeout
+        # What the processor's domain knows about a record (e.g. its order id), added to the
         # structured fields of the loop's own log lines about it.
         self.log_fields = log_fields
+        # Recorded in the database once a second (`ConsumerState`), for the admin's status page
+        # in the web process, which cannot see this process's gauges.
+        self.member = consumer_member_name(name) if report_status else None
         self.processed_total = 0
         self.dead_lettered_total = 0
         # How many times the group handed this consumer a non-empty set of partitions: 1 in a
         # run without rebalances.
         self.assignments = 0
-        self._retries: dict[TopicPartition, _Retry] = {}
+        self.max_in_flight_seen = 0
+
+        self._tracker = OffsetTracker()
+        self._scheduler: KeyScheduler[_Item] = KeyScheduler()
+        self._generation: dict[TopicPartition, int] = {}
+        self._results: queue.SimpleQueue = queue.SimpleQueue()
+        self._in_flight: dict[TopicPartition, int] = {}
+        self._calls_in_flight = 0
+        self._dead_letters_in_flight = 0
+        self._paused: set[TopicPartition] = set()
+        self._workers: ThreadPoolExecutor | None = None
+        self._dead_letter_worker: ThreadPoolExecutor | None = None
+        self._consumer: KafkaConsumer | None = None
         self._window_start = time.monotonic()
         self._window_count = 0
         self._broker_trouble_since = 0.0
         self._db_check_due = 0.0
+        self._commit_due = 0.0
+        self._gauges_due = 0.0
+        self._commit_trouble = False
         self._lag_partitions: set[TopicPartition] = set()
-        self._consumer: KafkaConsumer | None = None
+        self._uncommitted_partitions: set[TopicPartition] = set()
+
+    # --- the loop ---------------------------------------------------------------------------
 
     def run(self) -> None:
+        self._workers = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix=f"{self.name}-call")
+        self._dead_letter_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.name}-dlt")
         self._consumer = KafkaConsumer(**consumer_config(group_id=self.group_id))
         self._consumer.subscribe(self.topics, listener=_Rebalances(self))
-        logger.info("%s: consuming %s in group %s", self.name, ",".join(self.topics), self.group_id)
-        pending: dict[TopicPartition, OffsetAndMetadata] = {}
+        logger.info(
+            "%s: consuming %s in group %s, up to %d call(s) at once",
+            self.name, ",".join(self.topics), self.group_id, self.concurrency,
+        )
         try:
             while not self.stop.is_set():
-                self._resume_due_partitions()
-                polled = self._poll()
-                if polled:
-                    self._handle_polled(polled, pending)
-                self._commit(pending)
-                self._after_batch()
+                try:
+                    self._take_polled(self._poll())
+                    self._take_results(self._drain_results())
+                    self._start_work()
+                    self._commit()
+                    self._housekeeping()
+                except KafkaError as exc:
+                    if _fatal(exc):
+                        raise
+                    self._trouble(exc)
+                except Exception as exc:
+                    # Whatever a record or a dependency did, the consumer stays up: a crash
+                    # loop would only redeliver the same records to the next process.
+                    self._trouble(exc)
         finally:
-            self._close(pending)
+            self._close()
 
-    def _handle_polled(
-        self, polled: dict[TopicPartition, list[ConsumerRecord]], pending: dict[TopicPartition, OffsetAndMetadata]
-    ) -> None:
-        left, errors = self._handle_batch(polled, pending) if self.batch_handler is not None else (polled, {})
-        for tp, records in left.items():
-            for record in records:
-                if self.stop.is_set() or not self._process(tp, record, errors.get((tp, record.offset))):
-                    break
-                self._done(tp, [record], pending)
-            if self.stop.is_set():
-                break
-
-    def _handle_batch(
-        self, polled: dict[TopicPartition, list[ConsumerRecord]], pending: dict[TopicPartition, OffsetAndMetadata]
-    ) -> tuple[dict[TopicPartition, list[ConsumerRecord]], dict[tuple[TopicPartition, int], Exception]]:
-        """Give the batch handler every record of partitions with no retry under way. Returns,
-        per partition, the records the one-record path must take, in order, and the errors the
-        batch handler already met for some of them."""
-        # A partition with a retry under way has a record whose attempts the one-record path
-        # counts: it stays on that path until that record is done with.
-        left = {tp: records for tp, records in polled.items() if tp in self._retries}
-        batch = [record for tp, records in polled.items() if tp not in self._retries for record in records]
-        if not batch or self.stop.is_set():
-            return left, {}
-        # A batch stops taking on work well within max_poll_interval_ms, so a slow platform
-        # never costs the consumer its place in the group.
-        ends = time.monotonic() + self.batch_time_budget
-
-        def keep_going() -> bool:
-            return not self.stop.is_set() and time.monotonic() < ends
-
-        try:
-            unfinished = self.batch_handler(batch, keep_going)
-        except Exception as exc:
-            # The batch as a whole failed (the database, say): none of it is recorded as done,
-            # and the one-record path finds out which record is at fault, if any.
-            logger.warning(
-                "%s: a batch of %d record(s) failed (%s: %s); handling them one by one",
-                self.name, len(batch), type(exc).__name__, exc,
-            )
-            return polled, {}
-        cuts: dict[TopicPartition, int] = {}
-        errors: dict[tuple[TopicPartition, int], Exception] = {}
-        for item in unfinished:
-            tp = TopicPartition(item.record.topic, item.record.partition)
-            cuts[tp] = min(item.record.offset, cuts.get(tp, item.record.offset))
-            if item.error is not None:
-                errors[(tp, item.record.offset)] = item.error
-        out_of_time = not keep_going() and not self.stop.is_set()
-        for tp, records in polled.items():
-            if tp in left:
-                continue
-            cut = cuts.get(tp)
-            if cut is None:
-                self._done(tp, records, pending)
-                continue
-            self._done(tp, [record for record in records if record.offset < cut], pending)
-            if out_of_time and (tp, cut) not in errors:
-                # Not tried for lack of time: the next poll hands it to a new batch.
-                self._consumer.seek(tp, cut)
-                continue
-            left[tp] = [record for record in records if record.offset >= cut]
-        return left, errors
-
-    def _done(self, tp: TopicPartition, records: list[ConsumerRecord], pending: dict[TopicPartition, OffsetAndMetadata]) -> None:
-        if not records:
-            return
-        pending[tp] = OffsetAndMetadata(records[-1].offset + 1, "", -1)
-        self.processed_total += len(records)
-        self._window_count += len(records)
-        metrics.EVENTS_CONSUMED.labels(group=self.group_id, topic=tp.topic).inc(len(records))
-
-    # --- one record -------------------------------------------------------------------------
-
-    def _process(self, tp: TopicPartition, record: ConsumerRecord, error: Exception | None = None) -> bool:
-        """Handle `record` (or act on `error`, what handling it already raised); True when it is
-        done with (handled or dead-lettered), False when its partition was paused to retry it."""
-        retry = self._retries.get(tp)
-        attempt = retry.attempts + 1 if retry and retry.offset == record.offset else 1
-        try:
-            if error is not None:
-                raise error
-            self.handler(record)
-        except NonRetryableError as exc:
-            return self._give_up(tp, record, f"{type(exc).__name__}: {exc}", attempt)
-        except RetryableError as exc:
-            if attempt >= self.max_attempts:
-                return self._give_up(tp, record, f"{type(exc).__name__}: {exc} (after {attempt} attempts)", attempt)
-            return self._retry_later(tp, record, attempt, f"{type(exc).__name__}: {exc}", self.backoff_max)
-        except Exception as exc:
-            logger.exception("%s: unexpected error handling %s", self.name, _where(record), extra=self._fields(record))
-            # Not the record's fault: retry without limit, but never faster than the backoff.
-            return self._retry_later(tp, record, attempt, f"{type(exc).__name__}: {exc}", self.backoff_max, limited=False)
-        self._retries.pop(tp, None)
-        return True
-
-    def _retry_later(self, tp, record, attempt, error, cap, *, limited=True) -> bool:
-        delay = backoff_delay(attempt=attempt, base=self.backoff_base, cap=cap)
-        self._retries[tp] = _Retry(record.offset, attempt, time.monotonic() + delay, error)
-        # Rewind and pause: the next polls return nothing from this partition until the retry
-        # is due, while the loop keeps polling the others and keeps its group membership.
-        self._consumer.seek(tp, record.offset)
-        self._consumer.pause(tp)
-        limit = f"/{self.max_attempts}" if limited else ""
-        logger.warning(
-            "%s: attempt %d%s of %s failed (%s); retrying in %.1f s",
-            self.name, attempt, limit, _where(record), error, delay, extra=self._fields(record),
-        )
-        return False
-
-    def _give_up(self, tp, record, error, attempts) -> bool:
-        if self.dead_letter is None:
-            logger.error(
-                "%s: dropping %s after %d attempt(s): %s", self.name, _where(record), attempts, error,
-                extra=self._fields(record),
-            )
-        else:
-            try:
-                self.dead_letter.publish(record, error=error, attempts=attempts)
-            except KafkaError as exc:
-                # Not on the DLT yet: keep the record and try the whole thing again later.
-                return self._retry_later(tp, record, attempts, f"dead-lettering failed: {exc}", self.backoff_max, limited=False)
-            logger.error(
-                "%s: dead-lettered %s after %d attempt(s): %s", self.name, _where(record), attempts, error,
-                extra=self._fields(record),
-            )
-        if self.on_dead_letter is not None:
-            self.on_dead_letter(record, error, attempts)
-        self.dead_lettered_total += 1
-        metrics.EVENTS_DEAD_LETTERED.labels(group=self.group_id, topic=record.topic).inc()
-        self._retries.pop(tp, None)
-        return True
-
-    # --- the loop's plumbing ----------------------------------------------------------------
-
-    def _resume_due_partitions(self) -> None:
-        now = time.monotonic()
-        paused = self._consumer.paused()
-        for tp, retry in self._retries.items():
-            if retry.due <= now and tp in paused:
-                self._consumer.resume(tp)
-
-    def _poll_timeout_ms(self) -> int:
-        if not self._retries:
-            return self.poll_timeout_ms
-        until_due = min(retry.due for retry in self._retries.values()) - time.monotonic()
-        return max(0, min(self.poll_timeout_ms, int(until_due * 1000) + 1))
+    def _trouble(self, exc: Exception) -> None:
+        logger.error("%s: %s: %s; going on in 1 s", self.name, type(exc).__name__, exc, exc_info=exc)
+        self.stop.wait(1.0)
 
     def _poll(self) -> dict[TopicPartition, list[ConsumerRecord]]:
         try:
-            batch = self._consumer.poll(timeout_ms=self._poll_timeout_ms())
+            polled = self._consumer.poll(timeout_ms=self._poll_timeout_ms())
         except KafkaError as exc:
             # The broker is unreachable or the group coordinator moved: keep the consumer and
             # try again; it reconnects by itself. Nothing was handed out, so nothing is lost.
             if not self._broker_trouble_since:
                 self._broker_trouble_since = time.monotonic()
                 logger.warning("%s: poll failed (%s: %s); retrying", self.name, type(exc).__name__, exc)
-            self.stop.wait(1.0)
+            self.stop.wait(0.5 if self._busy() else 1.0)
             return {}
         if self._broker_trouble_since:
             logger.info(
@@ -368,41 +320,385 @@ class ConsumerLoop:
                 self.name, time.monotonic() - self._broker_trouble_since,
             )
             self._broker_trouble_since = 0.0
-        return batch
+        return polled
 
-    def _commit(self, pending: dict[TopicPartition, OffsetAndMetadata]) -> None:
-        if not pending:
+    def _poll_timeout_ms(self) -> int:
+        now = time.monotonic()
+        if not self._results.empty() or (self._free_workers() and self._can_start(now)):
+            return 0
+        if self._busy():
+            return BUSY_POLL_MS
+        until = self.poll_timeout_ms / 1000
+        due = self._scheduler.next_due()
+        if due is not None:
+            until = min(until, due - now)
+        if self._scheduler.has_ready(now) and self.pacer is not None:
+            until = min(until, self.pacer.wait())
+        return max(0, int(until * 1000) + 1)
+
+    def _busy(self) -> bool:
+        return bool(self._calls_in_flight or self._dead_letters_in_flight)
+
+    def _free_workers(self) -> int:
+        return self.concurrency - self._calls_in_flight
+
+    def _can_start(self, now: float) -> bool:
+        return self._scheduler.has_ready(now) and (self.pacer is None or self.pacer.wait() == 0)
+
+    def _take_polled(self, polled: dict[TopicPartition, list[ConsumerRecord]]) -> None:
+        for tp, records in polled.items():
+            generation = self._generation.get(tp)
+            if generation is None:
+                continue  # handed out just before a revocation; the new owner reads it again
+            for record in records:
+                self._tracker.received(tp, record.offset)
+                self._scheduler.add((tp, record.key), _Item(record, tp, generation))
+            if self._tracker.uncommitted(tp) >= self.max_uncommitted and tp not in self._paused:
+                # Far enough ahead of the committed offset: fetch no more until it moves.
+                self._consumer.pause(tp)
+                self._paused.add(tp)
+
+    # --- starting work ----------------------------------------------------------------------
+
+    def _start_work(self) -> None:
+        if self.stop.is_set():
+            return
+        now = time.monotonic()
+        limit = self._free_workers()
+        if self.pacer is not None:
+            limit = min(limit, self._pacer_allowance())
+        if limit <= 0:
+            return
+        taken = self._scheduler.take(limit=limit, now=now)
+        if not taken:
+            return
+        fresh = []
+        for key, item in taken:
+            if item.dead_lettered:
+                self._run_dead_letter_hook(key, item)
+            elif item.giving_up:
+                self._dead_letter(key, item, item.error)
+            else:
+                fresh.append((key, item))
+        if not fresh:
             return
         try:
-            self._consumer.commit(dict(pending))
+            steps = self.processor.prepare([item.record for _, item in fresh])
+        except Exception as exc:
+            # Nothing could be prepared (the database, say): no record is at fault.
+            steps = [exc] * len(fresh)
+        for (key, item), step in zip(fresh, steps):
+            if step is None:
+                self._done(key, item)
+            elif isinstance(step, BaseException):
+                item.attempts += 1
+                self._failed(key, item, step)
+            elif self.pacer is not None and self.pacer.wait() > 0:
+                # The pace changed while preparing (a limit reached): try again when it allows.
+                self._scheduler.retry_now(key)
+            else:
+                self._call(key, item, step)
+
+    def _pacer_allowance(self) -> int:
+        if self.pacer.wait() > 0:
+            return 0
+        if self.pacer.state != "closed":
+            return 1  # a probe
+        if self.pacer.rate:
+            return max(1, int(self.pacer._tokens))
+        return self.concurrency
+
+    def _call(self, key: Hashable, item: _Item, call: Call) -> None:
+        item.attempts += 1
+        item.probe = self.pacer.started() if self.pacer is not None else False
+        self._calls_in_flight += 1
+        self._in_flight[item.tp] = self._in_flight.get(item.tp, 0) + 1
+        self.max_in_flight_seen = max(self.max_in_flight_seen, self._calls_in_flight)
+        future = self._workers.submit(call)
+        future.add_done_callback(functools.partial(self._call_done, key, item))
+
+    def _call_done(self, key: Hashable, item: _Item, future: Future) -> None:
+        # On the worker thread: only hand the outcome over.
+        self._results.put((_CALL, key, item, future))
+
+    # --- taking results ---------------------------------------------------------------------
+
+    def _drain_results(self, timeout: float = 0.0) -> list[tuple]:
+        results = []
+        try:
+            results.append(self._results.get(timeout=timeout) if timeout else self._results.get_nowait())
+            while True:
+                results.append(self._results.get_nowait())
+        except queue.Empty:
+            pass
+        return results
+
+    def _take_results(self, results: list[tuple]) -> None:
+        if not results:
+            return
+        calls = []
+        for kind, key, item, future in results:
+            if kind == _DEAD_LETTER:
+                self._dead_letters_in_flight -= 1
+                self._dead_letter_done(key, item, future)
+                continue
+            self._calls_in_flight -= 1
+            self._in_flight[item.tp] -= 1
+            error = future.exception()
+            if self.pacer is not None:
+                if error is None or isinstance(error, NonRetryableError):
+                    self.pacer.succeeded(probe=item.probe)
+                else:
+                    self.pacer.failed(retry_after=getattr(error, "retry_after", None), probe=item.probe)
+            calls.append((key, item, None if error is not None else future.result(), error))
+        if not calls:
+            return
+        try:
+            outcomes = self.processor.complete([(item.record, value, error) for _, item, value, error in calls])
+        except Exception as exc:
+            # The outcomes could not be recorded: the calls are made again (an idempotent
+            # processor makes that harmless, e.g. by an idempotency key the called system honours).
+            outcomes = [exc] * len(calls)
+        for (key, item, _, _), outcome in zip(calls, outcomes):
+            if item.generation != self._generation.get(item.tp):
+                continue  # the partition went meanwhile: its new owner reads the record again
+            if outcome is None:
+                self._done(key, item)
+            else:
+                self._failed(key, item, outcome)
+
+    def _done(self, key: Hashable, item: _Item) -> None:
+        self._scheduler.finished(key)
+        self._tracker.done(item.tp, item.record.offset)
+        self.processed_total += 1
+        self._window_count += 1
+        metrics.EVENTS_CONSUMED.labels(group=self.group_id, topic=item.tp.topic).inc()
+        if item.tp in self._paused:
+            self._resume_if_room(item.tp)
+
+    def _resume_if_room(self, tp: TopicPartition) -> None:
+        if self._tracker.uncommitted(tp) < self.max_uncommitted:
+            try:
+                self._consumer.resume(tp)
+            except IllegalStateError:
+                pass  # no longer assigned
+            self._paused.discard(tp)
+
+    def _failed(self, key: Hashable, item: _Item, error: BaseException) -> None:
+        record = item.record
+        if isinstance(error, NonRetryableError):
+            self._dead_letter(key, item, f"{type(error).__name__}: {error}")
+        elif isinstance(error, RetryableError):
+            if item.attempts >= self.max_attempts:
+                self._dead_letter(key, item, f"{type(error).__name__}: {error} (after {item.attempts} attempts)")
+            else:
+                self._retry_later(key, item, f"{type(error).__name__}: {error}", retry_after=error.retry_after)
+        else:
+            logger.error(
+                "%s: unexpected error handling %s: %s: %s", self.name, _where(record), type(error).__name__, error,
+                exc_info=error, extra=self._fields(record),
+            )
+            # Not the record's fault: retry without limit, but never faster than the backoff.
+            self._retry_later(key, item, f"{type(error).__name__}: {error}", limited=False)
+
+    def _retry_later(self, key, item: _Item, error: str, *, limited: bool = True, retry_after: float | None = None) -> None:
+        delay = backoff_delay(attempt=max(1, item.attempts), base=self.backoff_base, cap=self.backoff_max)
+        if retry_after:
+            delay = max(delay, retry_after)
+        self._scheduler.retry_at(key, time.monotonic() + delay)
+        limit = f"/{self.max_attempts}" if limited else ""
+        logger.warning(
+            "%s: attempt %d%s of %s failed (%s); retrying in %.1f s",
+            self.name, item.attempts, limit, _where(item.record), error, delay, extra=self._fields(item.record),
+        )
+
+    # --- dead letters -----------------------------------------------------------------------
+
+    def _dead_letter(self, key: Hashable, item: _Item, error: str) -> None:
+        item.error, item.giving_up = error, True
+        if self.dead_letter is None:
+            logger.error(
+                "%s: dropping %s after %d attempt(s): %s", self.name, _where(item.record), item.attempts, error,
+                extra=self._fields(item.record),
+            )
+            item.dead_lettered = True
+            self._run_dead_letter_hook(key, item)
+            return
+        self._dead_letters_in_flight += 1
+        future = self._dead_letter_worker.submit(self.dead_letter.publish, item.record, error=error, attempts=item.attempts)
+        future.add_done_callback(lambda f: self._results.put((_DEAD_LETTER, key, item, f)))
+
+    def _dead_letter_done(self, key: Hashable, item: _Item, future: Future) -> None:
+        if item.generation != self._generation.get(item.tp):
+            return
+        error = future.exception()
+        if error is not None:
+            # Not on the DLT yet (broker down, a record it refused): keep the record and try
+            # again later; its key waits, nothing else does.
+            delay = backoff_delay(attempt=max(1, item.attempts), base=self.backoff_base, cap=self.backoff_max)
+            self._scheduler.retry_at(key, time.monotonic() + max(delay, self.backoff_base))
+            logger.warning(
+                "%s: dead-lettering %s failed (%s: %s); retrying in %.1f s",
+                self.name, _where(item.record), type(error).__name__, error, delay, extra=self._fields(item.record),
+            )
+            return
+        logger.error(
+            "%s: dead-lettered %s after %d attempt(s): %s", self.name, _where(item.record), item.attempts, item.error,
+            extra=self._fields(item.record),
+        )
+        self.dead_lettered_total += 1
+        metrics.EVENTS_DEAD_LETTERED.labels(group=self.group_id, topic=item.record.topic).inc()
+        item.dead_lettered = True
+        self._run_dead_letter_hook(key, item)
+
+    def _run_dead_letter_hook(self, key: Hashable, item: _Item) -> None:
+        if self.on_dead_letter is not None:
+            try:
+                self.on_dead_letter(item.record, item.error, item.attempts)
+            except Exception as exc:
+                # On the DLT already: only the hook is tried again, never the send.
+                delay = backoff_delay(attempt=2, base=self.backoff_base, cap=self.backoff_max)
+                self._scheduler.retry_at(key, time.monotonic() + max(delay, self.backoff_base))
+                logger.warning(
+                    "%s: after dead-lettering %s: %s: %s; retrying", self.name, _where(item.record),
+                    type(exc).__name__, exc, extra=self._fields(item.record),
+                )
+                return
+        self._done(key, item)
+
+    # --- commits and rebalances -------------------------------------------------------------
+
+    def _commit(self, *, force: bool = False, only: set[TopicPartition] | None = None) -> None:
+        now = time.monotonic()
+        if not force and now < self._commit_due:
+            return
+        self._commit_due = now + COMMIT_INTERVAL
+        offsets = self._tracker.to_commit()
+        if only is not None:
+            offsets = {tp: offset for tp, offset in offsets.items() if tp in only}
+        if not offsets:
+            return
+        try:
+            self._consumer.commit(
+                {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in offsets.items()}, timeout_ms=COMMIT_TIMEOUT_MS
+            )
         except CommitFailedError as exc:
             # The group rebalanced under us: the new owner re-reads from the last commit, and
-            # the handler's idempotence makes the replay harmless.
+            # the processor's idempotence makes the replay harmless.
             logger.warning("%s: commit failed after a rebalance: %s", self.name, exc)
-        pending.clear()
+            self._tracker.committed(offsets)
+            return
+        except KafkaError as exc:
+            # A timeout or the coordinator moving: the offsets stay to commit, and are tried
+            # again at the next interval.
+            if not self._commit_trouble:
+                logger.warning("%s: commit failed (%s: %s); retrying", self.name, type(exc).__name__, exc)
+            self._commit_trouble = True
+            return
+        if self._commit_trouble:
+            logger.info("%s: committing again", self.name)
+            self._commit_trouble = False
+        self._tracker.committed(offsets)
 
-    def _after_batch(self) -> None:
+    def _partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        for tp in assigned:
+            self._generation[tp] = self._generation.get(tp, 0) + 1
+        if assigned:
+            self.assignments += 1
+        logger.info("%s: partitions assigned: %s", self.name, _names(assigned) or "none")
+
+    def _partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        """Called inside `poll()`: no new work starts for these partitions, their calls in
+        flight finish and are recorded, what is done is committed, then they go."""
+        if not revoked:
+            return
+        self._finish_in_flight(lambda: sum(self._in_flight.get(tp, 0) for tp in revoked) or self._dead_letters_in_flight)
+        self._commit(force=True, only=revoked)
+        for tp in revoked:
+            self._generation.pop(tp, None)
+            self._paused.discard(tp)
+            self._in_flight.pop(tp, None)
+        self._scheduler.drop(lambda key: key[0] in revoked)
+        self._tracker.forget(revoked)
+        self._forget_partition_gauges(revoked)
+        logger.info("%s: partitions revoked: %s", self.name, _names(revoked))
+
+    def _finish_in_flight(self, outstanding: Callable[[], int]) -> None:
+        """Take results until `outstanding()` is 0 or the drain timeout passed."""
+        ends = time.monotonic() + self.drain_timeout
+        while outstanding():
+            left = ends - time.monotonic()
+            if left <= 0:
+                logger.warning("%s: %d call(s) still in flight after %.0f s; not waiting longer",
+                               self.name, outstanding(), self.drain_timeout)
+                return
+            self._take_results(self._drain_results(timeout=min(left, 0.1)))
+
+    # --- the loop's plumbing ----------------------------------------------------------------
+
+    def _housekeeping(self) -> None:
         reset_queries()
         now = time.monotonic()
         if now >= self._db_check_due:
             # Drops a broken connection, or one past CONN_MAX_AGE (0: at every check). Once a
-            # second, not after every poll: reopening the connection cost more than a batch.
+            # second, not after every poll: reopening the connection costs more than a batch.
             close_old_connections()
             self._db_check_due = now + DB_CHECK_INTERVAL
-        self._update_lag()
-        elapsed = time.monotonic() - self._window_start
+        if now >= self._gauges_due:
+            self._gauges_due = now + GAUGE_INTERVAL
+            self._update_gauges()
+        elapsed = now - self._window_start
         if elapsed >= self.stats_interval:
             logger.info(
-                "%s: %d record(s) in %.0f s (%.1f/s), %d since start, %d dead-lettered",
+                "%s: %d record(s) in %.0f s (%.1f/s), %d since start, %d dead-lettered, %d call(s) in flight",
                 self.name, self._window_count, elapsed, self._window_count / elapsed,
-                self.processed_total, self.dead_lettered_total,
+                self.processed_total, self.dead_lettered_total, self._calls_in_flight,
             )
-            self._window_start, self._window_count = time.monotonic(), 0
+            self._window_start, self._window_count = now, 0
+
+    def status(self) -> dict:
+        """What the loop holds now: calls in flight, keys waiting on a retry, records done but
+        not yet committable per partition, the pacer's state."""
+        return {
+            "group_id": self.group_id,
+            "concurrency": self.concurrency,
+            "calls_in_flight": self._calls_in_flight,
+            "retries_waiting": self._scheduler.waiting,
+            "records_queued": self._scheduler.queued,
+            "breaker": self.pacer.state if self.pacer is not None else None,
+            "partitions": [
+                {
+                    "topic": tp.topic,
+                    "partition": tp.partition,
+                    "commit_point": self._tracker.commit_point(tp),
+                    "uncommitted": self._tracker.uncommitted(tp),
+                    "done_uncommitted": self._tracker.done_ahead(tp),
+                    "paused": tp in self._paused,
+                }
+                for tp in sorted(self._tracker.partitions())
+            ],
+        }
+
+    def _update_gauges(self) -> None:
+        group = self.group_id
+        metrics.CONSUMER_CALLS_IN_FLIGHT.labels(group).set(self._calls_in_flight)
+        metrics.CONSUMER_RETRIES_WAITING.labels(group).set(self._scheduler.waiting)
+        if self.pacer is not None:
+            metrics.CONSUMER_BREAKER_STATE.labels(group).set(STATE_VALUES[self.pacer.state])
+        for tp in self._tracker.partitions():
+            metrics.CONSUMER_DONE_UNCOMMITTED.labels(group, tp.topic, str(tp.partition)).set(self._tracker.done_ahead(tp))
+            self._uncommitted_partitions.add(tp)
+        self._update_lag()
+        if self.member is not None:
+            try:
+                consumer_state_record(member=self.member, state=self.status())
+            except Exception as exc:
+                logger.warning("%s: status not recorded: %s: %s", self.name, type(exc).__name__, exc)
 
     def _fields(self, record: ConsumerRecord) -> dict:
         """The record's coordinates as structured log fields (`extra=`), for the JSON log format."""
         fields = {"topic": record.topic, "partition": record.partition, "offset": record.offset}
-        event_id = next((value for name, value in record.headers or [] if name == "event_id"), None)
+        event_id = next((value for name, value in record.headers or [] if name == "event_id" and value is not None), None)
         if event_id is not None:
             fields["event_id"] = event_id.decode("utf-8", "replace")
         if self.log_fields is not None:
@@ -411,11 +707,14 @@ class ConsumerLoop:
 
     def _update_lag(self) -> None:
         """Set the lag gauges from the consumer's own view, which costs no broker round trip:
-        the highwater comes with every fetch response, and the position is known locally."""
+        the highwater comes with every fetch response, and the commit point is known locally
+        (records fetched but not done with are lag too: a crash would read them again)."""
         for tp in self._consumer.assignment():
             try:
                 highwater = self._consumer.highwater(tp)
-                position = self._consumer.position(tp, timeout_ms=0) if highwater is not None else None
+                position = self._tracker.commit_point(tp)
+                if position is None and highwater is not None:
+                    position = self._consumer.position(tp, timeout_ms=0)
             except (IllegalStateError, KafkaError):
                 continue
             if position is None:
@@ -423,27 +722,47 @@ class ConsumerLoop:
             metrics.CONSUMER_LAG.labels(self.group_id, tp.topic, str(tp.partition)).set(max(0, highwater - position))
             self._lag_partitions.add(tp)
 
-    def _forget_lag(self, partitions) -> None:
-        """Partitions this consumer no longer owns: their lag is the new owner's to report."""
-        for tp in set(partitions) & self._lag_partitions:
-            self._lag_partitions.discard(tp)
-            try:
-                metrics.CONSUMER_LAG.remove(self.group_id, tp.topic, str(tp.partition))
-            except KeyError:
-                pass
+    def _forget_partition_gauges(self, partitions) -> None:
+        """Partitions this consumer no longer owns: their figures are the new owner's to report."""
+        for gauge, owned in ((metrics.CONSUMER_LAG, self._lag_partitions),
+                             (metrics.CONSUMER_DONE_UNCOMMITTED, self._uncommitted_partitions)):
+            for tp in set(partitions) & owned:
+                owned.discard(tp)
+                try:
+                    gauge.remove(self.group_id, tp.topic, str(tp.partition))
+                except KeyError:
+                    pass
 
-    def _close(self, pending: dict[TopicPartition, OffsetAndMetadata]) -> None:
-        self._forget_lag(list(self._lag_partitions))
+    def _close(self) -> None:
         if self._consumer is None:
             return
+        # No new work starts (the stop flag is set, or the loop failed); what is in flight
+        # finishes and is recorded before the final commit.
+        self._finish_in_flight(lambda: self._calls_in_flight or self._dead_letters_in_flight)
         try:
-            self._commit(pending)
+            self._commit(force=True)
         except KafkaError as exc:
             logger.error("%s: final commit failed: %s", self.name, exc)
+        self._forget_partition_gauges(list(self._lag_partitions | self._uncommitted_partitions))
+        metrics.CONSUMER_CALLS_IN_FLIGHT.labels(self.group_id).set(0)
+        metrics.CONSUMER_RETRIES_WAITING.labels(self.group_id).set(0)
+        if self.member is not None:
+            try:
+                consumer_state_forget(member=self.member)
+            except Exception as exc:
+                logger.warning("%s: status not removed: %s: %s", self.name, type(exc).__name__, exc)
         self._consumer.close(autocommit=False)
+        self._workers.shutdown(wait=False, cancel_futures=True)
+        self._dead_letter_worker.shutdown(wait=False, cancel_futures=True)
         if self.dead_letter is not None:
             self.dead_letter.close()
         logger.info("%s: stopped after %d record(s); left group %s", self.name, self.processed_total, self.group_id)
+
+
+def _fatal(exc: KafkaError) -> bool:
+    """Errors no retry can cure (refused credentials, no permission): the command reports
+    them and exits."""
+    return isinstance(exc, (SaslAuthenticationFailedError, AuthorizationError))
 
 
 def _where(record: ConsumerRecord) -> str:

@@ -45,8 +45,28 @@ EXPORT_DELAY = Histogram(
 )
 CONSUMER_LAG = Gauge(
     "orderflow_consumer_lag",
-    "Records between a consumer's position and the partition's end, as the consumer last saw them.",
+    "Records between a consumer's commit point (the first record it is not done with) and the partition's end, as the consumer last saw them.",
     ["group", "topic", "partition"],
+)
+CONSUMER_CALLS_IN_FLIGHT = Gauge(
+    "orderflow_consumer_calls_in_flight",
+    "Calls a consumer loop has running on its worker threads.",
+    ["group"],
+)
+CONSUMER_RETRIES_WAITING = Gauge(
+    "orderflow_consumer_retries_waiting",
+    "Keys (orders) whose record waits for a retry; the records behind each wait with it.",
+    ["group"],
+)
+CONSUMER_DONE_UNCOMMITTED = Gauge(
+    "orderflow_consumer_done_uncommitted",
+    "Records done with but not committable yet, because an earlier record of the partition is not done.",
+    ["group", "topic", "partition"],
+)
+CONSUMER_BREAKER_STATE = Gauge(
+    "orderflow_consumer_breaker_state",
+    "The circuit breaker in front of the called system: 0 closed, 1 half-open (probing), 2 open.",
+    ["group"],
 )
 OUTBOX_UNSENT = Gauge(
     "orderflow_outbox_unsent",

@@ -34,3 +34,22 @@ class OutboxEvent(models.Model):
     def __str__(self) -> str:
         state = f"sent {self.sent_at:%Y-%m-%d %H:%M:%S}" if self.sent_at else "unsent"
         return f"{self.event_type} {self.event_id} ({state})"
+
+
+class ConsumerState(models.Model):
+    """What one running consumer holds, as its `ConsumerLoop.status()` last reported it: the web
+    process cannot read the consumer process's gauges, so the consumer writes them here."""
+
+    # Who reports: "<name>@<host>:<pid>", one row per running consumer process.
+    member = models.CharField(max_length=200, unique=True)
+    group_id = models.CharField(max_length=249, db_index=True)
+    state = models.JSONField(help_text="ConsumerLoop.status()")
+    # Set by the database's clock, and compared with it, so clock skew between the consumer's
+    # host and the web's host cannot make a live consumer look stale (or a dead one live).
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        ordering = ["group_id", "member"]
+
+    def __str__(self) -> str:
+        return f"{self.member} in {self.group_id}"

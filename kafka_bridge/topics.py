@@ -3,7 +3,7 @@ partitions, and lowering would move keys between partitions and break per-key or
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
 from django.conf import settings
@@ -17,6 +17,8 @@ class TopicSpec:
     name: str
     partitions: int
     replication_factor: int
+    # Topic-level configs set at creation (an existing topic's are left as they are).
+    configs: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,11 @@ class TopicChange:
         return f"{self.name}: unchanged, {self.partitions} partition(s)"
 
 
+# The broker's default record batch limit is about 1 MiB; a dead letter carries the record and
+# its headers, so its topic takes four times that.
+DLT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
+
+
 class PartitionShrinkRefused(KafkaBridgeError):
     """A topic has more partitions than requested; Kafka cannot lower the count."""
 
@@ -41,13 +48,18 @@ class PartitionShrinkRefused(KafkaBridgeError):
 def event_topic_specs(*, partitions: int | None = None) -> list[TopicSpec]:
     """The event topic and its dead-letter topic as configured in settings.
 
-    The DLT gets the same partition count, so a dead-lettered record can keep its partition.
+    The DLT gets the same partition count, so a dead-lettered record can keep its partition,
+    and room for a record as large as the event topic takes plus the `dlt.*` headers, so an
+    oversized record can always be dead-lettered.
     """
     partitions = partitions or settings.ORDER_EXPORT_PARTITIONS
     rf = settings.ORDER_EXPORT_REPLICATION_FACTOR
     return [
         TopicSpec(name=settings.ORDER_EXPORT_TOPIC, partitions=partitions, replication_factor=rf),
-        TopicSpec(name=settings.ORDER_EXPORT_DLT_TOPIC, partitions=partitions, replication_factor=rf),
+        TopicSpec(
+            name=settings.ORDER_EXPORT_DLT_TOPIC, partitions=partitions, replication_factor=rf,
+            configs={"max.message.bytes": str(DLT_MAX_MESSAGE_BYTES)},
+        ),
     ]
 
 
@@ -92,7 +104,8 @@ def topics_ensure(*, specs: Sequence[TopicSpec]) -> list[TopicChange]:
 def _create(admin, spec: TopicSpec) -> TopicChange:
     try:
         admin.create_topics(
-            {spec.name: {"num_partitions": spec.partitions, "replication_factor": spec.replication_factor}},
+            {spec.name: {"num_partitions": spec.partitions, "replication_factor": spec.replication_factor,
+                          **({"configs": spec.configs} if spec.configs else {})}},
             wait_for_metadata=True,
         )
     except TopicAlreadyExistsError:

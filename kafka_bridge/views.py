@@ -1,5 +1,5 @@
 """The admin's "Kafka status" page: what Kafka UI shows, plus what it cannot see (the outbox,
-and the panels other apps add through KAFKA_STATUS_PANELS)."""
+what each running consumer holds, and the panels other apps add through KAFKA_STATUS_PANELS)."""
 from __future__ import annotations
 
 from django.conf import settings
@@ -9,6 +9,7 @@ from django.shortcuts import render
 from django.utils.module_loading import import_string
 
 from kafka_bridge.client import BrokerUnavailable
+from kafka_bridge.consumer_state import consumer_states_by_group
 from kafka_bridge.selectors import outbox_backlog
 from kafka_bridge.status import kafka_status
 
@@ -40,6 +41,9 @@ def kafka_status_page(request: HttpRequest) -> HttpResponse:
         groups = sorted(status["consumer_groups"], key=lambda g: (g["group_id"] != mine, g["group_id"]))
         context["groups"] = [g for g in groups if g["members"] or g["partitions"] or g["group_id"] == mine]
         context["idle_groups"] = [g for g in groups if g not in context["groups"]]
+        states = consumer_states_by_group(group_ids=[g["group_id"] for g in context["groups"]])
+        for group in context["groups"]:
+            group["consumers"] = states[group["group_id"]]
     context["outbox"] = outbox_backlog()
     context["panels"] = [import_string(path)() for path in settings.KAFKA_STATUS_PANELS]
     return render(request, "kafka_bridge/status.html", context)

@@ -12,6 +12,16 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PGDATA_DIR="${PG_DATA_DIR:-$ROOT/.pgdata}"
+# As root, the server runs as the `postgres` user, which must be able to reach the data folder.
+# A clone in a folder only root may enter (a `mktemp -d` folder, /root) keeps its cluster in the
+# postgres user's home instead, under a name of its own derived from the clone's path.
+# (Decided once the package, and so the user, is installed.)
+datadir_resolve() {
+  if [[ -z "${PG_DATA_DIR:-}" ]] && (( EUID == 0 )) && id postgres >/dev/null 2>&1 \
+     && ! runuser -u postgres -- test -x "$ROOT" 2>/dev/null; then
+    PGDATA_DIR="$(getent passwd postgres | cut -d: -f6)/orderflow-$(printf %s "$ROOT" | sha1sum | cut -c1-12)"
+  fi
+}
 PGPORT="${PG_PORT:-5433}"
 DB_NAME="${PG_DATABASE:-orderflow}"
 DB_USER="${PG_USER:-orderflow}"
@@ -39,6 +49,7 @@ pg_ctl_() { as_owner "$(bindir)/pg_ctl" -D "$PGDATA_DIR" "$@"; }
 
 up() {
   install_if_missing
+  datadir_resolve
   if (( EUID == 0 )); then
     mkdir -p "$PGDATA_DIR"
     chown postgres:postgres "$PGDATA_DIR"
@@ -72,6 +83,7 @@ up() {
 }
 
 down() {
+  datadir_resolve
   if [[ -z "$(bindir)" || ! -f "$PGDATA_DIR/PG_VERSION" ]] || ! pg_ctl_ status >/dev/null 2>&1; then
     say "not running"
     return 0

@@ -11,7 +11,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-TARGET_NAMES = {"consumer_vs_raw", "confirm_publish_vs_none", "e2e_p99_ms_at_200"}
+TARGET_NAMES = {
+    "consumer_vs_raw", "confirm_publish_vs_none", "e2e_p99_ms_at_200", "platform20_exports_per_s", "platform20_vs_serial",
+}
 
 
 @pytest.mark.kafka
@@ -62,13 +64,23 @@ def test_targets_are_run_by_run_ratios_and_checked_against_their_bounds():
         _figure("publish.service.publish", "postgresql", [70.0, 80.0, 90.0]),
         _figure("e2e.p99", "postgresql", [30.0, 31.0, 60.0]),
         _figure("e2e.p99", "sqlite", [120.0]),
+        _figure("platform.export.20ms", "postgresql", [1200.0, 1100.0, 1300.0]),
+        _figure("platform.export.20ms.serial", "postgresql", [48.0, 50.0, 52.0]),  # ratios 25, 22, 25
+        _figure("platform.export.20ms", "sqlite", [900.0]),
     ]
     targets, checks, _ = targets_compute(figures, ["postgresql", "sqlite"])
 
     assert targets == {
-        "postgresql": {"consumer_vs_raw": 0.6, "confirm_publish_vs_none": 0.8, "e2e_p99_ms_at_200": 31.0},
-        "sqlite": {"consumer_vs_raw": None, "confirm_publish_vs_none": None, "e2e_p99_ms_at_200": 120.0},
+        "postgresql": {
+            "consumer_vs_raw": 0.6, "confirm_publish_vs_none": 0.8, "e2e_p99_ms_at_200": 31.0,
+            "platform20_exports_per_s": 1200.0, "platform20_vs_serial": 25.0,
+        },
+        "sqlite": {
+            "consumer_vs_raw": None, "confirm_publish_vs_none": None, "e2e_p99_ms_at_200": 120.0,
+            "platform20_exports_per_s": 900.0, "platform20_vs_serial": None,
+        },
     }
+    assert checks["sqlite"]["platform20_exports_per_s"]["met"] is False
     assert {name: check["met"] for name, check in checks["postgresql"].items()} == dict.fromkeys(TARGET_NAMES, True)
     # The latency target is PostgreSQL's; on SQLite the figure is for reference.
     assert checks["sqlite"]["e2e_p99_ms_at_200"]["applies"] is False

@@ -1,5 +1,6 @@
-"""Fault injection on real processes: `run_export_consumer` SIGKILLed while events flow,
-SIGTERMed during a slow platform call, and two `run_outbox_relay` processes over one backlog.
+"""Fault injection on real processes: `run_export_consumer` SIGKILLed while events flow with 64
+calls in flight, SIGTERMed during a slow platform call and with 32 calls in flight, PostgreSQL
+restarted under it, and two `run_outbox_relay` processes over one backlog.
 
 What is counted, and where: the platform stub counts exports (one accepted Idempotency-Key per
 order, none missing) and the repeats it deduplicated (409); the topic counts events sent (one
@@ -29,6 +30,8 @@ from tests.processes import ManagedProcess
 pytestmark = [pytest.mark.kafka, pytest.mark.django_db(transaction=True)]
 
 ORDERS = 1000
+# The SIGKILL test: enough orders that each kill lands among 64 calls in flight.
+KILLED_ORDERS = 2000
 
 
 # --- processes --------------------------------------------------------------------------------
@@ -98,13 +101,19 @@ class Confirmer(threading.Thread):
 # --- the tests --------------------------------------------------------------------------------
 
 
-def test_consumer_sigkilled_repeatedly_while_1000_events_flow_every_order_exported_once(
+def test_consumer_sigkilled_three_times_with_64_calls_in_flight_every_order_exported_once(
     export_topics, export_group, consumer_env, fresh_publisher, platform_stub, kafka_admin, spawn
 ):
     topic, dlt = export_topics
+    ORDERS = KILLED_ORDERS  # noqa: N806 - the module's figure for this test
+    # A platform with a real platform's latency, so that each kill catches calls in flight.
+    platform_stub.delay = 0.02
     # A SIGKILLed member stays in the group until its session runs out, and its partitions with
     # it: the broker's minimum session keeps each restart's wait short.
-    env = {**consumer_env, "KAFKA_CONSUMER_SESSION_TIMEOUT_MS": "6000", "KAFKA_CONSUMER_HEARTBEAT_INTERVAL_MS": "1000"}
+    env = {
+        **consumer_env, "EXPORT_CONCURRENCY": "64",
+        "KAFKA_CONSUMER_SESSION_TIMEOUT_MS": "6000", "KAFKA_CONSUMER_HEARTBEAT_INTERVAL_MS": "1000",
+    }
     order_ids = orders_create(ORDERS)
 
     confirmer = Confirmer(order_ids)
@@ -113,7 +122,7 @@ def test_consumer_sigkilled_repeatedly_while_1000_events_flow_every_order_export
     killed_at: list[int] = []
     confirmer.start()
     try:
-        for threshold in (100, 300, 600):
+        for threshold in (200, 700, 1300):
             wait_until(
                 lambda: len(platform_stub.exported_order_ids()) >= threshold,
                 timeout=60,
@@ -149,7 +158,7 @@ def test_consumer_sigkilled_repeatedly_while_1000_events_flow_every_order_export
     assert f"left group {export_group}" in output
     event_ids = {int(key): str(event_id) for key, event_id in OutboxEvent.objects.values_list("key", "event_id")}
     tally = platform_tally(platform_stub, order_ids, event_ids)
-    records = read_records(topic, expected=ORDERS, timeout=30)
+    records = read_records(topic, expected=ORDERS, timeout=60)
     records_per_event = Counter(dict(record.headers)["event_id"].decode() for record in records)
     # A redelivery of a record whose export had committed is dropped before any platform call;
     # one killed between the platform's answer and the local commit reaches the platform again,
@@ -157,7 +166,7 @@ def test_consumer_sigkilled_repeatedly_while_1000_events_flow_every_order_export
     duplicate_line = re.compile(r"export: order \d+ event \S+ partition \d+ offset \d+: duplicate$", re.M)
     redelivered_locally = sum(len(duplicate_line.findall(run.output())) for run in consumers)
     report(
-        "consumer SIGKILLed",
+        "consumer SIGKILLed with 64 calls in flight",
         events_flowed=len(records),
         doubled_on_topic=sum(n - 1 for n in records_per_event.values()),
         relayed_after_fast_path=relayed,
@@ -167,6 +176,7 @@ def test_consumer_sigkilled_repeatedly_while_1000_events_flow_every_order_export
         repeated_calls_409=tally["statuses"][409],
         redeliveries_deduplicated_locally=redelivered_locally,
         kills=len(killed_at),
+        most_calls_in_flight_at_platform=platform_stub.max_in_flight,
         killed_at_accepted=killed_at,
         consumer_runs=len(consumers),
         sigterm_exit_seconds=round(stop_seconds, 1),
@@ -245,6 +255,107 @@ def test_sigterm_during_a_slow_platform_call_completes_and_commits_the_export(
         redelivered_to_successor=0 if "stopped after 0 record(s)" in successor_output else "some",
     )
     assert calls == [(order_id, 201)], calls
+
+
+def test_sigterm_with_32_calls_in_flight_exits_0_within_15_s_after_recording_them_and_doubles_nothing(
+    settings, export_topics, export_group, consumer_env, platform_stub, kafka_admin, spawn
+):
+    topic, _ = export_topics
+    settings.KAFKA_PUBLISH_ON_COMMIT = False
+    platform_stub.delay = 3
+    order_ids = orders_create(100)
+    for order_id in order_ids:
+        order_confirm(order_id=order_id)
+    outbox_backlog_publish()
+
+    consumer = spawn("run_export_consumer", {**consumer_env, "EXPORT_CONCURRENCY": "32"})
+    wait_until(
+        lambda: platform_stub.in_flight == 32, timeout=60,
+        message=lambda: f"{platform_stub.in_flight} call(s) in flight; the consumer said:\n{consumer.output()[-3000:]}",
+    )
+    exit_code, stop_seconds = consumer.terminate(timeout=15)
+    output = consumer.output()
+    assert exit_code == 0, output
+    assert f"left group {export_group}" in output
+    # The 32 calls were answered, and recorded before the consumer left.
+    answered = platform_stub.exported_order_ids()
+    assert len(answered) == 32
+    exported = set(OrderExport.objects.filter(status=OrderExport.Status.EXPORTED).values_list("order_id", flat=True))
+    assert exported == set(answered)
+
+    platform_stub.delay = 0
+    successor = spawn("run_export_consumer", consumer_env)
+    wait_until(
+        lambda: OrderExport.objects.filter(status=OrderExport.Status.EXPORTED).count() == len(order_ids), timeout=60,
+        message=lambda: f"the successor said:\n{successor.output()[-3000:]}",
+    )
+    successor.terminate(timeout=15)
+    tally = platform_tally(platform_stub, order_ids)
+    report(
+        "SIGTERM with 32 calls in flight",
+        events_flowed=len(order_ids),
+        in_flight_at_sigterm=32,
+        lost=len(tally["missing"]),
+        doubled=len(tally["doubled"]),
+        repeated_calls_409=tally["statuses"][409],
+        sigterm_exit_seconds=round(stop_seconds, 1),
+    )
+    assert tally["missing"] == [] and tally["doubled"] == [] and tally["wrong_keys"] == []
+    # Nothing the first consumer recorded was sent again.
+    assert tally["statuses"] == Counter({201: len(order_ids)}), tally["statuses"]
+    ends = end_offsets(topic)
+    assert committed_offsets(kafka_admin, export_group, topic) == {p: end for p, end in ends.items() if end > 0}
+
+
+@pytest.mark.skipif(
+    not os.environ.get("DATABASE_URL", "").startswith("postgres"), reason="restarts the project's PostgreSQL"
+)
+def test_postgresql_restarted_under_a_running_consumer_which_keeps_running_and_loses_nothing(
+    settings, export_topics, export_group, consumer_env, platform_stub, spawn
+):
+    import subprocess
+
+    from config.env import BASE_DIR
+
+    settings.KAFKA_PUBLISH_ON_COMMIT = False
+    # Slow enough that the restart lands in the middle of the drain.
+    platform_stub.delay = 0.05
+    order_ids = orders_create(300)
+    for order_id in order_ids:
+        order_confirm(order_id=order_id)
+    outbox_backlog_publish()
+    exported = OrderExport.objects.filter(status=OrderExport.Status.EXPORTED)
+
+    consumer = spawn("run_export_consumer", {**consumer_env, "EXPORT_CONCURRENCY": "4"})
+    wait_until(lambda: exported.count() >= 30, timeout=60, message=lambda: consumer.output()[-3000:])
+    postgres = BASE_DIR / "scripts" / "postgres.sh"
+    connections.close_all()
+    subprocess.run([postgres, "down"], check=True, capture_output=True)
+    try:
+        wait_until(
+            lambda: "unexpected error" in consumer.output(), timeout=30,
+            message=lambda: f"the consumer did not notice; it said:\n{consumer.output()[-3000:]}",
+        )
+        calls_while_down = platform_stub.call_count()
+    finally:
+        subprocess.run([postgres, "up"], check=True, capture_output=True)
+    wait_until(
+        lambda: exported.count() == len(order_ids), timeout=120,
+        message=lambda: f"{exported.count()} of {len(order_ids)} exported; the consumer said:\n{consumer.output()[-3000:]}",
+    )
+    assert consumer.process.poll() is None, "the consumer exited"
+    exit_code, _ = consumer.terminate(timeout=15)
+    tally = platform_tally(platform_stub, order_ids)
+    report(
+        "PostgreSQL restarted under the consumer",
+        events_flowed=len(order_ids),
+        lost=len(tally["missing"]),
+        doubled=len(tally["doubled"]),
+        platform_calls_before_restart=calls_while_down,
+        repeated_calls_409=tally["statuses"][409],
+    )
+    assert exit_code == 0
+    assert tally["missing"] == [] and tally["doubled"] == [] and tally["wrong_keys"] == []
 
 
 def test_two_relays_over_a_backlog_of_1000_rows_send_each_event_once(settings, export_topics, spawn):

@@ -43,6 +43,10 @@ METRIC_NAMES = [
     "orderflow_events_dead_lettered_total",
     "orderflow_export_delay_seconds",
     "orderflow_consumer_lag",
+    "orderflow_consumer_calls_in_flight",
+    "orderflow_consumer_retries_waiting",
+    "orderflow_consumer_done_uncommitted",
+    "orderflow_consumer_breaker_state",
     "orderflow_outbox_unsent",
     "orderflow_outbox_oldest_unsent_age_seconds",
 ]
@@ -198,6 +202,51 @@ def test_the_lag_gauge_counts_records_behind_a_stuck_partition_and_goes_when_the
     assert REGISTRY.get_sample_value("orderflow_consumer_lag", labels) is None
 
 
+def test_the_pipeline_gauges_show_a_retried_key_records_done_behind_it_and_calls_in_flight(
+    kafka_topic, consumer_group
+):
+    from kafka import KafkaProducer
+
+    from kafka_bridge.client import connection_config
+    from kafka_bridge.pacing import Pacer
+
+    producer = KafkaProducer(**connection_config())
+    for key in (b"stuck", b"a", b"b", b"slow"):
+        producer.send(kafka_topic, key=key, value=key)
+    producer.flush(timeout=10)
+    producer.close()
+    release = threading.Event()
+
+    def handler(record):
+        if record.key == b"stuck":
+            raise RetryableError("not today")
+        if record.key == b"slow":
+            release.wait(30)
+
+    stop = StopFlag()
+    loop = ConsumerLoop(
+        topics=[kafka_topic], group_id=consumer_group, handler=handler, stop=stop, concurrency=4,
+        pacer=Pacer(breaker_failures=0), max_attempts=1000, backoff_base=0.05, backoff_max=0.05,
+    )
+    thread = threading.Thread(target=loop.run, daemon=True)
+    thread.start()
+    group = {"group": consumer_group}
+    try:
+        wait_until(
+            lambda: (sample("orderflow_consumer_calls_in_flight", **group), sample("orderflow_consumer_retries_waiting", **group),
+                     sample("orderflow_consumer_done_uncommitted", **group, topic=kafka_topic, partition="0")) == (1, 1, 2),
+            timeout=30,
+            message=lambda: f"gauges: {loop.status()}",
+        )
+        assert REGISTRY.get_sample_value("orderflow_consumer_breaker_state", group) == 0
+    finally:
+        release.set()
+        stop.set()
+        thread.join(timeout=30)
+    assert not thread.is_alive()
+    assert sample("orderflow_consumer_calls_in_flight", **group) == 0
+
+
 # --- the relay -------------------------------------------------------------------------------
 
 
@@ -288,18 +337,19 @@ def test_run_export_consumer_serves_metrics_on_its_port(export_topics, export_gr
             assert f"# TYPE {name} " in text, name
 
         order = order_factory(confirmed=True)
+        # The consumer can read the event before the marking thread has written its partition.
+        assert request_publisher().flush(timeout=10)
+        partition = OutboxEvent.objects.get(key=str(order.pk)).partition
         consumed = f'orderflow_events_consumed_total{{group="{export_group}",topic="{topic}"}} 1.0'
+        # The gauges are set once a second: the lag line follows the counters shortly.
+        lag = f'orderflow_consumer_lag{{group="{export_group}",partition="{partition}",topic="{topic}"}} 0.0'
         text = wait_until(
-            lambda: (page := scrape(url)) and consumed in page and page,
+            lambda: (page := scrape(url)) and consumed in page and lag in page and page,
             timeout=30,
             message=lambda: f"not consumed; it said:\n{''.join(lines)}",
         )
         assert "orderflow_events_exported_total 1.0" in text
         assert "orderflow_export_delay_seconds_count 1.0" in text
-        # The consumer can read the event before the marking thread has written its partition.
-        assert request_publisher().flush(timeout=10)
-        partition = OutboxEvent.objects.get(key=str(order.pk)).partition
-        assert f'orderflow_consumer_lag{{group="{export_group}",partition="{partition}",topic="{topic}"}} 0.0' in text
     finally:
         stop_command(process, lines)
 

@@ -1,0 +1,337 @@
+"""The consumer's per-key ordered concurrency on the real broker: per key one record at a time in
+offset order while different keys run in parallel; a retried order holds back only itself and
+the commit point; hostile records go to the DLT byte for byte and the consumer goes on; a
+dead-lettering failure is retried, never a crash."""
+from __future__ import annotations
+
+import json
+import random
+import threading
+import uuid
+from collections import defaultdict
+
+import pytest
+from kafka import KafkaProducer
+
+from exports.clients import FakeExternalPlatformClient, TransientExportError
+from exports.models import OrderExport
+from kafka_bridge.client import connection_config
+from kafka_bridge.consumer import ConsumerLoop
+from kafka_bridge.dead_letter import DeadLetterPublisher
+from kafka_bridge.models import OutboxEvent
+from kafka_bridge.runner import StopFlag
+from orders.services import order_confirm
+from tests.faults import committed_offsets, orders_create, outbox_backlog_publish, report
+from tests.helpers import end_offsets, read_records, wait_until
+
+pytestmark = pytest.mark.kafka
+
+
+def produce(topic: str, records: list[dict]) -> None:
+    """Each record as a dict of `send()`'s keyword arguments."""
+    producer = KafkaProducer(**connection_config())
+    try:
+        for record in records:
+            producer.send(topic, **record)
+        producer.flush(timeout=10)
+    finally:
+        producer.close()
+
+
+@pytest.fixture
+def run_loop(consumer_group):
+    """`run_loop(**options)` starts a ConsumerLoop in a thread; stopped after the test."""
+    started: list[tuple[threading.Thread, StopFlag]] = []
+
+    def start(**options) -> ConsumerLoop:
+        stop = StopFlag()
+        loop = ConsumerLoop(group_id=consumer_group, stop=stop, backoff_base=0.05, backoff_max=0.2, **options)
+        thread = threading.Thread(target=loop.run, daemon=True)
+        thread.start()
+        started.append((thread, stop))
+        return loop
+
+    yield start
+    for thread, stop in started:
+        stop.set()
+        thread.join(timeout=30)
+        assert not thread.is_alive()
+
+
+class RecordingHandler:
+    """Notes which record of each key it works on, with random work times (seeded), and every
+    moment two records of one key were worked on at once."""
+
+    def __init__(self, seed: int = 7):
+        self.lock = threading.Lock()
+        self.random = random.Random(seed)
+        self.active: dict[bytes, int] = defaultdict(int)
+        self.overlaps: list[bytes] = []
+        self.order: dict[bytes, list[int]] = defaultdict(list)
+        self.running = 0
+        self.most_running = 0
+        self.handled = 0
+        self.stopped = threading.Event()
+
+    def __call__(self, record) -> None:
+        with self.lock:
+            self.active[record.key] += 1
+            if self.active[record.key] > 1:
+                self.overlaps.append(record.key)
+            self.order[record.key].append(record.offset)
+            self.running += 1
+            self.most_running = max(self.most_running, self.running)
+            work = self.random.uniform(0, 0.02)
+        # The work a platform call would be: other keys' records run meanwhile.
+        self.stopped.wait(work)
+        with self.lock:
+            self.active[record.key] -= 1
+            self.running -= 1
+            self.handled += 1
+
+
+def test_per_key_offset_order_and_never_two_of_one_key_at_once_while_keys_run_in_parallel(
+    kafka_topic_factory, run_loop, kafka_admin, consumer_group
+):
+    topic = kafka_topic_factory(partitions=3)
+    keys = [f"order-{n}".encode() for n in range(60)]
+    per_key = 6
+    produce(topic, [{"key": key, "value": f"{key.decode()}#{i}".encode()} for i in range(per_key) for key in keys])
+    handler = RecordingHandler()
+
+    loop = run_loop(topics=[topic], handler=handler, concurrency=16)
+
+    total = len(keys) * per_key
+    wait_until(lambda: handler.handled == total, timeout=60, message=lambda: f"handled {handler.handled} of {total}")
+    produced = read_records(topic, expected=total)
+    offsets_by_key: dict[bytes, list[int]] = defaultdict(list)
+    for record in produced:
+        offsets_by_key[record.key].append(record.offset)
+    assert handler.overlaps == []
+    assert {key: offsets for key, offsets in handler.order.items()} == offsets_by_key
+    assert handler.most_running > 4, f"at most {handler.most_running} record(s) at once: no concurrency"
+    assert loop.max_in_flight_seen <= 16
+    wait_until(
+        lambda: committed_offsets(kafka_admin, consumer_group, topic) == end_offsets(topic),
+        timeout=15, message="the group did not commit every partition to its end",
+    )
+    report("per-key order", records=total, keys=len(keys), most_at_once=handler.most_running, overlaps=0)
+
+
+class FailingForOneOrder(FakeExternalPlatformClient):
+    """Fails one order's calls (transiently) until told to take it."""
+
+    def __init__(self, order_id: int):
+        super().__init__()
+        self.failing_order = order_id
+        self.healed = threading.Event()
+        self.failed_calls = 0
+
+    def send(self, *, order, idempotency_key):
+        if order["id"] == self.failing_order and not self.healed.is_set():
+            self.failed_calls += 1
+            raise TransientExportError("HTTP 503 from the platform")
+        super().send(order=order, idempotency_key=idempotency_key)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_one_order_retried_holds_back_only_itself_and_the_commit_point_of_its_partition(
+    settings, export_topics, export_group, kafka_admin, fresh_publisher
+):
+    from exports.consumer import export_consumer
+
+    topic, _ = export_topics
+    settings.KAFKA_PUBLISH_ON_COMMIT = False
+    settings.EXPORT_MAX_ATTEMPTS = 1000
+    settings.KAFKA_CONSUMER_RETRY_BACKOFF_MS = 20
+    settings.KAFKA_CONSUMER_RETRY_BACKOFF_MAX_MS = 100
+    order_ids = orders_create(30)
+    for order_id in order_ids:
+        order_confirm(order_id=order_id)
+    outbox_backlog_publish()
+    # The failing order is the first of its partition: everything after it is behind it.
+    first_rows = OutboxEvent.objects.filter(offset=0).order_by("partition")
+    failing = first_rows[0]
+    behind = OutboxEvent.objects.filter(partition=failing.partition).exclude(pk=failing.pk)
+    assert behind.count() >= 3
+    client = FailingForOneOrder(int(failing.key))
+
+    stop = StopFlag()
+    loop = export_consumer(stop=stop, client=client, concurrency=8)
+    thread = threading.Thread(target=loop.run, daemon=True)
+    thread.start()
+    try:
+        others = [order_id for order_id in order_ids if order_id != int(failing.key)]
+        wait_until(
+            lambda: set(client.received_order_ids()) == set(others), timeout=30,
+            message=lambda: f"{len(set(client.received_order_ids()))} of {len(others)} other orders exported",
+        )
+        wait_until(lambda: client.failed_calls >= 3, timeout=10)
+        # Everything else of its partition is done, yet the commit point stays at it.
+        ends = end_offsets(topic)
+        wait_until(
+            lambda: all(
+                committed_offsets(kafka_admin, export_group, topic).get(p) == end
+                for p, end in ends.items() if p != failing.partition and end
+            ),
+            timeout=15, message="the other partitions were not committed to their end",
+        )
+        assert committed_offsets(kafka_admin, export_group, topic).get(failing.partition, 0) == failing.offset
+        assert OrderExport.objects.get(order_id=failing.key).status == "pending"
+        assert loop.status()["retries_waiting"] == 1
+
+        client.healed.set()
+        wait_until(lambda: int(failing.key) in client.received_order_ids(), timeout=15)
+        wait_until(
+            lambda: committed_offsets(kafka_admin, export_group, topic) == {p: end for p, end in ends.items() if end},
+            timeout=15, message="the partition was not committed past the healed order",
+        )
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    export = OrderExport.objects.get(order_id=failing.key)
+    assert (export.status, export.attempts) == ("exported", client.failed_calls + 1)
+    assert sorted(client.received_order_ids()) == sorted(order_ids)
+    report("one order retried", orders=len(order_ids), failed_calls=client.failed_calls, others_waited=0)
+
+
+def _event(order_id: int, event_id: uuid.UUID) -> bytes:
+    return json.dumps({
+        "event_id": str(event_id), "event_type": "OrderExportRequested", "schema_version": 1,
+        "occurred_at": "2026-11-29T10:00:00+00:00",
+        "order": {"id": order_id, "customer_id": "c-1", "status": "confirmed", "total_amount": "9.99",
+                  "lines": [{"sku": "SKU-1", "quantity": 1, "unit_price": "9.99"}],
+                  "created_at": "2026-11-29T10:00:00+00:00", "confirmed_at": "2026-11-29T10:00:00+00:00"},
+    }).encode()
+
+
+HOSTILE = {
+    "null key": lambda valid: {"key": None, "value": valid, "headers": [("event_type", b"OrderExportRequested")]},
+    "null value": lambda valid: {"key": b"1", "value": None},
+    "null key and value": lambda valid: {"key": None, "value": None, "headers": [("origin", b"x")]},
+    "null header value": lambda valid: {"key": None, "value": valid, "headers": [("event_id", None)]},
+    "non-UTF-8 key": lambda valid: {"key": b"\xff\xfe\x00", "value": valid},
+    "oversized value": lambda valid: {"key": b"7", "value": b"{" + b" " * 1_000_000 + b"}"},
+}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_hostile_records_are_dead_lettered_byte_for_byte_and_each_valid_order_after_them_is_exported(
+    settings, export_topics, export_group, running_export_consumer
+):
+    topic, dlt = export_topics
+    settings.EXPORT_MAX_EVENT_BYTES = 512 * 1024
+    order_ids = orders_create(len(HOSTILE))
+    sent = []
+    for (name, hostile), order_id in zip(HOSTILE.items(), order_ids):
+        event_id = uuid.uuid4()
+        valid = _event(order_id, event_id)
+        record = hostile(valid)
+        # The null-header case keeps a valid key and value, so only the header is at fault.
+        if name == "null header value":
+            record["key"] = str(order_id).encode()
+        sent.append((name, record))
+        _produce_raw(topic, record, order_id, valid, event_id)
+
+    wait_until(
+        lambda: sorted(running_export_consumer.received_order_ids()) == sorted(order_ids), timeout=60,
+        message=lambda: f"exported {sorted(running_export_consumer.received_order_ids())} of {sorted(order_ids)}",
+    )
+    dead = read_records(dlt, expected=len(HOSTILE))
+    assert len(dead) == len(HOSTILE)
+    by_offset = {int(dict(r.headers)["dlt.original.offset"]): r for r in dead}
+    for index, (name, record) in enumerate(sent):
+        letter = by_offset[2 * index]
+        original = [(k, v) for k, v in letter.headers if not k.startswith("dlt.")]
+        assert (letter.key, letter.value) == (record.get("key"), record.get("value")), name
+        assert original == list(record.get("headers") or []), name
+        assert dict(letter.headers)["dlt.attempts"] == b"1", name
+    assert sorted(OrderExport.objects.filter(status="exported").values_list("order_id", flat=True)) == sorted(order_ids)
+    report("hostile records", hostile=len(HOSTILE), dead_lettered=len(dead), valid_exported=len(order_ids))
+
+
+def _produce_raw(topic, record, order_id, valid, event_id) -> None:
+    """The hostile record, then a valid event, on partition 0. kafka-python's `send()` refuses a
+    record with neither key nor value and a null header value, which Kafka allows: they are sent
+    the way the dead-letter publisher sends them."""
+    from kafka_bridge.dead_letter import _RecordCopyProducer
+
+    producer = _RecordCopyProducer(**connection_config())
+    try:
+        producer.send_copy(topic, partition=0, key=record.get("key"), value=record.get("value"),
+                           headers=record.get("headers") or []).get(timeout=10)
+        producer.send_copy(topic, partition=0, key=str(order_id).encode(), value=valid,
+                           headers=[("event_type", b"OrderExportRequested"), ("event_id", str(event_id).encode())]).get(timeout=10)
+    finally:
+        producer.close()
+
+
+def test_a_dead_letter_that_cannot_be_sent_is_retried_until_it_can_and_nothing_else_waits(
+    kafka_topic_factory, run_loop, unique_name, kafka_admin
+):
+    topic = kafka_topic_factory(partitions=1)
+    # The DLT does not exist yet (topics are never auto-created): every send fails.
+    dlt = unique_name("dlt")
+    produce(topic, [{"key": b"bad", "value": b"poison"}, {"key": b"good", "value": b"fine"}])
+    handled: list[bytes] = []
+
+    def handler(record):
+        if record.value == b"poison":
+            from kafka_bridge.consumer import NonRetryableError
+
+            raise NonRetryableError("not an event")
+        handled.append(record.value)
+
+    loop = run_loop(topics=[topic], handler=handler, dead_letter=DeadLetterPublisher(topic=dlt, timeout=1))
+    wait_until(lambda: handled == [b"fine"], timeout=30, message=lambda: f"handled {handled}")
+    assert loop.dead_lettered_total == 0
+    kafka_admin.create_topics({dlt: {"num_partitions": 1, "replication_factor": 1}}, wait_for_metadata=True)
+    try:
+        wait_until(lambda: loop.dead_lettered_total == 1, timeout=60, message="the dead letter was never sent")
+        [letter] = read_records(dlt, expected=1)
+        assert (letter.key, letter.value) == (b"bad", b"poison")
+        assert loop.processed_total == 2
+    finally:
+        kafka_admin.delete_topics([dlt])
+
+
+def test_a_frozen_broker_under_the_loop_times_out_its_commits_and_the_loop_rides_it_out(private_broker, caplog):
+    from kafka import KafkaAdminClient
+
+    admin = KafkaAdminClient(**connection_config())
+    admin.create_topics({"frozen": {"num_partitions": 3, "replication_factor": 1}}, wait_for_metadata=True)
+    admin.close()
+    produce("frozen", [{"key": f"k{n}".encode(), "value": b"v"} for n in range(200)])
+    handled: list[int] = []
+    gate = threading.Event()
+
+    def handler(record):
+        if len(handled) >= 50:
+            gate.wait(30)
+        handled.append(record.offset)
+
+    stop = StopFlag()
+    loop = ConsumerLoop(topics=["frozen"], group_id="frozen-group", handler=handler, stop=stop, concurrency=4)
+    thread = threading.Thread(target=loop.run, daemon=True)
+    thread.start()
+    try:
+        wait_until(lambda: len(handled) >= 50, timeout=60, message="the loop did not start")
+        with private_broker.frozen():
+            gate.set()
+            wait_until(lambda: "commit failed" in caplog.text, timeout=30, message="no commit was attempted")
+            assert thread.is_alive()
+        wait_until(lambda: loop.processed_total == 200, timeout=60, message=lambda: f"{loop.processed_total} done")
+        admin = KafkaAdminClient(**connection_config())
+        try:
+            wait_until(
+                lambda: sum(meta.offset for meta in admin.list_group_offsets({"frozen-group": None})["frozen-group"].values()) == 200,
+                timeout=30, message="not committed to the end after the broker came back",
+            )
+        finally:
+            admin.close()
+        wait_until(lambda: "committing again" in caplog.text, timeout=10)
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert not thread.is_alive()
+    assert len(handled) >= 200
