@@ -140,16 +140,26 @@ class Harness:
         committed = self.admin.list_group_offsets({group: None}).get(group) or {}
         return sum(meta.offset for meta in committed.values() if meta is not None and meta.offset > 0)
 
-    def wait_group_caught_up(self, group: str, *, target: int, timeout: float, alive: Callable[[], bool] = lambda: True) -> float:
-        """Wait until `group` committed `target` offsets in all; returns when it did (monotonic)."""
-        deadline = time.monotonic() + timeout
+    def wait_group_caught_up(
+        self, group: str, *, target: int, timeout: float, alive: Callable[[], bool] = lambda: True, stalled_after: float = 60.0
+    ) -> float:
+        """Wait until `group` committed `target` offsets in all; returns when it did (monotonic).
+        Gives up once nothing was committed for `stalled_after` seconds: a consumer that stopped
+        fetching should fail the figure in a minute, not at the end of `timeout`."""
+        now = time.monotonic()
+        deadline, last, moved = now + timeout, -1, now
         while True:
             done = self.committed_total(group)
+            now = time.monotonic()
             if done >= target:
-                return time.monotonic()
+                return now
             if not alive():
                 raise BenchError(f"the consumers of {group} died after committing {done} of {target}")
-            if time.monotonic() > deadline:
+            if done != last:
+                last, moved = done, now
+            elif now - moved > stalled_after:
+                raise BenchError(f"group {group} committed nothing for {stalled_after:g} s, at {done} of {target} offsets")
+            if now > deadline:
                 raise BenchError(f"group {group} committed {done} of {target} offsets within {timeout:g} s")
             time.sleep(0.2)
 

@@ -28,10 +28,12 @@ class Sizes:
     # The platform group: the stub alone is driven by `platform_threads` threads making
     # `platform_calls` calls each; the export consumer drains `platform_serial_backlog` events
     # one call at a time (about 45/s against 20 ms) and `platform_backlog` with calls in flight.
+    # The backlog stays under EXPORT_MAX_UNCOMMITTED (2,000) per partition: past it the loop
+    # pauses a partition, and kafka-python 3.0.12 may never fetch a resumed partition again.
     platform_threads: int = 64
     platform_calls: int = 200
     platform_serial_backlog: int = 600
-    platform_backlog: int = 10_000
+    platform_backlog: int = 5000
     platform_processes: int = 3
 
     def as_dict(self) -> dict:

@@ -234,7 +234,7 @@ def plots(results: dict, stem: Path) -> list[str]:
         fig, ax = plt.subplots(figsize=(8, 4.5))
         for f in curves:
             xs, ys = zip(*f["cdf"])
-            ax.plot(xs, ys, linestyle=LATENCY_CURVES[f["key"]][1],
+            ax.plot(xs, ys, linestyle=LATENCY_CURVES[f["key"]][1], color=DB_COLOURS.get(f["db"]),
                     label=f"{f['db']}, {LATENCY_CURVES[f['key']][0]} (p99 {_number(f['median'])} ms)")
         ax.axvline(50, color="grey", linestyle=":", linewidth=1, label="target p99 ≤ 50 ms")
         ax.set_xscale("log")
@@ -252,6 +252,8 @@ def plots(results: dict, stem: Path) -> list[str]:
     return written
 
 
+DB_COLOURS = {"sqlite": "#1f77b4", "postgresql": "#d62728"}
+
 # The end-to-end latency curves drawn, with their legend and line style.
 LATENCY_CURVES = {
     "e2e.p99": ("fake platform", "-"),
@@ -266,7 +268,7 @@ def _platform_plot(plt, results: dict, stem: Path) -> str | None:
     databases = [db for db in results["databases_measured"] if any(f["db"] == db for f in figures)]
     if not keys:
         return None
-    colours = {"sqlite": "#1f77b4", "postgresql": "#d62728"}
+    colours = DB_COLOURS
     width = 0.8 / max(1, len(databases))
     fig, ax = plt.subplots(figsize=(10, 5))
     for i, db in enumerate(databases):
@@ -276,7 +278,8 @@ def _platform_plot(plt, results: dict, stem: Path) -> str | None:
                 continue
             position = x - 0.4 + width * (i + 0.5)
             ax.bar(position, found["median"], width=width * 0.9, color=colours.get(db, "#2ca02c"), label=db if x == 0 else None)
-            ax.text(position, found["median"] * 1.05, _number(found["median"]), ha="center", va="bottom", fontsize=7)
+            # Inside the bar's top: above it, a value close to the limit would cover the limit's label.
+            ax.text(position, found["median"] * 0.93, _number(found["median"]), ha="center", va="top", fontsize=7, color="white")
     for x, key in enumerate(keys):
         limit = next(f["limit"] for f in figures if f["key"] == key)
         ax.hlines(limit, x - 0.45, x + 0.45, colors="black", linestyles="--", linewidth=1, label="limit" if x == 0 else None)

@@ -36,6 +36,7 @@ import functools
 import logging
 import queue
 import random
+import threading
 import time
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -46,7 +47,7 @@ from django.conf import settings
 from django.db import close_old_connections, reset_queries
 from kafka import KafkaConsumer
 from kafka.consumer.fetcher import ConsumerRecord
-from kafka.consumer.subscription_state import ConsumerRebalanceListener
+from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 from kafka.errors import (
     AuthorizationError,
     CommitFailedError,
@@ -168,18 +169,26 @@ class _Item:
 _CALL, _DEAD_LETTER = "call", "dead_letter"
 
 
-class _Rebalances(ConsumerRebalanceListener):
+class _Rebalances(AsyncConsumerRebalanceListener):
+    """kafka-python runs rebalance listeners on its I/O thread, as tasks of the group join, while
+    the loop thread waits inside `poll()`. Giving up partitions therefore happens here: the
+    results of their calls in flight are taken and recorded as they come (the loop's state
+    under its lock), their offsets committed with the coordinator's own coroutine, then they
+    go. The listener awaits between checks, so the heartbeats go on meanwhile."""
+
     def __init__(self, loop: ConsumerLoop):
         self.loop = loop
 
-    def on_partitions_revoked(self, revoked):
-        try:
-            self.loop._partitions_revoked(set(revoked))
-        except Exception:
-            logger.exception("%s: handling the revocation of %s failed", self.loop.name, _names(revoked))
+    async def on_partitions_revoked(self, revoked):
+        await self.loop._partitions_revoked(set(revoked), lost=False)
 
-    def on_partitions_assigned(self, assigned):
-        self.loop._partitions_assigned(set(assigned))
+    async def on_partitions_lost(self, lost):
+        # Already someone else's: nothing may be committed for them any more.
+        await self.loop._partitions_revoked(set(lost), lost=True)
+
+    async def on_partitions_assigned(self, assigned):
+        with self.loop._lock:
+            self.loop._partitions_assigned(set(assigned))
 
 
 def _names(partitions) -> str:
@@ -252,6 +261,14 @@ class ConsumerLoop:
         self._scheduler: KeyScheduler[_Item] = KeyScheduler()
         self._generation: dict[TopicPartition, int] = {}
         self._results: queue.SimpleQueue = queue.SimpleQueue()
+        # The loop's state is the loop thread's, except while partitions are revoked: that runs
+        # on kafka-python's I/O thread. Held by the loop thread for each step but the network
+        # calls that need the I/O thread (a commit), so the two never wait on each other.
+        self._lock = threading.RLock()
+        self._revoking: set[TopicPartition] = set()
+        # Where to read on in a revoked partition, should the group hand it back.
+        self._resume_at: dict[TopicPartition, int] = {}
+        self._closing = False
         self._in_flight: dict[TopicPartition, int] = {}
         self._calls_in_flight = 0
         self._dead_letters_in_flight = 0
@@ -283,9 +300,11 @@ class ConsumerLoop:
         try:
             while not self.stop.is_set():
                 try:
-                    self._take_polled(self._poll())
-                    self._take_results(self._drain_results())
-                    self._start_work()
+                    polled = self._poll()
+                    with self._lock:
+                        self._take_polled(polled)
+                        self._take_results(self._drain_results())
+                        self._start_work()
                     self._commit()
                     self._housekeeping()
                 except KafkaError as exc:
@@ -361,7 +380,7 @@ class ConsumerLoop:
     # --- starting work ----------------------------------------------------------------------
 
     def _start_work(self) -> None:
-        if self.stop.is_set():
+        if self.stop.is_set() or self._revoking:
             return
         now = time.monotonic()
         limit = self._free_workers()
@@ -568,60 +587,104 @@ class ConsumerLoop:
 
     # --- commits and rebalances -------------------------------------------------------------
 
-    def _commit(self, *, force: bool = False, only: set[TopicPartition] | None = None) -> None:
+    def _commit(self, *, force: bool = False) -> None:
+        """Commit the partitions whose commit point moved; from the loop thread, not holding
+        the lock (the commit needs the I/O thread, which may be revoking under it)."""
         now = time.monotonic()
         if not force and now < self._commit_due:
             return
         self._commit_due = now + COMMIT_INTERVAL
-        offsets = self._tracker.to_commit()
-        if only is not None:
-            offsets = {tp: offset for tp, offset in offsets.items() if tp in only}
+        with self._lock:
+            offsets = self._tracker.to_commit()
         if not offsets:
             return
         try:
-            self._consumer.commit(
-                {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in offsets.items()}, timeout_ms=COMMIT_TIMEOUT_MS
-            )
+            self._consumer.commit(_offsets(offsets), timeout_ms=COMMIT_TIMEOUT_MS)
         except CommitFailedError as exc:
             # The group rebalanced under us: the new owner re-reads from the last commit, and
             # the processor's idempotence makes the replay harmless.
             logger.warning("%s: commit failed after a rebalance: %s", self.name, exc)
-            self._tracker.committed(offsets)
+            with self._lock:
+                self._tracker.committed(offsets)
             return
         except KafkaError as exc:
-            # A timeout or the coordinator moving: the offsets stay to commit, and are tried
-            # again at the next interval.
-            if not self._commit_trouble:
-                logger.warning("%s: commit failed (%s: %s); retrying", self.name, type(exc).__name__, exc)
-            self._commit_trouble = True
+            # A timeout, a rebalance under way or the coordinator moving: the offsets stay to
+            # commit, and are tried again at the next interval.
+            self._commit_failed(exc)
             return
+        self._commit_succeeded()
+        with self._lock:
+            self._tracker.committed(offsets)
+
+    def _commit_failed(self, exc: Exception) -> None:
+        if not self._commit_trouble:
+            logger.warning("%s: commit failed (%s: %s); retrying", self.name, type(exc).__name__, exc)
+        self._commit_trouble = True
+
+    def _commit_succeeded(self) -> None:
         if self._commit_trouble:
             logger.info("%s: committing again", self.name)
             self._commit_trouble = False
-        self._tracker.committed(offsets)
 
     def _partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         for tp in assigned:
             self._generation[tp] = self._generation.get(tp, 0) + 1
+            # A partition given back to this consumer keeps kafka-python's fetch position,
+            # past records that were fetched but dropped at the revocation: read on from the
+            # first record not done with instead.
+            resume_at = self._resume_at.pop(tp, None)
+            if resume_at is not None:
+                self._consumer.seek(tp, resume_at)
+        self._resume_at.clear()
         if assigned:
             self.assignments += 1
         logger.info("%s: partitions assigned: %s", self.name, _names(assigned) or "none")
 
-    def _partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        """Called inside `poll()`: no new work starts for these partitions, their calls in
-        flight finish and are recorded, what is done is committed, then they go."""
-        if not revoked:
-            return
-        self._finish_in_flight(lambda: sum(self._in_flight.get(tp, 0) for tp in revoked) or self._dead_letters_in_flight)
-        self._commit(force=True, only=revoked)
-        for tp in revoked:
-            self._generation.pop(tp, None)
-            self._paused.discard(tp)
-            self._in_flight.pop(tp, None)
-        self._scheduler.drop(lambda key: key[0] in revoked)
-        self._tracker.forget(revoked)
+    async def _partitions_revoked(self, revoked: set[TopicPartition], *, lost: bool) -> None:
+        """On the I/O thread: no new work starts for these partitions, their calls in flight
+        finish and are recorded, what is done is committed (unless the partitions are lost
+        already), then they go. Bounded by the drain timeout."""
+        if not revoked or self._closing:
+            return  # closing: the loop has finished and committed everything itself
+        net = self._consumer._net
+        ends = time.monotonic() + self.drain_timeout
+        while True:
+            with self._lock:
+                self._revoking |= revoked
+                self._take_results(self._drain_results())
+                outstanding = sum(self._in_flight.get(tp, 0) for tp in revoked) + self._dead_letters_in_flight
+            if not outstanding:
+                break
+            if time.monotonic() >= ends:
+                logger.warning("%s: %d call(s) still in flight after %.0f s; letting %s go",
+                               self.name, outstanding, self.drain_timeout, _names(revoked))
+                break
+            await net.sleep(0.01)
+        if not lost:
+            with self._lock:
+                offsets = {tp: offset for tp, offset in self._tracker.to_commit().items() if tp in revoked}
+            if offsets:
+                try:
+                    await self._consumer._coordinator._commit_offsets_sync_async(
+                        _offsets(offsets), timeout_ms=COMMIT_TIMEOUT_MS
+                    )
+                except KafkaError as exc:
+                    self._commit_failed(exc)
+                else:
+                    self._commit_succeeded()
+        with self._lock:
+            for tp in revoked:
+                point = self._tracker.commit_point(tp)
+                if point is not None:
+                    self._resume_at[tp] = point
+                self._generation.pop(tp, None)
+                self._paused.discard(tp)
+                self._in_flight.pop(tp, None)
+            self._scheduler.drop(lambda key: key[0] in revoked)
+            self._tracker.forget(revoked)
+            self._revoking -= revoked
         self._forget_partition_gauges(revoked)
-        logger.info("%s: partitions revoked: %s", self.name, _names(revoked))
+        logger.info("%s: partitions %s: %s", self.name, "lost" if lost else "revoked", _names(revoked))
 
     def _finish_in_flight(self, outstanding: Callable[[], int]) -> None:
         """Take results until `outstanding()` is 0 or the drain timeout passed."""
@@ -632,7 +695,9 @@ class ConsumerLoop:
                 logger.warning("%s: %d call(s) still in flight after %.0f s; not waiting longer",
                                self.name, outstanding(), self.drain_timeout)
                 return
-            self._take_results(self._drain_results(timeout=min(left, 0.1)))
+            results = self._drain_results(timeout=min(left, 0.1))
+            with self._lock:
+                self._take_results(results)
 
     # --- the loop's plumbing ----------------------------------------------------------------
 
@@ -659,6 +724,10 @@ class ConsumerLoop:
     def status(self) -> dict:
         """What the loop holds now: calls in flight, keys waiting on a retry, records done but
         not yet committable per partition, the pacer's state."""
+        with self._lock:
+            return self._status()
+
+    def _status(self) -> dict:
         return {
             "group_id": self.group_id,
             "concurrency": self.concurrency,
@@ -681,17 +750,21 @@ class ConsumerLoop:
 
     def _update_gauges(self) -> None:
         group = self.group_id
-        metrics.CONSUMER_CALLS_IN_FLIGHT.labels(group).set(self._calls_in_flight)
-        metrics.CONSUMER_RETRIES_WAITING.labels(group).set(self._scheduler.waiting)
+        with self._lock:
+            status = self.status()
+            done_ahead = {tp: self._tracker.done_ahead(tp) for tp in self._tracker.partitions()}
+            commit_points = {tp: self._tracker.commit_point(tp) for tp in done_ahead}
+        metrics.CONSUMER_CALLS_IN_FLIGHT.labels(group).set(status["calls_in_flight"])
+        metrics.CONSUMER_RETRIES_WAITING.labels(group).set(status["retries_waiting"])
         if self.pacer is not None:
             metrics.CONSUMER_BREAKER_STATE.labels(group).set(STATE_VALUES[self.pacer.state])
-        for tp in self._tracker.partitions():
-            metrics.CONSUMER_DONE_UNCOMMITTED.labels(group, tp.topic, str(tp.partition)).set(self._tracker.done_ahead(tp))
+        for tp, count in done_ahead.items():
+            metrics.CONSUMER_DONE_UNCOMMITTED.labels(group, tp.topic, str(tp.partition)).set(count)
             self._uncommitted_partitions.add(tp)
-        self._update_lag()
+        self._update_lag(commit_points)
         if self.member is not None:
             try:
-                consumer_state_record(member=self.member, state=self.status())
+                consumer_state_record(member=self.member, state=status)
             except Exception as exc:
                 logger.warning("%s: status not recorded: %s: %s", self.name, type(exc).__name__, exc)
 
@@ -705,14 +778,14 @@ class ConsumerLoop:
             fields.update(self.log_fields(record))
         return fields
 
-    def _update_lag(self) -> None:
+    def _update_lag(self, commit_points: dict[TopicPartition, int | None]) -> None:
         """Set the lag gauges from the consumer's own view, which costs no broker round trip:
         the highwater comes with every fetch response, and the commit point is known locally
         (records fetched but not done with are lag too: a crash would read them again)."""
         for tp in self._consumer.assignment():
             try:
                 highwater = self._consumer.highwater(tp)
-                position = self._tracker.commit_point(tp)
+                position = commit_points.get(tp)
                 if position is None and highwater is not None:
                     position = self._consumer.position(tp, timeout_ms=0)
             except (IllegalStateError, KafkaError):
@@ -737,7 +810,9 @@ class ConsumerLoop:
         if self._consumer is None:
             return
         # No new work starts (the stop flag is set, or the loop failed); what is in flight
-        # finishes and is recorded before the final commit.
+        # finishes and is recorded before the final commit. Leaving the group revokes the
+        # partitions once more: by then everything is committed.
+        self._closing = True
         self._finish_in_flight(lambda: self._calls_in_flight or self._dead_letters_in_flight)
         try:
             self._commit(force=True)
@@ -757,6 +832,10 @@ class ConsumerLoop:
         if self.dead_letter is not None:
             self.dead_letter.close()
         logger.info("%s: stopped after %d record(s); left group %s", self.name, self.processed_total, self.group_id)
+
+
+def _offsets(offsets: dict[TopicPartition, int]) -> dict[TopicPartition, OffsetAndMetadata]:
+    return {tp: OffsetAndMetadata(offset, "", -1) for tp, offset in offsets.items()}
 
 
 def _fatal(exc: KafkaError) -> bool:

@@ -335,3 +335,87 @@ def test_a_frozen_broker_under_the_loop_times_out_its_commits_and_the_loop_rides
         thread.join(timeout=30)
     assert not thread.is_alive()
     assert len(handled) >= 200
+
+
+def test_a_partition_held_too_far_past_its_committed_offset_is_paused_and_resumed_when_it_moves(
+    settings, kafka_topic_factory, run_loop
+):
+    settings.KAFKA_CONSUMER_MAX_POLL_RECORDS = 5
+    topic = kafka_topic_factory(partitions=1)
+    produce(topic, [{"key": b"first", "value": b"first"}] + [{"key": f"k{n}".encode(), "value": b"v"} for n in range(100)])
+    unstuck = threading.Event()
+    handled: list[bytes] = []
+
+    def handler(record):
+        if record.key == b"first" and not unstuck.is_set():
+            from kafka_bridge.consumer import RetryableError
+
+            raise RetryableError("later")
+        handled.append(record.key)
+
+    loop = run_loop(topics=[topic], handler=handler, concurrency=4, max_uncommitted=10, max_attempts=1000)
+    wait_until(lambda: loop.status()["partitions"] and loop.status()["partitions"][0]["paused"], timeout=30,
+               message=lambda: f"never paused: {loop.status()}")
+    held = loop.status()["partitions"][0]["uncommitted"]
+    # Held: the bound, plus at most the poll that crossed it.
+    assert 10 <= held < 10 + 5
+    assert len(handled) < held
+
+    unstuck.set()
+    wait_until(lambda: len(handled) == 101, timeout=30, message=lambda: f"{len(handled)} handled: {loop.status()}")
+    assert handled.count(b"first") == 1
+    wait_until(lambda: not loop.status()["partitions"][0]["paused"], timeout=10)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_on_a_rebalance_the_calls_in_flight_finish_and_are_committed_before_the_partitions_move(
+    settings, export_topics, export_group, platform_stub, kafka_admin
+):
+    from exports.clients import HttpExternalPlatformClient
+    from exports.consumer import export_consumer
+
+    topic, _ = export_topics
+    settings.KAFKA_PUBLISH_ON_COMMIT = False
+    platform_stub.delay = 1.0
+    order_ids = orders_create(60)
+    for order_id in order_ids:
+        order_confirm(order_id=order_id)
+    outbox_backlog_publish()
+    consumers: list[tuple[threading.Thread, StopFlag, ConsumerLoop]] = []
+
+    def start() -> ConsumerLoop:
+        stop = StopFlag()
+        client = HttpExternalPlatformClient(url=platform_stub.url, timeout=5, pool_size=8)
+        loop = export_consumer(stop=stop, client=client, concurrency=8)
+        thread = threading.Thread(target=loop.run, daemon=True)
+        thread.start()
+        consumers.append((thread, stop, loop))
+        return loop
+
+    try:
+        first = start()
+        wait_until(lambda: platform_stub.in_flight == 8, timeout=30, message="the first consumer made no calls")
+        # A second member joins: the first gives up its partitions only after its 8 calls.
+        second = start()
+        wait_until(lambda: second.assignments >= 1 and first.assignments >= 2, timeout=60,
+                   message=lambda: f"assignments {first.assignments}, {second.assignments}")
+        wait_until(lambda: OrderExport.objects.filter(status="exported").count() == len(order_ids), timeout=120,
+                   message=lambda: f"{OrderExport.objects.filter(status='exported').count()} exported")
+    finally:
+        for _, stop, _ in consumers:
+            stop.set()
+        for thread, _, _ in consumers:
+            thread.join(timeout=30)
+    from tests.faults import platform_tally
+
+    tally = platform_tally(platform_stub, order_ids)
+    report(
+        "rebalance with calls in flight",
+        orders=len(order_ids),
+        repeated_calls_409=tally["statuses"][409],
+        lost=len(tally["missing"]),
+        doubled=len(tally["doubled"]),
+    )
+    assert tally["missing"] == [] and tally["doubled"] == []
+    # No call made before the rebalance was made again after it.
+    assert tally["statuses"][409] == 0, tally["statuses"]
