@@ -8,11 +8,15 @@ alone first (many threads, no Kafka, no database) to show the limit is the consu
 the stub's.
 
 The backlog is real, as in the consume measurement: orders confirmed with the outbox, their
-events published by the project's publisher, in topics of this group's own. Every run resets the
-exports, uses a group of its own and a stub process of its own (the stub answers a repeated
-Idempotency-Key with 409, so a stub that saw a backlog once would turn the next run into
-duplicates); the count of exports is checked against the stub's own count of accepted calls.
-A rate runs from the first export to the last, each timed where the client returned.
+events published by the project's publisher, in topics of this group's own. Every backlog run
+resets the exports and uses a group of its own; every run has a stub process of its own (the
+stub answers a repeated Idempotency-Key with 409, so a stub that saw a backlog once would turn
+the next run into duplicates), and the exports counted are checked against the stub's own count
+of accepted calls. A rate runs from the first export to the last, each timed where the client
+returned.
+
+Last, the end-to-end latency of the e2e measurement's paced load (200 confirms/s, the on-commit
+fast path, one consumer) with the consumer calling a 20 ms stub over HTTP.
 """
 from __future__ import annotations
 
@@ -30,13 +34,14 @@ from pathlib import Path
 from bench.consume import run_export_consumers
 from bench.e2e import WARMUP, pipeline_run
 from bench.harness import PYTHON, BenchError, Harness, Worker, log_tail
-from bench.plan import DatabaseRun
+from bench.plan import DatabaseRun, Sizes
 from bench.stats import cdf, figure, median
 
 DELAY = 0.02
 SLOW_DELAY = 0.1
 STUB_TIMEOUT = 30.0
-# The stub alone: a call that fails is an error of the measurement, not a slow call.
+# The stub alone: far above any answer's time, so a call that times out is an error of the
+# measurement, reported as such, never a slow call that counts.
 CLIENT_TIMEOUT = 5.0
 
 # --- worker side ----------------------------------------------------------------------------
@@ -172,7 +177,7 @@ class Variant:
         return f"export consumer over HTTP, {self.delay * 1000:g} ms platform, {processes}, {calls}"
 
 
-def variants(sizes, concurrency: int) -> list[Variant]:
+def variants(sizes: Sizes, concurrency: int) -> list[Variant]:
     return [
         Variant("platform.export.20ms.serial", DELAY, 1, 1, serial_backlog=True),
         Variant("platform.export.20ms", DELAY, concurrency, 1),

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from django.conf import settings
-from django.db import close_old_connections, reset_queries
+from django.db import close_old_connections, connections, reset_queries
 from kafka import KafkaConsumer
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
@@ -684,6 +684,9 @@ class ConsumerLoop:
             self._tracker.forget(revoked)
             self._revoking -= revoked
         self._forget_partition_gauges(revoked)
+        # Results recorded here used a database connection of the I/O thread's own: closed, so
+        # no connection outlives the revocation (and none holds up dropping a test database).
+        connections.close_all()
         logger.info("%s: partitions %s: %s", self.name, "lost" if lost else "revoked", _names(revoked))
 
     def _finish_in_flight(self, outstanding: Callable[[], int]) -> None:
