@@ -35,6 +35,7 @@ from __future__ import annotations
 import functools
 import logging
 import queue
+from collections import deque
 import random
 import threading
 import time
@@ -266,6 +267,8 @@ class ConsumerLoop:
         # calls that need the I/O thread (a commit), so the two never wait on each other.
         self._lock = threading.RLock()
         self._revoking: set[TopicPartition] = set()
+        # Calls prepared and waiting for a free worker: (key, item, call).
+        self._prepared: deque[tuple[Hashable, _Item, Call]] = deque()
         # Where to read on in a revoked partition, should the group hand it back.
         self._resume_at: dict[TopicPartition, int] = {}
         self._closing = False
@@ -303,8 +306,13 @@ class ConsumerLoop:
                     polled = self._poll()
                     with self._lock:
                         self._take_polled(polled)
-                        self._take_results(self._drain_results())
-                        self._start_work()
+                        calls, dead_letters = self._release(self._drain_results())
+                        # Free workers get prepared calls first; recording what finished (a
+                        # transaction) and preparing more (a read) come after.
+                        self._start_calls()
+                        self._record(calls, dead_letters)
+                        self._prepare_more()
+                        self._start_calls()
                     self._commit()
                     self._housekeeping()
                 except KafkaError as exc:
@@ -323,6 +331,7 @@ class ConsumerLoop:
         self.stop.wait(1.0)
 
     def _poll(self) -> dict[TopicPartition, list[ConsumerRecord]]:
+        _unpark_resumed_partitions(self._consumer)
         try:
             polled = self._consumer.poll(timeout_ms=self._poll_timeout_ms())
         except KafkaError as exc:
@@ -362,7 +371,8 @@ class ConsumerLoop:
         return self.concurrency - self._calls_in_flight
 
     def _can_start(self, now: float) -> bool:
-        return self._scheduler.has_ready(now) and (self.pacer is None or self.pacer.wait() == 0)
+        ready = bool(self._prepared) or self._scheduler.has_ready(now)
+        return ready and (self.pacer is None or self.pacer.wait() == 0)
 
     def _take_polled(self, polled: dict[TopicPartition, list[ConsumerRecord]]) -> None:
         for tp, records in polled.items():
@@ -379,16 +389,17 @@ class ConsumerLoop:
 
     # --- starting work ----------------------------------------------------------------------
 
-    def _start_work(self) -> None:
+    def _prepare_more(self) -> None:
+        """Take ready records and prepare them in one bulk step, so that calls are ready before
+        workers are free: a worker that finishes gets its next call at once, not after the
+        loop has recorded results and read the database again. Up to one call per worker is
+        held prepared, besides the free workers' own."""
         if self.stop.is_set() or self._revoking:
             return
-        now = time.monotonic()
-        limit = self._free_workers()
-        if self.pacer is not None:
-            limit = min(limit, self._pacer_allowance())
-        if limit <= 0:
+        room = self.concurrency + self._free_workers() - len(self._prepared)
+        if room <= 0:
             return
-        taken = self._scheduler.take(limit=limit, now=now)
+        taken = self._scheduler.take(limit=room, now=time.monotonic())
         if not taken:
             return
         fresh = []
@@ -412,20 +423,20 @@ class ConsumerLoop:
             elif isinstance(step, BaseException):
                 item.attempts += 1
                 self._failed(key, item, step)
-            elif self.pacer is not None and self.pacer.wait() > 0:
-                # The pace changed while preparing (a limit reached): try again when it allows.
-                self._scheduler.retry_now(key)
             else:
-                self._call(key, item, step)
+                self._prepared.append((key, item, step))
 
-    def _pacer_allowance(self) -> int:
-        if self.pacer.wait() > 0:
-            return 0
-        if self.pacer.state != "closed":
-            return 1  # a probe
-        if self.pacer.rate:
-            return max(1, int(self.pacer._tokens))
-        return self.concurrency
+    def _start_calls(self) -> None:
+        """Hand prepared calls to free workers, as far as the pacer allows."""
+        if self.stop.is_set() or self._revoking:
+            return
+        while self._prepared and self._free_workers() > 0:
+            if self.pacer is not None and self.pacer.wait() > 0:
+                return
+            key, item, call = self._prepared.popleft()
+            if item.generation != self._generation.get(item.tp):
+                continue  # its partition went meanwhile
+            self._call(key, item, call)
 
     def _call(self, key: Hashable, item: _Item, call: Call) -> None:
         item.attempts += 1
@@ -453,16 +464,20 @@ class ConsumerLoop:
         return results
 
     def _take_results(self, results: list[tuple]) -> None:
-        if not results:
-            return
-        calls = []
+        self._record(*self._release(results))
+
+    def _release(self, results: list[tuple]) -> tuple[list[tuple], list[tuple]]:
+        """Free the workers (and tell the pacer) of finished calls; returns the calls and the
+        dead letters whose outcome is still to be recorded."""
+        calls, dead_letters = [], []
         for kind, key, item, future in results:
             if kind == _DEAD_LETTER:
                 self._dead_letters_in_flight -= 1
-                self._dead_letter_done(key, item, future)
+                dead_letters.append((key, item, future))
                 continue
             self._calls_in_flight -= 1
-            self._in_flight[item.tp] -= 1
+            if item.tp in self._in_flight:
+                self._in_flight[item.tp] -= 1
             error = future.exception()
             if self.pacer is not None:
                 if error is None or isinstance(error, NonRetryableError):
@@ -470,6 +485,11 @@ class ConsumerLoop:
                 else:
                     self.pacer.failed(retry_after=getattr(error, "retry_after", None), probe=item.probe)
             calls.append((key, item, None if error is not None else future.result(), error))
+        return calls, dead_letters
+
+    def _record(self, calls: list[tuple], dead_letters: list[tuple]) -> None:
+        for key, item, future in dead_letters:
+            self._dead_letter_done(key, item, future)
         if not calls:
             return
         try:
@@ -681,6 +701,7 @@ class ConsumerLoop:
                 self._paused.discard(tp)
                 self._in_flight.pop(tp, None)
             self._scheduler.drop(lambda key: key[0] in revoked)
+            self._prepared = deque(entry for entry in self._prepared if entry[1].tp not in revoked)
             self._tracker.forget(revoked)
             self._revoking -= revoked
         self._forget_partition_gauges(revoked)
@@ -737,6 +758,7 @@ class ConsumerLoop:
             "calls_in_flight": self._calls_in_flight,
             "retries_waiting": self._scheduler.waiting,
             "records_queued": self._scheduler.queued,
+            "calls_prepared": len(self._prepared),
             "breaker": self.pacer.state if self.pacer is not None else None,
             "partitions": [
                 {
@@ -835,6 +857,21 @@ class ConsumerLoop:
         if self.dead_letter is not None:
             self.dead_letter.close()
         logger.info("%s: stopped after %d record(s); left group %s", self.name, self.processed_total, self.group_id)
+
+
+def _unpark_resumed_partitions(consumer: KafkaConsumer) -> None:
+    """kafka-python 3.0 parks the fetched records of a paused partition and, once it is resumed,
+    puts them back in line only when its in-line slot is empty (None); but a drained record set
+    stays in that slot, so a resumed partition would never be read (nor fetched) again. Clear a
+    drained slot while records of a resumed partition are parked. On the loop thread, the one
+    that reads the fetcher's records."""
+    fetcher = getattr(consumer, "_fetcher", None)
+    parked = getattr(fetcher, "_paused_partition_records", None)
+    if not parked or all(consumer._subscription.is_paused(tp) for tp in list(parked)):
+        return
+    current = fetcher._next_partition_records
+    if current is not None and not current:
+        fetcher._next_partition_records = None
 
 
 def _offsets(offsets: dict[TopicPartition, int]) -> dict[TopicPartition, OffsetAndMetadata]:

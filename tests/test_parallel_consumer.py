@@ -419,3 +419,39 @@ def test_on_a_rebalance_the_calls_in_flight_finish_and_are_committed_before_the_
     assert tally["missing"] == [] and tally["doubled"] == []
     # No call made before the rebalance was made again after it.
     assert tally["statuses"][409] == 0, tally["statuses"]
+
+
+def test_partitions_paused_at_the_bound_with_fetched_records_parked_are_read_again_once_resumed(
+    kafka_topic_factory, run_loop, kafka_admin, consumer_group
+):
+    from kafka_bridge.consumer import RetryableError
+
+    topic = kafka_topic_factory(partitions=2)
+    # Thousands of small records per partition: each fetch brings many more than the bound, so
+    # the fetcher holds records of partition 0 when it is paused behind its stuck first record,
+    # while partition 1 goes on being read.
+    produce(topic, [{"key": b"stuck", "value": b"v", "partition": 0}]
+            + [{"key": f"k{n}".encode(), "value": b"v", "partition": n % 2} for n in range(6000)])
+    handled = []
+    lock = threading.Lock()
+    unstuck = threading.Event()
+
+    def handler(record):
+        if record.key == b"stuck" and not unstuck.is_set():
+            raise RetryableError("later")
+        with lock:
+            handled.append((record.partition, record.offset))
+
+    loop = run_loop(topics=[topic], handler=handler, concurrency=8, max_uncommitted=200, max_attempts=10_000)
+    wait_until(lambda: sum(1 for p, _ in handled if p == 1) == 3000, timeout=120,
+               message=lambda: f"{len(handled)} handled: {loop.status()}")
+    status = {p["partition"]: p for p in loop.status()["partitions"]}
+    assert status[0]["paused"] and status[0]["uncommitted"] < 200 + 500
+
+    unstuck.set()
+    wait_until(lambda: len(handled) == 6001, timeout=120, message=lambda: f"{len(handled)} of 6001: {loop.status()}")
+    assert len(set(handled)) == 6001
+    wait_until(
+        lambda: committed_offsets(kafka_admin, consumer_group, topic) == {0: 3001, 1: 3000}, timeout=15,
+        message="not committed to the end",
+    )
