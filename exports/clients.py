@@ -51,6 +51,9 @@ class ExternalPlatformClient(abc.ABC):
 class FakeExternalPlatformClient(ExternalPlatformClient):
     """Records what it receives, in memory: the default when no platform URL is configured."""
 
+    # Its calls never wait on anything: the consumer makes them on its loop thread.
+    in_process = True
+
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._received: list[tuple[int, str]] = []

@@ -74,6 +74,8 @@ class ExportProcessor:
 
     def __init__(self, *, client: ExternalPlatformClient, max_event_bytes: int | None = None):
         self.client = client
+        # An in-process client (the fake) never waits: its calls run on the loop thread.
+        self.inline_calls = bool(getattr(client, "in_process", False))
         self.max_event_bytes = max_event_bytes if max_event_bytes is not None else settings.EXPORT_MAX_EVENT_BYTES
         # The plan of each record whose call is in flight, by its coordinates.
         self._plans: dict[tuple[str, int, int], ExportPlan] = {}

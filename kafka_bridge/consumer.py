@@ -79,6 +79,8 @@ COMMIT_INTERVAL = 0.2
 # A commit that takes longer is given up and tried again at the next interval: a broker that
 # does not answer must not hold the loop (nor a stop) for kafka-python's 30 s request timeout.
 COMMIT_TIMEOUT_MS = 5000
+# Records taken per step when calls are made inline (they never wait): a poll's worth.
+INLINE_BATCH = 1000
 # Seconds between updates of the gauges and of the status snapshot.
 GAUGE_INTERVAL = 1.0
 
@@ -232,6 +234,8 @@ class ConsumerLoop:
         self.processor = processor if processor is not None else CallEach(handler)
         self.stop = stop
         self.concurrency = concurrency
+        # Calls made on the loop thread: for a processor whose calls never wait.
+        self.inline_calls = bool(getattr(self.processor, "inline_calls", False))
         self.max_uncommitted = max_uncommitted or max(1000, 4 * concurrency)
         self.pacer = pacer
         self.name = name
@@ -368,6 +372,8 @@ class ConsumerLoop:
         return bool(self._calls_in_flight or self._dead_letters_in_flight)
 
     def _free_workers(self) -> int:
+        if self.inline_calls:
+            return INLINE_BATCH
         return self.concurrency - self._calls_in_flight
 
     def _can_start(self, now: float) -> bool:
@@ -444,6 +450,16 @@ class ConsumerLoop:
         self._calls_in_flight += 1
         self._in_flight[item.tp] = self._in_flight.get(item.tp, 0) + 1
         self.max_in_flight_seen = max(self.max_in_flight_seen, self._calls_in_flight)
+        if self.inline_calls:
+            # A call that never waits (an in-process client): made here, its outcome taken up
+            # with the others, without a worker thread's hand-over per record.
+            future: Future = Future()
+            try:
+                future.set_result(call())
+            except Exception as exc:
+                future.set_exception(exc)
+            self._results.put((_CALL, key, item, future))
+            return
         future = self._workers.submit(call)
         future.add_done_callback(functools.partial(self._call_done, key, item))
 
