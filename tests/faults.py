@@ -9,7 +9,7 @@ from kafka_bridge import producer
 from kafka_bridge.models import OutboxEvent
 from kafka_bridge.relay import OutboxRelay
 from kafka_bridge.runner import StopFlag
-from orders.services import LineInput, order_create
+from orders.services import LineInput, order_confirm, order_create
 from tests.helpers import wait_until
 
 
@@ -20,6 +20,17 @@ def orders_create(count: int) -> list[int]:
         ).pk
         for n in range(count)
     ]
+
+
+def orders_confirmed_on_the_topic(count: int) -> list[int]:
+    """`count` new orders confirmed and their events on the topic, sent by a relay of this
+    process: a backlog for a consumer started afterwards. The test turns the on-commit send off
+    first (`KAFKA_PUBLISH_ON_COMMIT`), so that every event is sent by the relay, once."""
+    order_ids = orders_create(count)
+    for order_id in order_ids:
+        order_confirm(order_id=order_id)
+    outbox_backlog_publish()
+    return order_ids
 
 
 def unsent_rows():

@@ -23,7 +23,14 @@ from exports.models import OrderExport
 from kafka_bridge.models import OutboxEvent
 from orders.services import order_confirm
 from tests.conftest import database_url_of_test_db
-from tests.faults import committed_offsets, orders_create, outbox_backlog_publish, platform_tally, report
+from tests.faults import (
+    committed_offsets,
+    orders_confirmed_on_the_topic,
+    orders_create,
+    outbox_backlog_publish,
+    platform_tally,
+    report,
+)
 from tests.helpers import end_offsets, read_records, wait_until
 from tests.processes import ManagedProcess
 
@@ -263,10 +270,7 @@ def test_sigterm_with_32_calls_in_flight_exits_0_within_15_s_after_recording_the
     topic, _ = export_topics
     settings.KAFKA_PUBLISH_ON_COMMIT = False
     platform_stub.delay = 3
-    order_ids = orders_create(100)
-    for order_id in order_ids:
-        order_confirm(order_id=order_id)
-    outbox_backlog_publish()
+    order_ids = orders_confirmed_on_the_topic(100)
 
     consumer = spawn("run_export_consumer", {**consumer_env, "EXPORT_CONCURRENCY": "32"})
     wait_until(
@@ -320,10 +324,7 @@ def test_postgresql_restarted_under_a_running_consumer_which_keeps_running_and_l
     settings.KAFKA_PUBLISH_ON_COMMIT = False
     # Slow enough that the restart lands in the middle of the drain.
     platform_stub.delay = 0.05
-    order_ids = orders_create(300)
-    for order_id in order_ids:
-        order_confirm(order_id=order_id)
-    outbox_backlog_publish()
+    order_ids = orders_confirmed_on_the_topic(300)
     exported = OrderExport.objects.filter(status=OrderExport.Status.EXPORTED)
 
     consumer = spawn("run_export_consumer", {**consumer_env, "EXPORT_CONCURRENCY": "4"})

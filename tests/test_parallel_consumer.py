@@ -20,8 +20,7 @@ from kafka_bridge.consumer import ConsumerLoop
 from kafka_bridge.dead_letter import DeadLetterPublisher
 from kafka_bridge.models import OutboxEvent
 from kafka_bridge.runner import StopFlag
-from orders.services import order_confirm
-from tests.faults import committed_offsets, orders_create, outbox_backlog_publish, report
+from tests.faults import committed_offsets, orders_confirmed_on_the_topic, orders_create, report
 from tests.helpers import end_offsets, read_records, wait_until
 
 pytestmark = pytest.mark.kafka
@@ -145,10 +144,7 @@ def test_one_order_retried_holds_back_only_itself_and_the_commit_point_of_its_pa
     settings.EXPORT_MAX_ATTEMPTS = 1000
     settings.KAFKA_CONSUMER_RETRY_BACKOFF_MS = 20
     settings.KAFKA_CONSUMER_RETRY_BACKOFF_MAX_MS = 100
-    order_ids = orders_create(30)
-    for order_id in order_ids:
-        order_confirm(order_id=order_id)
-    outbox_backlog_publish()
+    order_ids = orders_confirmed_on_the_topic(30)
     # The failing order is the first of its partition: everything after it is behind it.
     first_rows = OutboxEvent.objects.filter(offset=0).order_by("partition")
     failing = first_rows[0]
@@ -377,10 +373,7 @@ def test_on_a_rebalance_the_calls_in_flight_finish_and_are_committed_before_the_
     topic, _ = export_topics
     settings.KAFKA_PUBLISH_ON_COMMIT = False
     platform_stub.delay = 1.0
-    order_ids = orders_create(60)
-    for order_id in order_ids:
-        order_confirm(order_id=order_id)
-    outbox_backlog_publish()
+    order_ids = orders_confirmed_on_the_topic(60)
     consumers: list[tuple[threading.Thread, StopFlag, ConsumerLoop]] = []
 
     def start() -> ConsumerLoop:

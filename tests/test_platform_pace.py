@@ -14,8 +14,7 @@ from exports.consumer import export_consumer
 from exports.models import OrderExport
 from kafka_bridge.consumer import ConsumerLoop
 from kafka_bridge.runner import StopFlag
-from orders.services import order_confirm
-from tests.faults import orders_create, outbox_backlog_publish, platform_tally, report
+from tests.faults import orders_confirmed_on_the_topic, platform_tally, report
 from tests.helpers import wait_until
 
 pytestmark = [pytest.mark.kafka, pytest.mark.django_db(transaction=True)]
@@ -26,14 +25,7 @@ def confirmed_backlog(settings, export_topics) -> Callable[[int], list[int]]:
     """`confirmed_backlog(n)`: n orders confirmed and their events on the topic."""
     settings.KAFKA_PUBLISH_ON_COMMIT = False
 
-    def make(count: int) -> list[int]:
-        order_ids = orders_create(count)
-        for order_id in order_ids:
-            order_confirm(order_id=order_id)
-        outbox_backlog_publish()
-        return order_ids
-
-    return make
+    return orders_confirmed_on_the_topic
 
 
 @pytest.fixture
