@@ -42,11 +42,15 @@ tools: ## install the Debian tools the tests use (kcat) when missing
 test-postgres: ## same as `make test DB=postgres`
 	@$(MAKE) --no-print-directory test DB=postgres
 
+# Development commands run with DJANGO_DEBUG=true unless the environment (or .env) says otherwise:
+# with it false, the settings refuse the development secret key.
+DEV_ENV := DJANGO_DEBUG=$${DJANGO_DEBUG:-true}
+
 check: venv ## Django's system checks
-	$(PY) manage.py check
+	$(DEV_ENV) $(PY) manage.py check
 
 topics: venv kafka-up ## create or grow the event topic and its dead-letter topic
-	$(PY) manage.py ensure_topics
+	$(DEV_ENV) $(PY) manage.py ensure_topics
 
 kafka-up: venv ## start the local broker (or reuse one that answers); returns when it answers
 	@kafka/broker.sh up

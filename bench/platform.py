@@ -219,7 +219,8 @@ def _export(run: DatabaseRun, env: dict[str, str], variant: Variant, *, records:
     harness.run("consume.exports-reset", {}, env=env)
     load = _load()
     with stub_running(harness, delay=variant.delay) as stub:
-        env = {**env, "EXPORT_PLATFORM_URL": stub.url, "EXPORT_CONCURRENCY": str(variant.concurrency)}
+        env = {**env, "EXPORT_PLATFORM_URL": stub.url, "EXPORT_PLATFORM": "http",
+               "EXPORT_CONCURRENCY": str(variant.concurrency)}
         cpu_before = stub.cpu_seconds()
         result = run_export_consumers(run, env, count=variant.processes, records=records, consumer_args={"http": True})
         cpu_after = stub.cpu_seconds()
@@ -242,7 +243,7 @@ def _e2e(run: DatabaseRun, suffix: str, concurrency: int) -> dict:
     with stub_running(harness, delay=DELAY) as stub:
         outcomes = pipeline_run(
             run, label="platform e2e", suffix=suffix, saturation=False,
-            env_overrides={"EXPORT_PLATFORM_URL": stub.url, "EXPORT_CONCURRENCY": str(concurrency)}, consumer_args={"http": True},
+            env_overrides={"EXPORT_PLATFORM_URL": stub.url, "EXPORT_PLATFORM": "http", "EXPORT_CONCURRENCY": str(concurrency)}, consumer_args={"http": True},
         )
         stats = stub.stats()
     paced = outcomes["paced"]

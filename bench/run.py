@@ -132,6 +132,10 @@ def measure_all(context, *, groups: list[str], parts: tuple[str, ...], vendors: 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings"
+    # The production settings, as the processes measured run them: a key of the bench's own (the
+    # development default is refused with DEBUG off) and the fake platform asked for by name.
+    os.environ.setdefault("DJANGO_SECRET_KEY", "orderflow-bench-only-not-a-secret")
+    os.environ.setdefault("EXPORT_PLATFORM", "fake")
     import django
 
     django.setup()

@@ -5,8 +5,35 @@ from django.core.exceptions import ImproperlyConfigured
 from config.env import BASE_DIR, env
 
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
-SECRET_KEY = env("DJANGO_SECRET_KEY", default="insecure-development-key-change-me")
+# Good for development only: with DJANGO_DEBUG=false the process refuses to start with it, since
+# whoever knows it can forge sessions and password-reset links.
+DEVELOPMENT_SECRET_KEY = "insecure-development-key-change-me"
+SECRET_KEY = env("DJANGO_SECRET_KEY", default=DEVELOPMENT_SECRET_KEY)
+if not DEBUG and SECRET_KEY == DEVELOPMENT_SECRET_KEY:
+    raise ImproperlyConfigured(
+        "DJANGO_SECRET_KEY is the development default; set a secret of your own "
+        "(or DJANGO_DEBUG=true for development)"
+    )
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
+
+# --- HTTPS, behind a proxy or not (all off by default; docs/production.env turns them on) -------
+# The header and value a TLS-terminating proxy sets, e.g. "HTTP_X_FORWARDED_PROTO,https". Only
+# set it when the proxy strips that header from what clients send.
+_proxy_ssl_header = env.tuple("DJANGO_SECURE_PROXY_SSL_HEADER", default=())
+if _proxy_ssl_header and len(_proxy_ssl_header) != 2:
+    raise ImproperlyConfigured(
+        'DJANGO_SECURE_PROXY_SSL_HEADER must be "<header>,<value>", e.g. "HTTP_X_FORWARDED_PROTO,https"'
+    )
+SECURE_PROXY_SSL_HEADER = tuple(_proxy_ssl_header) or None
+SECURE_SSL_REDIRECT = env.bool("DJANGO_SECURE_SSL_REDIRECT", default=False)
+SESSION_COOKIE_SECURE = env.bool("DJANGO_SESSION_COOKIE_SECURE", default=False)
+CSRF_COOKIE_SECURE = env.bool("DJANGO_CSRF_COOKIE_SECURE", default=False)
+SECURE_HSTS_SECONDS = env.int("DJANGO_SECURE_HSTS_SECONDS", default=0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", default=False)
+SECURE_HSTS_PRELOAD = env.bool("DJANGO_SECURE_HSTS_PRELOAD", default=False)
+# Origins (scheme and host) allowed to send unsafe requests with a session, e.g. the admin behind
+# https://orders.example.com
+CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -98,7 +125,20 @@ REST_FRAMEWORK = {
     "PAGE_SIZE": env.int("API_PAGE_SIZE", default=50),
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "EXCEPTION_HANDLER": "config.api_errors.exception_handler",
+    # Per user, and per client IP for anonymous requests (and the login views), in DRF's rate
+    # format: "<n>/<second|minute|hour|day>". A back-office service must not trip the user rate.
+    "DEFAULT_THROTTLE_RATES": {
+        "user": env("API_THROTTLE_USER_RATE", default="6000/min"),
+        "anon": env("API_THROTTLE_ANON_RATE", default="60/min"),
+    },
 }
+
+# --- Limits on what a client may send ----------------------------------------------------------
+# Lines per order; a larger order is a 400 naming `lines`.
+ORDER_MAX_LINES = env.int("ORDER_MAX_LINES", default=500)
+# Request bodies larger than this are refused (413) before they are parsed.
+API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=1024 * 1024)
+DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
 
 SPECTACULAR_SETTINGS = {
     "TITLE": "orderflow API",
@@ -167,6 +207,9 @@ OUTBOX_RELAY_MAX_BACKOFF = env.float("OUTBOX_RELAY_MAX_BACKOFF", default=30.0)
 # How long a relay's claim on a batch of rows lasts; a relay that dies mid-batch releases its
 # rows when the claim runs out. Must exceed OUTBOX_RELAY_SEND_TIMEOUT.
 OUTBOX_RELAY_CLAIM_SECONDS = env.float("OUTBOX_RELAY_CLAIM_SECONDS", default=60.0)
+# A row the broker refuses for a reason of its own (too large, say) is quarantined after this many
+# failed sends: marked with the reason, shown in the admin, and no longer sent.
+OUTBOX_QUARANTINE_ATTEMPTS = env.int("OUTBOX_QUARANTINE_ATTEMPTS", default=3)
 
 # Which setting holds the topic of each domain event type (read when the event is recorded).
 KAFKA_EVENT_TOPIC_SETTINGS = {"OrderExportRequested": "ORDER_EXPORT_TOPIC"}
@@ -203,6 +246,16 @@ if ORDER_EXPORT_REPLICATION_FACTOR < 1:
 
 # --- The external platform --------------------------------------------------------------------
 EXPORT_PLATFORM_URL = env("EXPORT_PLATFORM_URL", default=None)
+# "fake": the in-memory fake platform, which marks orders exported and sends them nowhere. Unset:
+# the HTTP client when EXPORT_PLATFORM_URL is set; otherwise the fake, which run_export_consumer
+# only accepts with DJANGO_DEBUG=true unless EXPORT_PLATFORM=fake says so.
+EXPORT_PLATFORM = env("EXPORT_PLATFORM", default="").lower() or None
+if EXPORT_PLATFORM not in (None, "fake", "http"):
+    raise ImproperlyConfigured(f"EXPORT_PLATFORM={EXPORT_PLATFORM!r} is not one of fake, http")
+if EXPORT_PLATFORM == "http" and not EXPORT_PLATFORM_URL:
+    raise ImproperlyConfigured("EXPORT_PLATFORM=http needs EXPORT_PLATFORM_URL")
+if EXPORT_PLATFORM == "fake" and EXPORT_PLATFORM_URL:
+    raise ImproperlyConfigured("EXPORT_PLATFORM=fake and EXPORT_PLATFORM_URL are both set; keep one")
 EXPORT_PLATFORM_TIMEOUT = env.float("EXPORT_PLATFORM_TIMEOUT", default=5.0)
 EXPORT_MAX_ATTEMPTS = env.int("EXPORT_MAX_ATTEMPTS", default=5)
 # Platform calls in flight at once per consumer process; one at a time per order, in offset
@@ -241,6 +294,8 @@ EXPORT_CONSUMER_METRICS_PORT = env.int("EXPORT_CONSUMER_METRICS_PORT", default=0
 OUTBOX_RELAY_METRICS_PORT = env.int("OUTBOX_RELAY_METRICS_PORT", default=0)
 # Bound on the Kafka part of GET /api/health/ and of export_consumer_ready.
 HEALTH_KAFKA_TIMEOUT_MS = env.int("HEALTH_KAFKA_TIMEOUT_MS", default=2000)
+# GET /api/health/ answers from the last check for this long, so a storm of probes costs one.
+HEALTH_CACHE_SECONDS = env.float("HEALTH_CACHE_SECONDS", default=2.0)
 # export_consumer_ready's defaults: the most lag (records) and outbox age (seconds) still ready.
 READINESS_MAX_LAG = env.int("READINESS_MAX_LAG", default=1000)
 READINESS_MAX_OUTBOX_AGE_SECONDS = env.float("READINESS_MAX_OUTBOX_AGE_SECONDS", default=300.0)

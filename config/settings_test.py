@@ -2,6 +2,12 @@
 import os
 import tempfile
 
+# Set in the environment, so the consumers and relays the tests start as processes get them too:
+# a key that is not the development default (DEBUG is off, as in production), and the fake
+# platform asked for explicitly.
+os.environ.setdefault("DJANGO_SECRET_KEY", "orderflow-tests-only-not-a-secret")
+os.environ.setdefault("EXPORT_PLATFORM", "fake")
+
 from config.settings import *  # noqa: F401,F403
 from config.settings import DATABASES
 

@@ -54,11 +54,11 @@ port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 # A metadata request through the project's own client settings (bootstrap, SASL, TLS).
 answers() {
-  KAFKA_BOOTSTRAP_SERVERS="${1}" "$PYTHON" "$ROOT/manage.py" kafka_ping --timeout "${2:-2}" >/dev/null 2>&1
+  DJANGO_DEBUG="${DJANGO_DEBUG:-true}" KAFKA_BOOTSTRAP_SERVERS="${1}" "$PYTHON" "$ROOT/manage.py" kafka_ping --timeout "${2:-2}" >/dev/null 2>&1
 }
 
 configured_bootstrap() {
-  "$PYTHON" "$ROOT/manage.py" kafka_ping --print-bootstrap
+  DJANGO_DEBUG="${DJANGO_DEBUG:-true}" "$PYTHON" "$ROOT/manage.py" kafka_ping --print-bootstrap
 }
 
 ensure_jars() {

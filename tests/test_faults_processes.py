@@ -75,6 +75,7 @@ def consumer_env(export_topics, export_group, platform_stub) -> dict[str, str]:
         ORDER_EXPORT_DLT_TOPIC=dlt,
         ORDER_EXPORT_CONSUMER_GROUP=export_group,
         EXPORT_PLATFORM_URL=platform_stub.url,
+        EXPORT_PLATFORM="http",
     )
 
 

@@ -77,6 +77,7 @@ def start_consumer(export_topics, export_group, platform_stub) -> Iterator[Calla
         "ORDER_EXPORT_DLT_TOPIC": dlt,
         "ORDER_EXPORT_CONSUMER_GROUP": export_group,
         "EXPORT_PLATFORM_URL": platform_stub.url,
+        "EXPORT_PLATFORM": "http",
         **QUICK_REBALANCE,
         # The assertions read the consumers' plain log lines; one metrics port per host would
         # clash between four processes.
