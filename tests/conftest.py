@@ -109,6 +109,17 @@ def export_group(settings, unique_name, kafka_admin: KafkaAdminClient) -> Iterat
 
 
 @pytest.fixture(autouse=True)
+def _cache_cleared():
+    """Throttle counters and the cached health answer live in the cache: each test starts
+    without what the tests before it left there."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+    cache.clear()
+
+
+@pytest.fixture(autouse=True)
 def _fast_path_publisher_closed_after_the_test():
     """The on-commit publisher marks rows sent from a thread with a database connection of its
     own; closed after each test that used it, so no test inherits its work and PostgreSQL can
