@@ -5,6 +5,7 @@
 #                              (ignored by git) on first use, start it, create the database
 #   scripts/postgres.sh down   stop it (the data stays)
 #   scripts/postgres.sh url    print the DATABASE_URL that points at it
+#   scripts/postgres.sh datadir  print the folder that holds (or will hold) the cluster's data
 #
 # The cluster listens on 127.0.0.1 only and trusts local connections: it is for development
 # and tests, never for production.
@@ -96,5 +97,6 @@ case "${1:-}" in
   up) up ;;
   down) down ;;
   url) echo "$URL" ;;
-  *) echo "usage: $0 up|down|url" >&2; exit 2 ;;
+  datadir) datadir_resolve; echo "$PGDATA_DIR" ;;
+  *) echo "usage: $0 up|down|url|datadir" >&2; exit 2 ;;
 esac
