@@ -2,9 +2,11 @@
 contract's shape: `{"detail": ..., "code": ...}`, or field errors `{"field": [...]}` for 400."""
 from __future__ import annotations
 
+from django.core.exceptions import RequestDataTooBig
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.views import defaults
 from rest_framework import status
+from rest_framework.exceptions import Throttled
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -30,11 +32,34 @@ def exception_handler(exc, context):
     return response
 
 
+def bad_request(request: HttpRequest, exception: Exception) -> HttpResponse:
+    """handler400 (Django's own refusals before a view runs: too many query parameters, a body
+    over DATA_UPLOAD_MAX_MEMORY_SIZE read through `request.body`, a bad Host): JSON under
+    /api/, Django's page elsewhere."""
+    if request.path.startswith("/api/"):
+        if isinstance(exception, RequestDataTooBig):
+            return JsonResponse({"detail": "Request body too large.", "code": "request_too_large"}, status=413)
+        return JsonResponse({"detail": "Bad request.", "code": "bad_request"}, status=400)
+    return defaults.bad_request(request, exception)
+
+
 def page_not_found(request: HttpRequest, exception: Exception) -> HttpResponse:
     """handler404: JSON under /api/ (a path no route matches), Django's page elsewhere."""
     if request.path.startswith("/api/"):
         return JsonResponse({"detail": "Not found.", "code": "not_found"}, status=404)
     return defaults.page_not_found(request, exception)
+
+
+def too_many_requests(request: HttpRequest, *, wait: float) -> HttpResponse:
+    """429 from a view outside DRF, in DRF's words and with its Retry-After: JSON under /api/,
+    one line of text elsewhere."""
+    throttled = Throttled(wait)
+    headers = {"Retry-After": str(throttled.wait)}
+    if request.path.startswith("/api/"):
+        return JsonResponse(
+            {"detail": str(throttled.detail), "code": throttled.default_code}, status=429, headers=headers
+        )
+    return HttpResponse(f"{throttled.detail}\n", status=429, content_type="text/plain; charset=utf-8", headers=headers)
 
 
 def server_error(request: HttpRequest) -> HttpResponse:

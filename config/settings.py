@@ -124,7 +124,22 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": env.int("API_PAGE_SIZE", default=50),
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
+    # JSON only, bounded by API_MAX_BODY_BYTES (config/parsers.py). No form or multipart parser:
+    # no endpoint takes them (the admin and login pages are Django views, and the browsable
+    # API's raw form posts JSON); a form body is a 415.
+    "DEFAULT_PARSER_CLASSES": ["config.parsers.BoundedJSONParser"],
     "EXCEPTION_HANDLER": "config.api_errors.exception_handler",
+    # Every DRF view unless it says otherwise. DRF checks permissions before throttles, so a
+    # request without credentials is a 401 that uses up no rate.
+    "DEFAULT_THROTTLE_CLASSES": [
+        "rest_framework.throttling.AnonRateThrottle",
+        "rest_framework.throttling.UserRateThrottle",
+    ],
+    # Who "the client" of a per-IP rate is. DRF's default (None) takes the whole X-Forwarded-For
+    # header when there is one, which any client can send itself to get a fresh count on every
+    # request. 0: REMOTE_ADDR, right when nothing stands in front; N proxies in front that append
+    # to X-Forwarded-For: the address the outermost of them saw.
+    "NUM_PROXIES": env.int("API_NUM_PROXIES", default=0),
     # Per user, and per client IP for anonymous requests (and the login views), in DRF's rate
     # format: "<n>/<second|minute|hour|day>". A back-office service must not trip the user rate.
     "DEFAULT_THROTTLE_RATES": {

@@ -1,20 +1,31 @@
 from django.contrib import admin
+from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from config.throttling import login_throttled
 from config.views import health, metrics
 from kafka_bridge.views import kafka_status_page
 
 urlpatterns = [
     path("admin/kafka-status/", admin.site.admin_view(kafka_status_page), name="kafka-status"),
+    # The login pages, throttled, ahead of the routes they come from (admin/ and
+    # rest_framework.urls): reversing "admin:login" and "rest_framework:login" still gives these
+    # paths, which now resolve here.
+    path("admin/login/", login_throttled(admin.site.login)),
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    path(
+        "api/auth/login/",
+        login_throttled(auth_views.LoginView.as_view(template_name="rest_framework/login.html")),
+    ),
     path("api/auth/", include("rest_framework.urls")),
     path("api/health/", health, name="health"),
     path("metrics", metrics, name="metrics"),
     path("api/", include("orders.urls")),
 ]
 
+handler400 = "config.api_errors.bad_request"
 handler404 = "config.api_errors.page_not_found"
 handler500 = "config.api_errors.server_error"

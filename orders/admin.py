@@ -3,14 +3,31 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from orders.models import Order, OrderLine
+from orders.permissions import CONFIRM_ORDER
 from orders.serializers import PENDING_EXPORT
 from orders.services import OrderNotPending, order_confirm
 
 
+def _is_confirmed(order: Order | None) -> bool:
+    return order is not None and order.status == Order.Status.CONFIRMED
+
+
 class OrderLineInline(admin.TabularInline):
+    """The lines of a pending order are edited here; those of a confirmed order are only shown,
+    since its event has left with them. (`obj` is the order whose page this is.)"""
+
     model = OrderLine
     extra = 1
     min_num = 1
+
+    def has_add_permission(self, request: HttpRequest, obj: Order | None = None) -> bool:
+        return not _is_confirmed(obj) and super().has_add_permission(request, obj)
+
+    def has_change_permission(self, request: HttpRequest, obj: Order | None = None) -> bool:
+        return not _is_confirmed(obj) and super().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request: HttpRequest, obj: Order | None = None) -> bool:
+        return not _is_confirmed(obj) and super().has_delete_permission(request, obj)
 
 
 @admin.register(Order)
@@ -26,12 +43,33 @@ class OrderAdmin(admin.ModelAdmin):
     def get_queryset(self, request: HttpRequest) -> QuerySet[Order]:
         return super().get_queryset(request).prefetch_related("lines").select_related("export")
 
+    def get_object(self, request: HttpRequest, object_id: str, from_field: str | None = None) -> Order | None:
+        order = super().get_object(request, object_id, from_field)
+        if order is not None and request.method == "POST":
+            # The admin saves a change in the transaction it reads the order in. Lock the row and
+            # read it again: a confirm committing meanwhile would otherwise be undone by the
+            # save (status back to pending after the event left), or its customer and lines
+            # changed behind the event. Now the confirm waits, or the form sees it confirmed.
+            Order.objects.select_for_update().filter(pk=order.pk).values_list("pk").first()
+            order = super().get_object(request, object_id, from_field)
+        return order
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Order | None = None) -> list[str]:
+        readonly = list(super().get_readonly_fields(request, obj))
+        if _is_confirmed(obj):
+            readonly.append("customer_id")  # the event has left with it
+        return readonly
+
     def get_search_results(self, request, queryset, search_term):
         results, may_have_duplicates = super().get_search_results(request, queryset, search_term)
         term = search_term.strip().lstrip("#")
-        if term.isdigit():
+        # isascii: str.isdigit() is also true for "²", which int() refuses.
+        if term.isascii() and term.isdigit():
             results |= queryset.filter(pk=int(term))
         return results, may_have_duplicates
+
+    def has_confirm_permission(self, request: HttpRequest) -> bool:
+        return request.user.has_perm(CONFIRM_ORDER)
 
     @admin.display(description="total")
     def total_amount(self, order: Order) -> str:
@@ -49,7 +87,7 @@ class OrderAdmin(admin.ModelAdmin):
             text += f": {export.last_error}"
         return text
 
-    @admin.action(description="Mark confirmed", permissions=["change"])
+    @admin.action(description="Mark confirmed", permissions=["confirm"])
     def mark_confirmed(self, request: HttpRequest, queryset: QuerySet[Order]) -> None:
         """Confirm each selected order through the same service as the API."""
         confirmed: list[int] = []

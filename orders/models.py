@@ -20,6 +20,9 @@ class Order(models.Model):
 
     class Meta:
         ordering = ["-id"]
+        # Confirming sends the order to the external platform: a right of its own, apart from
+        # "change", which lets a clerk correct a pending order without being able to send it.
+        permissions = [("confirm_order", "Can confirm order")]
         constraints = [
             models.CheckConstraint(
                 condition=Q(status="pending", confirmed_at__isnull=True)

@@ -5,6 +5,8 @@ import json
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
+from django.core.validators import MaxLengthValidator, RegexValidator
 from drf_spectacular.utils import extend_schema_field, extend_schema_serializer
 from rest_framework import serializers
 
@@ -38,6 +40,26 @@ class PriceField(serializers.DecimalField):
         return super().to_internal_value(data)
 
 
+class IdentifierField(StrictCharField):
+    """`customer_id` and `sku`: 1 to 64 characters, at least one of them not whitespace.
+
+    Kept exactly as sent, surrounding whitespace included: other services match these ids
+    character for character, so quietly trimming one would make it a different id from the
+    one the client holds. An id of whitespace only is refused as blank. The rule is a
+    RegexValidator so that the schema states it too (`pattern: \\S`).
+    """
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(
+            max_length=64,
+            min_length=1,
+            allow_blank=False,
+            trim_whitespace=False,
+            validators=[RegexValidator(r"\S", message="This field may not be blank.", code="blank")],
+            **kwargs,
+        )
+
+
 class OrderLineSerializer(serializers.ModelSerializer):
     sku = StrictCharField(max_length=64, allow_blank=False, trim_whitespace=False)
     quantity = StrictIntegerField(min_value=1, max_value=2_147_483_647)
@@ -46,6 +68,30 @@ class OrderLineSerializer(serializers.ModelSerializer):
     class Meta:
         model = OrderLine
         fields = ["sku", "quantity", "unit_price"]
+
+
+@extend_schema_field(
+    {
+        "oneOf": [
+            {"type": "string", "format": "decimal", "pattern": r"^\d{1,10}(?:\.\d{1,2})?$", "example": "10.00"},
+            {"type": "number", "minimum": 0, "maximum": 9_999_999_999.99},
+        ],
+        "description": "A decimal of at most 10 digits before the point and 2 after, as a string or a number.",
+    }
+)
+class PriceInputField(PriceField):
+    """A line's unit_price as a request gives it. The schema says what the field takes: a JSON
+    number too, which DRF's own schema for a DecimalField does not (it allows only strings, and
+    with a pattern that lets "" and "-1" through)."""
+
+
+# A serializer of its own, and so a schema component of its own, so that the response's
+# `OrderLine` keeps describing what responses hold.
+class OrderLineInputSerializer(OrderLineSerializer):
+    """A line of a new order."""
+
+    sku = IdentifierField()
+    unit_price = PriceInputField(max_digits=12, decimal_places=2, min_value=Decimal("0"))
 
 
 class OrderSerializer(serializers.ModelSerializer):
@@ -64,13 +110,57 @@ def order_snapshot(order: Order) -> dict[str, Any]:
     return json.loads(json.dumps(OrderSerializer(order).data))
 
 
+def order_max_lines() -> int:
+    """Read when a body is validated or the schema is built, not at import: a changed
+    ORDER_MAX_LINES setting applies to both."""
+    return settings.ORDER_MAX_LINES
+
+
+class OrderLinesField(serializers.ListField):
+    """An order's lines: 1 to ORDER_MAX_LINES of them.
+
+    A ListField, not many=True: its errors are the contract's {"lines": ["..."]} for an empty,
+    oversized or non-list value, and {"lines": {"0": {"quantity": ["..."]}}} per line.
+    """
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(child=OrderLineInputSerializer(), allow_empty=False, min_length=1, **kwargs)
+        # For the schema's maxItems; the length is enforced in to_internal_value, first.
+        self.validators.append(
+            MaxLengthValidator(order_max_lines, message="Ensure this field has no more than %(limit_value)d elements.")
+        )
+
+    def to_internal_value(self, data):
+        # Before the lines are validated one by one: 340,000 lines of `{}` fit in a 1 MiB body,
+        # and validating them all just to refuse the order took half a minute of CPU.
+        if isinstance(data, list) and len(data) > order_max_lines():
+            self.fail("max_length", max_length=order_max_lines())
+        return super().to_internal_value(data)
+
+
 class OrderCreateSerializer(serializers.Serializer):
     """The body of POST /api/orders/."""
 
-    customer_id = StrictCharField(max_length=64, allow_blank=False, trim_whitespace=False)
-    # A ListField, not many=True: its errors are the contract's {"lines": ["..."]} for an empty
-    # or non-list value, and {"lines": {"0": {"quantity": ["..."]}}} per line.
-    lines = serializers.ListField(child=OrderLineSerializer(), allow_empty=False)
+    customer_id = IdentifierField()
+    lines = OrderLinesField(help_text="One line per SKU.")
+
+    def validate_lines(self, lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """One line per SKU: a line whose SKU an earlier line already has is refused with a 400
+        naming it (`{"lines": {"3": {"sku": ["..."]}}}`), not merged into that line.
+
+        The confirmed order leaves as an event that other services consume, and for them two
+        lines of one SKU (at two prices, say) have no single meaning; merging them here would
+        pick one for the client without telling it. SKUs are compared exactly as sent.
+        """
+        first_line_of: dict[str, int] = {}
+        errors: dict[int, dict[str, list[str]]] = {}
+        for index, line in enumerate(lines):
+            first = first_line_of.setdefault(line["sku"], index)
+            if first != index:
+                errors[index] = {"sku": [f"Line {first} has this SKU already; an order has one line per SKU."]}
+        if errors:
+            raise serializers.ValidationError(errors)
+        return lines
 
 
 class OrderListFilterSerializer(serializers.Serializer):

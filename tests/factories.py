@@ -8,6 +8,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Permission
 from kafka.consumer.fetcher import ConsumerRecord
 
 from kafka_bridge.models import OutboxEvent
@@ -21,9 +22,26 @@ _usernames = (f"user-{n}" for n in itertools.count(1))
 _offsets = itertools.count()
 
 
-def user_factory(*, username: str | None = None, password: str = DEFAULT_PASSWORD):
-    """A saved user with a usable password (for session logins)."""
-    return get_user_model().objects.create_user(username=username or next(_usernames), password=password)
+def user_factory(
+    *,
+    username: str | None = None,
+    password: str = DEFAULT_PASSWORD,
+    permissions: Iterable[str] = (),
+    is_staff: bool = False,
+):
+    """A saved user with a usable password (for session logins), granted `permissions` given as
+    "app_label.codename" (e.g. "orders.view_order")."""
+    user = get_user_model().objects.create_user(
+        username=username or next(_usernames), password=password, is_staff=is_staff
+    )
+    user.user_permissions.add(*(permission_get(name) for name in permissions))
+    return user
+
+
+def permission_get(name: str) -> Permission:
+    """The Permission named "app_label.codename", as `user.has_perm()` names it."""
+    app_label, codename = name.split(".")
+    return Permission.objects.get(content_type__app_label=app_label, codename=codename)
 
 
 def order_factory(

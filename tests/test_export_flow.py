@@ -18,6 +18,8 @@ from kafka_bridge.relay import OutboxRelay
 from kafka_bridge.runner import StopFlag
 from orders.models import Order
 from orders.services import LineInput, order_confirm, order_create
+from orders.permissions import ORDER_OPERATOR_PERMISSIONS
+from tests.factories import user_factory
 from tests.helpers import end_offsets, read_records, wait_until
 
 pytestmark = [pytest.mark.kafka, pytest.mark.django_db(transaction=True)]
@@ -25,7 +27,7 @@ pytestmark = [pytest.mark.kafka, pytest.mark.django_db(transaction=True)]
 
 @pytest.fixture
 def api(db) -> APIClient:
-    user = get_user_model().objects.create_user(username="api-user", password="pw")
+    user = user_factory(username="api-user", permissions=ORDER_OPERATOR_PERMISSIONS)
     client = APIClient()
     client.force_authenticate(user)
     return client

@@ -25,6 +25,7 @@ from rest_framework.test import APIClient
 from exports.models import OrderExport
 from kafka_bridge.models import OutboxEvent
 from orders.models import Order, OrderLine
+from orders.permissions import ORDER_OPERATOR_PERMISSIONS
 from tests.factories import DEFAULT_PASSWORD, order_factory, user_factory
 
 pytestmark = pytest.mark.django_db
@@ -54,7 +55,9 @@ def without_export(order_json: dict[str, Any]) -> dict[str, Any]:
 
 @pytest.fixture
 def user():
-    return user_factory()
+    """A user who may do everything the API offers (what the order-operators group grants);
+    tests/test_api_permissions.py covers users who may not."""
+    return user_factory(permissions=ORDER_OPERATOR_PERMISSIONS)
 
 
 @pytest.fixture
