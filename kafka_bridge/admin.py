@@ -1,6 +1,8 @@
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.utils.translation import ngettext
 
 from kafka_bridge.models import OutboxEvent
+from kafka_bridge.outbox import outbox_quarantine_release
 
 
 class SentFilter(admin.SimpleListFilter):
@@ -18,16 +20,59 @@ class SentFilter(admin.SimpleListFilter):
         return queryset
 
 
+class QuarantinedFilter(admin.SimpleListFilter):
+    title = "quarantined"
+    parameter_name = "quarantined"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Quarantined"), ("no", "Not quarantined")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":
+            return queryset.filter(quarantined_at__isnull=False, sent_at__isnull=True)
+        if self.value() == "no":
+            return queryset.filter(quarantined_at__isnull=True)
+        return queryset
+
+
 @admin.register(OutboxEvent)
 class OutboxEventAdmin(admin.ModelAdmin):
-    list_display = ["id", "event_type", "event_id", "topic", "key", "created_at", "sent_at", "partition", "offset", "attempts"]
-    list_filter = [SentFilter, "event_type", "topic"]
+    list_display = [
+        "id", "event_type", "event_id", "topic", "key", "created_at", "sent_at", "partition", "offset", "attempts",
+        "is_quarantined", "last_error",
+    ]
+    list_filter = [SentFilter, QuarantinedFilter, "event_type", "topic"]
     search_fields = ["event_id", "key"]
     ordering = ["-id"]
+    actions = ["release_quarantined"]
 
-    # The outbox is written by services and read by the relay; the admin only shows it.
+    @admin.display(boolean=True, description="quarantined", ordering="quarantined_at")
+    def is_quarantined(self, obj: OutboxEvent) -> bool:
+        return obj.quarantined
+
+    # The outbox is written by services and read by the relay; the admin only shows it, and
+    # gives quarantined events another try.
     def has_add_permission(self, request):
         return False
 
     def has_change_permission(self, request, obj=None):
         return False
+
+    def has_release_permission(self, request) -> bool:
+        """Releasing an event sends it again: the model's change permission, which the
+        read-only pages above do not otherwise use."""
+        return request.user.has_perm("kafka_bridge.change_outboxevent")
+
+    @admin.action(permissions=["release"], description="Release quarantined events for another try")
+    def release_quarantined(self, request, queryset):
+        chosen = list(queryset.filter(quarantined_at__isnull=False, sent_at__isnull=True))
+        released = outbox_quarantine_release(pks=[row.pk for row in chosen])
+        for row in chosen:
+            self.log_change(request, row, f"Released from quarantine ({row.last_error})")
+        skipped = queryset.count() - len(chosen)
+        self.message_user(
+            request,
+            ngettext("%d event released for another try.", "%d events released for another try.", released) % released
+            + (f" {skipped} not quarantined, left alone." if skipped else ""),
+            messages.SUCCESS if released else messages.WARNING,
+        )

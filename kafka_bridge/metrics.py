@@ -70,7 +70,11 @@ CONSUMER_BREAKER_STATE = Gauge(
 )
 OUTBOX_UNSENT = Gauge(
     "orderflow_outbox_unsent",
-    "Outbox events not yet acknowledged by Kafka (set by run_outbox_relay each round).",
+    "Outbox events not yet acknowledged by Kafka, quarantined ones aside (set by run_outbox_relay each round).",
+)
+OUTBOX_QUARANTINED = Gauge(
+    "orderflow_outbox_quarantined",
+    "Outbox events quarantined after Kafka refused them for a reason of their own, waiting for an operator.",
 )
 OUTBOX_OLDEST_UNSENT_AGE = Gauge(
     "orderflow_outbox_oldest_unsent_age_seconds",
@@ -82,6 +86,7 @@ def outbox_backlog_set(backlog: dict) -> None:
     """Set the outbox gauges from `kafka_bridge.selectors.outbox_backlog()`."""
     OUTBOX_UNSENT.set(backlog["unsent"])
     OUTBOX_OLDEST_UNSENT_AGE.set(backlog["oldest_unsent_age_seconds"] or 0)
+    OUTBOX_QUARANTINED.set(backlog.get("quarantined", 0))
 
 
 def metrics_serve(*, port: int, addr: str) -> None:

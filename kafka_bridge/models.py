@@ -23,16 +23,36 @@ class OutboxEvent(models.Model):
     # A relay's claim on the row while it sends it: no two relays send a row at once.
     claimed_by = models.CharField(max_length=100, blank=True, default="")
     claimed_until = models.DateTimeField(null=True, blank=True)
+    # Sends refused for a reason of the record's own (too large, an invalid topic name), as the
+    # relay counted them; at OUTBOX_QUARANTINE_ATTEMPTS the row is quarantined.
+    refusals = models.PositiveIntegerField(default=0)
+    # Set (by the database's clock) when the row is given up on until an operator releases it;
+    # last_error says why. A quarantined row is neither sent nor counted as backlog.
+    quarantined_at = models.DateTimeField(null=True, blank=True)
+    # How often an operator queued the row again. A send is marked only against the count it was
+    # made under, so a late acknowledgement of a send from before a resend cannot undo it.
+    resends = models.PositiveIntegerField(default=0)
 
     class Meta:
         ordering = ["id"]
         indexes = [
-            # The relay's query: unsent rows, oldest first. Partial, so it stays small.
-            models.Index(fields=["id"], condition=Q(sent_at__isnull=True), name="outbox_unsent_idx"),
+            # The relay's query: rows waiting to be sent, oldest first. Partial, so it stays small.
+            models.Index(
+                fields=["id"], condition=Q(sent_at__isnull=True, quarantined_at__isnull=True), name="outbox_unsent_idx"
+            ),
         ]
 
+    @property
+    def quarantined(self) -> bool:
+        return self.quarantined_at is not None
+
     def __str__(self) -> str:
-        state = f"sent {self.sent_at:%Y-%m-%d %H:%M:%S}" if self.sent_at else "unsent"
+        if self.sent_at:
+            state = f"sent {self.sent_at:%Y-%m-%d %H:%M:%S}"
+        elif self.quarantined_at:
+            state = "quarantined"
+        else:
+            state = "unsent"
         return f"{self.event_type} {self.event_id} ({state})"
 
 

@@ -4,8 +4,8 @@ One producer per process, built lazily from settings (`acks=all`, idempotence on
 batch size and compression configurable) and closed at exit. A publisher sends outbox rows in
 one of two ways:
 
-- `publish()` (the relay): sends, waits for the broker's acknowledgements no longer than its
-  bound, and marks the acknowledged rows sent before it returns.
+- `publish()` (the relay): sends, waits for the broker's answers no longer than its bound, and
+  writes each row's own outcome before it returns (`send()` is the network half alone).
 - `publish_nowait()` (the on-commit fast path): hands the rows to the producer and returns at
   once, so a request never waits on the network. The producer's callbacks queue each
   acknowledgement (or failure), and a thread of the publisher's own writes them to the outbox in
@@ -14,6 +14,19 @@ one of two ways:
   does not send rows that are still in flight.
 
 What could not be sent stays unsent for `run_outbox_relay`.
+
+Two kinds of failure are told apart (`failure_is_the_records_own`). The broker's (unreachable,
+timed out, not enough replicas, no such topic yet) would fail any record: the fast path pauses
+for everyone and the relay backs off. The record's own (too large for the producer or the
+topic, invalid, an illegal topic name) would fail this record again and no other: nothing
+pauses, and the relay counts it against the row until the row is quarantined.
+
+kafka-python 3.0.12 stops an idempotent producer for good once the broker refuses one of its
+batches with a non-retriable error (a record over the topic's `max.message.bytes`, say): every
+record sent on it afterwards fails with that same error. A publisher therefore retires its
+producer after such a failure and builds a new one for the next send; and since the records
+that failed beside the refused one carry its error too, the relay sends those again one at a
+time to learn which record was really refused.
 """
 from __future__ import annotations
 
@@ -22,20 +35,56 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import connection, transaction
-from django.db.models import F
-from django.utils import timezone
+from django.db import connection
 from kafka import KafkaProducer
-from kafka.errors import KafkaError
+from kafka.errors import (
+    InvalidRecordError,
+    InvalidTopicError,
+    KafkaError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+)
+from kafka.util import ensure_valid_topic_name
 
 from kafka_bridge import metrics
 from kafka_bridge.client import connection_config
 from kafka_bridge.models import OutboxEvent
+from kafka_bridge.outbox import SendFailure, SentMark, outbox_outcomes_record
 
 logger = logging.getLogger(__name__)
+
+# Refused for what the record is, so sent again unchanged it is refused again, while other
+# records go through: larger than the producer's max_request_size or the topic's
+# max.message.bytes (MESSAGE_TOO_LARGE), a batch of it too large to split (RECORD_LIST_TOO_LARGE),
+# failing the broker's validation (INVALID_RECORD), or an illegal topic name (INVALID_TOPIC).
+# Not here, on purpose: a topic that does not exist (the producer only times out waiting for its
+# metadata, and a forgotten ensure_topics must not quarantine every event), authorization,
+# timeouts and replication errors: those are the broker's, and pass.
+RECORD_ERRORS = (MessageSizeTooLargeError, RecordListTooLargeError, InvalidRecordError, InvalidTopicError)
+
+
+def failure_is_the_records_own(exc: BaseException) -> bool:
+    """True when `exc` refuses the record for what it is (the row's own failure), False when it
+    is the broker's (any record would have failed)."""
+    return isinstance(exc, RECORD_ERRORS)
+
+
+def _shares_a_refused_batch(exc: BaseException) -> bool:
+    # kafka-python fails a refused record's batch-mates with a bare KafkaError: neither theirs
+    # nor the broker's.
+    return type(exc) is KafkaError
+
+
+def error_line(exc: BaseException, row: OutboxEvent | None = None) -> str:
+    """One line for `last_error` and the logs; a size refusal says how large the record is."""
+    detail = exc.args[0] if exc.args and exc.args[0] is not None else getattr(exc, "message", "")
+    text = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
+    if row is not None and isinstance(exc, (MessageSizeTooLargeError, RecordListTooLargeError)):
+        text += f" (the record's value is {len(row.payload.encode()):,} bytes)"
+    return " ".join(text.split())[:500]
 
 
 def producer_config(*, timeout_ms: int) -> dict:
@@ -60,19 +109,74 @@ def producer_config(*, timeout_ms: int) -> dict:
     }
 
 
+def _send_row(producer: KafkaProducer, row: OutboxEvent):
+    # kafka-python refuses an illegal topic name with a ValueError; it is Kafka's INVALID_TOPIC.
+    try:
+        ensure_valid_topic_name(row.topic)
+    except (TypeError, ValueError) as exc:
+        raise InvalidTopicError(str(exc)) from None
+    return producer.send(
+        row.topic,
+        key=row.key.encode() if row.key is not None else None,
+        value=row.payload.encode(),
+        headers=[(name, value.encode()) for name, value in row.headers],
+    )
+
+
+def _producer_close(producer: KafkaProducer, timeout: float) -> None:
+    # kafka-python 3.0.12's flush (which close() runs first) can trip over a batch it has just
+    # split after a MESSAGE_TOO_LARGE ("Future not done"); the next try does not.
+    for _ in range(3):
+        try:
+            producer.close(timeout=timeout)
+            return
+        except KafkaError as exc:
+            error = exc
+    logger.warning("kafka: could not close a producer cleanly: %s", error_line(error))
+
+
 @dataclass(frozen=True)
 class PublishResult:
+    """What `publish()` did: `sent` acknowledged, `failed` for the broker's reasons (the relay
+    backs off), `refused` for the rows' own (counted against them), `quarantined` of those at
+    their limit. `error` is the broker's error, if any, else the first refusal's."""
+
     sent: int
     failed: int
     error: str = ""
+    refused: int = 0
+    quarantined: int = 0
+
+
+@dataclass
+class SendOutcome:
+    """Each row's own outcome of one `send()`."""
+
+    acked: list[SentMark] = field(default_factory=list)
+    refused: list[SendFailure] = field(default_factory=list)
+    failed: list[SendFailure] = field(default_factory=list)
+
+    def ack(self, row: OutboxEvent, metadata) -> None:
+        self.acked.append(SentMark(row.pk, row.resends, metadata.partition, metadata.offset))
+
+    def refuse(self, row: OutboxEvent, exc: BaseException) -> None:
+        self.refused.append(SendFailure(row.pk, row.resends, error_line(exc, row)))
+
+    def fail(self, row: OutboxEvent, error: str) -> None:
+        self.failed.append(SendFailure(row.pk, row.resends, error))
+
+    @property
+    def error(self) -> str:
+        return (self.failed or self.refused)[0].error if (self.failed or self.refused) else ""
 
 
 class OutboxPublisher:
     """Sends outbox rows to Kafka through one lazily built producer.
 
-    `timeout` bounds the time one `publish()` call waits on the network. After a failure the
-    publisher stays `suspended` for `suspend_after_failure` seconds: publish() returns at once
-    and leaves rows to the relay, so a dead broker does not cost every request the full bound.
+    `timeout` bounds the time one `publish()` call waits on the network. After a failure of the
+    broker's the publisher stays `suspended` for `suspend_after_failure` seconds: the fast path
+    returns at once and leaves rows to the relay, so a dead broker does not cost every request
+    the full bound. A record refused for its own reason suspends nothing.
     `path` labels its sends in `orderflow_events_published_total` ("fast" or "relay").
     """
 
@@ -84,6 +188,7 @@ class OutboxPublisher:
         self._lock = threading.Lock()
         self._suspended_until = 0.0
         self._marker: _SentMarker | None = None
+        self._retiring: list[threading.Thread] = []
 
     @property
     def suspended(self) -> bool:
@@ -95,53 +200,137 @@ class OutboxPublisher:
                 self._producer = KafkaProducer(**producer_config(timeout_ms=int(self.timeout * 1000)))
             return self._producer
 
+    def _retire(self, producer: KafkaProducer) -> None:
+        """Stop using `producer` after a non-retriable failure (kafka-python will not send on it
+        again) and close it on a thread of its own: this may run on its I/O thread."""
+        with self._lock:
+            if self._producer is not producer:
+                return
+            self._producer = None
+            self._retiring = [thread for thread in self._retiring if thread.is_alive()]
+            thread = threading.Thread(
+                target=_producer_close, args=(producer, min(self.timeout, 5.0)), name="producer-retire", daemon=True
+            )
+            self._retiring.append(thread)
+        logger.info("kafka: producer stopped by a failed record; the next send uses a new one")
+        thread.start()
+
+    def send(self, rows: Sequence[OutboxEvent]) -> SendOutcome:
+        """Send `rows` and wait, within the bound, for each one's own outcome; write nothing.
+
+        Rows refused before are sent one at a time first, so that they cannot stop the producer
+        under the others; then the rest together. Rows of that send which failed with a
+        refusal's error are sent again one at a time: the refusal may have been a batch-mate's
+        (or the stopped producer's), and a row refused on its own is refused for itself."""
+        outcome = SendOutcome()
+        deadline = time.monotonic() + self.timeout
+        for row in [row for row in rows if row.refusals]:
+            self._send_batch([row], deadline, outcome)
+        suspects = self._send_batch([row for row in rows if not row.refusals], deadline, outcome)
+        for row in suspects:
+            self._send_batch([row], deadline, outcome)
+        return outcome
+
+    def _send_batch(self, rows: list[OutboxEvent], deadline: float, outcome: SendOutcome) -> list[OutboxEvent]:
+        """Send `rows` together and record each outcome, except for rows whose non-retriable
+        failure may not be their own (more than one record was in flight): those are returned."""
+        if not rows:
+            return []
+        if time.monotonic() >= deadline:
+            for row in rows:
+                outcome.fail(row, f"not sent: the {self.timeout:g} s bound of the round ran out")
+            return []
+        try:
+            producer = self._get_producer()
+        except Exception as exc:
+            if not isinstance(exc, KafkaError):
+                logger.exception("kafka: unexpected error while building the producer")
+            for row in rows:
+                outcome.fail(row, error_line(exc))
+            return []
+        futures = []
+        # A topic whose metadata could not be had costs the wait once per round, not per row.
+        unreachable: dict[str, str] = {}
+        for row in rows:
+            if row.topic in unreachable:
+                outcome.fail(row, unreachable[row.topic])
+                continue
+            try:
+                futures.append((row, _send_row(producer, row)))
+            except Exception as exc:
+                if failure_is_the_records_own(exc):
+                    # Checked in this process before anything was sent: certainly its own.
+                    outcome.refuse(row, exc)
+                    continue
+                if not isinstance(exc, KafkaError):
+                    logger.exception("kafka: unexpected error while publishing")
+                unreachable[row.topic] = error_line(exc)
+                outcome.fail(row, unreachable[row.topic])
+        suspects: list[OutboxEvent] = []
+        stopped = False
+        for row, future in futures:
+            try:
+                metadata = future.get(timeout=max(0.0, deadline - time.monotonic()))
+            except KafkaError as exc:
+                if exc.retriable:
+                    outcome.fail(row, error_line(exc))
+                    continue
+                stopped = True
+                own = failure_is_the_records_own(exc)
+                if len(futures) > 1 and (own or _shares_a_refused_batch(exc)):
+                    # Perhaps a batch-mate's refusal, or the stopped producer's: find out alone.
+                    suspects.append(row)
+                elif own:
+                    outcome.refuse(row, exc)
+                else:
+                    outcome.fail(row, error_line(exc))
+            except Exception as exc:
+                # Anything else from the client is a bug to see, but must not kill the caller:
+                # the row stays unsent and is retried.
+                logger.exception("kafka: unexpected error while publishing")
+                outcome.fail(row, error_line(exc))
+            else:
+                outcome.ack(row, metadata)
+        if stopped:
+            self._retire(producer)
+        return suspects
+
     def publish(self, rows: Sequence[OutboxEvent]) -> PublishResult:
-        """Send `rows` in order, wait for their acknowledgements within the bound, and mark the
-        acknowledged ones sent. Never raises for Kafka trouble: it is reported in the result."""
+        """Send `rows`, wait for each one's outcome within the bound, and write them: the
+        acknowledged marked sent, the refused counted (quarantined at the limit), the failed
+        counted. Never raises for Kafka trouble: it is reported in the result."""
         if not rows:
             return PublishResult(0, 0)
         if self.suspended:
             return PublishResult(0, len(rows), "publisher suspended after a recent failure")
-        deadline = time.monotonic() + self.timeout
-        acked: list[tuple[OutboxEvent, int, int]] = []
-        error = ""
-        try:
-            producer = self._get_producer()
-            futures = [
-                (
-                    row,
-                    producer.send(
-                        row.topic,
-                        key=row.key.encode() if row.key is not None else None,
-                        value=row.payload.encode(),
-                        headers=[(name, value.encode()) for name, value in row.headers],
-                    ),
-                )
-                for row in rows
-            ]
-            for row, future in futures:
-                metadata = future.get(timeout=max(0.0, deadline - time.monotonic()))
-                acked.append((row, metadata.partition, metadata.offset))
-        except KafkaError as exc:
-            error = f"{type(exc).__name__}: {exc}"[:500]
-        except Exception as exc:
-            # Anything else from the client is a bug to see, but must not kill the caller: the
-            # rows stay unsent and are retried.
-            logger.exception("kafka: unexpected error while publishing")
-            error = f"{type(exc).__name__}: {exc}"[:500]
-        failed = len(rows) - len(acked)
-        self._mark_sent(acked)
-        metrics.EVENTS_PUBLISHED.labels(path=self.path).inc(len(acked))
-        if failed:
-            self._suspended_until = time.monotonic() + self.suspend_after_failure
-            OutboxEvent.objects.filter(pk__in=[row.pk for row in rows[len(acked):]]).update(
-                attempts=F("attempts") + 1, last_error=error
+        outcome = self.send(rows)
+        quarantined = outbox_outcomes_record(acked=outcome.acked, refused=outcome.refused, failed=outcome.failed)
+        return self.account(outcome, rows=rows, quarantined=quarantined)
+
+    def account(self, outcome: SendOutcome, *, rows: Sequence[OutboxEvent], quarantined: list[int]) -> PublishResult:
+        """Count and log a send's outcome once it is written; suspend after a broker failure."""
+        metrics.EVENTS_PUBLISHED.labels(path=self.path).inc(len(outcome.acked))
+        by_pk = {row.pk: row for row in rows}
+        for refusal in outcome.refused:
+            row = by_pk.get(refusal.pk)
+            logger.warning(
+                "kafka: outbox event %s (row %d) refused for a reason of its own%s: %s",
+                row.event_id if row else "?", refusal.pk,
+                ", quarantined" if refusal.pk in quarantined else "", refusal.error,
             )
+        if outcome.failed:
+            self._suspended_until = time.monotonic() + self.suspend_after_failure
             logger.warning(
                 "kafka: %d of %d outbox event(s) not acknowledged within %.1f s, left for the relay: %s",
-                failed, len(rows), self.timeout, error,
+                len(outcome.failed), len(rows), self.timeout, outcome.failed[0].error,
             )
-        return PublishResult(len(acked), failed, error)
+        return PublishResult(
+            sent=len(outcome.acked),
+            failed=len(outcome.failed),
+            error=outcome.error,
+            refused=len(outcome.refused),
+            quarantined=len(quarantined),
+        )
 
     def publish_nowait(self, rows: Sequence[OutboxEvent]) -> None:
         """Hand `rows` to the producer, in order, and return without waiting for the broker.
@@ -150,24 +339,30 @@ class OutboxPublisher:
         if not rows or self.suspended:
             return
         marker = self._get_marker()
-        sent = 0
         try:
             producer = self._get_producer()
-            for row in rows:
-                future = producer.send(
-                    row.topic,
-                    key=row.key.encode() if row.key is not None else None,
-                    value=row.payload.encode(),
-                    headers=[(name, value.encode()) for name, value in row.headers],
-                )
-                sent += 1
-                marker.track(future, row.pk)
         except Exception as exc:
-            # Broker unreachable at bootstrap, metadata not available within max_block_ms, or
-            # the client's own trouble: what was not handed over is the relay's.
+            # Broker unreachable at bootstrap, or the client's own trouble: all the relay's.
             if not isinstance(exc, KafkaError):
                 logger.exception("kafka: unexpected error while publishing")
-            marker.failed([row.pk for row in rows[sent:]], f"{type(exc).__name__}: {exc}"[:500])
+            marker.failed(rows, error_line(exc), brokers=True)
+            return
+        for index, row in enumerate(rows):
+            try:
+                future = _send_row(producer, row)
+            except Exception as exc:
+                if failure_is_the_records_own(exc):
+                    # Too large, an illegal topic name: this row is the relay's to count, and
+                    # the rows after it go on.
+                    marker.failed([row], error_line(exc, row), brokers=False)
+                    continue
+                # Metadata not available within max_block_ms, or the client's own trouble: what
+                # was not handed over is the relay's.
+                if not isinstance(exc, KafkaError):
+                    logger.exception("kafka: unexpected error while publishing")
+                marker.failed(rows[index:], error_line(exc), brokers=True)
+                return
+            marker.track(future, row, producer)
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every row handed to `publish_nowait()` so far is acknowledged or failed
@@ -175,11 +370,16 @@ class OutboxPublisher:
         deadline = time.monotonic() + (timeout if timeout is not None else self.timeout + 5)
         with self._lock:
             producer, marker = self._producer, self._marker
-        if producer is not None:
+        while producer is not None:
             try:
                 producer.flush(timeout=max(0.0, deadline - time.monotonic()))
+                break
             except KafkaError:
-                return False
+                # A flush that trips over a batch kafka-python just split is tried again; one
+                # that ran out of time is not.
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(0.01)
         return marker.flush(deadline) if marker is not None else True
 
     def _get_marker(self) -> _SentMarker:
@@ -191,29 +391,17 @@ class OutboxPublisher:
     def _suspend(self) -> None:
         self._suspended_until = time.monotonic() + self.suspend_after_failure
 
-    @staticmethod
-    def _mark_sent(acked: list[tuple[OutboxEvent, int, int]]) -> None:
-        if not acked:
-            return
-        now = timezone.now()
-        for row, partition, offset in acked:
-            row.sent_at, row.partition, row.offset = now, partition, offset
-            row.attempts += 1
-            row.claimed_by, row.claimed_until = "", None
-        OutboxEvent.objects.bulk_update(
-            [row for row, _, _ in acked],
-            ["sent_at", "partition", "offset", "attempts", "claimed_by", "claimed_until"],
-            batch_size=500,
-        )
-
     def close(self, timeout: float = 5.0) -> None:
         """Close the producer (sending what it holds, within `timeout`), then write what it
         acknowledged and stop the marking thread."""
         with self._lock:
             producer, self._producer = self._producer, None
             marker, self._marker = self._marker, None
+            retiring, self._retiring = self._retiring, []
         if producer is not None:
-            producer.close(timeout=timeout)
+            _producer_close(producer, timeout)
+        for thread in retiring:
+            thread.join(timeout=timeout)
         if marker is not None:
             marker.close(timeout=timeout)
 
@@ -228,13 +416,17 @@ class _SentMarker:
     The producer's callbacks run on its I/O thread, which must never wait on the database: they
     only queue what happened. This thread writes the queue in bulk (one transaction, one
     statement per kind of outcome) every MARK_INTERVAL seconds while there is something to write.
+
+    The fast path does not count refusals: a record it saw refused may have shared a stopped
+    producer with the one really refused (see the module's docstring), so it records an attempt
+    and the error, and the relay, which can tell them apart, counts and quarantines.
     """
 
     def __init__(self, *, publisher: OutboxPublisher):
         self.publisher = publisher
         self._cond = threading.Condition()
-        self._acked: list[tuple[int, int, int]] = []  # (pk, partition, offset)
-        self._failures: list[tuple[int, str]] = []  # (pk, error)
+        self._acked: list[SentMark] = []
+        self._failures: list[SendFailure] = []
         self._in_flight = 0  # handed to the producer, not yet acknowledged or failed
         self._writing = False
         self._flushers = 0  # flush() calls waiting: the thread writes at once while there are any
@@ -244,30 +436,35 @@ class _SentMarker:
 
     # --- called by the publisher and the producer's callbacks ------------------------------
 
-    def track(self, future, pk: int) -> None:
+    def track(self, future, row: OutboxEvent, producer: KafkaProducer) -> None:
         with self._cond:
             self._in_flight += 1
-        future.add_callback(self._acknowledged, pk)
-        future.add_errback(self._errored, pk)
+        future.add_callback(self._acknowledged, row.pk, row.resends)
+        future.add_errback(self._errored, row.pk, row.resends, producer)
 
-    def failed(self, pks: list[int], error: str) -> None:
-        self.publisher._suspend()
-        if pks:
+    def failed(self, rows: Sequence[OutboxEvent], error: str, *, brokers: bool) -> None:
+        """`rows` were not handed over; `brokers`: for the broker's reason (suspends the path)."""
+        if brokers:
+            self.publisher._suspend()
+        if rows:
             with self._cond:
-                self._failures.extend((pk, error) for pk in pks)
+                self._failures.extend(SendFailure(row.pk, row.resends, error) for row in rows)
                 self._cond.notify_all()
 
-    def _acknowledged(self, pk: int, metadata) -> None:
+    def _acknowledged(self, pk: int, resends: int, metadata) -> None:
         with self._cond:
             self._in_flight -= 1
-            self._acked.append((pk, metadata.partition, metadata.offset))
+            self._acked.append(SentMark(pk, resends, metadata.partition, metadata.offset))
             self._wake_if_needed()
 
-    def _errored(self, pk: int, exc: Exception) -> None:
-        self.publisher._suspend()
+    def _errored(self, pk: int, resends: int, producer: KafkaProducer, exc: Exception) -> None:
+        if not (failure_is_the_records_own(exc) or _shares_a_refused_batch(exc)):
+            self.publisher._suspend()
+        if not getattr(exc, "retriable", False):
+            self.publisher._retire(producer)
         with self._cond:
             self._in_flight -= 1
-            self._failures.append((pk, f"{type(exc).__name__}: {exc}"[:500]))
+            self._failures.append(SendFailure(pk, resends, error_line(exc)))
             self._wake_if_needed()
 
     def _wake_if_needed(self) -> None:
@@ -329,15 +526,9 @@ class _SentMarker:
             # This thread's own connection; a process (or test database) must not keep it.
             connection.close()
 
-    def _write(self, acked: list[tuple[int, int, int]], failures: list[tuple[int, str]]) -> None:
+    def _write(self, acked: list[SentMark], failures: list[SendFailure]) -> None:
         try:
-            with transaction.atomic():
-                if acked:
-                    _outbox_mark_sent(acked)
-                for error in sorted({error for _, error in failures}):
-                    OutboxEvent.objects.filter(
-                        pk__in=[pk for pk, e in failures if e == error], sent_at__isnull=True
-                    ).update(attempts=F("attempts") + 1, last_error=error)
+            outbox_outcomes_record(acked=acked, failed=failures)
         except Exception:
             # The rows stay unsent and the relay sends them again: a duplicate on the topic,
             # which consumers deduplicate by event id, never a loss.
@@ -347,27 +538,10 @@ class _SentMarker:
         if failures:
             logger.warning(
                 "kafka: %d outbox event(s) not acknowledged within %.1f s, left for the relay: %s",
-                len(failures), self.publisher.timeout, failures[-1][1],
+                len(failures), self.publisher.timeout, failures[-1].error,
             )
         if acked:
             metrics.EVENTS_PUBLISHED.labels(path=self.publisher.path).inc(len(acked))
-
-
-def _outbox_mark_sent(acked: list[tuple[int, int, int]]) -> None:
-    """One UPDATE statement run for many rows (executemany): each row gets its own partition and
-    offset, and `bulk_update`'s CASE per column would cost more to build than to run."""
-    fields = OutboxEvent._meta
-    quote = connection.ops.quote_name
-    column = lambda name: quote(fields.get_field(name).column)  # noqa: E731
-    sql = (
-        f"UPDATE {quote(fields.db_table)} SET {column('sent_at')} = %s, {column('partition')} = %s, "
-        f"{column('offset')} = %s, {column('attempts')} = {column('attempts')} + 1, "
-        f"{column('claimed_by')} = '', {column('claimed_until')} = NULL "
-        f"WHERE {column('id')} = %s AND {column('sent_at')} IS NULL"
-    )
-    now = fields.get_field("sent_at").get_db_prep_save(timezone.now(), connection)
-    with connection.cursor() as cursor:
-        cursor.executemany(sql, [(now, partition, offset, pk) for pk, partition, offset in acked])
 
 
 _request_publisher: OutboxPublisher | None = None
@@ -376,7 +550,7 @@ _request_publisher_lock = threading.Lock()
 
 def request_publisher() -> OutboxPublisher:
     """The publisher of the on-commit fast path: bounded by KAFKA_PUBLISH_TIMEOUT_MS and
-    suspended for KAFKA_PUBLISH_SUSPEND_SECONDS after a failure."""
+    suspended for KAFKA_PUBLISH_SUSPEND_SECONDS after a failure of the broker's."""
     global _request_publisher
     with _request_publisher_lock:
         if _request_publisher is None:

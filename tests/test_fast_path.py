@@ -11,6 +11,8 @@ import pytest
 from kafka_bridge import producer
 from kafka_bridge.models import OutboxEvent
 from kafka_bridge.producer import request_publisher, reset_request_publisher
+from kafka_bridge.relay import OutboxRelay
+from kafka_bridge.runner import StopFlag
 from orders.services import order_confirm
 from tests.factories import order_factory
 from tests.helpers import read_records, wait_until
@@ -101,3 +103,27 @@ def test_with_the_broker_gone_the_failure_is_recorded_the_path_suspends_and_noth
     assert [row.attempts for row in rows] == [1, 0, 0, 0, 0]
     assert rows[0].last_error
     assert request_publisher().suspended
+
+
+def test_a_late_fast_path_acknowledgement_does_not_move_a_row_the_relay_already_marked(
+    export_topics, fresh_publisher, settings
+):
+    topic, _ = export_topics
+    settings.KAFKA_PUBLISH_ON_COMMIT = False
+    order = order_factory(confirmed=True)
+    relay = OutboxRelay(stop=StopFlag(), grace=0)
+    try:
+        assert relay.run_once().sent == 1
+    finally:
+        relay.publisher.close()
+    row = OutboxEvent.objects.get(key=str(order.pk))
+    marked = (row.sent_at, row.partition, row.offset, row.attempts)
+
+    # The same row sent by the fast path too, its acknowledgement written after the relay's.
+    request_publisher().publish_nowait([row])
+    assert request_publisher().flush(timeout=10)
+
+    first, second = read_records(topic, expected=2)
+    row.refresh_from_db()
+    assert (row.sent_at, row.partition, row.offset, row.attempts) == marked
+    assert (row.partition, row.offset) == (first.partition, first.offset) != (second.partition, second.offset)

@@ -49,6 +49,7 @@ METRIC_NAMES = [
     "orderflow_consumer_breaker_state",
     "orderflow_outbox_unsent",
     "orderflow_outbox_oldest_unsent_age_seconds",
+    "orderflow_outbox_quarantined",
 ]
 
 
