@@ -8,7 +8,8 @@ DEBUG = env.bool("DJANGO_DEBUG", default=False)
 # Good for development only: with DJANGO_DEBUG=false the process refuses to start with it, since
 # whoever knows it can forge sessions and password-reset links.
 DEVELOPMENT_SECRET_KEY = "insecure-development-key-change-me"
-SECRET_KEY = env("DJANGO_SECRET_KEY", default=DEVELOPMENT_SECRET_KEY)
+# An empty value counts as unset.
+SECRET_KEY = env("DJANGO_SECRET_KEY", default="") or DEVELOPMENT_SECRET_KEY
 if not DEBUG and SECRET_KEY == DEVELOPMENT_SECRET_KEY:
     raise ImproperlyConfigured(
         "DJANGO_SECRET_KEY is the development default; set a secret of your own "
@@ -185,6 +186,11 @@ KAFKA_STATUS_TIMEOUT_MS = env.int("KAFKA_STATUS_TIMEOUT_MS", default=3000)
 # Extra panels of that page, from apps that know more than kafka_bridge does.
 KAFKA_STATUS_PANELS = ["exports.selectors.export_status_panel"]
 
+for _address in KAFKA_BOOTSTRAP_SERVERS:
+    # kafka-python fails on a malformed address only when a client is built (a health check's 500).
+    _host, _, _port = _address.rpartition(":")
+    if not _host or not _port.isascii() or not _port.isdigit() or not 0 < int(_port) < 65536:
+        raise ImproperlyConfigured(f"KAFKA_BOOTSTRAP_SERVERS entry {_address!r} is not host:port")
 if KAFKA_SECURITY_PROTOCOL not in KAFKA_SECURITY_PROTOCOLS:
     raise ImproperlyConfigured(
         f"KAFKA_SECURITY_PROTOCOL={KAFKA_SECURITY_PROTOCOL!r} is not one of "
@@ -327,7 +333,10 @@ LOGGING = {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
         "json": {"()": "config.logging.JsonFormatter"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
+    # No password or URL secret in any line, kafka-python's DEBUG output included; the filter
+    # rewrites the record itself, so handlers added after this one get it redacted too.
+    "filters": {"secrets": {"()": "config.logging.SecretsFilter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT, "filters": ["secrets"]}},
     "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {
         # kafka-python logs every failed reconnect at ERROR; the project reports unreachable brokers

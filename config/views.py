@@ -2,31 +2,77 @@
 from __future__ import annotations
 
 import hmac
+import logging
+import threading
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import DatabaseError, connection
 from django.http import HttpRequest, HttpResponse
 from django_prometheus.exports import ExportToDjangoView
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
 from rest_framework import serializers
-from rest_framework.decorators import api_view, authentication_classes, permission_classes
+from rest_framework.authentication import SessionAuthentication, TokenAuthentication
+from rest_framework.decorators import api_view, authentication_classes, permission_classes, throttle_classes
+from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.permissions import AllowAny
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from kafka_bridge.dead_letter import one_line
-from kafka_bridge.health import kafka_check
+from kafka_bridge.health import OK, CheckResult, kafka_check
+
+logger = logging.getLogger(__name__)
+
+HEALTH_CACHE_KEY = "orderflow:health"
+# Probes that arrive while a check runs wait for its answer instead of each starting one.
+_health_check_lock = threading.Lock()
 
 
-def database_check() -> str:
-    """"ok" when the database answers `SELECT 1`, else "unavailable: <one line>"."""
+def database_check() -> CheckResult:
+    """OK when the database answers `SELECT 1`, else the DatabaseError."""
     try:
         with connection.cursor() as cursor:
             cursor.execute("SELECT 1")
             cursor.fetchone()
     except DatabaseError as exc:
-        return f"unavailable: {one_line(f'{type(exc).__name__}: {exc}')}"
-    return "ok"
+        return CheckResult.failed(exc, detail=f"{type(exc).__name__}: {exc}")
+    return OK
+
+
+def health_checks_run() -> dict[str, CheckResult]:
+    """Both parts, checked now; what is unavailable is logged with its full text."""
+    parts = {"database": database_check(), "kafka": kafka_check()}
+    for name, result in parts.items():
+        if not result.ok:
+            logger.warning("health: %s unavailable: %s", name, result.detail, extra={"part": name})
+    return parts
+
+
+def health_checks() -> dict[str, CheckResult]:
+    """Both parts, from a check at most HEALTH_CACHE_SECONDS old (0: checked for every call), so
+    that a storm of probes costs one database query and one Kafka bootstrap per process."""
+    seconds = settings.HEALTH_CACHE_SECONDS
+    if seconds <= 0:
+        return health_checks_run()
+    parts = cache.get(HEALTH_CACHE_KEY)
+    if parts is None:
+        with _health_check_lock:
+            parts = cache.get(HEALTH_CACHE_KEY)
+            if parts is None:
+                parts = health_checks_run()
+                cache.set(HEALTH_CACHE_KEY, parts, timeout=seconds)
+    return parts
+
+
+class OptionalTokenAuthentication(TokenAuthentication):
+    """A token that does not authenticate makes an anonymous caller rather than a 401: the
+    health check needs no credentials, and a probe that sends stale ones must still get it."""
+
+    def authenticate(self, request: Request):
+        try:
+            return super().authenticate(request)
+        except AuthenticationFailed:
+            return None
 
 
 _health = inline_serializer("Health", {"database": serializers.CharField(), "kafka": serializers.CharField()})
@@ -34,16 +80,28 @@ _health = inline_serializer("Health", {"database": serializers.CharField(), "kaf
 
 @extend_schema(
     summary="Health of the web process's dependencies",
-    description='Each part is "ok" or "unavailable: <reason>". No authentication.',
+    description=(
+        'Each part is "ok" or "unavailable: <reason>". No authentication. The reason is the class '
+        'of the error (e.g. "unavailable: OperationalError", "unavailable: BrokerUnavailable"); '
+        "staff users, signed in with a session or a token, get its full one-line text instead, "
+        "which may name hosts, ports and users. The answer comes from a check at most "
+        "HEALTH_CACHE_SECONDS (2 s) old. Not throttled."
+    ),
     responses={200: _health, 503: OpenApiResponse(_health, description="a part is unavailable")},
     auth=[],
 )
 @api_view(["GET"])
-@authentication_classes([])
+@authentication_classes([OptionalTokenAuthentication, SessionAuthentication])
 @permission_classes([AllowAny])
+@throttle_classes([])
 def health(request: Request) -> Response:
-    parts = {"database": database_check(), "kafka": kafka_check()}
-    healthy = all(state == "ok" for state in parts.values())
+    """`{"database", "kafka"}`, each "ok" or "unavailable: <reason>": the error's class for
+    anyone, its full text (hosts, ports, users) only for staff, since anonymous callers
+    include whoever can reach a load balancer. The full text is always in the log."""
+    checks = health_checks()
+    detailed = request.user.is_staff
+    parts = {name: result.text(detailed=detailed) for name, result in checks.items()}
+    healthy = all(result.ok for result in checks.values())
     return Response(parts, status=200 if healthy else 503)
 
 

@@ -1,5 +1,6 @@
-"""Clients of the external platform: the `ExternalPlatformClient` interface, the fake one that
-is the default, and the HTTP one used when EXPORT_PLATFORM_URL is set."""
+"""Clients of the external platform: the `ExternalPlatformClient` interface, the HTTP one used
+when EXPORT_PLATFORM_URL is set, and the fake one for development and tests (`platform_kind`
+says which one the settings choose)."""
 from __future__ import annotations
 
 import abc
@@ -15,12 +16,14 @@ import socket
 import ssl
 import threading
 import time
+from collections import deque
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 
 from kafka_bridge.consumer import NonRetryableError, RetryableError
 
@@ -49,26 +52,33 @@ class ExternalPlatformClient(abc.ABC):
 
 
 class FakeExternalPlatformClient(ExternalPlatformClient):
-    """Records what it receives, in memory: the default when no platform URL is configured."""
+    """Takes every order and sends it nowhere, so that every order it is given ends up marked
+    exported: for development and tests, and never chosen in production unless
+    EXPORT_PLATFORM=fake says so (see `platform_kind`).
+
+    It remembers the last `max_received` calls (100,000 by default, about 20 MB), in arrival
+    order, for tests and the benchmarks to read; older ones are forgotten, so that a consumer
+    left running on it does not grow without bound."""
 
     # Its calls never wait on anything: the consumer makes them on its loop thread.
     in_process = True
+    MAX_RECEIVED = 100_000
 
-    def __init__(self) -> None:
+    def __init__(self, *, max_received: int = MAX_RECEIVED) -> None:
         self._lock = threading.Lock()
-        self._received: list[tuple[int, str]] = []
+        self._received: deque[tuple[int, str]] = deque(maxlen=max_received)
 
     def send(self, *, order: dict[str, Any], idempotency_key: str) -> None:
         with self._lock:
             self._received.append((order["id"], idempotency_key))
 
     def received_order_ids(self) -> list[int]:
-        """Order ids in the order they arrived, repeats included."""
+        """Order ids in the order they arrived, repeats included (the last `max_received`)."""
         with self._lock:
             return [order_id for order_id, _ in self._received]
 
     def received(self) -> list[tuple[int, str]]:
-        """(order id, Idempotency-Key) pairs in the order they arrived."""
+        """(order id, Idempotency-Key) pairs in the order they arrived (the last `max_received`)."""
         with self._lock:
             return list(self._received)
 
@@ -321,6 +331,7 @@ class HttpExternalPlatformClient(ExternalPlatformClient):
             credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
             self._authorization = "Basic " + base64.b64encode(credentials.encode()).decode("ascii")
         self._safe_url = parts._replace(netloc=parts.netloc.rpartition("@")[2], query="", fragment="").geturl()
+        self._url_secrets = _url_secrets(url, authorization=self._authorization)
         self._slots = threading.BoundedSemaphore(pool_size)
         self._idle: list[http.client.HTTPConnection] = []
         self._idle_lock = threading.Lock()
@@ -338,7 +349,8 @@ class HttpExternalPlatformClient(ExternalPlatformClient):
             raise TransientExportError(f"timeout after {self.timeout:g} s") from None
         if 200 <= status < 300 or status == 409:
             return
-        detail = f"HTTP {status} from the platform: {text.strip()[:200]}".strip().rstrip(":")
+        # A platform may echo the request (its target, query string included) in an error page.
+        detail = f"HTTP {status} from the platform: {self._redact(text.strip())[:200]}".strip().rstrip(":")
         if status in TRANSIENT_STATUSES or status >= 500:
             raise TransientExportError(detail, retry_after=retry_after)
         raise PermanentExportError(detail)
@@ -428,19 +440,16 @@ class HttpExternalPlatformClient(ExternalPlatformClient):
         return response.status, retry_after, data[:BODY_LIMIT].decode("utf-8", "replace"), keep
 
     def _connection_error(self, exc: BaseException) -> str:
-        text = str(exc) or type(exc).__name__
         # Errors name hosts at most, but a credential or a token in the URL must never reach a
         # log line whatever an error says.
-        for secret in self._secrets():
-            text = text.replace(secret, "***")
-        return f"connection error: {text}"[:300]
+        return f"connection error: {self._redact(str(exc) or type(exc).__name__)}"[:300]
 
-    def _secrets(self) -> list[str]:
-        parts = urlsplit(self.url)
-        found = [parts.query, parts.netloc.rpartition("@")[0] if "@" in parts.netloc else ""]
-        if parts.password:
-            found += [parts.password, unquote(parts.password)]
-        return [s for s in found if s]
+    def _redact(self, text: str) -> str:
+        """`text` without the URL's credentials and query string: error texts end up in the
+        order's `export.last_error`, the DLT's `dlt.error` header and the logs."""
+        for secret in self._url_secrets:
+            text = text.replace(secret, "***")
+        return text
 
     # --- the pool ---------------------------------------------------------------------------
 
@@ -469,6 +478,21 @@ class HttpExternalPlatformClient(ExternalPlatformClient):
         _discard(conn)
 
 
+def _url_secrets(url: str, *, authorization: str | None) -> list[str]:
+    """What of `url` no error text may show: its userinfo, its password (as written and
+    decoded), its query string, and the Basic credentials made of them; longest first, so that
+    no shorter secret breaks up a longer one before it is replaced."""
+    parts = urlsplit(url)
+    found = [parts.query, unquote(parts.query)]
+    if "@" in parts.netloc:
+        found.append(parts.netloc.rpartition("@")[0])
+    if parts.password:
+        found += [parts.password, unquote(parts.password)]
+    if authorization:
+        found.append(authorization.removeprefix("Basic "))
+    return sorted({secret for secret in found if secret}, key=len, reverse=True)
+
+
 def _discard(conn: http.client.HTTPConnection) -> None:
     conn.close()
     # An answer that said "Connection: close" took the socket over from the connection.
@@ -491,12 +515,27 @@ _http_clients: dict[tuple[str, float, int], HttpExternalPlatformClient] = {}
 _http_clients_lock = threading.Lock()
 
 
+def platform_kind() -> str:
+    """"http" when EXPORT_PLATFORM_URL is set; "fake" when EXPORT_PLATFORM=fake asks for it, or
+    in development (DJANGO_DEBUG=true). Otherwise raises ImproperlyConfigured: a production
+    consumer on the fake would mark every order exported and send none to the platform."""
+    if settings.EXPORT_PLATFORM_URL:
+        return "http"
+    if settings.EXPORT_PLATFORM == "fake" or settings.DEBUG:
+        return "fake"
+    raise ImproperlyConfigured(
+        "EXPORT_PLATFORM_URL is not set: set it to the platform's URL, or set EXPORT_PLATFORM=fake "
+        "for the fake platform, which marks orders exported and sends them nowhere"
+    )
+
+
 def platform_client() -> ExternalPlatformClient:
-    """The client the settings choose: HTTP when EXPORT_PLATFORM_URL is set, else the
-    process-wide fake (so tests and the admin can read what it received)."""
-    url = settings.EXPORT_PLATFORM_URL
-    if not url:
+    """The client `platform_kind` chooses: the HTTP client of EXPORT_PLATFORM_URL, or the
+    process-wide fake (so tests and the admin can read what it received). Raises
+    ImproperlyConfigured as `platform_kind` does."""
+    if platform_kind() == "fake":
         return _fake_client
+    url = settings.EXPORT_PLATFORM_URL
     pool_size = getattr(settings, "EXPORT_CONCURRENCY", 32)
     key = (url, settings.EXPORT_PLATFORM_TIMEOUT, pool_size)
     with _http_clients_lock:

@@ -9,7 +9,7 @@ from typing import Any
 from django.conf import settings
 from kafka.consumer.fetcher import ConsumerRecord
 
-from exports.clients import ExportError, ExternalPlatformClient, platform_client
+from exports.clients import ExportError, ExternalPlatformClient, FakeExternalPlatformClient, platform_client
 from exports.events import EVENT_TYPE, ExportRequest, PoisonRecord, export_request_decode
 from exports.services import ExportPlan, order_export_fail, order_exports_plan, order_exports_record
 from kafka_bridge.consumer import Call, ConsumerLoop, DeadLetterHook
@@ -156,8 +156,17 @@ def export_consumer(
     on_dead_letter: DeadLetterHook = export_dead_lettered,
     concurrency: int | None = None,
 ) -> ConsumerLoop:
-    """The loop `run_export_consumer` runs; tests drive it directly."""
-    client = client or platform_client()
+    """The loop `run_export_consumer` runs; tests drive it directly. Without `client`, the one
+    the settings choose (`platform_client`, which raises ImproperlyConfigured when they choose
+    none)."""
+    if client is None:
+        client = platform_client()
+        if isinstance(client, FakeExternalPlatformClient):
+            logger.warning(
+                "export: exporting to the fake platform, which marks orders exported and sends them "
+                "nowhere (EXPORT_PLATFORM_URL is not set)",
+                extra={"platform": "fake"},
+            )
     return ConsumerLoop(
         topics=[settings.ORDER_EXPORT_TOPIC],
         group_id=settings.ORDER_EXPORT_CONSUMER_GROUP,

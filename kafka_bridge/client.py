@@ -5,6 +5,7 @@ security variables apply to every connection the project opens.
 """
 from __future__ import annotations
 
+import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -79,7 +80,26 @@ class SaslLoginRejected(SaslAuthenticationFailedError):
         return str(self.args[0]) if self.args else self.description
 
 
-class _RejectedLoginEndsBootstrap(KafkaConnectionManager):
+class _FailedConnectsClosed(KafkaConnectionManager):
+    """kafka-python's connection manager, except that the socket of a connection attempt that
+    fails is closed at once.
+
+    kafka-python 3.0.12 leaves that to the garbage collector: the socket stays referenced from
+    the frames of the error's traceback, which the error's own reference cycle keeps alive, so a
+    broker that refuses connections costs a descriptor per attempt until a full collection runs.
+    """
+
+    async def _build_transport(self, node, timeout_at=None):
+        try:
+            return await super()._build_transport(node, timeout_at=timeout_at)
+        except BaseException as exc:
+            # The frames below this one have ended; clearing their locals drops the last
+            # reference to the socket (or TLS transport) they made, and that closes it.
+            traceback.clear_frames(exc.__traceback__)
+            raise
+
+
+class _RejectedLoginEndsBootstrap(_FailedConnectsClosed):
     """kafka-python's connection manager, except that a bootstrap server refusing the SASL login
     ends the bootstrap at once with `SaslLoginRejected`.
 
@@ -133,14 +153,56 @@ class _RejectedLoginEndsBootstrap(KafkaConnectionManager):
             self._login_disconnects = 0
 
 
-class _RejectedLoginEndsBootstrapClient(KafkaNetClient):
-    """The `kafka_client` of every SASL connection: kafka-python's own client around
-    `_RejectedLoginEndsBootstrap`."""
+class _NetClient(KafkaNetClient):
+    """kafka-python's client around `_FailedConnectsClosed`. A manager that cannot be built (a
+    malformed bootstrap address raises ValueError) closes the selector built for it, whose epoll
+    descriptor and wake-up socket pair kafka-python would leave open."""
+
+    manager_class: type[KafkaConnectionManager] = _FailedConnectsClosed
 
     def __init__(self, net=None, manager=None, **configs):
         net = NetworkSelector(**configs) if net is None else net
-        manager = _RejectedLoginEndsBootstrap(net, **configs) if manager is None else manager
+        if manager is None:
+            try:
+                manager = self.manager_class(net, **configs)
+            except BaseException:
+                net.close()
+                raise
         super().__init__(net=net, manager=manager, **configs)
+
+
+class _RejectedLoginEndsBootstrapClient(_NetClient):
+    """The `kafka_client` of every SASL connection: kafka-python's own client around
+    `_RejectedLoginEndsBootstrap`."""
+
+    manager_class = _RejectedLoginEndsBootstrap
+
+
+class _ClosedOnFailedBootstrapAdminClient(KafkaAdminClient):
+    """kafka-python's admin client, except that an `__init__` that fails closes what it started.
+
+    KafkaAdminClient 3.0 starts its I/O thread (with its selector and wake-up socket pair) and
+    only then bootstraps, in `__init__`; when the bootstrap fails, the exception leaves all of it
+    running, as no one holds the client to close it. Every health check or status page against
+    an absent broker would leave one more thread and a few descriptors behind.
+    """
+
+    def __init__(self, **configs):
+        try:
+            super().__init__(**configs)
+        except BaseException:
+            self._close_half_built()
+            raise
+
+    def _close_half_built(self) -> None:
+        # What `close()` does, for the parts `__init__` got to: the client closes the manager's
+        # connections, then the selector, which stops and joins the I/O thread first.
+        client = getattr(self, "_client", None)
+        if client is not None:
+            client.close()
+        metrics = getattr(self, "_metrics", None)
+        if metrics is not None:
+            metrics.close()
 
 
 @contextmanager
@@ -148,12 +210,14 @@ def admin_client(*, timeout_ms: int | None = None) -> Iterator[KafkaAdminClient]
     """An admin client whose bootstrap and requests are bounded by `timeout_ms`.
 
     Raises `BrokerUnavailable` with the bootstrap servers named when nothing answers, and
-    `BrokerAuthenticationFailed` at once when a broker rejects the SASL credentials.
+    `BrokerAuthenticationFailed` at once when a broker rejects the SASL credentials. On every
+    path, a failed bootstrap included, the client's I/O thread and sockets are closed.
     """
     timeout_ms = timeout_ms or settings.KAFKA_ADMIN_TIMEOUT_MS
+    config = {"kafka_client": _NetClient, **connection_config()}
     try:
-        client = KafkaAdminClient(
-            **connection_config(),
+        client = _ClosedOnFailedBootstrapAdminClient(
+            **config,
             client_id="orderflow-admin",
             request_timeout_ms=timeout_ms,
             bootstrap_timeout_ms=timeout_ms,

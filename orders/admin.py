@@ -1,4 +1,6 @@
+from django.conf import settings
 from django.contrib import admin, messages
+from django.forms.models import BaseInlineFormSet
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
@@ -12,13 +14,39 @@ def _is_confirmed(order: Order | None) -> bool:
     return order is not None and order.status == Order.Status.CONFIRMED
 
 
+class OrderLineFormSet(BaseInlineFormSet):
+    """The API's rules on an order's lines, for the admin too: one line per SKU."""
+
+    def clean(self) -> None:
+        super().clean()
+        first_line_of: dict[str, int] = {}
+        for index, form in enumerate(self.forms):
+            if not form.has_changed() and form.instance.pk is None or self.can_delete and self._should_delete_form(form):
+                continue
+            sku = form.cleaned_data.get("sku")
+            if sku is None:
+                continue
+            if sku in first_line_of:
+                form.add_error("sku", f"Line {first_line_of[sku] + 1} has this SKU already; an order has one line per SKU.")
+            else:
+                first_line_of[sku] = index
+
+
 class OrderLineInline(admin.TabularInline):
     """The lines of a pending order are edited here; those of a confirmed order are only shown,
     since its event has left with them. (`obj` is the order whose page this is.)"""
 
     model = OrderLine
+    formset = OrderLineFormSet
     extra = 1
     min_num = 1
+
+    def get_max_num(self, request: HttpRequest, obj: Order | None = None, **kwargs) -> int:
+        return settings.ORDER_MAX_LINES
+
+    def get_formset(self, request: HttpRequest, obj: Order | None = None, **kwargs):
+        # max_num alone only stops the page from offering more rows; a post may still hold more.
+        return super().get_formset(request, obj, validate_max=True, **kwargs)
 
     def has_add_permission(self, request: HttpRequest, obj: Order | None = None) -> bool:
         return not _is_confirmed(obj) and super().has_add_permission(request, obj)

@@ -209,3 +209,34 @@ def platform_stub():
     server = PlatformServer(PlatformStub())
     yield server.stub
     server.close()
+
+
+@pytest.fixture
+def spawn():
+    """`spawn(command, env)` starts a `manage.py` command; whatever still runs after the test is
+    killed, so a failed test leaves no consumer or relay behind."""
+    from tests.processes import ManagedProcess
+
+    started: list[ManagedProcess] = []
+
+    def start(command: str, env: dict[str, str]) -> ManagedProcess:
+        process = ManagedProcess(command, env)
+        started.append(process)
+        return process
+
+    try:
+        yield start
+    finally:
+        for process in started:
+            process.stop_if_running()
+
+
+@pytest.fixture
+def debug_records(caplog):
+    """Every record of every logger from DEBUG up, kafka-python's included (what
+    KAFKA_CLIENT_LOG_LEVEL=DEBUG prints), as the handlers after the console handler see them."""
+    import logging
+
+    caplog.set_level(logging.DEBUG)
+    caplog.set_level(logging.DEBUG, logger="kafka")
+    return caplog

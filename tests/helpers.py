@@ -70,3 +70,8 @@ def end_offsets(topic: str) -> dict[int, int]:
         return {tp.partition: offset for tp, offset in consumer.end_offsets(partitions).items()}
     finally:
         consumer.close()
+
+
+def logged_text(caplog) -> str:
+    """The captured lines, and every attribute of every record (its args and extra fields)."""
+    return "\n".join([caplog.text] + [repr(vars(record)) for record in caplog.records])

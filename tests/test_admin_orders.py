@@ -194,6 +194,29 @@ def _confirm_in_a_connection_of_its_own(order_id: int) -> None:
         connection.close()
 
 
+def test_the_admin_refuses_two_lines_of_one_sku_as_the_api_does(admin_client):
+    order = order_factory(customer_id="c-pending")
+    form = change_form_post(order)
+    form["lines-1-sku"] = "SKU-CHANGED"  # the first line's new SKU
+
+    response = admin_client.post(change_url(order), form)
+
+    assert response.status_code == 200  # the form again, with the error
+    assert "Line 1 has this SKU already" in response.content.decode()
+    assert order_contents(order) == ("c-pending", [("SKU-1", 2, "10.00")])
+
+
+def test_the_admin_takes_no_more_lines_than_order_max_lines(admin_client, settings):
+    settings.ORDER_MAX_LINES = 1
+    order = order_factory(customer_id="c-pending")
+
+    response = admin_client.post(change_url(order), change_form_post(order))  # two lines
+
+    assert response.status_code == 200
+    assert "Please submit at most 1 form." in response.content.decode()
+    assert order_contents(order) == ("c-pending", [("SKU-1", 2, "10.00")])
+
+
 # --- the "Mark confirmed" action ----------------------------------------------------------------
 
 

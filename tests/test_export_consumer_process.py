@@ -1,11 +1,16 @@
 """`manage.py run_export_consumer` as a process: it exports, logs each export, and stops on
-SIGTERM within the contract's 15 s with its offsets committed and the group left."""
+SIGTERM within the contract's 15 s with its offsets committed and the group left. Without
+EXPORT_PLATFORM_URL it refuses to start in production, unless EXPORT_PLATFORM=fake asks for the
+fake platform, and warns whenever the fake is in use."""
 import os
 import signal
+import subprocess
+import sys
 from decimal import Decimal
 
 import pytest
 
+from config.env import BASE_DIR
 from exports.models import OrderExport
 from kafka_bridge.models import OutboxEvent
 from kafka_bridge.producer import request_publisher
@@ -16,10 +21,14 @@ from tests.processes import ManagedProcess
 
 pytestmark = [pytest.mark.kafka, pytest.mark.django_db(transaction=True)]
 
+FAKE_PLATFORM_WARNING = "WARNING exports.consumer export: exporting to the fake platform"
+
 
 @pytest.fixture
 def consumer_env(export_topics, export_group):
     topic, dlt = export_topics
+    # The test settings ask for the fake platform (EXPORT_PLATFORM=fake) in the environment,
+    # which every child process inherits.
     return {
         **os.environ,
         "DATABASE_URL": database_url_of_test_db(),
@@ -58,6 +67,7 @@ def test_sigterm_stops_it_within_15_s_with_offsets_committed(consumer_env, expor
             in output
         )
     assert f"left group {export_group}" in output
+    assert FAKE_PLATFORM_WARNING in output
 
     committed = kafka_admin.list_group_offsets({export_group: None})[export_group]
     ends = end_offsets(topic)
@@ -66,3 +76,37 @@ def test_sigterm_stops_it_within_15_s_with_offsets_committed(consumer_env, expor
     }
     group = kafka_admin.describe_groups([export_group])[export_group]
     assert (group["group_state"], group["members"]) == ("Empty", [])
+
+
+def without_platform(env: dict[str, str], *, debug: bool) -> dict[str, str]:
+    """`env` with neither EXPORT_PLATFORM_URL nor EXPORT_PLATFORM, in production or development."""
+    env = {**env, "EXPORT_PLATFORM": "", "DJANGO_DEBUG": "true" if debug else "false"}
+    env.pop("EXPORT_PLATFORM_URL", None)
+    return env
+
+
+def test_in_production_without_a_platform_url_it_refuses_to_start_in_one_line():
+    result = subprocess.run(
+        [sys.executable, str(BASE_DIR / "manage.py"), "run_export_consumer"],
+        cwd=BASE_DIR, env=without_platform(dict(os.environ), debug=False),
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=60, check=False,
+    )
+
+    assert result.returncode == 1
+    [line] = result.stderr.splitlines()
+    assert line.startswith("CommandError: EXPORT_PLATFORM_URL is not set")
+    assert "EXPORT_PLATFORM=fake" in line
+
+
+def test_in_development_it_runs_on_the_fake_platform_and_warns(consumer_env):
+    consumer = ManagedProcess("run_export_consumer", without_platform(consumer_env, debug=True))
+    try:
+        wait_until(lambda: "partitions assigned" in consumer.output() or consumer.process.poll() is not None,
+                   timeout=30, message=lambda: f"the consumer did not start; it said:\n{consumer.output()}")
+        exit_code, _ = consumer.terminate()
+    finally:
+        consumer.stop_if_running()
+
+    assert exit_code == 0, consumer.output()
+    [warning] = [line for line in consumer.output().splitlines() if FAKE_PLATFORM_WARNING in line]
+    assert "sends them nowhere" in warning

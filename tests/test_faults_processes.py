@@ -32,7 +32,6 @@ from tests.faults import (
     report,
 )
 from tests.helpers import end_offsets, read_records, wait_until
-from tests.processes import ManagedProcess
 
 pytestmark = [pytest.mark.kafka, pytest.mark.django_db(transaction=True)]
 
@@ -42,24 +41,6 @@ KILLED_ORDERS = 2000
 
 
 # --- processes --------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def spawn():
-    """`spawn(command, env)` starts a `manage.py` command; whatever still runs after the test is
-    killed, so a failed test leaves no consumer or relay behind."""
-    started: list[ManagedProcess] = []
-
-    def start(command: str, env: dict[str, str]) -> ManagedProcess:
-        process = ManagedProcess(command, env)
-        started.append(process)
-        return process
-
-    try:
-        yield start
-    finally:
-        for process in started:
-            process.stop_if_running()
 
 
 def command_env(**extra: str) -> dict[str, str]:

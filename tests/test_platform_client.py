@@ -18,6 +18,7 @@ from email.utils import format_datetime
 from pathlib import Path
 
 import pytest
+from django.core.exceptions import ImproperlyConfigured
 
 from exports.clients import (
     FakeExternalPlatformClient,
@@ -26,6 +27,7 @@ from exports.clients import (
     TransientExportError,
     fake_platform_client,
     platform_client,
+    platform_kind,
 )
 from tests.helpers import wait_until
 from tests.platform_stub import PlatformServer, PlatformStub
@@ -471,7 +473,8 @@ SECRETS = ("alice", "pa55word", "t0ken-x9")
 
 
 def secret_url(url: str) -> str:
-    return url.replace("http://", "http://alice:pa55word@") + "?token=t0ken-x9"
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://alice:pa55word@{rest}?token=t0ken-x9"
 
 
 def assert_no_secret(text: str) -> None:
@@ -498,6 +501,36 @@ def test_errors_never_show_the_urls_credentials_or_query(stub, make_client, refu
     assert texts[2].startswith("connection error: ")
     for text in texts:
         assert_no_secret(text)
+
+
+# A platform that echoes the request in its error page, as many web servers' 404 pages do.
+ECHOING_BODY = b"no route for POST /orders?token=t0ken-x9 (alice:pa55word)"
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("failure", ["refused", "unknown host", "timeout", "HTTP 404", "HTTP 500", "TLS"])
+def test_no_failure_shows_the_urls_credentials_or_query(request, failure, stub, make_client, refused_url):
+    base, timeout = stub.url, 5.0
+    if failure == "refused":
+        base = refused_url
+    elif failure == "unknown host":
+        base, timeout = "http://platform.invalid/orders", 2.0
+    elif failure == "timeout":
+        stub.delay, timeout = 2.0, 0.3
+    elif failure.startswith("HTTP"):
+        stub.down_status, stub.down_body = int(failure.removeprefix("HTTP ")), ECHOING_BODY
+    elif failure == "TLS":
+        base = request.getfixturevalue("tls_stub").url
+    client = make_client(url=secret_url(base), timeout=timeout)
+
+    with pytest.raises((TransientExportError, PermanentExportError)) as excinfo:
+        client.send(order=ORDER, idempotency_key=KEY)
+
+    # str() is what reaches export.last_error and dlt.error; repr() and the args, tracebacks.
+    for text in (str(excinfo.value), repr(excinfo.value), *map(str, excinfo.value.args), repr(client)):
+        assert_no_secret(text)
+    if failure.startswith("HTTP"):
+        assert str(excinfo.value) == f"{failure} from the platform: no route for POST /orders?*** (***)"
 
 
 def test_an_unknown_host_is_a_connection_error(make_client):
@@ -573,6 +606,7 @@ def test_https_verifies_the_platforms_certificate_by_default(tls_stub, make_clie
 
 def test_platform_client_is_the_fake_when_no_platform_url_is_set(settings):
     settings.EXPORT_PLATFORM_URL = None
+    settings.EXPORT_PLATFORM = "fake"
 
     client = platform_client()
 
@@ -596,3 +630,38 @@ def test_platform_client_is_the_http_client_with_the_configured_url_timeout_and_
     settings.EXPORT_CONCURRENCY = 9
     assert platform_client() is not client
     assert platform_client().pool_size == 9
+
+
+@pytest.mark.parametrize(
+    ("debug", "platform", "url", "kind"),
+    [
+        (False, None, "http://platform.invalid/orders", "http"),
+        (False, "http", "http://platform.invalid/orders", "http"),
+        (False, "fake", None, "fake"),
+        (True, None, None, "fake"),
+    ],
+)
+def test_platform_kind_is_http_with_a_url_and_the_fake_when_asked_for_or_in_development(settings, debug, platform, url, kind):
+    settings.DEBUG, settings.EXPORT_PLATFORM, settings.EXPORT_PLATFORM_URL = debug, platform, url
+
+    assert platform_kind() == kind
+
+
+def test_without_a_url_in_production_no_client_is_chosen_and_the_error_says_what_to_set(settings):
+    settings.DEBUG, settings.EXPORT_PLATFORM, settings.EXPORT_PLATFORM_URL = False, None, None
+
+    with pytest.raises(ImproperlyConfigured) as excinfo:
+        platform_client()
+
+    assert "EXPORT_PLATFORM_URL" in str(excinfo.value)
+    assert "EXPORT_PLATFORM=fake" in str(excinfo.value)
+
+
+def test_the_fake_remembers_only_its_last_calls():
+    fake = FakeExternalPlatformClient(max_received=3)
+
+    for order_id in range(5):
+        fake.send(order={**ORDER, "id": order_id}, idempotency_key=f"key-{order_id}")
+
+    assert fake.received() == [(2, "key-2"), (3, "key-3"), (4, "key-4")]
+    assert FakeExternalPlatformClient()._received.maxlen == 100_000

@@ -68,6 +68,19 @@ def test_an_unknown_sasl_mechanism_stops_start_up_with_a_clear_error():
     assert "KAFKA_SASL_MECHANISM='GSSAPI' is not one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512" in result.stderr
 
 
+@pytest.mark.parametrize("address", ["broker", "broker:", "broker:notaport", "broker:70000", ":9092"])
+def test_a_bootstrap_server_that_is_not_host_and_port_stops_start_up_with_a_clear_error(address):
+    result = run_django({"KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:9092,{address}"})
+    assert result.returncode == 1
+    assert f"ImproperlyConfigured: KAFKA_BOOTSTRAP_SERVERS entry {address!r} is not host:port" in result.stderr
+
+
+def test_an_empty_secret_key_with_debug_off_counts_as_the_development_default():
+    result = run_django({"DJANGO_DEBUG": "false", "DJANGO_SECRET_KEY": ""})
+    assert result.returncode == 1
+    assert "ImproperlyConfigured: DJANGO_SECRET_KEY is the development default" in result.stderr
+
+
 def test_the_dlt_topic_follows_the_event_topic_unless_set():
     result = subprocess.run(
         [sys.executable, "-c", "import django; django.setup(); from django.conf import settings; "

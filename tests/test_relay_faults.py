@@ -28,7 +28,6 @@ from orders.services import order_confirm
 from tests.conftest import database_url_of_test_db
 from tests.faults import orders_create
 from tests.helpers import end_offsets, read_records, wait_until
-from tests.processes import ManagedProcess
 
 pytestmark = [pytest.mark.kafka, pytest.mark.django_db(transaction=True)]
 
@@ -166,23 +165,6 @@ def test_the_database_lost_between_a_send_and_its_marking_sends_nothing_twice(ka
 
 
 # --- PostgreSQL restarted under a running relay process ----------------------------------------
-
-
-@pytest.fixture
-def spawn():
-    """`spawn(command, env)` starts a `manage.py` command; killed after the test if it still runs."""
-    started: list[ManagedProcess] = []
-
-    def start(command: str, env: dict[str, str]) -> ManagedProcess:
-        process = ManagedProcess(command, env)
-        started.append(process)
-        return process
-
-    try:
-        yield start
-    finally:
-        for process in started:
-            process.stop_if_running()
 
 
 @pytest.mark.skipif(

@@ -1,7 +1,11 @@
 """The contract's SASL settings reach the admin client, the producer and the consumer: against a
 private broker with a SASL_PLAINTEXT listener (kafka/broker.sh's KAFKA_SASL_PORT), the right
-credentials carry an event end to end, and wrong ones fail at once with a clear error."""
+credentials carry an event end to end, and wrong ones fail at once with a clear error. No log
+line shows the password, kafka-python's DEBUG lines included."""
 import io
+import os
+import subprocess
+import sys
 import threading
 import time
 
@@ -9,13 +13,15 @@ import pytest
 from django.core.management import CommandError, call_command
 from kafka.errors import SaslAuthenticationFailedError
 
+from config.env import BASE_DIR
+from kafka_bridge.client import BrokerAuthenticationFailed, admin_client
 from kafka_bridge.consumer import ConsumerLoop
 from kafka_bridge.models import OutboxEvent
 from kafka_bridge.producer import OutboxPublisher
 from kafka_bridge.runner import StopFlag
 from tests.brokers import PrivateBroker
 from tests.factories import order_factory
-from tests.helpers import wait_until
+from tests.helpers import logged_text, wait_until
 
 # All of the module on the database, even the tests that need none: pytest-django runs database
 # tests before the others, and a split module would start its broker twice.
@@ -175,3 +181,45 @@ def test_wrong_credentials_stop_a_consumer_loop_at_once(wrong_credentials):
     elapsed = time.monotonic() - started
     assert elapsed < FAILS_WITHIN_SECONDS, f"failed only after {elapsed:.1f} s"
     assert_says_authentication_failed(str(excinfo.value), wrong_credentials)
+
+
+def test_debug_logs_of_a_sasl_login_never_show_the_password(sasl_settings, debug_records):
+    with admin_client(timeout_ms=ALLOWED_SECONDS * 1000) as admin:
+        admin.describe_cluster()
+
+    logged = logged_text(debug_records)
+    # kafka-python logged its configuration and the login request: the lines that held it.
+    assert "Starting KafkaAdminClient with configuration" in logged
+    assert "SaslAuthenticateRequest" in logged
+    assert sasl_settings.KAFKA_SASL_PASSWORD not in logged
+
+
+def test_a_refused_sasl_login_shows_the_password_neither_in_its_error_nor_in_the_logs(
+    wrong_credentials, debug_records
+):
+    with pytest.raises(BrokerAuthenticationFailed) as excinfo, admin_client(timeout_ms=ALLOWED_SECONDS * 1000):
+        pass
+
+    assert_says_authentication_failed(str(excinfo.value), wrong_credentials)
+    assert wrong_credentials.KAFKA_SASL_PASSWORD not in logged_text(debug_records)
+
+
+def test_kafka_client_log_level_debug_prints_no_password(sasl_broker):
+    """The configured logging end to end: a process's own stderr at KAFKA_CLIENT_LOG_LEVEL=DEBUG."""
+    env = {
+        **os.environ,
+        "KAFKA_CLIENT_LOG_LEVEL": "DEBUG",
+        "KAFKA_BOOTSTRAP_SERVERS": sasl_broker.sasl_bootstrap,
+        "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "KAFKA_SASL_MECHANISM": "PLAIN",
+        "KAFKA_SASL_USERNAME": "orderflow",
+        "KAFKA_SASL_PASSWORD": USERS["orderflow"],
+    }
+    result = subprocess.run(
+        [sys.executable, str(BASE_DIR / "manage.py"), "kafka_ping", "--timeout", str(ALLOWED_SECONDS)],
+        cwd=BASE_DIR, env=env, capture_output=True, text=True, timeout=60, check=False,
+    )
+
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "SaslAuthenticateRequest" in result.stderr
+    assert USERS["orderflow"] not in result.stdout + result.stderr
