@@ -49,6 +49,9 @@ class RedriveAudit(models.Model):
     action = models.CharField(max_length=32, choices=Action.choices)
     event_ids = models.JSONField(default=list)
     order_ids = models.JSONField(default=list)
+    # The dead-letter records replayed, as [topic, partition, offset]: a record replayed on its
+    # own is not replayed again by a later replay of everything.
+    dlt_positions = models.JSONField(default=list, blank=True)
     detail = models.TextField(blank=True, default="")
     created_at = models.DateTimeField(auto_now_add=True)
 

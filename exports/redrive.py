@@ -32,6 +32,33 @@ class RedriveForbidden(Exception):
     pass
 
 
+class DeadLettersNotFound(Exception):
+    """Selected dead letters that are not on the DLT, or were replayed before."""
+
+
+@dataclass(frozen=True)
+class DeadLetterSelection:
+    """Which dead letters to replay: by DLT partition and offset, or by key (an order id)."""
+
+    positions: frozenset[tuple[int, int]] = frozenset()
+    keys: frozenset[str] = frozenset()
+
+    def __bool__(self) -> bool:
+        return bool(self.positions or self.keys)
+
+    def matches(self, record: ConsumerRecord) -> bool:
+        key = record.key.decode("utf-8", "replace") if record.key is not None else None
+        return (record.partition, record.offset) in self.positions or key in self.keys
+
+    def unmatched(self, records: list[ConsumerRecord]) -> list[str]:
+        """What this selection names that none of `records` is, in words."""
+        found_positions = {(r.partition, r.offset) for r in records}
+        found_keys = {r.key.decode("utf-8", "replace") for r in records if r.key is not None}
+        return [f"DLT[{p}]@{o}" for p, o in sorted(self.positions - found_positions)] + [
+            f"key {key!r}" for key in sorted(self.keys - found_keys)
+        ]
+
+
 @dataclass(frozen=True)
 class ReplayItem:
     partition: int
@@ -83,11 +110,24 @@ def _item(record: ConsumerRecord) -> ReplayItem:
     )
 
 
-def _read_dlt(consumer: KafkaConsumer, *, limit: int | None, timeout: float) -> list[ConsumerRecord]:
-    """Records from the replay group's position up to the DLT's current end, at most `limit`."""
+def _replayed_before() -> set[tuple[int, int]]:
+    """DLT positions replayed on their own earlier (a replay of everything moves the replay
+    group past what it replays; a selection leaves the group where it is)."""
+    topic = settings.ORDER_EXPORT_DLT_TOPIC
+    positions = RedriveAudit.objects.filter(action=RedriveAudit.Action.REPLAY_DLT).exclude(dlt_positions=[])
+    return {(p, o) for rows in positions.values_list("dlt_positions", flat=True) for t, p, o in rows if t == topic}
+
+
+def _read_dlt(
+    consumer: KafkaConsumer, *, limit: int | None, timeout: float, from_start: bool = False
+) -> list[ConsumerRecord]:
+    """Records from the replay group's position (or the DLT's start) up to the DLT's current
+    end, at most `limit`."""
     topic = settings.ORDER_EXPORT_DLT_TOPIC
     partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
     consumer.assign(partitions)
+    if from_start:
+        consumer.seek_to_beginning(*partitions)
     end = consumer.end_offsets(partitions)
     records: list[ConsumerRecord] = []
     deadline = time.monotonic() + timeout
@@ -105,8 +145,17 @@ def _read_dlt(consumer: KafkaConsumer, *, limit: int | None, timeout: float) -> 
     return merged[:limit] if limit is not None else merged
 
 
-def dlt_replay(*, operator: str, dry_run: bool = False, limit: int | None = None, timeout: float = 30.0) -> list[ReplayItem]:
-    """Replay dead-lettered records (all, or the oldest `limit`) to their original topic."""
+def dlt_replay(
+    *,
+    operator: str,
+    dry_run: bool = False,
+    limit: int | None = None,
+    selection: DeadLetterSelection | None = None,
+    timeout: float = 30.0,
+) -> list[ReplayItem]:
+    """Replay dead-lettered records to their original topic: all not replayed yet (the oldest
+    `limit`), or only those `selection` names. A selection naming a record that is not on the
+    DLT, or was replayed before, replays nothing and raises `DeadLettersNotFound`."""
     user = redrive_operator(username=operator)
     consumer = KafkaConsumer(
         **connection_config(),
@@ -116,7 +165,20 @@ def dlt_replay(*, operator: str, dry_run: bool = False, limit: int | None = None
         auto_offset_reset="earliest",
     )
     try:
-        records = _read_dlt(consumer, limit=limit, timeout=timeout)
+        replayed_before = _replayed_before()
+        if selection:
+            # The whole DLT, wherever the replay group stands: a record may be selected after
+            # newer ones were replayed, and selecting it must not move the group past others.
+            candidates = [r for r in _read_dlt(consumer, limit=None, timeout=timeout, from_start=True)
+                          if (r.partition, r.offset) not in replayed_before]
+            selected = [r for r in candidates if selection.matches(r)]
+            if missing := selection.unmatched(selected):
+                raise DeadLettersNotFound(", ".join(missing))
+            records = selected[:limit] if limit is not None else selected
+        else:
+            records = [r for r in _read_dlt(consumer, limit=None, timeout=timeout)
+                       if (r.partition, r.offset) not in replayed_before]
+            records = records[:limit] if limit is not None else records
         items = [_item(record) for record in records]
         if dry_run or not records:
             return items
@@ -136,18 +198,21 @@ def dlt_replay(*, operator: str, dry_run: bool = False, limit: int | None = None
                 future.get(timeout=timeout)
         finally:
             producer.close(timeout=5)
-        next_offsets: dict[TopicPartition, OffsetAndMetadata] = {}
-        for record in records:
-            tp = TopicPartition(record.topic, record.partition)
-            if tp not in next_offsets or next_offsets[tp].offset <= record.offset:
-                next_offsets[tp] = OffsetAndMetadata(record.offset + 1, "", -1)
-        consumer.commit(next_offsets)
+        if not selection:
+            next_offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+            for record in records:
+                tp = TopicPartition(record.topic, record.partition)
+                if tp not in next_offsets or next_offsets[tp].offset <= record.offset:
+                    next_offsets[tp] = OffsetAndMetadata(record.offset + 1, "", -1)
+            consumer.commit(next_offsets)
         RedriveAudit.objects.create(
             actor=user.get_username(),
             action=RedriveAudit.Action.REPLAY_DLT,
             event_ids=[item.event_id for item in items],
             order_ids=[item.order_id for item in items if item.order_id is not None],
-            detail=f"{len(items)} record(s) from {settings.ORDER_EXPORT_DLT_TOPIC}",
+            dlt_positions=[[record.topic, record.partition, record.offset] for record in records],
+            detail=f"{len(items)} record(s) from {settings.ORDER_EXPORT_DLT_TOPIC}"
+            + (" selected by partition and offset or key" if selection else ""),
         )
         return items
     finally:

@@ -140,6 +140,75 @@ def test_replay_dlt_sends_the_event_again_and_it_is_exported_once(consumer, expo
     assert replay("--operator", "ops").strip() == "0 record(s) replayed"
 
 
+def dead_letter_position(dlt: str, order, *, records_on_the_dlt: int) -> str:
+    """`P:O` of the order's record on the DLT."""
+    [record] = [r for r in read_records(dlt, expected=records_on_the_dlt) if r.key == str(order.pk).encode()]
+    return f"{record.partition}:{record.offset}"
+
+
+def test_replay_dlt_offset_replays_only_that_record_and_a_later_replay_of_all_skips_it(
+    consumer, export_topics, refusing_platform
+):
+    _, dlt = export_topics
+    first, second = dead_lettered_order(export_topics), dead_lettered_order(export_topics)
+    position = dead_letter_position(dlt, second, records_on_the_dlt=2)
+    user_with("ops", may_redrive=True)
+    refusing_platform.refusing = False
+
+    output = replay("--operator", "ops", "--offset", position)
+
+    assert output.strip().endswith("1 record(s) replayed") and f"key={second.pk}" in output
+    wait_until(lambda: OrderExport.objects.filter(order=second, status="exported").exists(), timeout=30,
+               message="the selected dead letter was not exported")
+    assert OrderExport.objects.get(order=first).status == "failed"
+    partition, offset = map(int, position.split(":"))
+    assert RedriveAudit.objects.get().dlt_positions == [[dlt, partition, offset]]
+
+    output = replay("--operator", "ops")
+
+    assert output.strip().endswith("1 record(s) replayed") and f"key={first.pk}" in output
+    wait_until(lambda: OrderExport.objects.filter(order=first, status="exported").exists(), timeout=30,
+               message="the other dead letter was not exported")
+    assert sorted(order_id for order_id, _ in refusing_platform.received()) == sorted([first.pk, second.pk])
+
+
+def test_replay_dlt_key_selects_the_dead_letters_of_that_order(consumer, export_topics, refusing_platform):
+    first, second = dead_lettered_order(export_topics), dead_lettered_order(export_topics)
+    user_with("ops", may_redrive=True)
+
+    output = replay("--operator", "ops", "--key", str(first.pk), "--dry-run")
+
+    assert output.strip().endswith("1 record(s) would be replayed (dry run)")
+    assert f"key={first.pk}" in output and f"key={second.pk}" not in output
+
+
+def test_replay_dlt_refuses_a_selection_naming_what_is_not_on_the_dlt_and_replays_nothing(consumer, export_topics):
+    topic, dlt = export_topics
+    order = dead_lettered_order(export_topics)
+    position = dead_letter_position(dlt, order, records_on_the_dlt=1)
+    user_with("ops", may_redrive=True)
+    before = end_offsets(topic)
+
+    with pytest.raises(CommandError) as excinfo:
+        replay("--operator", "ops", "--offset", position, "--offset", "0:999999", "--key", "no-such-order")
+
+    assert excinfo.value.returncode == 1
+    assert str(excinfo.value) == (
+        "nothing replayed: not on the DLT or replayed before: DLT[0]@999999, key 'no-such-order'"
+    )
+    assert end_offsets(topic) == before
+    assert OrderExport.objects.get(order=order).status == "failed"
+    assert not RedriveAudit.objects.exists()
+
+
+@pytest.mark.parametrize("value", ["5", "a:1", "1:-2", ":3"])
+def test_replay_dlt_rejects_an_offset_that_is_not_partition_and_offset(value):
+    with pytest.raises(CommandError) as excinfo:
+        replay("--operator", "ops", "--offset", value)
+
+    assert "is not PARTITION:OFFSET" in str(excinfo.value)
+
+
 def test_the_admin_retry_action_sends_a_failed_export_again(client, consumer, export_topics, refusing_platform):
     order = dead_lettered_order(export_topics)
     export = OrderExport.objects.get(order=order)
