@@ -1,8 +1,40 @@
+from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect
+from django.template.response import TemplateResponse
+from django.urls import path
 
 from exports.models import OrderExport, ProcessedEvent, RedriveAudit
-from exports.redrive import REDRIVE_PERMISSION
+from exports.redrive import REDRIVE_PERMISSION, export_offsets_reset
 from exports.services import order_export_retry
+from kafka_bridge.client import KafkaBridgeError
+from kafka_bridge.offsets import ResetTarget, target_describe
+
+
+class OffsetResetForm(forms.Form):
+    target = forms.ChoiceField(
+        choices=[
+            ("earliest", "Earliest: read again everything still on the topic"),
+            ("latest", "Latest: skip everything not consumed yet"),
+            ("datetime", "The first record at or after a time (UTC)"),
+        ],
+        widget=forms.RadioSelect,
+    )
+    # TIME_ZONE is UTC, so the time entered is read as UTC.
+    at = forms.DateTimeField(required=False, label="Time (UTC)",
+                             widget=forms.DateTimeInput(attrs={"type": "datetime-local", "step": 1}))
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("target") == "datetime" and cleaned.get("at") is None:
+            self.add_error("at", "A time is needed for this target.")
+        return cleaned
+
+    def reset_target(self) -> ResetTarget:
+        target = self.cleaned_data["target"]
+        return self.cleaned_data["at"] if target == "datetime" else target
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -25,6 +57,41 @@ class OrderExportAdmin(ReadOnlyAdmin):
 
     def has_redrive_permission(self, request) -> bool:
         return request.user.has_perm(REDRIVE_PERMISSION)
+
+    def get_urls(self):
+        return [
+            path("reset-offsets/", self.admin_site.admin_view(self.reset_offsets_view), name="exports_reset_offsets"),
+            *super().get_urls(),
+        ]
+
+    def changelist_view(self, request, extra_context=None):
+        extra_context = {**(extra_context or {}), "may_reset_offsets": self.has_redrive_permission(request)}
+        return super().changelist_view(request, extra_context)
+
+    def reset_offsets_view(self, request: HttpRequest) -> HttpResponse:
+        """Move the export group's offsets: a preview of old -> new per partition first, then
+        the reset itself, refused while the group has members, audited like the redrives."""
+        if not self.has_redrive_permission(request):
+            raise PermissionDenied
+        form = OffsetResetForm(request.POST or None)
+        context = {**self.admin_site.each_context(request), "title": "Reset the export group's offsets",
+                   "opts": self.model._meta, "form": form}
+        if request.method == "POST" and form.is_valid():
+            # Only what was previewed is applied: a target changed after the preview is
+            # previewed again first.
+            apply = "apply" in request.POST and request.POST.get("previewed") == target_describe(form.reset_target())
+            try:
+                reset = export_offsets_reset(
+                    operator=request.user.get_username(), target=form.reset_target(), dry_run=not apply
+                )
+            except KafkaBridgeError as exc:
+                context["error"] = str(exc)
+            else:
+                if apply:
+                    self.message_user(request, reset.summary(), messages.SUCCESS)
+                    return redirect("admin:exports_orderexport_changelist")
+                context["preview"] = reset
+        return TemplateResponse(request, "admin/exports/orderexport/reset_offsets.html", context)
 
     @admin.action(description="Retry failed exports", permissions=["redrive"])
     def retry_failed(self, request, queryset):

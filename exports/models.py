@@ -44,6 +44,7 @@ class RedriveAudit(models.Model):
     class Action(models.TextChoices):
         ADMIN_RETRY = "admin_retry", "Retry from the admin"
         REPLAY_DLT = "replay_dlt", "replay_dlt command"
+        RESET_OFFSETS = "reset_offsets", "Consumer group offsets reset from the admin"
 
     actor = models.CharField(max_length=150)
     action = models.CharField(max_length=32, choices=Action.choices)

@@ -23,6 +23,7 @@ from exports.models import RedriveAudit
 from exports.services import order_export_reopen
 from kafka_bridge.client import connection_config
 from kafka_bridge.dead_letter import DLT_HEADER_PREFIX
+from kafka_bridge.offsets import OffsetReset, ResetTarget, group_offsets_reset
 from kafka_bridge.producer import producer_config
 
 REDRIVE_PERMISSION = "exports.redrive_orderexport"
@@ -217,3 +218,20 @@ def dlt_replay(
         return items
     finally:
         consumer.close(autocommit=False)
+
+
+def export_offsets_reset(*, operator: str, target: ResetTarget, dry_run: bool) -> OffsetReset:
+    """Move the export group's committed offsets on the event topic to `target` for `operator`
+    (who must hold the redrive permission), and audit what moved; a dry run only says what
+    would. Raises what `group_offsets_reset` raises, a group with members included."""
+    user = redrive_operator(username=operator)
+    reset = group_offsets_reset(
+        group=settings.ORDER_EXPORT_CONSUMER_GROUP, topic=settings.ORDER_EXPORT_TOPIC, target=target, dry_run=dry_run
+    )
+    if not dry_run:
+        RedriveAudit.objects.create(
+            actor=user.get_username(),
+            action=RedriveAudit.Action.RESET_OFFSETS,
+            detail="; ".join([reset.summary(), *map(str, reset.moves)]),
+        )
+    return reset

@@ -295,3 +295,88 @@ def test_an_unreachable_broker_exits_1_with_one_line():
     [line] = result.stderr.splitlines()
     assert line.startswith("CommandError: no Kafka broker answered at 127.0.0.1:1")
     assert time.monotonic() - started < 30
+
+
+# --- from the admin ---------------------------------------------------------------------------
+
+RESET_URL = "/admin/exports/orderexport/reset-offsets/"
+
+
+@pytest.fixture
+def operator_client(client, django_user_model):
+    from django.contrib.auth.models import Permission
+
+    user = django_user_model.objects.create_user(username="ops", password="pw", is_staff=True)
+    user.user_permissions.add(*Permission.objects.filter(
+        content_type__app_label="exports", codename__in=["view_orderexport", "redrive_orderexport"]))
+    client.force_login(user)
+    return client
+
+
+def preview_rows(response) -> list[str]:
+    html = response.content.decode()
+    start = html.index('<table id="reset-preview">')
+    body = html[start:html.index("</table>", start)]
+    return [" ".join(re.sub(r"<[^>]+>", " ", row).split()) for row in body.split("<tr>")[2:]]
+
+
+@pytest.mark.django_db
+def test_the_admin_previews_the_moves_then_resets_and_audits(loaded_topic, kafka_admin, operator_client):
+    from exports.models import RedriveAudit
+
+    topic, group = loaded_topic
+    earliest = {p: kcat_offset(topic, p, -2) for p in RECORDS}
+
+    preview = operator_client.post(RESET_URL, {"target": "earliest", "preview": "Preview"})
+
+    assert preview.status_code == 200
+    assert preview_rows(preview) == [
+        f"{topic}[0] 2 {earliest[0]}", f"{topic}[1] 3 {earliest[1]}", f"{topic}[2] (none) {earliest[2]}"
+    ]
+    assert committed_offsets(kafka_admin, group, topic) == COMMITTED
+    assert not RedriveAudit.objects.exists()
+
+    applied = operator_client.post(RESET_URL, {"target": "earliest", "previewed": "earliest", "apply": "Reset offsets"})
+
+    assert applied.status_code == 302
+    assert committed_offsets(kafka_admin, group, topic) == earliest
+    audit = RedriveAudit.objects.get()
+    assert (audit.actor, audit.action) == ("ops", "reset_offsets")
+    assert f"{topic}[2]: (none) -> {earliest[2]}" in audit.detail
+
+
+@pytest.mark.django_db
+def test_the_admin_applies_only_the_target_it_previewed(loaded_topic, kafka_admin, operator_client):
+    topic, group = loaded_topic
+
+    response = operator_client.post(RESET_URL, {"target": "latest", "previewed": "earliest", "apply": "Reset offsets"})
+
+    assert response.status_code == 200 and preview_rows(response)  # previewed again instead
+    assert committed_offsets(kafka_admin, group, topic) == COMMITTED
+
+
+@pytest.mark.django_db
+def test_the_admin_refuses_the_reset_while_the_group_has_members(loaded_topic, active_member, kafka_admin, operator_client):
+    topic, group = loaded_topic
+
+    response = operator_client.post(RESET_URL, {"target": "earliest", "previewed": "earliest", "apply": "Reset offsets"})
+
+    assert response.status_code == 200
+    assert f"refused: consumer group {group} has 1 active member(s)" in response.content.decode()
+    assert committed_offsets(kafka_admin, group, topic) == COMMITTED
+
+
+@pytest.mark.django_db
+def test_a_datetime_target_needs_a_time(operator_client, export_topics):
+    response = operator_client.post(RESET_URL, {"target": "datetime", "preview": "Preview"})
+
+    assert response.status_code == 200
+    assert "A time is needed for this target." in response.content.decode()
+
+
+@pytest.mark.django_db
+def test_the_reset_page_needs_the_redrive_permission(client, django_user_model):
+    assert client.get(RESET_URL).status_code == 302  # to the admin's login
+    client.force_login(django_user_model.objects.create_user(username="viewer", password="pw", is_staff=True))
+    assert client.get(RESET_URL).status_code == 403
+    assert client.post(RESET_URL, {"target": "earliest", "previewed": "earliest", "apply": "1"}).status_code == 403
