@@ -73,3 +73,13 @@ class ConsumerState(models.Model):
 
     def __str__(self) -> str:
         return f"{self.member} in {self.group_id}"
+
+
+class KafkaTopic(models.Model):
+    """No table: the holder of the permission to read topic records in the admin's topic
+    browser. Records carry order data, so reading them is granted apart from the status page."""
+
+    class Meta:
+        managed = False
+        default_permissions = ()
+        permissions = [("browse_topics", "Can browse topic records")]

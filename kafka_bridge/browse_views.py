@@ -1,0 +1,182 @@
+"""The admin's topic browser: the topics with their record counts, and one topic's records.
+
+Records carry order data, so both pages need the `kafka_bridge.browse_topics` permission on top
+of staff status (the status page needs staff status only). The reading is `kafka_bridge.browse`.
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from datetime import UTC
+from functools import wraps
+from typing import Any
+from urllib.parse import urlencode
+
+from django import forms
+from django.conf import settings
+from django.contrib import admin
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.utils import timezone
+
+from kafka_bridge.browse import (
+    BrowseResult,
+    RecordView,
+    TopicNotFound,
+    record_at,
+    record_link,
+    topic_records_read,
+    topics_summarize,
+)
+from kafka_bridge.client import BrokerUnavailable
+
+BROWSE_PERMISSION = "kafka_bridge.browse_topics"
+DEFAULT_LIMIT = 50
+MAX_LIMIT = 500
+# Records a filtered page may read before it stops and says where to continue: bounds the
+# broker's and the web process's work per page, whatever the topic's size.
+MAX_SCANNED = 10_000
+# Characters of a value shown in the list; the record's own page shows all of it.
+VALUE_CUT_AT = 2_000
+# Kafka's own rule for topic names; anything else cannot be a topic, so it is not looked up.
+TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
+
+
+def browse_permission_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """403 for staff without the permission; wrap the result in `admin.site.admin_view`, which
+    sends everyone who is not staff to the admin's login page first."""
+
+    @wraps(view)
+    def checked(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not request.user.has_perm(BROWSE_PERMISSION):
+            raise PermissionDenied
+        return view(request, *args, **kwargs)
+
+    return checked
+
+
+class UtcDateTimeField(forms.DateTimeField):
+    """A date and time typed without a zone, taken as UTC whatever the active time zone."""
+
+    input_formats = ("%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S.%f", "%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S")
+
+    def to_python(self, value: Any):
+        with timezone.override(UTC):
+            return super().to_python(value)
+
+
+class RecordQueryForm(forms.Form):
+    """The records page's GET parameters; all optional: no parameters means the newest
+    DEFAULT_LIMIT records of every partition."""
+
+    partition = forms.IntegerField(min_value=0, required=False, widget=forms.NumberInput(attrs={"placeholder": "all"}))
+    limit = forms.IntegerField(
+        min_value=1, max_value=MAX_LIMIT, required=False, widget=forms.NumberInput(attrs={"placeholder": DEFAULT_LIMIT})
+    )
+    offset = forms.IntegerField(min_value=0, required=False, label="From offset")
+    since = UtcDateTimeField(
+        required=False,
+        label="From time (UTC)",
+        widget=forms.DateTimeInput(attrs={"type": "datetime-local", "step": 1}, format="%Y-%m-%dT%H:%M:%S"),
+    )
+    key = forms.CharField(required=False, max_length=1000, label="Key is")
+    contains = forms.CharField(required=False, max_length=1000, label="Value contains")
+    full = forms.BooleanField(required=False, widget=forms.HiddenInput)
+
+    def clean(self) -> dict[str, Any]:
+        data = super().clean()
+        if data.get("offset") is not None and data.get("since") is not None:
+            raise forms.ValidationError("Give a start offset or a start time, not both.")
+        if data.get("full") and (data.get("partition") is None or data.get("offset") is None):
+            raise forms.ValidationError("A whole record is named by its partition and offset.")
+        return data
+
+
+@browse_permission_required
+def topic_list_page(request: HttpRequest) -> HttpResponse:
+    context = {**admin.site.each_context(request), "title": "Topics"}
+    try:
+        context["topics"] = topics_summarize(timeout_ms=settings.KAFKA_STATUS_TIMEOUT_MS)
+    except BrokerUnavailable as exc:
+        context["kafka_error"] = str(exc)
+    return render(request, "kafka_bridge/topics.html", context)
+
+
+@browse_permission_required
+def topic_records_page(request: HttpRequest, name: str) -> HttpResponse:
+    if not TOPIC_NAME.fullmatch(name):
+        raise Http404("not a topic name")
+    form = RecordQueryForm(request.GET)
+    context: dict[str, Any] = {
+        **admin.site.each_context(request),
+        "title": f"Topic {name}",
+        "topic": name,
+        "form": form,
+        "cut_at": VALUE_CUT_AT,
+        "default_limit": DEFAULT_LIMIT,
+    }
+    status = 200
+    if form.is_valid():
+        query = form.cleaned_data
+        try:
+            if query["full"]:
+                record = record_at(
+                    topic=name, partition=query["partition"], offset=query["offset"],
+                    timeout_ms=settings.KAFKA_STATUS_TIMEOUT_MS,
+                )
+                context["full_record"] = _row(record, cut_at=None) if record else None
+                context["full_wanted"] = (query["partition"], query["offset"])
+            else:
+                result = topic_records_read(
+                    topic=name,
+                    partitions=[query["partition"]] if query["partition"] is not None else None,
+                    from_offset=query["offset"],
+                    from_timestamp=query["since"],
+                    key=query["key"] or None,
+                    contains=query["contains"] or None,
+                    limit=query["limit"] or DEFAULT_LIMIT,
+                    max_scanned=MAX_SCANNED,
+                    timeout_ms=settings.KAFKA_STATUS_TIMEOUT_MS,
+                )
+                context.update(_result_context(result, query=query))
+        except TopicNotFound as exc:
+            context["not_found"] = str(exc)
+            status = 404
+        except BrokerUnavailable as exc:
+            context["kafka_error"] = str(exc)
+    return render(request, "kafka_bridge/topics_records.html", context, status=status)
+
+
+def _result_context(result: BrowseResult, *, query: dict[str, Any]) -> dict[str, Any]:
+    # A continuation keeps the filters and the page size, and reads one partition forward.
+    kept = {name: query[name] for name in ("key", "contains", "limit") if query[name]}
+    resume = []
+    for read in result.resume_points:
+        offset = read.older_search_offset if result.newest_first else read.next_offset
+        resume.append({"read": read, "offset": offset, "url": "?" + urlencode({**kept, "partition": read.partition, "offset": offset})})
+    return {
+        "result": result,
+        "rows": [_row(record, cut_at=VALUE_CUT_AT) for record in result.records],
+        "resume": resume,
+        "timeout_s": settings.KAFKA_STATUS_TIMEOUT_MS / 1000,
+        "max_scanned": MAX_SCANNED,
+    }
+
+
+def _row(record: RecordView, *, cut_at: int | None) -> dict[str, Any]:
+    value = record.value_text
+    cut = cut_at is not None and value is not None and len(value) > cut_at
+    timestamp = record.timestamp
+    return {
+        "record": record,
+        "timestamp": f"{timestamp:%Y-%m-%d %H:%M:%S}.{timestamp.microsecond // 1000:03d} UTC" if timestamp else None,
+        "key": record.key_text,
+        "value": value[:cut_at] if cut else value,
+        "value_is_json": record.value_is_json,
+        "value_length": len(value) if value is not None else 0,
+        "cut": cut,
+        "full_url": "?" + urlencode({"partition": record.partition, "offset": record.offset, "full": 1}),
+        "headers": record.header_texts,
+        "link": record_link(record=record),
+    }
