@@ -1,4 +1,5 @@
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
@@ -7,7 +8,14 @@ from django.template.response import TemplateResponse
 from django.urls import path
 
 from exports.models import OrderExport, ProcessedEvent, RedriveAudit
-from exports.redrive import REDRIVE_PERMISSION, export_offsets_reset
+from exports.redrive import (
+    REDRIVE_PERMISSION,
+    DeadLetterSelection,
+    DeadLettersNotFound,
+    dead_letters_list,
+    dlt_replay,
+    export_offsets_reset,
+)
 from exports.services import order_export_retry
 from kafka_bridge.client import KafkaBridgeError
 from kafka_bridge.offsets import ResetTarget, target_describe
@@ -61,12 +69,43 @@ class OrderExportAdmin(ReadOnlyAdmin):
     def get_urls(self):
         return [
             path("reset-offsets/", self.admin_site.admin_view(self.reset_offsets_view), name="exports_reset_offsets"),
+            path("dead-letters/", self.admin_site.admin_view(self.dead_letters_view), name="exports_dead_letters"),
             *super().get_urls(),
         ]
 
     def changelist_view(self, request, extra_context=None):
         extra_context = {**(extra_context or {}), "may_reset_offsets": self.has_redrive_permission(request)}
         return super().changelist_view(request, extra_context)
+
+    def dead_letters_view(self, request: HttpRequest) -> HttpResponse:
+        """The dead-letter topic's records with their `dlt.*` headers and their orders' export
+        status; the selected ones are redriven like `replay_dlt --offset`."""
+        if not self.has_redrive_permission(request):
+            raise PermissionDenied
+        if request.method == "POST":
+            positions = set()
+            for value in request.POST.getlist("position"):
+                partition, _, offset = value.partition(":")
+                if partition.isascii() and partition.isdigit() and offset.isascii() and offset.isdigit():
+                    positions.add((int(partition), int(offset)))
+            if not positions:
+                self.message_user(request, "Select the dead letters to redrive.", messages.WARNING)
+            else:
+                try:
+                    items = dlt_replay(operator=request.user.get_username(),
+                                       selection=DeadLetterSelection(positions=frozenset(positions)))
+                except (DeadLettersNotFound, KafkaBridgeError, TimeoutError) as exc:
+                    self.message_user(request, f"Nothing redriven: {exc}", messages.ERROR)
+                else:
+                    self.message_user(request, f"Redrove {len(items)} dead letter(s): "
+                                      + "; ".join(str(item) for item in items), messages.SUCCESS)
+            return redirect("admin:exports_dead_letters")
+        context = {**self.admin_site.each_context(request), "title": "Dead letters", "opts": self.model._meta}
+        try:
+            context["dead_letters"] = dead_letters_list(timeout_ms=settings.KAFKA_STATUS_TIMEOUT_MS)
+        except KafkaBridgeError as exc:
+            context["error"] = str(exc)
+        return TemplateResponse(request, "admin/exports/orderexport/dead_letters.html", context)
 
     def reset_offsets_view(self, request: HttpRequest) -> HttpResponse:
         """Move the export group's offsets: a preview of old -> new per partition first, then

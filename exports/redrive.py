@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import heapq
 import time
+from datetime import datetime, timezone
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -19,7 +20,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from exports.events import PoisonRecord, export_request_decode
-from exports.models import RedriveAudit
+from exports.models import OrderExport, RedriveAudit
 from exports.services import order_export_reopen
 from kafka_bridge.client import connection_config
 from kafka_bridge.dead_letter import DLT_HEADER_PREFIX
@@ -235,3 +236,67 @@ def export_offsets_reset(*, operator: str, target: ResetTarget, dry_run: bool) -
             detail="; ".join([reset.summary(), *map(str, reset.moves)]),
         )
     return reset
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A record on the DLT as the operator's page shows it."""
+
+    partition: int
+    offset: int
+    timestamp_ms: int
+    key: str | None
+    order_id: int | None
+    error: str
+    attempts: str
+    original: str  # "<topic>[<partition>]@<offset>"
+    export_status: str | None  # the order's export, None when there is no such order or export
+    replayed: bool
+
+    @property
+    def position(self) -> str:
+        return f"{self.partition}:{self.offset}"
+
+    @property
+    def time(self) -> datetime:
+        return datetime.fromtimestamp(self.timestamp_ms / 1000, tz=timezone.utc)
+
+
+def dead_letters_list(*, limit: int = 200, timeout_ms: int) -> list[DeadLetter]:
+    """The newest `limit` records of the DLT, newest first, each with its order's export status
+    and whether it was replayed already (two queries, whatever the count). Raises
+    `KafkaBridgeError` when the broker is unreachable or the DLT does not exist."""
+    from kafka_bridge.browse import topic_records_read
+
+    topic = settings.ORDER_EXPORT_DLT_TOPIC
+    result = topic_records_read(topic=topic, limit=limit, max_scanned=limit * 3, timeout_ms=timeout_ms)
+    committed = _replay_group_positions(timeout_ms=timeout_ms)
+    replayed = _replayed_before()
+    keys = [record.key.decode("utf-8", "replace") if record.key is not None else None for record in result.records]
+    order_ids = {int(key) for key in keys if key is not None and key.isascii() and key.isdigit() and len(key) < 19}
+    statuses = dict(OrderExport.objects.filter(order_id__in=order_ids).values_list("order_id", "status"))
+    letters = []
+    for record, key in zip(result.records, keys):
+        headers = {name: (value or b"").decode("utf-8", "replace") for name, value in record.headers}
+        order_id = int(key) if key is not None and key.isascii() and key.isdigit() and len(key) < 19 else None
+        letters.append(DeadLetter(
+            partition=record.partition, offset=record.offset, timestamp_ms=record.timestamp_ms, key=key,
+            order_id=order_id, error=headers.get("dlt.error", ""), attempts=headers.get("dlt.attempts", ""),
+            original=f"{headers.get('dlt.original.topic', '?')}[{headers.get('dlt.original.partition', '?')}]"
+                     f"@{headers.get('dlt.original.offset', '?')}",
+            export_status=statuses.get(order_id),
+            replayed=(record.partition, record.offset) in replayed
+            or record.offset < committed.get(record.partition, 0),
+        ))
+    return letters
+
+
+def _replay_group_positions(*, timeout_ms: int) -> dict[int, int]:
+    """The replay group's committed offset per DLT partition: what `replay_dlt` replayed already."""
+    from kafka_bridge.client import admin_client
+
+    group = f"{settings.ORDER_EXPORT_CONSUMER_GROUP}.dlt-replay"
+    with admin_client(timeout_ms=timeout_ms) as admin:
+        committed = admin.list_group_offsets({group: None}).get(group, {})
+    return {tp.partition: meta.offset for tp, meta in committed.items()
+            if tp.topic == settings.ORDER_EXPORT_DLT_TOPIC and meta is not None and meta.offset >= 0}

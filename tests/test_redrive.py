@@ -1,5 +1,7 @@
-"""Redrive: `replay_dlt`, the admin's "Retry failed exports" action, and `purge_outbox`."""
+"""Redrive: `replay_dlt`, the admin's "Retry failed exports" action and dead-letters page, and
+`purge_outbox`."""
 import io
+import re
 import uuid
 import threading
 from datetime import timedelta
@@ -207,6 +209,57 @@ def test_replay_dlt_rejects_an_offset_that_is_not_partition_and_offset(value):
         replay("--operator", "ops", "--offset", value)
 
     assert "is not PARTITION:OFFSET" in str(excinfo.value)
+
+
+DEAD_LETTERS_URL = "/admin/exports/orderexport/dead-letters/"
+
+
+def dead_letter_rows(response) -> list[str]:
+    html = response.content.decode()
+    start = html.index('<table id="dead-letters">')
+    body = html[start:html.index("</table>", start)]
+    return [" ".join(re.sub(r"<[^>]+>", " ", row).split()) for row in body.split("<tr>")[2:]]
+
+
+def test_the_dead_letters_page_lists_each_with_its_headers_and_redrives_only_the_selected(
+    client, consumer, export_topics, refusing_platform
+):
+    topic, dlt = export_topics
+    first, second = dead_lettered_order(export_topics), dead_lettered_order(export_topics)
+    position = dead_letter_position(dlt, second, records_on_the_dlt=2)
+    client.force_login(user_with("ops", may_redrive=True))
+
+    page = client.get(DEAD_LETTERS_URL)
+
+    assert page.status_code == 200
+    rows = dead_letter_rows(page)
+    assert len(rows) == 2
+    for order, row in ((second, rows[0]), (first, rows[1])):  # newest first
+        assert f"#{order.pk} failed PermanentExportError: HTTP 422 from the platform: unknown customer 1 {topic}[" in row
+        assert row.endswith(" no")
+
+    refusing_platform.refusing = False
+    response = client.post(DEAD_LETTERS_URL, {"position": [position]})
+
+    assert response.status_code == 302
+    wait_until(lambda: OrderExport.objects.filter(order=second, status="exported").exists(), timeout=30,
+               message="the redriven dead letter was not exported")
+    assert OrderExport.objects.get(order=first).status == "failed"
+    assert [order_id for order_id, _ in refusing_platform.received()] == [second.pk]
+    audit = RedriveAudit.objects.get()
+    assert (audit.actor, audit.order_ids) == ("ops", [second.pk])
+    rows = dead_letter_rows(client.get(DEAD_LETTERS_URL))
+    assert rows[0].startswith(f"{position} ") and rows[0].endswith(" yes")
+    assert rows[1].endswith(" no")
+
+
+def test_the_dead_letters_page_needs_the_redrive_permission(client, consumer, export_topics):
+    assert client.get(DEAD_LETTERS_URL).status_code == 302  # to the admin's login
+    client.force_login(user_with("viewer", may_redrive=False))
+
+    assert client.get(DEAD_LETTERS_URL).status_code == 403
+    assert client.post(DEAD_LETTERS_URL, {"position": ["0:0"]}).status_code == 403
+    assert not RedriveAudit.objects.exists()
 
 
 def test_the_admin_retry_action_sends_a_failed_export_again(client, consumer, export_topics, refusing_platform):
