@@ -8,6 +8,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils.module_loading import import_string
 
+from kafka_bridge.charts import Chart
 from kafka_bridge.client import BrokerUnavailable
 from kafka_bridge.consumer_state import consumer_states_by_group
 from kafka_bridge.selectors import outbox_backlog
@@ -22,8 +23,30 @@ def dlt_size(status: dict, topic: str) -> int | None:
     return None
 
 
+def group_lag_chart(*, group: dict) -> Chart | None:
+    """The current lag of each partition `group` has committed to, as bars (None when it has
+    committed nothing yet)."""
+    partitions = group["partitions"]
+    if not partitions:
+        return None
+    topics = {p["topic"] for p in partitions}
+    single_topic = len(topics) == 1
+    return Chart(
+        chart_id="export-group-lag",
+        title=f"Lag per partition of {group['group_id']}",
+        kind="bars",
+        labels=[str(p["partition"]) if single_topic else f"{p['topic']}:{p['partition']}" for p in partitions],
+        series={"lag": [p["lag"] for p in partitions]},
+        label_heading=f"Partition of {next(iter(topics))}" if single_topic else "Topic:partition",
+    )
+
+
 def kafka_status_page(request: HttpRequest) -> HttpResponse:
-    context = {**admin.site.each_context(request), "title": "Kafka status"}
+    context = {
+        **admin.site.each_context(request),
+        "title": "Kafka status",
+        "export_group": settings.ORDER_EXPORT_CONSUMER_GROUP,
+    }
     try:
         status = kafka_status(include_internal=True, timeout_ms=settings.KAFKA_STATUS_TIMEOUT_MS)
     except BrokerUnavailable as exc:
@@ -44,6 +67,8 @@ def kafka_status_page(request: HttpRequest) -> HttpResponse:
         states = consumer_states_by_group(group_ids=[g["group_id"] for g in context["groups"]])
         for group in context["groups"]:
             group["consumers"] = states[group["group_id"]]
+        export_group = next((g for g in context["groups"] if g["group_id"] == mine), None)
+        context["lag_chart"] = group_lag_chart(group=export_group) if export_group else None
     context["outbox"] = outbox_backlog()
     context["panels"] = [import_string(path)() for path in settings.KAFKA_STATUS_PANELS]
     return render(request, "kafka_bridge/status.html", context)
