@@ -64,22 +64,23 @@ def test_a_429_with_retry_after_holds_every_call_of_the_process_until_then(
     order_ids = confirmed_backlog(20)
     platform_stub.down_status, platform_stub.retry_after = 429, "3"
 
-    http_consumer(concurrency=8)
+    concurrency = 8
+    http_consumer(concurrency=concurrency)
     wait_until(lambda: platform_stub.call_count() >= 1, timeout=30, message="no call reached the platform")
     # The platform is ready again at once; the consumer must still wait the 3 s it was told.
     platform_stub.down_status = None
     wait_until(lambda: exported_count() == len(order_ids), timeout=60, message=lambda: f"{exported_count()} exported")
 
     with platform_stub.lock:
-        calls = list(platform_stub.calls)
+        calls = sorted(platform_stub.calls, key=lambda call: call.at)
     first_refusal = min(call.at for call in calls if call.status == 429)
-    # Calls already in flight when the first 429 went out arrive within moments of it (and are
-    # answered as the platform then pleases); none may start after the consumer read it until
-    # the 3 s are up.
-    later = [call.at for call in calls if call.at > first_refusal + 0.1]
+    # One call per worker may have started before the consumer read the first 429 (on a busy
+    # machine they arrive spread over a tenth of a second or more, and are answered as the
+    # platform then pleases); every call after that first wave must wait out the 3 s.
+    later = [call.at for call in calls[concurrency:]]
     held = min(later) - first_refusal
-    report("Retry-After", calls_around_the_429=len(calls) - len(later), first_call_after_seconds=round(held, 2),
-           exported=len(order_ids))
+    report("Retry-After", calls_within_the_3_s=sum(1 for call in calls if call.at < first_refusal + 3),
+           first_call_after_the_first_wave_seconds=round(held, 2), exported=len(order_ids))
     assert held >= 3 - 0.1, f"a call reached the platform {held:.2f} s after the 429"
     tally = platform_tally(platform_stub, order_ids)
     assert tally["missing"] == [] and tally["doubled"] == []
