@@ -26,6 +26,7 @@ from kafka.protocol.consumer import OffsetSpec
 from kafka_bridge.client import (
     BrokerAuthenticationFailed,
     BrokerUnavailable,
+    ClosedOnFailedBootstrap,
     KafkaBridgeError,
     SaslLoginRejected,
     _NetClient,
@@ -443,24 +444,9 @@ def _view(record) -> RecordView:
     )
 
 
-class _ClosedOnFailedBootstrapConsumer(KafkaConsumer):
-    """kafka-python's consumer, except that an `__init__` that fails closes what it started.
-
-    Like the admin client (see `kafka_bridge.client`), KafkaConsumer 3.0 starts its I/O thread
-    before it bootstraps and leaves it running when the bootstrap fails.
-    """
-
-    def __init__(self, **configs: Any):
-        try:
-            super().__init__(**configs)
-        except BaseException:
-            client = getattr(self, "_client", None)
-            if client is not None:
-                client.close()
-            metrics = getattr(self, "_metrics", None)
-            if metrics is not None:
-                metrics.close()
-            raise
+class _ClosedOnFailedBootstrapConsumer(ClosedOnFailedBootstrap, KafkaConsumer):
+    """KafkaConsumer 3.0, like the admin client, leaves its I/O thread running when its
+    bootstrap fails."""
 
 
 @contextmanager

@@ -178,13 +178,14 @@ class _RejectedLoginEndsBootstrapClient(_NetClient):
     manager_class = _RejectedLoginEndsBootstrap
 
 
-class _ClosedOnFailedBootstrapAdminClient(KafkaAdminClient):
-    """kafka-python's admin client, except that an `__init__` that fails closes what it started.
+class ClosedOnFailedBootstrap:
+    """Mixed into a kafka-python client class (admin client, consumer): an `__init__` that fails
+    closes what it started.
 
-    KafkaAdminClient 3.0 starts its I/O thread (with its selector and wake-up socket pair) and
+    kafka-python 3.0 starts a client's I/O thread (with its selector and wake-up socket pair) and
     only then bootstraps, in `__init__`; when the bootstrap fails, the exception leaves all of it
-    running, as no one holds the client to close it. Every health check or status page against
-    an absent broker would leave one more thread and a few descriptors behind.
+    running, as no one holds the client to close it. Every health check, status page or topic
+    page against an absent broker would leave one more thread and a few descriptors behind.
     """
 
     def __init__(self, **configs):
@@ -203,6 +204,10 @@ class _ClosedOnFailedBootstrapAdminClient(KafkaAdminClient):
         metrics = getattr(self, "_metrics", None)
         if metrics is not None:
             metrics.close()
+
+
+class _ClosedOnFailedBootstrapAdminClient(ClosedOnFailedBootstrap, KafkaAdminClient):
+    pass
 
 
 @contextmanager
