@@ -299,8 +299,10 @@ EXPORT_MAX_EVENT_BYTES = env.int("EXPORT_MAX_EVENT_BYTES", default=1024 * 1024)
 # exports a second it is the consumer's largest cost; false leaves failures, dead letters and
 # the periodic summary line.
 EXPORT_LOG_OUTCOMES = env.bool("EXPORT_LOG_OUTCOMES", default=True)
+# Platform calls kept per order for the operator's trace (`ExportAttempt`), newest first.
+EXPORT_ATTEMPTS_KEPT = env.int("EXPORT_ATTEMPTS_KEPT", default=20)
 
-for _name in ("EXPORT_CONCURRENCY", "EXPORT_MAX_UNCOMMITTED", "EXPORT_MAX_ATTEMPTS"):
+for _name in ("EXPORT_CONCURRENCY", "EXPORT_MAX_UNCOMMITTED", "EXPORT_MAX_ATTEMPTS", "EXPORT_ATTEMPTS_KEPT"):
     if globals()[_name] < 1:
         raise ImproperlyConfigured(f"{_name} must be at least 1, not {globals()[_name]}")
 if EXPORT_RATE_LIMIT is not None and EXPORT_RATE_LIMIT <= 0:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
+from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
@@ -11,9 +13,10 @@ from kafka.consumer.fetcher import ConsumerRecord
 
 from exports.clients import ExportError, ExternalPlatformClient, FakeExternalPlatformClient, platform_client
 from exports.events import EVENT_TYPE, ExportRequest, PoisonRecord, export_request_decode
-from exports.services import ExportPlan, order_export_fail, order_exports_plan, order_exports_record
+from exports.services import ExportPlan, PlatformCall, order_export_fail, order_exports_plan, order_exports_record
 from kafka_bridge.consumer import Call, ConsumerLoop, DeadLetterHook
-from kafka_bridge.dead_letter import DeadLetterPublisher
+from kafka_bridge.consumer_state import consumer_member_name
+from kafka_bridge.dead_letter import DeadLetterPosition, DeadLetterPublisher
 from kafka_bridge.pacing import Pacer
 from kafka_bridge.runner import StopFlag
 
@@ -70,15 +73,20 @@ def export_record_decode(record: ConsumerRecord, *, max_event_bytes: int) -> Exp
 class ExportProcessor:
     """Per batch of records the loop took: decode them and plan their exports in one read
     (`prepare`); the platform calls run on the loop's workers; their outcomes are recorded in
-    one transaction (`complete`)."""
+    one transaction (`complete`), each call with when it started and how long it took."""
 
-    def __init__(self, *, client: ExternalPlatformClient, max_event_bytes: int | None = None):
+    def __init__(self, *, client: ExternalPlatformClient, max_event_bytes: int | None = None, consumer: str = ""):
         self.client = client
+        # Who makes the calls, as each attempt records it.
+        self.consumer = consumer or consumer_member_name("export-consumer")
         # An in-process client (the fake) never waits: its calls run on the loop thread.
         self.inline_calls = bool(getattr(client, "in_process", False))
         self.max_event_bytes = max_event_bytes if max_event_bytes is not None else settings.EXPORT_MAX_EVENT_BYTES
         # The plan of each record whose call is in flight, by its coordinates.
         self._plans: dict[tuple[str, int, int], ExportPlan] = {}
+        # When each of those calls started (UTC) and how long it took, written by the worker
+        # that made it.
+        self._timings: dict[tuple[str, int, int], tuple[datetime, float]] = {}
 
     def prepare(self, records: list[ConsumerRecord]) -> list[Call | BaseException | None]:
         steps: list[Call | BaseException | None] = [None] * len(records)
@@ -98,10 +106,17 @@ class ExportProcessor:
                 steps[index] = plan.error
             elif plan.action == "send":
                 self._plans[_coordinates(record)] = plan
-                steps[index] = functools.partial(self.client.send, order=request.order, idempotency_key=str(request.event_id))
+                steps[index] = functools.partial(self._send, _coordinates(record), request)
             elif log_outcomes:
                 _log_outcome(record, request, plan.action)
         return steps
+
+    def _send(self, coordinates: tuple[str, int, int], request: ExportRequest) -> Any:
+        started_at, started = datetime.now(UTC), time.perf_counter()
+        try:
+            return self.client.send(order=request.order, idempotency_key=str(request.event_id))
+        finally:
+            self._timings[coordinates] = (started_at, time.perf_counter() - started)
 
     def complete(self, results: list[tuple[ConsumerRecord, Any, BaseException | None]]) -> list[BaseException | None]:
         plans = [self._plans.get(_coordinates(record)) for record, _, _ in results]
@@ -110,10 +125,19 @@ class ExportProcessor:
             (plan, error) for plan, (_, _, error) in zip(plans, results)
             if plan is not None and isinstance(error, ExportError)
         ]
-        order_exports_record(sent=sent, failed=failed)
+        calls = []
+        for plan, (record, _, error) in zip(plans, results):
+            timing = self._timings.get(_coordinates(record))
+            if plan is not None and timing is not None:
+                calls.append(PlatformCall(
+                    plan=plan, topic=record.topic, partition=record.partition, offset=record.offset,
+                    consumer=self.consumer, started_at=timing[0], duration=timing[1], error=error,
+                ))
+        order_exports_record(sent=sent, failed=failed, calls=calls)
         # Only once recorded: if that failed, the loop calls again with the same plans' keys.
         for record, _, _ in results:
             self._plans.pop(_coordinates(record), None)
+            self._timings.pop(_coordinates(record), None)
         if settings.EXPORT_LOG_OUTCOMES:
             for plan, (record, _, error) in zip(plans, results):
                 if plan is not None and error is None:
@@ -124,15 +148,20 @@ def _coordinates(record: ConsumerRecord) -> tuple[str, int, int]:
     return record.topic, record.partition, record.offset
 
 
-def export_dead_lettered(record: ConsumerRecord, reason: str, attempts: int) -> None:
-    """After a record went to the DLT: mark its order's export failed, with the reason."""
+def export_dead_lettered(
+    record: ConsumerRecord, reason: str, attempts: int, dead_letter: DeadLetterPosition | None = None
+) -> None:
+    """After a record went to the DLT: mark its order's export failed, with the reason and
+    where its dead letter is."""
     try:
         request = export_record_decode(record, max_event_bytes=settings.EXPORT_MAX_EVENT_BYTES)
     except PoisonRecord:
         # Not an event of ours: whatever order its value names, that order's own event decides
         # its export.
         return
-    export = order_export_fail(order_id=request.order_id, event_id=request.event_id, reason=reason)
+    export = order_export_fail(
+        order_id=request.order_id, event_id=request.event_id, reason=reason, dead_letter=dead_letter
+    )
     if export is not None:
         logger.error(
             "export: order %s event %s %s: failed: %s", request.order_id, request.event_id, _where(record), reason,

@@ -17,6 +17,13 @@ class OrderExport(models.Model):
     exported_at = models.DateTimeField(null=True, blank=True)
     last_error = models.TextField(null=True, blank=True)
     updated_at = models.DateTimeField(auto_now=True)
+    # Where its event's latest dead letter is (the operator's trace reads it back from there);
+    # kept when the export is redriven, replaced when it is dead-lettered again.
+    # db_default: the consumer inserts exports with raw SQL that names only the columns it sets.
+    dead_letter_topic = models.CharField(max_length=249, blank=True, default="", db_default="")
+    dead_letter_partition = models.IntegerField(null=True, blank=True)
+    dead_letter_offset = models.BigIntegerField(null=True, blank=True)
+    dead_lettered_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         ordering = ["-id"]
@@ -26,6 +33,38 @@ class OrderExport(models.Model):
 
     def __str__(self) -> str:
         return f"export of order {self.order_id}: {self.status}"
+
+
+class ExportAttempt(models.Model):
+    """One call to the platform about an order, as the consumer made it: written in the same
+    transaction as the export's outcome. The newest EXPORT_ATTEMPTS_KEPT of each order are kept."""
+
+    class Outcome(models.TextChoices):
+        EXPORTED = "exported", "Exported"
+        FAILED = "failed", "Failed"
+
+    # Indexed by `exportattempt_order_newest`, which begins with it.
+    order = models.ForeignKey("orders.Order", on_delete=models.CASCADE, related_name="export_attempts", db_index=False)
+    event_id = models.UUIDField()
+    # Where the consumer read the event: the record's topic, partition and offset.
+    topic = models.CharField(max_length=249)
+    partition = models.IntegerField()
+    offset = models.BigIntegerField()
+    # The consumer process that made the call: "<name>@<host>:<pid>", as on the status page.
+    consumer = models.CharField(max_length=200)
+    started_at = models.DateTimeField()
+    duration_ms = models.FloatField()
+    outcome = models.CharField(max_length=16, choices=Outcome.choices)
+    # The platform's (or the client's) error, "<class>: <text>"; empty for an export.
+    error = models.TextField(blank=True, default="")
+
+    class Meta:
+        ordering = ["id"]
+        # An order's attempts, newest first: the trace, and the pruning of the oldest.
+        indexes = [models.Index(fields=["order", "-id"], name="exportattempt_order_newest")]
+
+    def __str__(self) -> str:
+        return f"attempt on order {self.order_id} at {self.started_at:%Y-%m-%d %H:%M:%S}: {self.outcome}"
 
 
 class ProcessedEvent(models.Model):

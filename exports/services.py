@@ -7,17 +7,21 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Literal
 
+from django.conf import settings
 from django.db import connections, router, transaction
-from django.db.models import BooleanField, F, Q
+from django.db.models import BooleanField, F, Q, Window
 from django.db.models.expressions import RawSQL
+from django.db.models.functions import RowNumber
 from django.utils import timezone
 
 from exports.clients import TransientExportError
 from exports.events import ExportRequest, PoisonRecord
-from exports.models import OrderExport, ProcessedEvent, RedriveAudit
+from exports.models import ExportAttempt, OrderExport, ProcessedEvent, RedriveAudit
 from kafka_bridge import metrics
+from kafka_bridge.dead_letter import DeadLetterPosition
 from kafka_bridge.outbox import outbox_resend
 from orders.models import Order
 
@@ -78,18 +82,39 @@ def order_exports_plan(*, requests: Sequence[ExportRequest]) -> list[ExportPlan]
     return plans
 
 
+@dataclass(frozen=True)
+class PlatformCall:
+    """One call to the platform as a consumer made it, for its order's attempt log: the plan it
+    carried out, the record it came from, and what came of it (`error` None: exported)."""
+
+    plan: ExportPlan
+    topic: str
+    partition: int
+    offset: int
+    consumer: str
+    started_at: datetime
+    duration: float
+    error: BaseException | None
+
+
 def order_exports_record(
-    *, sent: Sequence[ExportPlan] = (), failed: Sequence[tuple[ExportPlan, Exception]] = ()
+    *,
+    sent: Sequence[ExportPlan] = (),
+    failed: Sequence[tuple[ExportPlan, Exception]] = (),
+    calls: Sequence[PlatformCall] = (),
 ) -> None:
     """Record what the platform said about planned sends, in one transaction: each success
     marks its export exported and its event id processed, together; each failure counts an
-    attempt with its error (the export stays pending: the consumer retries or dead-letters)."""
+    attempt with its error (the export stays pending: the consumer retries or dead-letters);
+    each of `calls` becomes an `ExportAttempt`."""
     now = timezone.now()
     with transaction.atomic():
         if sent:
             _record_exported(sent=sent, now=now)
         if failed:
             _record_failed(failed=failed, now=now)
+        if calls:
+            _record_attempts(calls=calls)
     for _, error in failed:
         kind = "transient" if isinstance(error, TransientExportError) else "permanent"
         metrics.EXPORT_ATTEMPTS_FAILED.labels(kind=kind).inc()
@@ -147,6 +172,35 @@ def _record_failed(*, failed: Sequence[tuple[ExportPlan, Exception]], now) -> No
     _insert_rows(OrderExport, ["order_id", "status", "attempts", "event_id", "last_error", "updated_at"], new)
 
 
+def _record_attempts(*, calls: Sequence[PlatformCall]) -> None:
+    """The calls inserted in bulk; then, for orders that had attempts before (a first attempt
+    leaves nothing to prune, and is the common case), all but their newest
+    EXPORT_ATTEMPTS_KEPT deleted."""
+    _insert_rows(
+        ExportAttempt,
+        ["order_id", "event_id", "topic", "partition", "offset", "consumer", "started_at", "duration_ms", "outcome", "error"],
+        [
+            (
+                call.plan.request.order_id, call.plan.request.event_id, call.topic, call.partition, call.offset,
+                call.consumer, call.started_at, round(call.duration * 1000, 3),
+                (ExportAttempt.Outcome.EXPORTED if call.error is None else ExportAttempt.Outcome.FAILED).value,
+                "" if call.error is None else f"{type(call.error).__name__}: {call.error}"[:2000],
+            )
+            for call in calls
+        ],
+    )
+    retried = {call.plan.request.order_id for call in calls if call.plan.export is not None}
+    if retried:
+        stale = list(
+            ExportAttempt.objects.filter(order_id__in=retried)
+            .annotate(newer=Window(RowNumber(), partition_by=[F("order_id")], order_by=F("id").desc()))
+            .filter(newer__gt=settings.EXPORT_ATTEMPTS_KEPT)
+            .values_list("pk", flat=True)
+        )
+        if stale:
+            ExportAttempt.objects.filter(pk__in=stale).delete()
+
+
 def _insert_rows(model, attnames: list[str], rows: list[tuple]) -> None:
     """INSERT `rows` (values in `attnames` order) in a few statements, without preparing every
     field of every object through the ORM as `bulk_create` does (most of a batch's time).
@@ -183,14 +237,21 @@ def _adapt_column(field, values: tuple, db) -> Sequence:
     return [adapted[value] for value in values]
 
 
-def order_export_fail(*, order_id: int, event_id: uuid.UUID | None, reason: str) -> OrderExport | None:
-    """Mark the order's export failed: its event went to the dead-letter topic. None when the
-    order does not exist."""
+def order_export_fail(
+    *, order_id: int, event_id: uuid.UUID | None, reason: str, dead_letter: DeadLetterPosition | None = None
+) -> OrderExport | None:
+    """Mark the order's export failed: its event went to the dead-letter topic, at
+    `dead_letter` when known. None when the order does not exist."""
     if not Order.objects.filter(pk=order_id).exists():
         return None
     export, _ = OrderExport.objects.get_or_create(order_id=order_id, defaults={"event_id": event_id})
+    now = timezone.now()
+    where = {}
+    if dead_letter is not None:
+        where = {"dead_letter_topic": dead_letter.topic, "dead_letter_partition": dead_letter.partition,
+                 "dead_letter_offset": dead_letter.offset, "dead_lettered_at": now}
     OrderExport.objects.filter(pk=export.pk).update(
-        status=OrderExport.Status.FAILED, last_error=reason, updated_at=timezone.now()
+        status=OrderExport.Status.FAILED, last_error=reason, updated_at=now, **where
     )
     export.refresh_from_db()
     return export

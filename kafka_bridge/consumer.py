@@ -61,7 +61,7 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 from kafka_bridge import metrics
 from kafka_bridge.client import connection_config
 from kafka_bridge.consumer_state import consumer_member_name, consumer_state_forget, consumer_state_record
-from kafka_bridge.dead_letter import DeadLetterPublisher
+from kafka_bridge.dead_letter import DeadLetterPosition, DeadLetterPublisher
 from kafka_bridge.pacing import STATE_VALUES, Pacer
 from kafka_bridge.runner import StopFlag
 from kafka_bridge.scheduling import KeyScheduler
@@ -87,7 +87,9 @@ GAUGE_INTERVAL = 1.0
 # Work for a worker thread: the record's call, made outside the loop thread.
 Call = Callable[[], Any]
 RecordHandler = Callable[[ConsumerRecord], None]
-DeadLetterHook = Callable[[ConsumerRecord, str, int], None]
+# Called once a record is given up on: (record, error, attempts, where its dead letter went, or
+# None without a dead-letter topic).
+DeadLetterHook = Callable[[ConsumerRecord, str, int, DeadLetterPosition | None], None]
 LogFields = Callable[[ConsumerRecord], dict]
 
 
@@ -163,6 +165,7 @@ class _Item:
     giving_up: bool = False
     # On the dead-letter topic already; only the dead-letter hook is left to run.
     dead_lettered: bool = False
+    dead_letter_position: DeadLetterPosition | None = None
     # Its call is the circuit breaker's probe.
     probe: bool = False
     error: str = ""
@@ -602,6 +605,7 @@ class ConsumerLoop:
             extra=self._fields(item.record),
         )
         self.dead_lettered_total += 1
+        item.dead_letter_position = future.result()
         metrics.EVENTS_DEAD_LETTERED.labels(group=self.group_id, topic=item.record.topic).inc()
         item.dead_lettered = True
         self._run_dead_letter_hook(key, item)
@@ -609,7 +613,7 @@ class ConsumerLoop:
     def _run_dead_letter_hook(self, key: Hashable, item: _Item) -> None:
         if self.on_dead_letter is not None:
             try:
-                self.on_dead_letter(item.record, item.error, item.attempts)
+                self.on_dead_letter(item.record, item.error, item.attempts, item.dead_letter_position)
             except Exception as exc:
                 # On the DLT already: only the hook is tried again, never the send.
                 delay = backoff_delay(attempt=2, base=self.backoff_base, cap=self.backoff_max)

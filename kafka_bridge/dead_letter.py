@@ -4,6 +4,7 @@ the original key and value bytes, the original headers, and `dlt.original.topic`
 from __future__ import annotations
 
 import threading
+from typing import NamedTuple
 
 from kafka import KafkaProducer
 from kafka.consumer.fetcher import ConsumerRecord
@@ -16,6 +17,14 @@ from kafka_bridge.topics import DLT_MAX_MESSAGE_BYTES
 
 DLT_HEADER_PREFIX = "dlt."
 MAX_ERROR_LENGTH = 1000
+
+
+class DeadLetterPosition(NamedTuple):
+    """Where the broker put a dead letter."""
+
+    topic: str
+    partition: int
+    offset: int
 
 
 def one_line(text: str) -> str:
@@ -80,8 +89,9 @@ class DeadLetterPublisher:
         self._producer: _RecordCopyProducer | None = None
         self._lock = threading.Lock()
 
-    def publish(self, record: ConsumerRecord, *, error: str, attempts: int) -> None:
-        """Raises a `KafkaError` when the DLT did not acknowledge within the timeout."""
+    def publish(self, record: ConsumerRecord, *, error: str, attempts: int) -> DeadLetterPosition:
+        """Where the dead letter went; raises a `KafkaError` when the DLT did not acknowledge
+        within the timeout."""
         with self._lock:
             if self._producer is None:
                 self._producer = _RecordCopyProducer(
@@ -90,13 +100,14 @@ class DeadLetterPublisher:
                     max_request_size=DLT_MAX_MESSAGE_BYTES,
                 )
             producer = self._producer
-        producer.send_copy(
+        metadata = producer.send_copy(
             self.topic,
             partition=record.partition,
             key=record.key,
             value=record.value,
             headers=dead_letter_headers(record, error=error, attempts=attempts),
         ).get(timeout=self.timeout)
+        return DeadLetterPosition(metadata.topic, metadata.partition, metadata.offset)
 
     def close(self) -> None:
         with self._lock:

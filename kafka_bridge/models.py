@@ -40,6 +40,8 @@ class OutboxEvent(models.Model):
             models.Index(
                 fields=["id"], condition=Q(sent_at__isnull=True, quarantined_at__isnull=True), name="outbox_unsent_idx"
             ),
+            # An aggregate's events (the operator's trace of an order finds them by key).
+            models.Index(fields=["topic", "key"], name="outbox_topic_key_idx"),
         ]
 
     @property

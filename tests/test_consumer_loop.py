@@ -88,7 +88,7 @@ def test_after_max_attempts_the_record_goes_to_the_dlt_and_the_partition_moves_o
 
     run_loop(
         topic, handler, max_attempts=3,
-        dead_letter=DeadLetterPublisher(topic=dlt), on_dead_letter=lambda r, error, n: dead.append((r.value, error, n)),
+        dead_letter=DeadLetterPublisher(topic=dlt), on_dead_letter=lambda r, error, n, _: dead.append((r.value, error, n)),
     )
 
     wait_until(lambda: handler.handled == [b"good"], timeout=30, message=lambda: f"handled {handler.handled}")

@@ -17,7 +17,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 from exports.clients import FakeExternalPlatformClient, PermanentExportError, TransientExportError
 from exports.consumer import ExportProcessor
 from exports.events import PoisonRecord
-from exports.models import OrderExport, ProcessedEvent
+from exports.models import ExportAttempt, OrderExport, ProcessedEvent
 from exports.services import UnknownOrder, order_export_fail
 from tests.factories import consumer_record_factory, export_record_factory, order_factory
 
@@ -415,8 +415,9 @@ def test_the_queries_of_complete_do_not_grow_with_the_batch_of_successes():
         processor.complete(large_results)
 
     assert OrderExport.objects.filter(status="exported").count() == 205
-    # SQLite splits a long INSERT at its parameter limit (6 columns of exports, 3 of events).
-    chunking = (insert_statements(200, 6) - insert_statements(5, 6)) + (insert_statements(200, 3) - insert_statements(5, 3))
+    # SQLite splits a long INSERT at its parameter limit (6 columns of exports, 3 of events, 10
+    # of attempts).
+    chunking = sum(insert_statements(200, columns) - insert_statements(5, columns) for columns in (6, 3, 10))
     assert len(large_queries) <= len(small_queries) + chunking
 
 
@@ -437,7 +438,7 @@ def test_the_queries_of_complete_do_not_grow_with_the_batch_of_failures():
         processor.complete(large_results)
 
     assert OrderExport.objects.filter(status="pending").count() == 205
-    chunking = insert_statements(200, 6) - insert_statements(5, 6)
+    chunking = sum(insert_statements(200, columns) - insert_statements(5, columns) for columns in (6, 10))
     assert len(large_queries) <= len(small_queries) + chunking, (
         f"{len(small_queries)} queries for 5 failures, {len(large_queries)} for 200"
     )
@@ -477,3 +478,69 @@ def test_complete_after_the_database_refused_the_write_records_nothing_and_a_sec
     assert sorted(ProcessedEvent.objects.values_list("order_id", flat=True)) == sorted(
         [order_id_of(first_time), order_id_of(tried_before)]
     )
+
+
+# --- the attempt log ------------------------------------------------------------------------
+
+
+def attempts_of(record: ConsumerRecord) -> list[ExportAttempt]:
+    return list(ExportAttempt.objects.filter(order_id=order_id_of(record)).order_by("id"))
+
+
+def test_each_call_is_recorded_as_an_attempt_with_its_record_consumer_outcome_and_error(platform):
+    (record,) = confirmed_records(1)
+    platform.refuse(order_id_of(record), TransientExportError("HTTP 503 from the platform"))
+    processor = ExportProcessor(client=platform, consumer="export-consumer@host-a:42")
+
+    deliver(processor, [record])
+    deliver(processor, [record])
+
+    failed, exported = attempts_of(record)
+    for attempt in (failed, exported):
+        assert (attempt.event_id, attempt.topic, attempt.partition, attempt.offset, attempt.consumer) == (
+            event_id_of(record), record.topic, record.partition, record.offset, "export-consumer@host-a:42",
+        )
+        assert attempt.duration_ms >= 0
+    assert (failed.outcome, failed.error) == ("failed", "TransientExportError: HTTP 503 from the platform")
+    assert (exported.outcome, exported.error) == ("exported", "")
+    assert failed.started_at <= exported.started_at
+
+
+def test_a_redelivered_or_dead_lettered_event_makes_no_call_and_records_no_attempt(processor, platform):
+    exported, dead = confirmed_records(2)
+    deliver(processor, [exported])
+    order_export_fail(order_id=order_id_of(dead), event_id=event_id_of(dead), reason="HTTP 422")
+
+    steps = processor.prepare([exported, dead])
+
+    assert steps == [None, None]
+    assert len(attempts_of(exported)) == 1 and attempts_of(dead) == []
+
+
+def test_only_the_newest_attempts_of_an_order_are_kept(settings, platform):
+    settings.EXPORT_ATTEMPTS_KEPT = 3
+    record, other = confirmed_records(2)
+    platform.refuse(order_id_of(record), *[TransientExportError(f"HTTP 503 #{n}") for n in range(1, 6)])
+    processor = ExportProcessor(client=platform)
+
+    deliver(processor, [other])
+    for _ in range(6):
+        deliver(processor, [record])
+
+    assert [(a.outcome, a.error) for a in attempts_of(record)] == [
+        ("failed", "TransientExportError: HTTP 503 #4"),
+        ("failed", "TransientExportError: HTTP 503 #5"),
+        ("exported", ""),
+    ]
+    assert len(attempts_of(other)) == 1, "another order's attempts are not pruned"
+
+
+def test_a_client_error_that_is_no_export_error_is_recorded_as_a_failed_attempt(processor, platform):
+    (record,) = confirmed_records(1)
+    platform.refuse(order_id_of(record), RuntimeError("connection pool closed"))
+
+    outcomes = deliver(processor, [record])
+
+    assert isinstance(outcomes[0], RuntimeError)
+    [attempt] = attempts_of(record)
+    assert (attempt.outcome, attempt.error) == ("failed", "RuntimeError: connection pool closed")

@@ -93,6 +93,20 @@ def test_a_permanent_refusal_is_dead_lettered_and_marked_failed(consumer, export
     assert export.status == "failed" and "422" in export.last_error and export.attempts == 1
 
 
+def test_a_dead_lettered_export_records_where_its_dead_letter_is(consumer, export_topics, refusing_platform):
+    _, dlt = export_topics
+    order = dead_lettered_order(export_topics)
+
+    [dead] = read_records(dlt, expected=1)
+    export = OrderExport.objects.get(order=order)
+    assert (export.dead_letter_topic, export.dead_letter_partition, export.dead_letter_offset) == (
+        dlt, dead.partition, dead.offset,
+    )
+    assert export.dead_lettered_at is not None
+    [attempt] = order.export_attempts.all()
+    assert attempt.outcome == "failed" and "422" in attempt.error
+
+
 def test_replay_dlt_needs_a_user_with_the_redrive_permission(consumer, export_topics):
     dead_lettered_order(export_topics)
     user_with("viewer", may_redrive=False)
