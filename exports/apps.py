@@ -27,6 +27,10 @@ class ExportsConfig(AppConfig):
     verbose_name = "Exports"
 
     def ready(self) -> None:
+        from exports.delivery import delivery_panel
         from kafka_bridge.browse import record_linker_register
+        from orders.admin import order_page_panel_register
 
         record_linker_register(linker=order_admin_link)
+        # The order's admin page shows its Delivery panel; orders itself knows nothing of it.
+        order_page_panel_register(panel=delivery_panel)

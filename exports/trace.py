@@ -184,10 +184,10 @@ def order_trace_lines(trace: OrderTrace) -> list[str]:
     lines = [f"order {order.pk}: {order.status}, customer {order.customer_id}, created {_when(order.created_at)}", ""]
     lines.append("steps:")
     for step in trace.steps:
-        after = f"  (+{_span(step.after)})" if step.after is not None else ""
+        after = f"  (+{duration_text(step.after)})" if step.after is not None else ""
         lines.append(f"  {step.label:<26} {_when(step.at) if step.at else 'not yet'}{after}")
     if trace.confirm_to_exported is not None:
-        lines.append(f"  confirm -> exported: {_span(trace.confirm_to_exported)}")
+        lines.append(f"  confirm -> exported: {duration_text(trace.confirm_to_exported)}")
     for event in trace.events:
         lines += ["", f"event {event.event_id} ({event.event_type}) on {event.topic}:",
                   f"  created {_when(event.created_at)}, send attempts {event.attempts}, "
@@ -234,7 +234,8 @@ def _when(at: datetime) -> str:
     return at.isoformat(sep=" ", timespec="milliseconds")
 
 
-def _span(span: timedelta) -> str:
+def duration_text(span: timedelta) -> str:
+    """A span as people read it: milliseconds under a second, else seconds."""
     seconds = span.total_seconds()
     return f"{seconds * 1000:.0f} ms" if abs(seconds) < 1 else f"{seconds:.2f} s"
 

@@ -1,3 +1,5 @@
+from collections.abc import Callable
+
 from django.conf import settings
 from django.contrib import admin, messages
 from django.forms.models import BaseInlineFormSet
@@ -8,6 +10,17 @@ from orders.models import Order, OrderLine
 from orders.permissions import CONFIRM_ORDER
 from orders.serializers import PENDING_EXPORT
 from orders.services import OrderNotPending, order_confirm
+
+
+# What other apps show on an order's admin page below its lines (the exports app: its
+# Delivery panel): each gets the request and the order and returns HTML, or None for nothing.
+OrderPagePanel = Callable[[HttpRequest, Order], str | None]
+_order_page_panels: list[OrderPagePanel] = []
+
+
+def order_page_panel_register(*, panel: OrderPagePanel) -> None:
+    if panel not in _order_page_panels:
+        _order_page_panels.append(panel)
 
 
 def _is_confirmed(order: Order | None) -> bool:
@@ -67,6 +80,14 @@ class OrderAdmin(admin.ModelAdmin):
     readonly_fields = ["status", "created_at", "confirmed_at", "total_amount", "export_status"]
     inlines = [OrderLineInline]
     actions = ["mark_confirmed"]
+    change_form_template = "admin/orders/order/change_form.html"
+
+    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
+        order = self.get_object(request, object_id) if request.method == "GET" else None
+        if order is None or not self.has_view_or_change_permission(request, order):
+            order = None  # the admin answers for it as it would without panels
+        panels = [html for panel in _order_page_panels if order is not None and (html := panel(request, order))]
+        return super().change_view(request, object_id, form_url, {**(extra_context or {}), "order_panels": panels})
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Order]:
         return super().get_queryset(request).prefetch_related("lines").select_related("export")
