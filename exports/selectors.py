@@ -182,14 +182,17 @@ def export_charts(*, now: datetime, minutes: int = 60) -> list[Chart]:
     ]
 
 
-def export_status_panel() -> dict:
-    """The exports' part of the admin's Kafka status page."""
+def export_status_panel(*, user) -> dict:
+    """The exports' part of the admin's Kafka status page, for `user`: the failed exports (their
+    orders and errors) only if the user may view exports; counts and charts for all staff."""
+    may_view = user.has_perm("exports.view_orderexport")
     return {
         "title": "Exports",
         "counts": export_counts(),
         "failed": [
             {"order_id": e.order_id, "attempts": e.attempts, "last_error": e.last_error, "updated_at": e.updated_at}
             for e in export_failures()
-        ],
+        ] if may_view else [],
+        "failed_hidden": not may_view,
         "charts": export_charts(now=timezone.now()),
     }

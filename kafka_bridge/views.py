@@ -70,5 +70,6 @@ def kafka_status_page(request: HttpRequest) -> HttpResponse:
         export_group = next((g for g in context["groups"] if g["group_id"] == mine), None)
         context["lag_chart"] = group_lag_chart(group=export_group) if export_group else None
     context["outbox"] = outbox_backlog()
-    context["panels"] = [import_string(path)() for path in settings.KAFKA_STATUS_PANELS]
+    # A panel may show more to some users than to others: it is told who is looking.
+    context["panels"] = [import_string(path)(user=request.user) for path in settings.KAFKA_STATUS_PANELS]
     return render(request, "kafka_bridge/status.html", context)
