@@ -7,7 +7,7 @@ from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path
 
-from exports.models import OrderExport, ProcessedEvent, RedriveAudit
+from exports.models import ExportAttempt, OrderExport, ProcessedEvent, RedriveAudit
 from exports.redrive import (
     REDRIVE_PERMISSION,
     DeadLetterSelection,
@@ -142,6 +142,19 @@ class OrderExportAdmin(ReadOnlyAdmin):
             self.message_user(request, f"Queued {len(result.retried)} export(s) again: orders {ids}.", messages.SUCCESS)
         if result.skipped:
             self.message_user(request, f"Skipped {len(result.skipped)}: {'; '.join(result.skipped)}.", messages.WARNING)
+
+
+@admin.register(ExportAttempt)
+class ExportAttemptAdmin(ReadOnlyAdmin):
+    """Every platform call kept (EXPORT_ATTEMPTS_KEPT per order): e.g. the failed ones of the
+    last hour, or the calls one consumer made."""
+
+    list_display = ["started_at", "order", "outcome", "duration_ms", "consumer", "partition", "offset", "error"]
+    list_filter = ["outcome", "started_at"]
+    search_fields = ["=order__id", "=event_id", "consumer"]
+    ordering = ["-id"]
+    # The table grows with every call: no COUNT(*) of all of it on each page.
+    show_full_result_count = False
 
 
 @admin.register(ProcessedEvent)

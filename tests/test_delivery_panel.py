@@ -134,3 +134,15 @@ def test_a_dead_letter_no_longer_on_its_topic_is_reported_with_its_position(clie
     assert f"{dlt}[0] offset 999" in row and 'class="pending"' not in row
     assert f"The dead letter: {dlt}[0] offset 999" in page
     assert "not on the topic any more" in page
+
+
+def test_the_attempts_list_shows_failed_calls_to_users_who_may_view_them(client, running_export_consumer):
+    order = exported_order()
+    client.force_login(user_factory(permissions=["exports.view_exportattempt"], is_staff=True))
+
+    exported_list = client.get("/admin/exports/exportattempt/?outcome__exact=exported")
+    failed_list = client.get("/admin/exports/exportattempt/?outcome__exact=failed")
+
+    assert exported_list.status_code == failed_list.status_code == 200
+    assert f"Order #{order.pk} (confirmed)" in exported_list.content.decode()
+    assert "0 export attempts" in failed_list.content.decode()
