@@ -11,8 +11,6 @@ from decimal import Decimal
 
 import pytest
 from django.contrib.auth import get_user_model
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select
 
@@ -21,26 +19,6 @@ from orders.services import LineInput, order_create
 from tests.helpers import wait_until
 
 pytestmark = [pytest.mark.kafka, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def browser(tmp_path):
-    assert shutil.which("chromium") and shutil.which("chromedriver"), (
-        "Chromium and chromedriver are needed: `make tools` installs Debian's chromium and chromium-driver"
-    )
-    options = webdriver.ChromeOptions()
-    options.binary_location = shutil.which("chromium")
-    for flag in [
-        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
-        # This machine has no network beyond loopback: stop Chromium from trying.
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        f"--user-data-dir={tmp_path / 'chromium'}", "--window-size=1400,1600",
-    ]:
-        options.add_argument(flag)
-    driver = webdriver.Chrome(service=Service(executable_path=shutil.which("chromedriver")), options=options)
-    driver.set_page_load_timeout(30)
-    yield driver
-    driver.quit()
 
 
 def group_row(driver, group: str) -> tuple[str, str] | None:
