@@ -6,6 +6,7 @@ tests or a running `make run` keep on the broker.
 """
 from __future__ import annotations
 
+import contextlib
 import re
 import uuid
 from collections.abc import Callable, Iterator
@@ -13,6 +14,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from kafka import KafkaAdminClient
 
+from exports.clients import FakeExternalPlatformClient, PermanentExportError
 from kafka_bridge.client import BrokerUnavailable, admin_client
 
 
@@ -148,32 +150,67 @@ def fake_platform():
     return FakeExternalPlatformClient()
 
 
-@pytest.fixture
-def running_export_consumer(export_topics, export_group, fake_platform, transactional_db):
-    """`run_export_consumer`'s loop in a thread, exporting to `fake_platform`; stopped after the
-    test the way a signal stops it."""
+@contextlib.contextmanager
+def export_consumer_running(client) -> Iterator:
+    """`run_export_consumer`'s loop in a thread, exporting with `client`; stopped on leaving the
+    way a signal stops it, and checked to have stopped without crashing. Yields the loop."""
     import threading
 
     from exports.consumer import export_consumer
     from kafka_bridge.runner import StopFlag
 
     stop = StopFlag()
-    loop = export_consumer(stop=stop, client=fake_platform)
+    loop = export_consumer(stop=stop, client=client)
     errors: list[BaseException] = []
 
     def run():
         try:
             loop.run()
-        except BaseException as exc:  # surfaced in the teardown below
+        except BaseException as exc:  # surfaced below
             errors.append(exc)
 
     thread = threading.Thread(target=run, name="export-consumer", daemon=True)
     thread.start()
-    yield fake_platform
-    stop.set()
-    thread.join(timeout=30)
+    try:
+        yield loop
+    finally:
+        stop.set()
+        thread.join(timeout=30)
     assert not thread.is_alive(), "the consumer loop did not stop within 30 s"
     assert not errors, f"the consumer loop crashed: {errors[0]!r}"
+
+
+@pytest.fixture
+def running_export_consumer(export_topics, export_group, fake_platform, transactional_db):
+    """The export consumer exporting to `fake_platform`."""
+    with export_consumer_running(fake_platform):
+        yield fake_platform
+
+
+class RefusingPlatform(FakeExternalPlatformClient):
+    """The fake platform, answering 422 while `refusing` is set (from the start), then taking
+    orders like the fake."""
+
+    def __init__(self):
+        super().__init__()
+        self.refusing = True
+
+    def send(self, *, order, idempotency_key):
+        if self.refusing:
+            raise PermanentExportError("HTTP 422 from the platform: unknown customer")
+        super().send(order=order, idempotency_key=idempotency_key)
+
+
+@pytest.fixture
+def refusing_platform():
+    return RefusingPlatform()
+
+
+@pytest.fixture
+def refusing_consumer(export_topics, export_group, refusing_platform, fresh_publisher):
+    """The export consumer exporting to `refusing_platform`; yields the loop."""
+    with export_consumer_running(refusing_platform) as loop:
+        yield loop
 
 
 def database_url_of_test_db() -> str:

@@ -5,7 +5,6 @@ seen on the DLT page and in the panel, redriven from the DLT page until it is ex
 
 The consumer exports over HTTP to `platform_stub`, so every attempt the panel lists is a real
 call the stub answered."""
-import threading
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -17,11 +16,10 @@ from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select
 
 from exports.clients import HttpExternalPlatformClient
-from exports.consumer import export_consumer
 from exports.models import OrderExport
-from kafka_bridge.runner import StopFlag
 from orders.models import Order
 from orders.services import LineInput, order_create
+from tests.conftest import export_consumer_running
 from tests.helpers import wait_until
 
 pytestmark = [pytest.mark.kafka, pytest.mark.django_db(transaction=True)]
@@ -32,27 +30,12 @@ DEAD_LETTERS_PATH = "/admin/exports/orderexport/dead-letters/"
 
 @pytest.fixture
 def stub_consumer(export_topics, export_group, platform_stub, fresh_publisher, transactional_db):
-    """The export consumer's loop in a thread, exporting over HTTP to `platform_stub` (which
-    accepts until told otherwise); stopped after the test the way a signal stops it."""
+    """The export consumer exporting over HTTP to `platform_stub` (which accepts until told
+    otherwise)."""
     client = HttpExternalPlatformClient(url=platform_stub.url, timeout=5)
-    stop = StopFlag()
-    loop = export_consumer(stop=stop, client=client)
-    errors: list[BaseException] = []
-
-    def run():
-        try:
-            loop.run()
-        except BaseException as exc:  # surfaced in the teardown below
-            errors.append(exc)
-
-    thread = threading.Thread(target=run, name="export-consumer", daemon=True)
-    thread.start()
-    yield platform_stub
-    stop.set()
-    thread.join(timeout=30)
+    with export_consumer_running(client):
+        yield platform_stub
     client.close()
-    assert not thread.is_alive(), "the consumer loop did not stop within 30 s"
-    assert not errors, f"the consumer loop crashed: {errors[0]!r}"
 
 
 def new_order(customer_id: str) -> Order:

@@ -5,7 +5,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from decimal import Decimal
 
 import pytest
@@ -13,12 +12,9 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.core.management import CommandError, call_command
 
-from exports.clients import FakeExternalPlatformClient, PermanentExportError
-from exports.consumer import export_consumer
 from exports.models import OrderExport
 from exports.trace import order_trace
 from kafka_bridge.models import OutboxEvent
-from kafka_bridge.runner import StopFlag
 from orders.services import LineInput, order_confirm, order_create
 from tests.conftest import database_url_of_test_db
 from tests.brokers import free_port
@@ -27,34 +23,15 @@ from tests.helpers import read_records, wait_until
 pytestmark = [pytest.mark.kafka, pytest.mark.django_db(transaction=True)]
 
 
-class SwitchablePlatform(FakeExternalPlatformClient):
-    """Refuses every order (HTTP 422) while `refusing`, then takes them like the fake."""
-
-    def __init__(self):
-        super().__init__()
-        self.refusing = False
-
-    def send(self, *, order, idempotency_key):
-        if self.refusing:
-            raise PermanentExportError("HTTP 422 from the platform: unknown customer")
-        super().send(order=order, idempotency_key=idempotency_key)
+@pytest.fixture
+def platform(refusing_platform):
+    refusing_platform.refusing = False
+    return refusing_platform
 
 
 @pytest.fixture
-def platform():
-    return SwitchablePlatform()
-
-
-@pytest.fixture
-def consumer(export_topics, export_group, platform, fresh_publisher):
-    stop = StopFlag()
-    loop = export_consumer(stop=stop, client=platform)
-    thread = threading.Thread(target=loop.run, daemon=True)
-    thread.start()
-    yield loop
-    stop.set()
-    thread.join(timeout=30)
-    assert not thread.is_alive()
+def consumer(platform, refusing_consumer):
+    return refusing_consumer
 
 
 def confirmed_order(customer_id: str = "c-trace"):

@@ -3,7 +3,6 @@
 import io
 import re
 import uuid
-import threading
 from datetime import timedelta
 from decimal import Decimal
 
@@ -13,8 +12,6 @@ from django.contrib.auth.models import Permission
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
-from exports.clients import FakeExternalPlatformClient, PermanentExportError
-from exports.consumer import export_consumer
 from exports.models import OrderExport, RedriveAudit
 from kafka_bridge.models import OutboxEvent
 from kafka_bridge.relay import OutboxRelay
@@ -25,34 +22,9 @@ from tests.helpers import end_offsets, read_records, wait_until
 pytestmark = [pytest.mark.kafka, pytest.mark.django_db(transaction=True)]
 
 
-class RefusingPlatform(FakeExternalPlatformClient):
-    """Answers 422 while `refusing` is set, then takes orders like the fake."""
-
-    def __init__(self):
-        super().__init__()
-        self.refusing = True
-
-    def send(self, *, order, idempotency_key):
-        if self.refusing:
-            raise PermanentExportError("HTTP 422 from the platform: unknown customer")
-        super().send(order=order, idempotency_key=idempotency_key)
-
-
 @pytest.fixture
-def refusing_platform():
-    return RefusingPlatform()
-
-
-@pytest.fixture
-def consumer(export_topics, export_group, refusing_platform, fresh_publisher):
-    stop = StopFlag()
-    loop = export_consumer(stop=stop, client=refusing_platform)
-    thread = threading.Thread(target=loop.run, daemon=True)
-    thread.start()
-    yield loop
-    stop.set()
-    thread.join(timeout=30)
-    assert not thread.is_alive()
+def consumer(refusing_consumer):
+    return refusing_consumer
 
 
 def user_with(username: str, *, may_redrive: bool, staff: bool = True):
