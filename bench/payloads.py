@@ -44,7 +44,7 @@ def orders_create(count: int) -> list[int]:
 
 
 def bench_snapshot(order_id: int, now) -> dict:
-    """What `orders.serializers.order_snapshot` gives for a confirmed bench order."""
+    """What `orders.events.order_payload_v1` gives for a confirmed bench order."""
     moment = now.isoformat().replace("+00:00", "Z")
     total = sum(quantity * price for _, quantity, price in BENCH_LINES)
     return {

@@ -9,11 +9,15 @@ from __future__ import annotations
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timezone as dt_timezone
-from typing import Any, ClassVar
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from django.conf import settings
 from django.utils import timezone
 from django.utils.module_loading import import_string
+
+if TYPE_CHECKING:
+    from orders.models import Order
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,34 @@ class OrderExportRequested:
             "occurred_at": _iso_utc(self.occurred_at),
             "order": self.order,
         }
+
+
+def order_export_requested(order: Order) -> OrderExportRequested:
+    """The event of a confirmed order (its lines prefetched)."""
+    return OrderExportRequested(order_id=order.pk, order=order_payload_v1(order))
+
+
+def order_payload_v1(order: Order) -> dict[str, Any]:
+    """The event's `order` as schema_version 1 defines it (contracts/): the API's order without
+    `export`, as it was when version 1 was published. Written out here rather than taken from
+    the API's serializer, so that a change to the API cannot change the event behind its
+    consumers' backs; a new field here is a new schema version."""
+    return {
+        "id": order.pk,
+        "customer_id": order.customer_id,
+        "status": order.status,
+        "total_amount": _money(order.total_amount),
+        "lines": [
+            {"sku": line.sku, "quantity": line.quantity, "unit_price": _money(line.unit_price)}
+            for line in order.lines.all()
+        ],
+        "created_at": _iso_utc(order.created_at),
+        "confirmed_at": _iso_utc(order.confirmed_at) if order.confirmed_at is not None else None,
+    }
+
+
+def _money(amount: Decimal) -> str:
+    return f"{amount.quantize(Decimal('0.01')):f}"
 
 
 def _iso_utc(moment: datetime) -> str:

@@ -1,7 +1,6 @@
 """The order's JSON shape (the contract's "order object"), used by the API and by the event."""
 from __future__ import annotations
 
-import json
 from decimal import Decimal
 from typing import Any
 
@@ -103,11 +102,6 @@ class OrderSerializer(serializers.ModelSerializer):
         model = Order
         fields = ["id", "customer_id", "status", "total_amount", "lines", "created_at", "confirmed_at"]
         read_only_fields = fields
-
-
-def order_snapshot(order: Order) -> dict[str, Any]:
-    """The order as plain JSON types, exactly as the API shows it without `export`."""
-    return json.loads(json.dumps(OrderSerializer(order).data))
 
 
 def order_max_lines() -> int:

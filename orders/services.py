@@ -8,9 +8,8 @@ from decimal import Decimal
 from django.db import transaction
 from django.utils import timezone
 
-from orders.events import OrderExportRequested, event_record
+from orders.events import event_record, order_export_requested
 from orders.models import Order, OrderLine
-from orders.serializers import order_snapshot
 
 
 class OrderError(Exception):
@@ -60,5 +59,5 @@ def order_confirm(*, order_id: int) -> Order:
             order.refresh_from_db()
             raise OrderNotPending(order)
         order = Order.objects.prefetch_related("lines").get(pk=order_id)
-        event_record(OrderExportRequested(order_id=order.pk, order=order_snapshot(order)))
+        event_record(order_export_requested(order))
     return order
