@@ -38,7 +38,7 @@ def delivery_panel(request: HttpRequest, order: Order) -> str | None:
         "confirm_to_exported": duration_text(trace.confirm_to_exported) if trace.confirm_to_exported else "",
         "may_browse": may_browse,
         "record": _record_context(trace.record),
-        "dead_letter": _record_context(trace.dead_letter),
+        "dead_letter": _record_context(trace.dead_letter, same_as=trace.record),
         "dead_letters_url": reverse("admin:exports_dead_letters") if user.has_perm(REDRIVE_PERMISSION) else "",
     }
     return render_to_string("exports/delivery_panel.html", context, request=request)
@@ -74,16 +74,20 @@ def _record_url(read: RecordRead) -> str:
     return f"{reverse('kafka-topic-records', args=[read.topic])}?{query}"
 
 
-def _record_context(read: RecordRead | None) -> dict | None:
+def _record_context(read: RecordRead | None, *, same_as: RecordRead | None = None) -> dict | None:
+    """What the panel shows of a record; its value only once when the dead letter carries the
+    record's own bytes, as it does."""
     if read is None:
         return None
     record = read.record
     if record is None:
         return {"read": read, "missing": read.missing}
     value = record.value_text
+    original = same_as.record if same_as is not None else None
     return {
         "read": read,
         "record": record,
+        "same_value": original is not None and original.value == record.value,
         "value": value[:VALUE_SHOWN] if value is not None else None,
         "cut": value is not None and len(value) > VALUE_SHOWN,
         "full_url": f"{reverse('kafka-topic-records', args=[read.topic])}?"

@@ -119,15 +119,19 @@ def _redrives_of(order_id: int) -> list[RedriveAudit]:
 
 
 def _steps(trace: OrderTrace) -> list[Step]:
+    """confirmed → outbox → on the topic → (dead-lettered, redriven: as often as they happened,
+    in time order) → accepted by the platform."""
     event, export = trace.event, trace.export
     steps = [
         ("confirmed", "Confirmed", trace.order.confirmed_at),
         ("outbox", "Event recorded (outbox)", event.created_at if event is not None else None),
         ("on-topic", "On the topic", _on_topic_at(trace)),
-        ("exported", "Accepted by the platform", export.exported_at if export is not None else None),
     ]
+    detours = [("redriven", f"Redriven by {r.actor}", r.created_at) for r in trace.redrives]
     if export is not None and export.dead_lettered_at is not None:
-        steps.append(("dead-lettered", "Dead-lettered", export.dead_lettered_at))
+        detours.append(("dead-lettered", "Dead-lettered", export.dead_lettered_at))
+    steps += sorted(detours, key=lambda step: step[2])
+    steps.append(("exported", "Accepted by the platform", export.exported_at if export is not None else None))
     result, previous = [], None
     for name, label, at in steps:
         result.append(Step(name, label, at, at - previous if at is not None and previous is not None else None))

@@ -122,7 +122,9 @@ def test_a_dead_lettered_order_shows_its_attempts_dead_letter_and_redrive_until_
     letter = failed["dead_letter"]
     assert (letter["topic"], letter["partition"], letter["offset"], letter["key"]) == (dlt, dead.partition, dead.offset, str(order.pk))
     assert any(name == "dlt.error" and "HTTP 422" in text for name, text in letter["headers"])
-    assert failed["steps"][-1]["step"] == "dead-lettered" and failed["steps"][-1]["at"] is not None
+    assert [(step["step"], step["at"] is not None) for step in failed["steps"]] == [
+        ("confirmed", True), ("outbox", True), ("on-topic", True), ("dead-lettered", True), ("exported", False),
+    ]
 
     platform.refusing = False
     get_user_model().objects.create_user(username="ops", is_staff=True).user_permissions.add(
@@ -136,6 +138,10 @@ def test_a_dead_lettered_order_shows_its_attempts_dead_letter_and_redrive_until_
     assert [(r["actor"], r["action"]) for r in redriven["redrives"]] == [("ops", "replay_dlt")]
     assert redriven["dead_letter"]["offset"] == dead.offset, "the dead letter stays in the trace after its redrive"
     assert redriven["export"]["status"] == "exported"
+    assert [step["step"] for step in redriven["steps"]] == [
+        "confirmed", "outbox", "on-topic", "dead-lettered", "redriven", "exported",
+    ]
+    assert all(step["after_seconds"] >= 0 for step in redriven["steps"][1:]), redriven["steps"]
 
 
 def test_an_export_before_its_acknowledgement_is_marked_is_traced_at_the_offset_the_consumer_read(
