@@ -4,7 +4,14 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from config.throttling import login_throttled
-from config.views import health, metrics
+from config.views import (
+    ASYNCAPI_FILE,
+    ORDER_EXPORT_REQUESTED_V1_FILE,
+    AsyncApiView,
+    OrderExportRequestedSchemaView,
+    health,
+    metrics,
+)
 from kafka_bridge.browse_views import topic_list_page, topic_records_page
 from kafka_bridge.views import kafka_status_page
 
@@ -19,6 +26,14 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/schema/", SpectacularAPIView.as_view(), name="schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="swagger-ui"),
+    # The event contracts, under their file names in one folder (contracts/).
+    path("api/schema/events/", AsyncApiView.as_view(), name="schema-events"),
+    path(f"api/schema/events/{ASYNCAPI_FILE}", AsyncApiView.as_view(), name="schema-events-asyncapi"),
+    path(
+        f"api/schema/events/{ORDER_EXPORT_REQUESTED_V1_FILE}",
+        OrderExportRequestedSchemaView.as_view(),
+        name="schema-events-order-export-requested-v1",
+    ),
     path(
         "api/auth/login/",
         login_throttled(auth_views.LoginView.as_view(template_name="rest_framework/login.html")),

@@ -1,23 +1,31 @@
-"""Views of the deployment rather than of an app: the health check and the metrics page."""
+"""Views of the deployment rather than of an app: the health check, the metrics page and the
+event contracts (contracts/ at the project root)."""
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import threading
+from pathlib import PurePosixPath
 
+import yaml
 from django.conf import settings
 from django.core.cache import cache
 from django.db import DatabaseError, connection
 from django.http import HttpRequest, HttpResponse
 from django_prometheus.exports import ExportToDjangoView
+from drf_spectacular.settings import spectacular_settings
 from drf_spectacular.utils import OpenApiResponse, extend_schema, inline_serializer
+from drf_spectacular.views import AUTHENTICATION_CLASSES as SCHEMA_AUTHENTICATION_CLASSES
 from rest_framework import serializers
 from rest_framework.authentication import SessionAuthentication, TokenAuthentication
 from rest_framework.decorators import api_view, authentication_classes, permission_classes, throttle_classes
 from rest_framework.exceptions import AuthenticationFailed
 from rest_framework.permissions import AllowAny
+from rest_framework.renderers import BaseRenderer, JSONRenderer
 from rest_framework.request import Request
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from kafka_bridge.health import OK, CheckResult, kafka_check
 
@@ -115,3 +123,90 @@ def metrics(request: HttpRequest) -> HttpResponse:
         return HttpResponse("metrics need a bearer token\n", status=401, content_type="text/plain",
                             headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
     return ExportToDjangoView(request)
+
+
+# --- The event contracts ---------------------------------------------------------------------
+# Served from one folder-like URL, /api/schema/events/, under their file names, so that the
+# AsyncAPI document's relative `$ref: './order-export-requested.v1.schema.json'` resolves both
+# here and for someone who downloads the two files next to each other.
+ASYNCAPI_FILE = "asyncapi.yaml"
+ORDER_EXPORT_REQUESTED_V1_FILE = "order-export-requested.v1.schema.json"
+
+
+def contract_file_read(name: str) -> bytes:
+    """A file of contracts/ at the project root, as it is on disk."""
+    return (settings.BASE_DIR / "contracts" / name).read_bytes()
+
+
+class _FileBytesRenderer(BaseRenderer):
+    """Sends a contract file's bytes as they are."""
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        return data
+
+
+class YamlFileRenderer(_FileBytesRenderer):
+    media_type = "application/yaml"
+    format = "yaml"
+    charset = "utf-8"
+
+
+class JsonSchemaFileRenderer(_FileBytesRenderer):
+    media_type = "application/schema+json"
+    format = "json"
+    charset = None  # JSON is UTF-8 by definition
+
+
+class JsonFileRenderer(_FileBytesRenderer):
+    media_type = "application/json"
+    format = "json"
+    charset = None
+
+
+class YamlAsJsonRenderer(BaseRenderer):
+    """The YAML document as JSON (`?format=json`, `Accept: application/json`)."""
+
+    media_type = "application/json"
+    format = "json"
+    charset = None
+
+    def render(self, data, accepted_media_type=None, renderer_context=None):
+        return json.dumps(yaml.safe_load(data), indent=2, ensure_ascii=False).encode()
+
+
+class ContractFileView(APIView):
+    """A contract file, with the access of the OpenAPI schema at /api/schema/ (drf-spectacular's
+    SERVE_AUTHENTICATION and SERVE_PERMISSIONS: no credentials needed) and the default throttles."""
+
+    file_name: str = ""
+    authentication_classes = SCHEMA_AUTHENTICATION_CLASSES
+    permission_classes = spectacular_settings.SERVE_PERMISSIONS
+
+    @extend_schema(exclude=True)
+    def get(self, request: Request) -> Response:
+        name = PurePosixPath(self.file_name)
+        suffix = request.accepted_renderer.format
+        filename = name.name if name.suffix == f".{suffix}" else f"{name.stem}.{suffix}"
+        return Response(contract_file_read(self.file_name),
+                        headers={"Content-Disposition": f'inline; filename="{filename}"'})
+
+    def handle_exception(self, exc):
+        # Errors are JSON under /api/ (the contract), whichever format the file was asked in.
+        response = super().handle_exception(exc)
+        self.request.accepted_renderer, self.request.accepted_media_type = JSONRenderer(), JSONRenderer.media_type
+        return response
+
+
+class AsyncApiView(ContractFileView):
+    """The AsyncAPI 3.0 document of the event topic and its dead-letter topic: YAML, or JSON with
+    `?format=json`."""
+
+    file_name = ASYNCAPI_FILE
+    renderer_classes = [YamlFileRenderer, YamlAsJsonRenderer]
+
+
+class OrderExportRequestedSchemaView(ContractFileView):
+    """The JSON Schema (2020-12) of the OrderExportRequested event's value, schema_version 1."""
+
+    file_name = ORDER_EXPORT_REQUESTED_V1_FILE
+    renderer_classes = [JsonSchemaFileRenderer, JsonFileRenderer]
