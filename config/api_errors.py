@@ -10,10 +10,11 @@ from rest_framework.exceptions import Throttled
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
-from orders.services import OrderError, OrderNotPending
+from orders.services import OrderError, OrderHasNoLines, OrderNotPending
 
 DOMAIN_ERROR_STATUS = {
     OrderNotPending: status.HTTP_409_CONFLICT,
+    OrderHasNoLines: status.HTTP_409_CONFLICT,
 }
 
 

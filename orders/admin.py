@@ -9,7 +9,7 @@ from django.http import HttpRequest
 from orders.models import Order, OrderLine
 from orders.permissions import CONFIRM_ORDER
 from orders.serializers import PENDING_EXPORT
-from orders.services import OrderNotPending, order_confirm
+from orders.services import OrderError, OrderNotPending, order_confirm
 
 
 # What other apps show on an order's admin page below its lines (the exports app: its
@@ -147,6 +147,8 @@ class OrderAdmin(admin.ModelAdmin):
                 confirmed.append(order_id)
             except OrderNotPending as exc:
                 refused.append(f"#{order_id} ({exc.order.status}, not pending)")
+            except OrderError as exc:
+                refused.append(f"#{order_id} ({exc})")
             except Order.DoesNotExist:
                 refused.append(f"#{order_id} (deleted meanwhile)")
         if confirmed:

@@ -26,6 +26,14 @@ class OrderNotPending(OrderError):
         super().__init__(f"Order {order.pk} is {order.status}; only a pending order can be confirmed.")
 
 
+class OrderHasNoLines(OrderError):
+    code = "order_has_no_lines"
+
+    def __init__(self, order_id: int | None = None):
+        which = f"Order {order_id} has" if order_id is not None else "The order has"
+        super().__init__(f"{which} no lines; an order needs at least one line.")
+
+
 @dataclass(frozen=True)
 class LineInput:
     sku: str
@@ -34,7 +42,10 @@ class LineInput:
 
 
 def order_create(*, customer_id: str, lines: Iterable[LineInput]) -> Order:
-    """Create a pending order with its lines."""
+    """Create a pending order with its lines (at least one: `OrderHasNoLines`)."""
+    lines = list(lines)
+    if not lines:
+        raise OrderHasNoLines()
     with transaction.atomic():
         order = Order.objects.create(customer_id=customer_id)
         OrderLine.objects.bulk_create(
@@ -46,7 +57,8 @@ def order_create(*, customer_id: str, lines: Iterable[LineInput]) -> Order:
 
 def order_confirm(*, order_id: int) -> Order:
     """Confirm a pending order and record its `OrderExportRequested` event in the same
-    transaction. Raises `Order.DoesNotExist` or `OrderNotPending`."""
+    transaction. Raises `Order.DoesNotExist`, `OrderNotPending`, or `OrderHasNoLines` (its
+    event would send the platform an empty order)."""
     with transaction.atomic():
         # The row lock serialises concurrent confirms on PostgreSQL; the conditional UPDATE
         # makes the pending -> confirmed step atomic on every database, SQLite included.
@@ -59,5 +71,7 @@ def order_confirm(*, order_id: int) -> Order:
             order.refresh_from_db()
             raise OrderNotPending(order)
         order = Order.objects.prefetch_related("lines").get(pk=order_id)
+        if not order.lines.all():
+            raise OrderHasNoLines(order_id)  # and the status update is rolled back with it
         event_record(order_export_requested(order))
     return order

@@ -59,3 +59,19 @@ def test_the_confirmed_orders_outbox_event_carries_the_version_1_payload():
 
     order = Order.objects.prefetch_related("lines").get(pk=order.pk)
     assert value["schema_version"] == 1 and value["order"] == order_payload_v1(order)
+
+
+def test_an_order_without_lines_is_neither_created_nor_confirmed():
+    from orders.services import OrderHasNoLines, order_confirm, order_create
+
+    with pytest.raises(OrderHasNoLines):
+        order_create(customer_id="c-empty", lines=[])
+    assert not Order.objects.filter(customer_id="c-empty").exists()
+
+    order = order_factory()
+    order.lines.all().delete()
+    with pytest.raises(OrderHasNoLines):
+        order_confirm(order_id=order.pk)
+    order.refresh_from_db()
+    assert (order.status, order.confirmed_at) == ("pending", None)
+    assert not OutboxEvent.objects.filter(key=str(order.pk)).exists()
