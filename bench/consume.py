@@ -68,7 +68,7 @@ def export_consumer_run(
 
     from bench.fake_platform import TimingClient, TimingPlatformClient
     from exports.clients import platform_client
-    from exports.consumer import export_consumer
+    from exports.processor import export_consumer
     from kafka_bridge.runner import StopFlag
 
     stop = StopFlag()

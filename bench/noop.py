@@ -1,4 +1,4 @@
-"""The "publishing switched off" recorder: `DOMAIN_EVENT_RECORDER = "bench.noop.event_record"`.
+"""The "publishing switched off" recorder: `DOMAIN_EVENT_RECORDER = "bench.noop.noop_record"`.
 
 It drops the event, so a confirm is the status change alone: no outbox row, no on-commit send.
 (`KAFKA_PUBLISH_ON_COMMIT=false` is a different thing, measured as "outbox only": it still
@@ -6,9 +6,9 @@ writes the outbox row and only skips the send.)
 """
 from __future__ import annotations
 
-NOOP_RECORDER = "bench.noop.event_record"
+NOOP_RECORDER = "bench.noop.noop_record"
 
 
-def event_record(*, event) -> None:
+def noop_record(*, event) -> None:
     """Record nothing."""
     return None

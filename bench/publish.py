@@ -3,7 +3,7 @@ publishing switched off, through the `order_confirm` service and through the HTT
 under gunicorn.
 
 Variants (the same in both):
-- "none": publishing switched off, DOMAIN_EVENT_RECORDER = bench.noop.event_record (no outbox
+- "none": publishing switched off, DOMAIN_EVENT_RECORDER = bench.noop.noop_record (no outbox
   row, no send): the confirm alone;
 - "publish": the project as it ships, outbox row + on-commit send (no wait; acks marked in bulk);
 - "outbox-only": KAFKA_PUBLISH_ON_COMMIT=false, the outbox row without the send (an extra figure);

@@ -127,7 +127,7 @@ def markdown(results: dict) -> str:
         "Versions: " + ", ".join(f"{name} {version}" for name, version in versions.items() if version) + ".",
         "",
         f"Each figure is the median of {config['sizes']['repeats']} run(s) (each run in brackets); ratios are taken run by run, "
-        "then their median. Publishing off = `DOMAIN_EVENT_RECORDER=bench.noop.event_record` (no outbox row, no send); "
+        "then their median. Publishing off = `DOMAIN_EVENT_RECORDER=bench.noop.noop_record` (no outbox row, no send); "
         "outbox only = `KAFKA_PUBLISH_ON_COMMIT=false` (the row without the send).",
         "",
     ]

@@ -204,7 +204,7 @@ def main(argv: list[str] | None = None) -> int:
             "quick": args.quick,
             "only": args.only or "all",
             "sizes": sizes.as_dict(),
-            "publishing_off": "DOMAIN_EVENT_RECORDER=bench.noop.event_record: no outbox row, no send",
+            "publishing_off": "DOMAIN_EVENT_RECORDER=bench.noop.noop_record: no outbox row, no send",
             "outbox_only": "KAFKA_PUBLISH_ON_COMMIT=false: the outbox row, no on-commit send",
             "producer": {"acks": "all", "idempotence": True, "linger_ms": _setting("KAFKA_PRODUCER_LINGER_MS"),
                          "batch_size": _setting("KAFKA_PRODUCER_BATCH_SIZE"), "compression": _setting("KAFKA_PRODUCER_COMPRESSION")},

@@ -235,7 +235,7 @@ OUTBOX_QUARANTINE_ATTEMPTS = env.int("OUTBOX_QUARANTINE_ATTEMPTS", default=3)
 # Which setting holds the topic of each domain event type (read when the event is recorded).
 KAFKA_EVENT_TOPIC_SETTINGS = {"OrderExportRequested": "ORDER_EXPORT_TOPIC"}
 # Where `orders` hands its domain events: the Kafka outbox.
-DOMAIN_EVENT_RECORDER = "kafka_bridge.outbox.event_record"
+DOMAIN_EVENT_RECORDER = "kafka_bridge.outbox.outbox_record"
 
 # --- Consumer ---------------------------------------------------------------------------------
 KAFKA_CONSUMER_POLL_TIMEOUT_MS = env.int("KAFKA_CONSUMER_POLL_TIMEOUT_MS", default=1000)

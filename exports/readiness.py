@@ -9,7 +9,7 @@ from django.db import DatabaseError
 from kafka.errors import KafkaError
 
 from kafka_bridge.client import BrokerUnavailable
-from kafka_bridge.dead_letter import one_line
+from kafka_bridge.text import one_line
 from kafka_bridge.selectors import outbox_backlog
 from kafka_bridge.status import kafka_status
 

@@ -13,10 +13,10 @@ from kafka.producer.future import FutureRecordMetadata
 from kafka.structs import TopicPartition
 
 from kafka_bridge.producer import producer_config
+from kafka_bridge.text import one_line
 from kafka_bridge.topics import DLT_MAX_MESSAGE_BYTES
 
 DLT_HEADER_PREFIX = "dlt."
-MAX_ERROR_LENGTH = 1000
 
 
 class DeadLetterPosition(NamedTuple):
@@ -25,10 +25,6 @@ class DeadLetterPosition(NamedTuple):
     topic: str
     partition: int
     offset: int
-
-
-def one_line(text: str) -> str:
-    return " ".join(text.split())[:MAX_ERROR_LENGTH]
 
 
 def dead_letter_headers(record: ConsumerRecord, *, error: str, attempts: int) -> list[tuple[str, bytes]]:

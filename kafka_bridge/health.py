@@ -7,7 +7,7 @@ from django.conf import settings
 from kafka.errors import KafkaError
 
 from kafka_bridge.client import BrokerUnavailable, admin_client
-from kafka_bridge.dead_letter import one_line
+from kafka_bridge.text import one_line
 
 
 @dataclass(frozen=True)

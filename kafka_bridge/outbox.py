@@ -1,7 +1,7 @@
 """The transactional outbox: events are written with the change that caused them and sent to
 Kafka after the commit.
 
-`event_record` is the recorder that `DOMAIN_EVENT_RECORDER` names. It knows nothing of what an
+`outbox_record` is the recorder that `DOMAIN_EVENT_RECORDER` names. It knows nothing of what an
 event means: it needs `event_id`, `event_type`, `key` and `to_dict()`, and finds the topic
 through the `KAFKA_EVENT_TOPIC_SETTINGS` setting.
 
@@ -76,7 +76,7 @@ def topic_for(event_type: str) -> str:
     return getattr(settings, setting_name)
 
 
-def event_record(*, event: DomainEvent) -> OutboxEvent:
+def outbox_record(*, event: DomainEvent) -> OutboxEvent:
     """Write `event` to the outbox in the current transaction; after the commit, hand it to the
     producer without waiting for the broker (the row is marked sent when the broker
     acknowledges it). A rolled-back transaction takes the row and the send with it."""

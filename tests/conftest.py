@@ -156,7 +156,7 @@ def export_consumer_running(client) -> Iterator:
     way a signal stops it, and checked to have stopped without crashing. Yields the loop."""
     import threading
 
-    from exports.consumer import export_consumer
+    from exports.processor import export_consumer
     from kafka_bridge.runner import StopFlag
 
     stop = StopFlag()

@@ -28,7 +28,7 @@ from referencing.jsonschema import DRAFT7
 from rest_framework.test import APIClient
 
 from config.env import BASE_DIR
-from exports.consumer import export_record_decode
+from exports.processor import export_record_decode
 from exports.events import PoisonRecord, export_request_decode
 from exports.models import OrderExport
 from kafka_bridge.client import connection_config

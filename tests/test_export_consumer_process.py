@@ -21,7 +21,7 @@ from tests.processes import ManagedProcess
 
 pytestmark = [pytest.mark.kafka, pytest.mark.django_db(transaction=True)]
 
-FAKE_PLATFORM_WARNING = "WARNING exports.consumer export: exporting to the fake platform"
+FAKE_PLATFORM_WARNING = "WARNING exports.processor export: exporting to the fake platform"
 
 
 @pytest.fixture

@@ -15,7 +15,7 @@ from django.test.utils import CaptureQueriesContext
 from kafka.consumer.fetcher import ConsumerRecord
 
 from exports.clients import FakeExternalPlatformClient, PermanentExportError, TransientExportError
-from exports.consumer import ExportProcessor
+from exports.processor import ExportProcessor
 from exports.events import PoisonRecord
 from exports.models import ExportAttempt, OrderExport, ProcessedEvent
 from exports.services import UnknownOrder, order_export_fail

@@ -22,7 +22,7 @@ from kafka import KafkaProducer
 from kafka.partitioner.default import murmur2
 
 from exports.clients import HttpExternalPlatformClient
-from exports.consumer import export_consumer
+from exports.processor import export_consumer
 from exports.models import OrderExport
 from kafka_bridge.client import connection_config
 from kafka_bridge.consumer import ConsumerLoop

@@ -44,7 +44,7 @@ class JsonLines:
 
 @pytest.fixture
 def json_lines():
-    capture = JsonLines("exports.consumer", "kafka_bridge.consumer")
+    capture = JsonLines("exports.processor", "kafka_bridge.consumer")
     yield capture
     capture.close()
 
@@ -120,7 +120,7 @@ def test_every_consumer_line_about_a_record_carries_order_event_partition_and_of
     assert exported[0]["message"] == (
         f"export: order {order.pk} event {row.event_id} partition {row.partition} offset {row.offset}: exported"
     )
-    assert exported[0]["level"] == "INFO" and exported[0]["logger"] == "exports.consumer"
+    assert exported[0]["level"] == "INFO" and exported[0]["logger"] == "exports.processor"
     assert retried[0]["level"] == "WARNING" and "attempt 1/" in retried[0]["message"]
 
 
@@ -135,7 +135,7 @@ def run_django(code: str, **env: str) -> subprocess.CompletedProcess:
 
 def test_log_format_json_makes_every_line_a_json_object():
     result = run_django(
-        "logging.getLogger('exports.consumer').info('export: order %s', 7, extra={'order_id': 7, 'offset': 41})",
+        "logging.getLogger('exports.processor').info('export: order %s', 7, extra={'order_id': 7, 'offset': 41})",
         LOG_FORMAT="json",
     )
 
@@ -143,16 +143,16 @@ def test_log_format_json_makes_every_line_a_json_object():
     [line] = result.stderr.splitlines()
     entry = json.loads(line)
     assert {name: entry[name] for name in ("level", "logger", "message", "order_id", "offset")} == {
-        "level": "INFO", "logger": "exports.consumer", "message": "export: order 7", "order_id": 7, "offset": 41,
+        "level": "INFO", "logger": "exports.processor", "message": "export: order 7", "order_id": 7, "offset": 41,
     }
 
 
 def test_log_format_plain_is_the_default_and_keeps_the_text_line():
-    result = run_django("logging.getLogger('exports.consumer').info('export: order %s', 7, extra={'order_id': 7})")
+    result = run_django("logging.getLogger('exports.processor').info('export: order %s', 7, extra={'order_id': 7})")
 
     assert result.returncode == 0, result.stderr
     [line] = result.stderr.splitlines()
-    assert line.endswith(" INFO exports.consumer export: order 7")
+    assert line.endswith(" INFO exports.processor export: order 7")
 
 
 def test_an_unknown_log_format_stops_start_up_with_a_clear_error():

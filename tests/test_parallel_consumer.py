@@ -137,7 +137,7 @@ class FailingForOneOrder(FakeExternalPlatformClient):
 def test_one_order_retried_holds_back_only_itself_and_the_commit_point_of_its_partition(
     settings, export_topics, export_group, kafka_admin, fresh_publisher
 ):
-    from exports.consumer import export_consumer
+    from exports.processor import export_consumer
 
     topic, _ = export_topics
     settings.KAFKA_PUBLISH_ON_COMMIT = False
@@ -368,7 +368,7 @@ def test_on_a_rebalance_the_calls_in_flight_finish_and_are_committed_before_the_
     settings, export_topics, export_group, platform_stub, kafka_admin
 ):
     from exports.clients import HttpExternalPlatformClient
-    from exports.consumer import export_consumer
+    from exports.processor import export_consumer
 
     topic, _ = export_topics
     settings.KAFKA_PUBLISH_ON_COMMIT = False

@@ -10,7 +10,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from exports.clients import HttpExternalPlatformClient
-from exports.consumer import export_consumer
+from exports.processor import export_consumer
 from exports.models import OrderExport
 from kafka_bridge.consumer import ConsumerLoop
 from kafka_bridge.runner import StopFlag

@@ -15,7 +15,7 @@ from rest_framework.test import APIClient
 
 from config.logging import JsonFormatter
 from exports.clients import HttpExternalPlatformClient
-from exports.consumer import export_consumer
+from exports.processor import export_consumer
 from exports.models import OrderExport
 from kafka_bridge.runner import StopFlag
 from orders.services import LineInput, order_confirm, order_create
@@ -61,7 +61,7 @@ def test_a_sasl_plain_login_request_line_shows_no_password(secret_settings, debu
 
 
 def test_the_platform_urls_credentials_and_query_leave_every_logger_and_field(secret_settings, debug_records):
-    log = logging.getLogger("exports.consumer")
+    log = logging.getLogger("exports.processor")
     log.warning("posting to %s", PLATFORM_URL, extra={"url": PLATFORM_URL})
     try:
         raise ConnectionError(f"could not reach {PLATFORM_URL}")
