@@ -197,7 +197,7 @@ def measure(run: DatabaseRun) -> list[dict]:
         # The same single consumer without its per-record INFO line: what that line costs.
         progress.next(f"consume: 1 export consumer, outcome lines off {suffix}")
         harness.run("consume.exports-reset", {}, env=env)
-        quiet = run_export_consumers(run, {**env, "EXPORT_LOG_OUTCOMES": "false"}, count=1, records=records)
+        quiet = run_export_consumers(run, {**env, "LOG_LEVELS": "exports.processor=WARNING"}, count=1, records=records)
         results["export-1-quiet"].append(quiet)
     note = f"backlog of {records} events of {prepared['event_bytes']} bytes, 3 partitions"
     figures = [figure("consume.raw", label="raw kafka-python consume, same backlog", unit="records/s", db=run.vendor,
@@ -207,6 +207,6 @@ def measure(run: DatabaseRun) -> list[dict]:
         figures.append(figure(f"consume.export.{count}", label=f"export consumer x{count} (fake platform)", unit="exports/s",
                               db=run.vendor, runs=[r["rate"] for r in runs], details=runs, note=note))
     runs = results["export-1-quiet"]
-    figures.append(figure("consume.export.1.quiet", label="export consumer x1, outcome lines off (EXPORT_LOG_OUTCOMES=false)",
+    figures.append(figure("consume.export.1.quiet", label="export consumer x1, outcome lines off (LOG_LEVELS=exports.processor=WARNING)",
                           unit="exports/s", db=run.vendor, runs=[r["rate"] for r in runs], details=runs, note=note))
     return figures

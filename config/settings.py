@@ -295,10 +295,6 @@ EXPORT_BREAKER_FAILURES = env.int("EXPORT_BREAKER_FAILURES", default=10)
 EXPORT_BREAKER_COOLDOWN = env.float("EXPORT_BREAKER_COOLDOWN", default=5.0)
 # A record larger than this is not an event of ours: dead-lettered without being parsed.
 EXPORT_MAX_EVENT_BYTES = env.int("EXPORT_MAX_EVENT_BYTES", default=1024 * 1024)
-# One INFO line per export outcome (exported, duplicate, dead_lettered_earlier). At thousands of
-# exports a second it is the consumer's largest cost; false leaves failures, dead letters and
-# the periodic summary line.
-EXPORT_LOG_OUTCOMES = env.bool("EXPORT_LOG_OUTCOMES", default=True)
 # Platform calls kept per order for the operator's trace (`ExportAttempt`), newest first.
 EXPORT_ATTEMPTS_KEPT = env.int("EXPORT_ATTEMPTS_KEPT", default=20)
 
@@ -328,6 +324,15 @@ LOG_LEVEL = env("LOG_LEVEL", default="INFO").upper()
 LOG_FORMAT = env("LOG_FORMAT", default="plain").lower()
 if LOG_FORMAT not in ("plain", "json"):
     raise ImproperlyConfigured(f"LOG_FORMAT={LOG_FORMAT!r} is not one of plain, json")
+# Levels of single loggers, as Spring's logging.level.<name>: "exports.processor=WARNING" drops
+# the consumer's line per export (at thousands of exports a second its largest cost) and keeps
+# its failures, dead letters and the throughput line.
+LOG_LEVELS = {}
+for _entry in env.list("LOG_LEVELS", default=[]):
+    _name, _, _level = _entry.partition("=")
+    if not _name.strip() or _level.strip().upper() not in ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"):
+        raise ImproperlyConfigured(f"LOG_LEVELS entry {_entry!r} is not <logger>=<DEBUG|INFO|WARNING|ERROR|CRITICAL>")
+    LOG_LEVELS[_name.strip()] = _level.strip().upper()
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -346,5 +351,6 @@ LOGGING = {
         "kafka": {"level": env("KAFKA_CLIENT_LOG_LEVEL", default="CRITICAL").upper()},
         # runserver prints the same line itself.
         "django.utils.autoreload": {"level": "WARNING"},
+        **{name: {"level": level} for name, level in LOG_LEVELS.items()},
     },
 }

@@ -99,7 +99,8 @@ class ExportProcessor:
         if not decoded:
             return steps
         plans = order_exports_plan(requests=[request for _, request in decoded])
-        log_outcomes = settings.EXPORT_LOG_OUTCOMES
+        # One INFO line per outcome; LOG_LEVELS=exports.processor=WARNING leaves them out.
+        log_outcomes = logger.isEnabledFor(logging.INFO)
         for (index, request), plan in zip(decoded, plans):
             record = records[index]
             if plan.error is not None:
@@ -138,7 +139,7 @@ class ExportProcessor:
         for record, _, _ in results:
             self._plans.pop(_coordinates(record), None)
             self._timings.pop(_coordinates(record), None)
-        if settings.EXPORT_LOG_OUTCOMES:
+        if logger.isEnabledFor(logging.INFO):
             for plan, (record, _, error) in zip(plans, results):
                 if plan is not None and error is None:
                     _log_outcome(record, plan.request, "exported")

@@ -160,3 +160,33 @@ def test_an_unknown_log_format_stops_start_up_with_a_clear_error():
 
     assert result.returncode == 1
     assert "ImproperlyConfigured: LOG_FORMAT='xml' is not one of plain, json" in result.stderr
+
+
+def test_log_levels_set_single_loggers_and_leave_the_others_at_the_root_level():
+    result = run_django(
+        "logging.getLogger('exports.processor').info('export: order 7: exported');"
+        "logging.getLogger('exports.processor').warning('export: order 8: retrying');"
+        "logging.getLogger('kafka_bridge.consumer').info('consumer: 1 record');"
+        "logging.getLogger('kafka_bridge.relay').debug('relay: idle')",
+        LOG_LEVELS="exports.processor=WARNING, kafka_bridge.relay=debug",
+    )
+
+    assert result.returncode == 0, result.stderr
+    assert [line.split(" ", 2)[2] for line in result.stderr.splitlines()] == [
+        "WARNING exports.processor export: order 8: retrying",
+        "INFO kafka_bridge.consumer consumer: 1 record",
+        "DEBUG kafka_bridge.relay relay: idle",
+    ]
+
+
+@pytest.mark.parametrize("value", ["exports.processor", "exports.processor=LOUD", "=INFO"])
+def test_a_malformed_log_levels_entry_stops_start_up_in_one_line(value):
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"], cwd=BASE_DIR, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings", "DJANGO_DEBUG": "true", "LOG_LEVELS": value},
+    )
+
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"ImproperlyConfigured: LOG_LEVELS entry {value!r} is not <logger>=<DEBUG|INFO|WARNING|ERROR|CRITICAL>"
+    ]
