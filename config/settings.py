@@ -183,8 +183,6 @@ KAFKA_ADMIN_TIMEOUT_MS = env.int("KAFKA_ADMIN_TIMEOUT_MS", default=5000)
 KAFKA_RECONNECT_BACKOFF_MAX_MS = env.int("KAFKA_RECONNECT_BACKOFF_MAX_MS", default=1000)
 # Bound on the admin's Kafka status page: it says the broker is unreachable instead of hanging.
 KAFKA_STATUS_TIMEOUT_MS = env.int("KAFKA_STATUS_TIMEOUT_MS", default=3000)
-# Extra panels of that page, from apps that know more than kafka_bridge does.
-KAFKA_STATUS_PANELS = ["exports.selectors.export_status_panel"]
 
 for _address in KAFKA_BOOTSTRAP_SERVERS:
     # kafka-python fails on a malformed address only when a client is built (a health check's 500).
@@ -232,8 +230,6 @@ OUTBOX_RELAY_CLAIM_SECONDS = env.float("OUTBOX_RELAY_CLAIM_SECONDS", default=60.
 # failed sends: marked with the reason, shown in the admin, and no longer sent.
 OUTBOX_QUARANTINE_ATTEMPTS = env.int("OUTBOX_QUARANTINE_ATTEMPTS", default=3)
 
-# Which setting holds the topic of each domain event type (read when the event is recorded).
-KAFKA_EVENT_TOPIC_SETTINGS = {"OrderExportRequested": "ORDER_EXPORT_TOPIC"}
 # Where `orders` hands its domain events: the Kafka outbox.
 DOMAIN_EVENT_RECORDER = "kafka_bridge.outbox.outbox_record"
 

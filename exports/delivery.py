@@ -1,4 +1,5 @@
-"""The Delivery panel on each order's admin page: the order's trace (`exports.trace`), for
+"""What the exports add to other apps' admin pages: the Kafka status page's Exports panel, and
+the Delivery panel on each order's admin page: the order's trace (`exports.trace`), for
 users who may view exports. The record and the dead letter are read back from the broker only
 for users who may browse topics (they show the order's data as it travelled)."""
 from __future__ import annotations
@@ -10,6 +11,7 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 
 from exports.redrive import REDRIVE_PERMISSION
+from exports.selectors import export_status_panel
 from exports.trace import RecordRead, duration_text, order_trace
 from kafka_bridge.browse_views import BROWSE_PERMISSION
 from orders.models import Order
@@ -17,6 +19,11 @@ from orders.models import Order
 VIEW_EXPORTS_PERMISSION = "exports.view_orderexport"
 # Characters of the record's value shown on the panel; the topic browser has the rest.
 VALUE_SHOWN = 2000
+
+
+def export_status_panel_html(*, user, **_) -> str:
+    """The Exports panel of the Kafka status page (see `export_status_panel`)."""
+    return render_to_string("exports/status_panel.html", {"panel": export_status_panel(user=user)})
 
 
 def delivery_panel(request: HttpRequest, order: Order) -> str | None:

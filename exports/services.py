@@ -17,10 +17,10 @@ from django.db.models.expressions import RawSQL
 from django.db.models.functions import RowNumber
 from django.utils import timezone
 
+from exports import metrics
 from exports.clients import TransientExportError
 from exports.events import ExportRequest, PoisonRecord
 from exports.models import ExportAttempt, OrderExport, ProcessedEvent, RedriveAudit
-from kafka_bridge import metrics
 from kafka_bridge.dead_letter import DeadLetterPosition
 from kafka_bridge.outbox import outbox_resend
 from orders.models import Order

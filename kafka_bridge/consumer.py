@@ -219,7 +219,7 @@ class ConsumerLoop:
         name: str = "consumer",
         dead_letter: DeadLetterPublisher | None = None,
         on_dead_letter: DeadLetterHook | None = None,
-        max_attempts: int | None = None,
+        max_attempts: int = 5,
         backoff_base: float | None = None,
         backoff_max: float | None = None,
         poll_timeout_ms: int | None = None,
@@ -244,7 +244,7 @@ class ConsumerLoop:
         self.name = name
         self.dead_letter = dead_letter
         self.on_dead_letter = on_dead_letter
-        self.max_attempts = max_attempts or settings.EXPORT_MAX_ATTEMPTS
+        self.max_attempts = max_attempts
         self.backoff_base = backoff_base if backoff_base is not None else settings.KAFKA_CONSUMER_RETRY_BACKOFF_MS / 1000
         self.backoff_max = backoff_max if backoff_max is not None else settings.KAFKA_CONSUMER_RETRY_BACKOFF_MAX_MS / 1000
         self.poll_timeout_ms = poll_timeout_ms or settings.KAFKA_CONSUMER_POLL_TIMEOUT_MS

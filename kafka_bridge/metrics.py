@@ -1,16 +1,17 @@
-"""Every Prometheus metric the project exports, in one place.
+"""The Prometheus metrics of publishing and consuming (the exports app's own are in
+`exports.metrics`).
 
 They live in prometheus_client's process-wide default registry: the web process serves them at
 `/metrics` (django-prometheus, which adds its request metrics), `run_export_consumer` and
 `run_outbox_relay` on a port of their own (`metrics_serve`). Each process exports the ones it
 moves: the web process the fast path's publishes, the relay its publishes and the outbox
-backlog, the consumer what it consumed, exported, failed, dead-lettered, and its lag.
+backlog, the consumer what it consumed and dead-lettered, and its lag.
 """
 from __future__ import annotations
 
 import logging
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import Counter, Gauge, start_http_server
 
 logger = logging.getLogger(__name__)
 
@@ -28,20 +29,6 @@ EVENTS_DEAD_LETTERED = Counter(
     "orderflow_events_dead_lettered",
     "Records a consumer loop gave up on (sent to the dead-letter topic).",
     ["group", "topic"],
-)
-EVENTS_EXPORTED = Counter(
-    "orderflow_events_exported",
-    "Orders the external platform took (redeliveries of exported orders not counted).",
-)
-EXPORT_ATTEMPTS_FAILED = Counter(
-    "orderflow_export_attempts_failed",
-    "Export attempts that failed at the platform, by kind (transient: retried; permanent).",
-    ["kind"],
-)
-EXPORT_DELAY = Histogram(
-    "orderflow_export_delay_seconds",
-    "From the confirm (the event's occurred_at) to the platform's acknowledgement.",
-    buckets=(0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600),
 )
 CONSUMER_LAG = Gauge(
     "orderflow_consumer_lag",

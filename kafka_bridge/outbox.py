@@ -3,7 +3,7 @@ Kafka after the commit.
 
 `outbox_record` is the recorder that `DOMAIN_EVENT_RECORDER` names. It knows nothing of what an
 event means: it needs `event_id`, `event_type`, `key` and `to_dict()`, and finds the topic
-through the `KAFKA_EVENT_TOPIC_SETTINGS` setting.
+that an app registered for the event type (`kafka_bridge.registry`).
 
 Every write to `OutboxEvent` lives here: record, claim, release, mark sent, mark failed, mark
 refused (and quarantine), resend, purge. The producer and the relay decide what happened to a
@@ -37,6 +37,7 @@ from django.db.models.functions import Now
 from django.utils import timezone
 
 from kafka_bridge.models import OutboxEvent
+from kafka_bridge.registry import event_topic
 
 
 class DomainEvent(Protocol):
@@ -66,16 +67,6 @@ class SendFailure(NamedTuple):
     error: str
 
 
-def topic_for(event_type: str) -> str:
-    """The topic of an event type: the value of the setting that KAFKA_EVENT_TOPIC_SETTINGS
-    names for it (read at call time, so overriding ORDER_EXPORT_TOPIC is enough)."""
-    try:
-        setting_name = settings.KAFKA_EVENT_TOPIC_SETTINGS[event_type]
-    except KeyError:
-        raise LookupError(f"no topic configured for event type {event_type!r} in KAFKA_EVENT_TOPIC_SETTINGS") from None
-    return getattr(settings, setting_name)
-
-
 def outbox_record(*, event: DomainEvent) -> OutboxEvent:
     """Write `event` to the outbox in the current transaction; after the commit, hand it to the
     producer without waiting for the broker (the row is marked sent when the broker
@@ -86,7 +77,7 @@ def outbox_record(*, event: DomainEvent) -> OutboxEvent:
     row = OutboxEvent.objects.create(
         event_id=event.event_id,
         event_type=event.event_type,
-        topic=topic_for(event.event_type),
+        topic=event_topic(event_type=event.event_type),
         key=event.key,
         payload=json.dumps(event.to_dict(), separators=(",", ":"), ensure_ascii=False),
         headers=[["event_type", event.event_type], ["event_id", str(event.event_id)]],

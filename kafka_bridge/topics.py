@@ -6,7 +6,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
-from django.conf import settings
 from kafka.errors import TopicAlreadyExistsError
 
 from kafka_bridge.client import KafkaBridgeError, admin_client
@@ -43,24 +42,6 @@ DLT_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 
 class PartitionShrinkRefused(KafkaBridgeError):
     """A topic has more partitions than requested; Kafka cannot lower the count."""
-
-
-def event_topic_specs(*, partitions: int | None = None) -> list[TopicSpec]:
-    """The event topic and its dead-letter topic as configured in settings.
-
-    The DLT gets the same partition count, so a dead-lettered record can keep its partition,
-    and room for a record as large as the event topic takes plus the `dlt.*` headers, so an
-    oversized record can always be dead-lettered.
-    """
-    partitions = partitions or settings.ORDER_EXPORT_PARTITIONS
-    rf = settings.ORDER_EXPORT_REPLICATION_FACTOR
-    return [
-        TopicSpec(name=settings.ORDER_EXPORT_TOPIC, partitions=partitions, replication_factor=rf),
-        TopicSpec(
-            name=settings.ORDER_EXPORT_DLT_TOPIC, partitions=partitions, replication_factor=rf,
-            configs={"max.message.bytes": str(DLT_MAX_MESSAGE_BYTES)},
-        ),
-    ]
 
 
 def _partition_counts(admin, names: Sequence[str]) -> dict[str, int]:

@@ -1,16 +1,17 @@
 """The admin's "Kafka status" page: what Kafka UI shows, plus what it cannot see (the outbox,
-what each running consumer holds, and the panels other apps add through KAFKA_STATUS_PANELS)."""
+what each running consumer holds, and what the apps registered: their consumer groups, shown
+first with their lag and dead-letter topics, and panels of their own)."""
 from __future__ import annotations
 
 from django.conf import settings
 from django.contrib import admin
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
-from django.utils.module_loading import import_string
 
 from kafka_bridge.charts import Chart
 from kafka_bridge.client import BrokerUnavailable
 from kafka_bridge.consumer_state import consumer_states_by_group
+from kafka_bridge.registry import status_panels, watched_groups
 from kafka_bridge.selectors import outbox_backlog
 from kafka_bridge.status import kafka_status
 
@@ -23,7 +24,7 @@ def dlt_size(status: dict, topic: str) -> int | None:
     return None
 
 
-def group_lag_chart(*, group: dict) -> Chart | None:
+def group_lag_chart(*, group: dict, chart_id: str) -> Chart | None:
     """The current lag of each partition `group` has committed to, as bars (None when it has
     committed nothing yet)."""
     partitions = group["partitions"]
@@ -32,7 +33,7 @@ def group_lag_chart(*, group: dict) -> Chart | None:
     topics = {p["topic"] for p in partitions}
     single_topic = len(topics) == 1
     return Chart(
-        chart_id="export-group-lag",
+        chart_id=chart_id,
         title=f"Lag per partition of {group['group_id']}",
         kind="bars",
         labels=[str(p["partition"]) if single_topic else f"{p['topic']}:{p['partition']}" for p in partitions],
@@ -42,34 +43,37 @@ def group_lag_chart(*, group: dict) -> Chart | None:
 
 
 def kafka_status_page(request: HttpRequest) -> HttpResponse:
-    context = {
-        **admin.site.each_context(request),
-        "title": "Kafka status",
-        "export_group": settings.ORDER_EXPORT_CONSUMER_GROUP,
-    }
+    watched = [
+        {"name": w.name, "group": w.group(), "dlt_topic": w.dead_letter_topic() if w.dead_letter_topic else None}
+        for w in watched_groups()
+    ]
+    context = {**admin.site.each_context(request), "title": "Kafka status", "watched": watched}
     try:
         status = kafka_status(include_internal=True, timeout_ms=settings.KAFKA_STATUS_TIMEOUT_MS)
     except BrokerUnavailable as exc:
         context["kafka_error"] = str(exc)
     else:
         context["status"] = status
-        context["dlt_topic"] = settings.ORDER_EXPORT_DLT_TOPIC
-        context["dlt_size"] = dlt_size(status, settings.ORDER_EXPORT_DLT_TOPIC)
         for group in status["consumer_groups"]:
             owners = {(a["topic"], a["partition"]): m["client_id"] for m in group["members"] for a in m["assignments"]}
             for partition in group["partitions"]:
                 partition["owner"] = owners.get((partition["topic"], partition["partition"]), "")
-        # The project's own group first; groups with neither members nor offsets folded away.
-        mine = settings.ORDER_EXPORT_CONSUMER_GROUP
-        groups = sorted(status["consumer_groups"], key=lambda g: (g["group_id"] != mine, g["group_id"]))
-        context["groups"] = [g for g in groups if g["members"] or g["partitions"] or g["group_id"] == mine]
+        # The watched groups first; groups with neither members nor offsets folded away.
+        first = [w["group"] for w in watched]
+        groups = sorted(
+            status["consumer_groups"],
+            key=lambda g: (first.index(g["group_id"]) if g["group_id"] in first else len(first), g["group_id"]),
+        )
+        context["groups"] = [g for g in groups if g["members"] or g["partitions"] or g["group_id"] in first]
         context["idle_groups"] = [g for g in groups if g not in context["groups"]]
         states = consumer_states_by_group(group_ids=[g["group_id"] for g in context["groups"]])
         for group in context["groups"]:
             group["consumers"] = states[group["group_id"]]
-        export_group = next((g for g in context["groups"] if g["group_id"] == mine), None)
-        context["lag_chart"] = group_lag_chart(group=export_group) if export_group else None
+        for w in watched:
+            w["dlt_size"] = dlt_size(status, w["dlt_topic"]) if w["dlt_topic"] else None
+            group = next((g for g in context["groups"] if g["group_id"] == w["group"]), None)
+            w["lag_chart"] = group_lag_chart(group=group, chart_id=f"{w['name']}-lag") if group else None
     context["outbox"] = outbox_backlog()
     # A panel may show more to some users than to others: it is told who is looking.
-    context["panels"] = [import_string(path)(user=request.user) for path in settings.KAFKA_STATUS_PANELS]
+    context["panels"] = [panel(user=request.user) for panel in status_panels()]
     return render(request, "kafka_bridge/status.html", context)

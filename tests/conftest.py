@@ -96,10 +96,11 @@ def event_topics(settings, unique_name: Callable[[str], str], kafka_admin: Kafka
 @pytest.fixture
 def export_topics(event_topics, settings) -> tuple[str, str]:
     """The event topic and DLT of this test, created on the broker with 3 partitions."""
-    from kafka_bridge.topics import event_topic_specs, topics_ensure
+    from exports.topics import export_topic_specs
+    from kafka_bridge.topics import topics_ensure
 
     settings.ORDER_EXPORT_PARTITIONS = 3
-    topics_ensure(specs=event_topic_specs())
+    topics_ensure(specs=export_topic_specs())
     return event_topics
 
 

@@ -107,7 +107,7 @@ def test_the_admin_page_shows_brokers_topics_groups_and_lag(client, busy_topic, 
     assert "<strong>__consumer_offsets</strong>" in html
     assert f'data-group="{group}"' in html
     assert re.search(rf'data-group="{re.escape(group)}">{re.escape(group)}: <span class="group-state">Stable</span>,\s+1 member\(s\), total lag <span class="total-lag lagging">12</span>', html)
-    assert '<strong id="dlt-size">30</strong>' in html
+    assert '<strong id="export-group-dlt-size">30</strong>' in html
     assert "Unsent events: <strong>0</strong>" in html
 
 

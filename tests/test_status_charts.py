@@ -220,7 +220,7 @@ def test_the_page_without_a_broker_draws_the_database_charts_and_says_the_lag_is
     html = operator.get(STATUS_PAGE).content.decode()
 
     assert "Kafka is unreachable" in html
-    assert '<p id="lag-unknown">Lag unknown: Kafka is unreachable.</p>' in html
+    assert '<p id="export-group-lag-unknown">Lag unknown: Kafka is unreachable.</p>' in html
     assert 'id="export-group-lag"' not in html
     per_minute = svg_in(html, "exports-per-minute")
     assert len(bars(per_minute)) == 60
@@ -269,4 +269,4 @@ def test_the_page_draws_one_lag_bar_per_partition_of_the_export_group(operator, 
     lag = svg_in(html, "export-group-lag")
     assert lag.find(f"{SVG}title").text == f"Lag per partition of {export_group}"
     assert mark_titles(bars(lag)) == ["0, lag: 5", "1, lag: 4", "2, lag: 3"]
-    assert 'id="lag-unknown"' not in html
+    assert 'id="export-group-lag-unknown"' not in html

@@ -1,7 +1,8 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from kafka_bridge.client import KafkaBridgeError
-from kafka_bridge.topics import event_topic_specs, topics_ensure
+from kafka_bridge.registry import managed_topic_specs
+from kafka_bridge.topics import topics_ensure
 
 
 class Command(BaseCommand):
@@ -21,7 +22,7 @@ class Command(BaseCommand):
         if partitions is not None and partitions < 1:
             raise CommandError(f"--partitions must be at least 1, not {partitions}", returncode=2)
         try:
-            changes = topics_ensure(specs=event_topic_specs(partitions=partitions))
+            changes = topics_ensure(specs=managed_topic_specs(partitions=partitions))
         except KafkaBridgeError as exc:
             raise CommandError(str(exc), returncode=1) from exc
         for change in changes:
