@@ -8,8 +8,8 @@ one of two ways:
   writes each row's own outcome before it returns (`send()` is the network half alone).
 - `publish_nowait()` (the on-commit fast path): hands the rows to the producer and returns at
   once, so a request never waits on the network. The producer's callbacks queue each
-  acknowledgement (or failure), and a thread of the publisher's own writes them to the outbox in
-  bulk, a few times a second. A record is acknowledged or failed within the producer's delivery
+  acknowledgement (or failure), and the publisher's `AcknowledgementWriter`
+  (`kafka_bridge.acknowledgements`) writes them to the outbox in bulk, a few times a second. A record is acknowledged or failed within the producer's delivery
   timeout (about the bound plus a second), well before the relay's grace runs out, so the relay
   does not send rows that are still in flight.
 
@@ -38,54 +38,18 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from django.db import connection
 from kafka import KafkaProducer
-from kafka.errors import (
-    InvalidRecordError,
-    InvalidTopicError,
-    KafkaError,
-    MessageSizeTooLargeError,
-    RecordListTooLargeError,
-)
+from kafka.errors import InvalidTopicError, KafkaError
 from kafka.util import ensure_valid_topic_name
 
 from kafka_bridge import metrics
 from kafka_bridge.client import connection_config
+from kafka_bridge.acknowledgements import AcknowledgementWriter
 from kafka_bridge.models import OutboxEvent
 from kafka_bridge.outbox import SendFailure, SentMark, outbox_outcomes_record
+from kafka_bridge.send_failures import error_line, failure_is_the_records_own, shares_a_refused_batch
 
 logger = logging.getLogger(__name__)
-
-# Refused for what the record is, so sent again unchanged it is refused again, while other
-# records go through: larger than the producer's max_request_size or the topic's
-# max.message.bytes (MESSAGE_TOO_LARGE), a batch of it too large to split (RECORD_LIST_TOO_LARGE),
-# failing the broker's validation (INVALID_RECORD), or an illegal topic name (INVALID_TOPIC).
-# Not here, on purpose: a topic that does not exist (the producer only times out waiting for its
-# metadata, and a forgotten ensure_topics must not quarantine every event), authorization,
-# timeouts and replication errors: those are the broker's, and pass.
-RECORD_ERRORS = (MessageSizeTooLargeError, RecordListTooLargeError, InvalidRecordError, InvalidTopicError)
-
-
-def failure_is_the_records_own(exc: BaseException) -> bool:
-    """True when `exc` refuses the record for what it is (the row's own failure), False when it
-    is the broker's (any record would have failed)."""
-    return isinstance(exc, RECORD_ERRORS)
-
-
-def _shares_a_refused_batch(exc: BaseException) -> bool:
-    # kafka-python fails a refused record's batch-mates with a bare KafkaError: neither theirs
-    # nor the broker's.
-    return type(exc) is KafkaError
-
-
-def error_line(exc: BaseException, row: OutboxEvent | None = None) -> str:
-    """One line for `last_error` and the logs; a size refusal says how large the record is."""
-    detail = exc.args[0] if exc.args and exc.args[0] is not None else getattr(exc, "message", "")
-    text = f"{type(exc).__name__}: {detail}" if detail else type(exc).__name__
-    if row is not None and isinstance(exc, (MessageSizeTooLargeError, RecordListTooLargeError)):
-        text += f" (the record's value is {len(row.payload.encode()):,} bytes)"
-    return " ".join(text.split())[:500]
-
 
 def producer_config(*, timeout_ms: int) -> dict:
     """Producer settings; `timeout_ms` bounds bootstrap, metadata waits and each request."""
@@ -187,7 +151,7 @@ class OutboxPublisher:
         self._producer: KafkaProducer | None = None
         self._lock = threading.Lock()
         self._suspended_until = 0.0
-        self._marker: _SentMarker | None = None
+        self._marker: AcknowledgementWriter | None = None
         self._retiring: list[threading.Thread] = []
 
     @property
@@ -200,7 +164,7 @@ class OutboxPublisher:
                 self._producer = KafkaProducer(**producer_config(timeout_ms=int(self.timeout * 1000)))
             return self._producer
 
-    def _retire(self, producer: KafkaProducer) -> None:
+    def retire(self, producer: KafkaProducer) -> None:
         """Stop using `producer` after a non-retriable failure (kafka-python will not send on it
         again) and close it on a thread of its own: this may run on its I/O thread."""
         with self._lock:
@@ -277,7 +241,7 @@ class OutboxPublisher:
                     continue
                 stopped = True
                 own = failure_is_the_records_own(exc)
-                if len(futures) > 1 and (own or _shares_a_refused_batch(exc)):
+                if len(futures) > 1 and (own or shares_a_refused_batch(exc)):
                     # Perhaps a batch-mate's refusal, or the stopped producer's: find out alone.
                     suspects.append(row)
                 elif own:
@@ -292,7 +256,7 @@ class OutboxPublisher:
             else:
                 outcome.ack(row, metadata)
         if stopped:
-            self._retire(producer)
+            self.retire(producer)
         return suspects
 
     def publish(self, rows: Sequence[OutboxEvent]) -> PublishResult:
@@ -382,13 +346,13 @@ class OutboxPublisher:
                 time.sleep(0.01)
         return marker.flush(deadline) if marker is not None else True
 
-    def _get_marker(self) -> _SentMarker:
+    def _get_marker(self) -> AcknowledgementWriter:
         with self._lock:
             if self._marker is None:
-                self._marker = _SentMarker(publisher=self)
+                self._marker = AcknowledgementWriter(publisher=self)
             return self._marker
 
-    def _suspend(self) -> None:
+    def suspend(self) -> None:
         self._suspended_until = time.monotonic() + self.suspend_after_failure
 
     def close(self, timeout: float = 5.0) -> None:
@@ -404,144 +368,6 @@ class OutboxPublisher:
             thread.join(timeout=timeout)
         if marker is not None:
             marker.close(timeout=timeout)
-
-
-# Seconds the marking thread gathers acknowledgements before writing them in one transaction.
-MARK_INTERVAL = 0.05
-
-
-class _SentMarker:
-    """Writes the fast path's acknowledgements to the outbox from a thread of its own.
-
-    The producer's callbacks run on its I/O thread, which must never wait on the database: they
-    only queue what happened. This thread writes the queue in bulk (one transaction, one
-    statement per kind of outcome) every MARK_INTERVAL seconds while there is something to write.
-
-    The fast path does not count refusals: a record it saw refused may have shared a stopped
-    producer with the one really refused (see the module's docstring), so it records an attempt
-    and the error, and the relay, which can tell them apart, counts and quarantines.
-    """
-
-    def __init__(self, *, publisher: OutboxPublisher):
-        self.publisher = publisher
-        self._cond = threading.Condition()
-        self._acked: list[SentMark] = []
-        self._failures: list[SendFailure] = []
-        self._in_flight = 0  # handed to the producer, not yet acknowledged or failed
-        self._writing = False
-        self._flushers = 0  # flush() calls waiting: the thread writes at once while there are any
-        self._closing = False
-        self._thread = threading.Thread(target=self._run, name="outbox-marker", daemon=True)
-        self._thread.start()
-
-    # --- called by the publisher and the producer's callbacks ------------------------------
-
-    def track(self, future, row: OutboxEvent, producer: KafkaProducer) -> None:
-        with self._cond:
-            self._in_flight += 1
-        future.add_callback(self._acknowledged, row.pk, row.resends)
-        future.add_errback(self._errored, row.pk, row.resends, producer)
-
-    def failed(self, rows: Sequence[OutboxEvent], error: str, *, brokers: bool) -> None:
-        """`rows` were not handed over; `brokers`: for the broker's reason (suspends the path)."""
-        if brokers:
-            self.publisher._suspend()
-        if rows:
-            with self._cond:
-                self._failures.extend(SendFailure(row.pk, row.resends, error) for row in rows)
-                self._cond.notify_all()
-
-    def _acknowledged(self, pk: int, resends: int, metadata) -> None:
-        with self._cond:
-            self._in_flight -= 1
-            self._acked.append(SentMark(pk, resends, metadata.partition, metadata.offset))
-            self._wake_if_needed()
-
-    def _errored(self, pk: int, resends: int, producer: KafkaProducer, exc: Exception) -> None:
-        if not (failure_is_the_records_own(exc) or _shares_a_refused_batch(exc)):
-            self.publisher._suspend()
-        if not getattr(exc, "retriable", False):
-            self.publisher._retire(producer)
-        with self._cond:
-            self._in_flight -= 1
-            self._failures.append(SendFailure(pk, resends, error_line(exc)))
-            self._wake_if_needed()
-
-    def _wake_if_needed(self) -> None:
-        # Waking the thread (and every flush() waiting) on each acknowledgement would hand the
-        # GIL back and forth between the request threads and this one for nothing: the first
-        # outcome of a round starts the thread's gathering, the last one in flight ends a flush.
-        if len(self._acked) + len(self._failures) == 1 or not self._in_flight:
-            self._cond.notify_all()
-
-    def flush(self, deadline: float) -> bool:
-        with self._cond:
-            self._flushers += 1
-            self._cond.notify_all()
-            try:
-                while self._in_flight or self._acked or self._failures or self._writing:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        return False
-                    self._cond.wait(remaining)
-                return True
-            finally:
-                self._flushers -= 1
-
-    def close(self, timeout: float) -> None:
-        self.flush(time.monotonic() + timeout)
-        with self._cond:
-            self._closing = True
-            self._cond.notify_all()
-        self._thread.join(timeout=timeout)
-
-    # --- the thread --------------------------------------------------------------------------
-
-    def _run(self) -> None:
-        try:
-            while True:
-                with self._cond:
-                    while not (self._acked or self._failures or self._closing):
-                        self._cond.wait()
-                    if self._closing and not (self._acked or self._failures):
-                        return
-                    # Gather what arrives within the interval into one write, unless someone
-                    # waits for it.
-                    gathered_until = time.monotonic() + MARK_INTERVAL
-                    while not (self._flushers or self._closing):
-                        remaining = gathered_until - time.monotonic()
-                        if remaining <= 0:
-                            break
-                        self._cond.wait(remaining)
-                    acked, self._acked = self._acked, []
-                    failures, self._failures = self._failures, []
-                    self._writing = True
-                try:
-                    self._write(acked, failures)
-                finally:
-                    with self._cond:
-                        self._writing = False
-                        self._cond.notify_all()
-        finally:
-            # This thread's own connection; a process (or test database) must not keep it.
-            connection.close()
-
-    def _write(self, acked: list[SentMark], failures: list[SendFailure]) -> None:
-        try:
-            outbox_outcomes_record(acked=acked, failed=failures)
-        except Exception:
-            # The rows stay unsent and the relay sends them again: a duplicate on the topic,
-            # which consumers deduplicate by event id, never a loss.
-            logger.exception("outbox: could not mark %d acknowledged event(s) sent", len(acked))
-            connection.close()
-            return
-        if failures:
-            logger.warning(
-                "kafka: %d outbox event(s) not acknowledged within %.1f s, left for the relay: %s",
-                len(failures), self.publisher.timeout, failures[-1].error,
-            )
-        if acked:
-            metrics.EVENTS_PUBLISHED.labels(path=self.publisher.path).inc(len(acked))
 
 
 _request_publisher: OutboxPublisher | None = None
