@@ -8,22 +8,35 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help venv run test test-postgres tools check topics \
+.PHONY: help venv dev run test test-postgres tools check topics \
         kafka-up kafka-down kafka-reset kafka-status kafka-logs postgres-up postgres-down clean bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
 
-$(VENV)/.installed: requirements.txt
+# A stamp per requirements file, named after it: editing the file reinstalls it. The dev file
+# includes the runtime one, so editing requirements.txt reinstalls both.
+RUNTIME_INSTALLED := $(VENV)/.installed-requirements.txt
+DEV_INSTALLED := $(VENV)/.installed-requirements-dev.txt
+
+$(RUNTIME_INSTALLED): requirements.txt
 	@test -x $(PY) || $(BASE_PYTHON) -m venv $(VENV)
 	@$(PY) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || { echo "Python 3.11 or newer is needed"; exit 1; }
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -r requirements.txt
 	@touch $@
 
-venv: $(VENV)/.installed ## create .venv and install requirements.txt
+$(DEV_INSTALLED): requirements-dev.txt $(RUNTIME_INSTALLED)
+	$(PY) -m pip install -q -r requirements-dev.txt
+	@touch $@
 
-run: venv kafka-up ## run everything: broker, migrations, topics, web server, consumer, relay
+venv: $(RUNTIME_INSTALLED) ## create .venv and install requirements.txt (what the service needs)
+
+dev: $(DEV_INSTALLED) ## venv, plus requirements-dev.txt (tests, honcho, ruff)
+
+# Procfile.dev's release (migrations, topics), a development superuser, then its web, consumer
+# and relay under honcho; Ctrl-C stops them all and exits 0.
+run: dev kafka-up ## run everything: broker, migrations, topics, web server, consumer, relay
 	$(PY) scripts/devstack.py
 
 # `make test` runs on SQLite (or on DATABASE_URL when set); `make test DB=postgres` starts the
@@ -33,7 +46,7 @@ TEST_SERVICES := postgres-up
 TEST_ENV := DATABASE_URL=$$(scripts/postgres.sh url)
 endif
 
-test: venv tools kafka-up $(TEST_SERVICES) ## run the suite against the real broker; DB=postgres for PostgreSQL
+test: dev tools kafka-up $(TEST_SERVICES) ## run the suite against the real broker; DB=postgres for PostgreSQL
 	$(TEST_ENV) $(PY) -m pytest $(PYTEST_ARGS)
 
 tools: ## install the Debian tools the tests use (kcat) when missing
@@ -78,11 +91,13 @@ postgres-down: ## stop the project's PostgreSQL
 # `.venv/bin/python -m bench --help` lists the options (--db, --only, --repeats, --profile).
 BENCH_ARGS ?=
 
-$(VENV)/.bench-installed: requirements-bench.txt $(VENV)/.installed
+BENCH_INSTALLED := $(VENV)/.installed-requirements-bench.txt
+
+$(BENCH_INSTALLED): requirements-bench.txt $(RUNTIME_INSTALLED)
 	$(PY) -m pip install -q -r requirements-bench.txt
 	@touch $@
 
-bench: venv kafka-up postgres-up $(VENV)/.bench-installed ## benchmarks (bench/results/); BENCH_ARGS=--quick for a short run
+bench: venv kafka-up postgres-up $(BENCH_INSTALLED) ## benchmarks (bench/results/); BENCH_ARGS=--quick for a short run
 	BENCH_POSTGRES_URL=$$(scripts/postgres.sh url) $(PY) -m bench $(BENCH_ARGS)
 
 clean: kafka-down postgres-down ## stop services and remove .venv, broker jars and data
