@@ -6,6 +6,7 @@ compression from settings). The consumers read one backlog: the records the raw 
 producer wrote. A consumer's rate runs from its first record to its last (group join excluded).
 Worker functions run in child processes; `measure` runs in the orchestrator.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -40,9 +41,8 @@ def _producer_settings() -> dict:
 
 def kafka_python_produce(*, topic: str, records: int) -> dict:
     """Send `records` event payloads with a KafkaProducer built like the project's."""
-    from kafka import KafkaProducer
-
     from bench.payloads import event_payloads
+    from kafka import KafkaProducer
     from kafka_bridge.producer import producer_config
 
     pairs = event_payloads(min(records, 1000))
@@ -58,15 +58,19 @@ def kafka_python_produce(*, topic: str, records: int) -> dict:
     elapsed = time.perf_counter() - started
     failed = sum(1 for future in futures if future.failed())
     producer.close()
-    return {"records": records, "failed": failed, "seconds": elapsed, "rate": records / elapsed,
-            "event_bytes": round(sum(len(v) for _, v in pairs) / len(pairs))}
+    return {
+        "records": records,
+        "failed": failed,
+        "seconds": elapsed,
+        "rate": records / elapsed,
+        "event_bytes": round(sum(len(v) for _, v in pairs) / len(pairs)),
+    }
 
 
 def kafka_python_consume(*, topic: str, group: str, records: int) -> dict:
     """Read `records` records of `topic` in a new group with the project's consumer settings,
     decoding each value's JSON: the client's ceiling for the export consumer."""
     from kafka import KafkaConsumer
-
     from kafka_bridge.consumer import consumer_config
 
     consumer = KafkaConsumer(**consumer_config(group_id=group))
@@ -128,7 +132,9 @@ def confluent_produce(*, topic: str, records: int) -> dict:
 def confluent_consume(*, topic: str, group: str, records: int) -> dict:
     from confluent_kafka import Consumer
 
-    consumer = Consumer({**_confluent_base(), "group.id": group, "auto.offset.reset": "earliest", "enable.auto.commit": False})
+    consumer = Consumer(
+        {**_confluent_base(), "group.id": group, "auto.offset.reset": "earliest", "enable.auto.commit": False}
+    )
     consumer.subscribe([topic])
     count, first = 0, None
     deadline = time.monotonic() + CONSUME_TIMEOUT
@@ -161,7 +167,9 @@ def _java(tool: str, args: list[str], *, timeout: float) -> str:
     try:
         done = subprocess.run(
             ["java", *JAVA_OPTS, "-cp", classpath, f"org.apache.kafka.tools.{tool}", *args],
-            capture_output=True, text=True, timeout=timeout,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
     except subprocess.TimeoutExpired as exc:
         raise BenchError(f"{tool} did not finish within {timeout:g} s") from exc
@@ -180,19 +188,41 @@ def java_produce(*, bootstrap: str, topic: str, records: int, payload_file: str)
     state's, after a fifth of the records warmed the JVM up."""
     from django.conf import settings
 
-    props = [f"{name}={str(value).lower() if isinstance(value, bool) else value}" for name, value in _producer_settings().items()]
+    props = [
+        f"{name}={str(value).lower() if isinstance(value, bool) else value}"
+        for name, value in _producer_settings().items()
+    ]
     out = _java(
         "ProducerPerformance",
-        ["--bootstrap-server", bootstrap, "--topic", topic, "--num-records", str(records), "--throughput", "-1",
-         "--warmup-records", str(max(1, records // 5)), "--payload-file", payload_file, "--command-property", *props, f"client.id={settings.KAFKA_CLIENT_ID}-bench"],
+        [
+            "--bootstrap-server",
+            bootstrap,
+            "--topic",
+            topic,
+            "--num-records",
+            str(records),
+            "--throughput",
+            "-1",
+            "--warmup-records",
+            str(max(1, records // 5)),
+            "--payload-file",
+            payload_file,
+            "--command-property",
+            *props,
+            f"client.id={settings.KAFKA_CLIENT_ID}-bench",
+        ],
         timeout=600,
     )
     summary = sorted(_PRODUCER_SUMMARY.finditer(out), key=lambda m: m["steady"] is not None)
     if not summary:
         raise BenchError(f"ProducerPerformance printed no summary: {out[-1000:]}")
     last = summary[-1]
-    return {"records": int(last["records"]), "rate": float(last["rate"]), "avg_latency_ms": float(last["avg"]),
-            "p99_latency_ms": float(last["p99"])}
+    return {
+        "records": int(last["records"]),
+        "rate": float(last["rate"]),
+        "avg_latency_ms": float(last["avg"]),
+        "p99_latency_ms": float(last["p99"]),
+    }
 
 
 def java_consume(*, bootstrap: str, topic: str, group: str, records: int) -> dict:
@@ -200,8 +230,18 @@ def java_consume(*, bootstrap: str, topic: str, group: str, records: int) -> dic
     excluded, like the Python consumers' first-to-last rate)."""
     out = _java(
         "ConsumerPerformance",
-        ["--bootstrap-server", bootstrap, "--topic", topic, "--group", group, "--num-records", str(records),
-         "--timeout", str(int(CONSUME_TIMEOUT * 1000))],
+        [
+            "--bootstrap-server",
+            bootstrap,
+            "--topic",
+            topic,
+            "--group",
+            group,
+            "--num-records",
+            str(records),
+            "--timeout",
+            str(int(CONSUME_TIMEOUT * 1000)),
+        ],
         timeout=CONSUME_TIMEOUT + 60,
     )
     lines = [line for line in out.splitlines() if line.strip()]
@@ -211,8 +251,12 @@ def java_consume(*, bootstrap: str, topic: str, group: str, records: int) -> dic
     names = [name.strip() for name in lines[header_index].split(",")]
     values = [value.strip() for value in lines[header_index + 1].split(",")]
     row = dict(zip(names, values))
-    return {"records": int(row["data.consumed.in.nMsg"]), "rate": float(row["fetch.nMsg.sec"]),
-            "rate_with_join": float(row["nMsg.sec"]), "rebalance_ms": float(row["rebalance.time.ms"])}
+    return {
+        "records": int(row["data.consumed.in.nMsg"]),
+        "rate": float(row["fetch.nMsg.sec"]),
+        "rate_with_join": float(row["nMsg.sec"]),
+        "rebalance_ms": float(row["rebalance.time.ms"]),
+    }
 
 
 # --- orchestrator side: the measurement -----------------------------------------------------
@@ -231,12 +275,16 @@ def available_parts(context: Context, parts: tuple[str, ...]) -> tuple[str, ...]
     kept = ["kafka-python"]  # the others read its backlog, so it always runs
     if "confluent" in parts:
         if importlib.util.find_spec("confluent_kafka") is None:
-            context.note("confluent-kafka is not installed (pip install -r requirements-bench.txt): its ceilings are skipped")
+            context.note(
+                "confluent-kafka is not installed (pip install -r requirements-bench.txt): its ceilings are skipped"
+            )
         else:
             kept.append("confluent")
     if "java" in parts:
         if not java_available():
-            context.note("java or kafka/lib/kafka-tools-*.jar is missing (make kafka-up resolves it): Kafka's own ceilings are skipped")
+            context.note(
+                "java or kafka/lib/kafka-tools-*.jar is missing (make kafka-up resolves it): Kafka's own ceilings are skipped"
+            )
         else:
             kept.append("java")
     return tuple(kept)
@@ -261,30 +309,50 @@ def measure(context: Context, parts: tuple[str, ...]) -> list[dict]:
         first_topic = len(harness.topics)
         backlog = harness.topic("ceiling-kafka-python")
         progress.next(f"ceilings: {LABELS['kafka-python.produce']}{run}")
-        results["kafka-python.produce"].append(harness.run("ceilings.kafka-python-produce", {"topic": backlog, "records": records}, env=env))
+        results["kafka-python.produce"].append(
+            harness.run("ceilings.kafka-python-produce", {"topic": backlog, "records": records}, env=env)
+        )
         progress.next(f"ceilings: {LABELS['kafka-python.consume']}{run}")
         results["kafka-python.consume"].append(
-            harness.run("ceilings.kafka-python-consume", {"topic": backlog, "group": harness.group("ceiling-kp"), "records": records}, env=env)
+            harness.run(
+                "ceilings.kafka-python-consume",
+                {"topic": backlog, "group": harness.group("ceiling-kp"), "records": records},
+                env=env,
+            )
         )
         if "confluent" in parts:
             progress.next(f"ceilings: {LABELS['confluent.produce']}{run}")
             topic = harness.topic("ceiling-confluent")
-            results["confluent.produce"].append(harness.run("ceilings.confluent-produce", {"topic": topic, "records": records}, env=env))
+            results["confluent.produce"].append(
+                harness.run("ceilings.confluent-produce", {"topic": topic, "records": records}, env=env)
+            )
             progress.next(f"ceilings: {LABELS['confluent.consume']}{run}")
             results["confluent.consume"].append(
-                harness.run("ceilings.confluent-consume", {"topic": backlog, "group": harness.group("ceiling-ck"), "records": records}, env=env)
+                harness.run(
+                    "ceilings.confluent-consume",
+                    {"topic": backlog, "group": harness.group("ceiling-ck"), "records": records},
+                    env=env,
+                )
             )
         if "java" in parts:
             progress.next(f"ceilings: {LABELS['java.produce']}{run}")
             topic = harness.topic("ceiling-java")
-            results["java.produce"].append(java_produce(bootstrap=bootstrap, topic=topic, records=records, payload_file=str(payload_file)))
+            results["java.produce"].append(
+                java_produce(bootstrap=bootstrap, topic=topic, records=records, payload_file=str(payload_file))
+            )
             progress.next(f"ceilings: {LABELS['java.consume']}{run}")
-            results["java.consume"].append(java_consume(bootstrap=bootstrap, topic=backlog, group=harness.group("ceiling-java"), records=records))
+            results["java.consume"].append(
+                java_consume(bootstrap=bootstrap, topic=backlog, group=harness.group("ceiling-java"), records=records)
+            )
         harness.delete_topics(harness.topics[first_topic:])
     return [
         figure(
-            f"ceilings.{key}", label=LABELS[key], unit="records/s", db=None,
-            runs=[run["rate"] for run in runs], details=runs,
+            f"ceilings.{key}",
+            label=LABELS[key],
+            unit="records/s",
+            db=None,
+            runs=[run["rate"] for run in runs],
+            details=runs,
             note=f"{records} records of {payloads['event_bytes']} bytes",
         )
         for key, runs in results.items()

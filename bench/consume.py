@@ -7,6 +7,7 @@ The backlog is real: orders confirmed in the bench database with the outbox on, 
 sent by the project's publisher. Between runs the exports are reset, so that every run exports
 every order (none is a cheap "duplicate"). A rate runs from the first export to the last.
 """
+
 from __future__ import annotations
 
 import time
@@ -42,7 +43,11 @@ def backlog_prepare(*, orders: int) -> dict:
     for start in range(0, len(rows), 500):
         sent += publisher.publish(rows[start : start + 500]).sent
     publisher.close()
-    return {"orders": orders, "sent": sent, "event_bytes": round(sum(len(row.payload.encode()) for row in rows) / max(1, len(rows)))}
+    return {
+        "orders": orders,
+        "sent": sent,
+        "event_bytes": round(sum(len(row.payload.encode()) for row in rows) / max(1, len(rows))),
+    }
 
 
 def exports_reset() -> dict:
@@ -53,7 +58,11 @@ def exports_reset() -> dict:
 
 
 def export_consumer_run(
-    *, ready_path: str | None = None, go_path: str | None = None, assigned_path: str | None = None, stamps: bool = False,
+    *,
+    ready_path: str | None = None,
+    go_path: str | None = None,
+    assigned_path: str | None = None,
+    stamps: bool = False,
     http: bool = False,
 ) -> dict:
     """`run_export_consumer`'s loop with a fake platform that notes when each order arrived,
@@ -125,7 +134,9 @@ def wait_for_files(paths: list[Path], *, timeout: float, workers) -> None:
         if dead:
             dead[0].wait(1)  # raises with its log
         if time.monotonic() > deadline:
-            raise BenchError(f"{sum(p.exists() for p in paths)} of {len(paths)} consumers were ready within {timeout:g} s")
+            raise BenchError(
+                f"{sum(p.exists() for p in paths)} of {len(paths)} consumers were ready within {timeout:g} s"
+            )
         time.sleep(0.02)
 
 
@@ -141,15 +152,22 @@ def run_export_consumers(
     go = harness.path("go")
     ready = [harness.path(f"ready-{i}") for i in range(count)]
     workers = [
-        harness.spawn("consume.export-consumer", {**(consumer_args or {}), "ready_path": str(r), "go_path": str(go)}, env=env)
+        harness.spawn(
+            "consume.export-consumer", {**(consumer_args or {}), "ready_path": str(r), "go_path": str(go)}, env=env
+        )
         for r in ready
     ]
     try:
         wait_for_files(ready, timeout=READY_TIMEOUT, workers=workers)
         go.touch()
-        harness.wait_group_caught_up(group, target=records, timeout=DRAIN_TIMEOUT, alive=lambda: all(w.alive() for w in workers))
+        harness.wait_group_caught_up(
+            group, target=records, timeout=DRAIN_TIMEOUT, alive=lambda: all(w.alive() for w in workers)
+        )
     finally:
-        results = [w.stop() if w.alive() else {"receipts": [], "processed": 0, "assignments": 0, "dead_lettered": 0} for w in workers]
+        results = [
+            w.stop() if w.alive() else {"receipts": [], "processed": 0, "assignments": 0, "dead_lettered": 0}
+            for w in workers
+        ]
     receipts = [t for result in results for t, _ in result["receipts"]]
     exported = len({order_id for result in results for _, order_id in result["receipts"]})
     seconds = max(receipts) - min(receipts) if receipts else 0.0
@@ -185,7 +203,11 @@ def measure(run: DatabaseRun) -> list[dict]:
         suffix = f"({run.vendor}), run {repeat}/{sizes.repeats}"
         progress.next(f"consume: raw kafka-python {suffix}")
         results["raw"].append(
-            harness.run("ceilings.kafka-python-consume", {"topic": topic, "group": harness.group("consume-raw"), "records": records}, env=env)
+            harness.run(
+                "ceilings.kafka-python-consume",
+                {"topic": topic, "group": harness.group("consume-raw"), "records": records},
+                env=env,
+            )
         )
         for count in sizes.consumers:
             progress.next(f"consume: {count} export consumer{'s' if count > 1 else ''} {suffix}")
@@ -200,13 +222,40 @@ def measure(run: DatabaseRun) -> list[dict]:
         quiet = run_export_consumers(run, {**env, "LOG_LEVELS": "exports.processor=WARNING"}, count=1, records=records)
         results["export-1-quiet"].append(quiet)
     note = f"backlog of {records} events of {prepared['event_bytes']} bytes, 3 partitions"
-    figures = [figure("consume.raw", label="raw kafka-python consume, same backlog", unit="records/s", db=run.vendor,
-                      runs=[r["rate"] for r in results["raw"]], details=results["raw"], note=note)]
+    figures = [
+        figure(
+            "consume.raw",
+            label="raw kafka-python consume, same backlog",
+            unit="records/s",
+            db=run.vendor,
+            runs=[r["rate"] for r in results["raw"]],
+            details=results["raw"],
+            note=note,
+        )
+    ]
     for count in sizes.consumers:
         runs = results[f"export-{count}"]
-        figures.append(figure(f"consume.export.{count}", label=f"export consumer x{count} (fake platform)", unit="exports/s",
-                              db=run.vendor, runs=[r["rate"] for r in runs], details=runs, note=note))
+        figures.append(
+            figure(
+                f"consume.export.{count}",
+                label=f"export consumer x{count} (fake platform)",
+                unit="exports/s",
+                db=run.vendor,
+                runs=[r["rate"] for r in runs],
+                details=runs,
+                note=note,
+            )
+        )
     runs = results["export-1-quiet"]
-    figures.append(figure("consume.export.1.quiet", label="export consumer x1, outcome lines off (LOG_LEVELS=exports.processor=WARNING)",
-                          unit="exports/s", db=run.vendor, runs=[r["rate"] for r in runs], details=runs, note=note))
+    figures.append(
+        figure(
+            "consume.export.1.quiet",
+            label="export consumer x1, outcome lines off (LOG_LEVELS=exports.processor=WARNING)",
+            unit="exports/s",
+            db=run.vendor,
+            runs=[r["rate"] for r in runs],
+            details=runs,
+            note=note,
+        )
+    )
     return figures

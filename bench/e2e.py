@@ -8,6 +8,7 @@ path could not send. The commit time is taken by an on-commit callback registere
 confirm's own (callbacks run in order, right after the COMMIT), the arrival by the platform
 client; both with time.time() on the same machine.
 """
+
 from __future__ import annotations
 
 import time
@@ -26,8 +27,15 @@ WARMUP = 5
 
 
 def confirm_generate(
-    *, orders: int, threads: int, rate: float | None = None, index: int = 0, processes: int = 1,
-    ready_path: str, go_path: str, warmup: int = WARMUP,
+    *,
+    orders: int,
+    threads: int,
+    rate: float | None = None,
+    index: int = 0,
+    processes: int = 1,
+    ready_path: str,
+    go_path: str,
+    warmup: int = WARMUP,
 ) -> dict:
     """Confirm `orders` new orders, this process's share of a load that `processes` processes
     generate together: paced (open loop, `rate` per second in all, this process taking every
@@ -109,15 +117,28 @@ def outbox_discard() -> dict:
 # --- orchestrator side ----------------------------------------------------------------------
 
 
-def _generate(run: DatabaseRun, env: dict[str, str], *, orders: int, threads: int, rate: float | None, consumers) -> dict:
+def _generate(
+    run: DatabaseRun, env: dict[str, str], *, orders: int, threads: int, rate: float | None, consumers
+) -> dict:
     """Run the generator processes together and merge what they report."""
     harness, processes = run.context.harness, run.context.sizes.e2e_processes
     go = harness.path("start")
     ready = [harness.path(f"generator-ready-{i}") for i in range(processes)]
     shares = [orders // processes + (1 if i < orders % processes else 0) for i in range(processes)]
     generators = [
-        harness.spawn("e2e.generate", {"orders": share, "threads": threads, "rate": rate, "index": i, "processes": processes,
-                                       "ready_path": str(path), "go_path": str(go)}, env=env)
+        harness.spawn(
+            "e2e.generate",
+            {
+                "orders": share,
+                "threads": threads,
+                "rate": rate,
+                "index": i,
+                "processes": processes,
+                "ready_path": str(path),
+                "go_path": str(go),
+            },
+            env=env,
+        )
         for i, (share, path) in enumerate(zip(shares, ready))
     ]
     wait_for_files(ready, timeout=300, workers=[*generators, *consumers])
@@ -158,7 +179,7 @@ def _drain(run: DatabaseRun, group: str, topic: str, *, expected: int, unsent: i
 
 
 def _delivery(generated: dict, receipts: dict[int, float]) -> dict:
-    commits = {order_id: at for order_id, at in generated["commits"]}
+    commits = dict(generated["commits"])
     latencies = [receipts[order_id] - at for order_id, at in commits.items() if order_id in receipts]
     delivered = [receipts[order_id] for order_id in commits if order_id in receipts]
     span = max(delivered) - min(commits.values()) if delivered else 0.0
@@ -192,8 +213,13 @@ def _segments(generated: dict, handed: dict[int, tuple[float, float]], receipts:
 
 
 def pipeline_run(
-    run: DatabaseRun, *, label: str, suffix: str, saturation: bool,
-    env_overrides: dict[str, str] | None = None, consumer_args: dict | None = None,
+    run: DatabaseRun,
+    *,
+    label: str,
+    suffix: str,
+    saturation: bool,
+    env_overrides: dict[str, str] | None = None,
+    consumer_args: dict | None = None,
 ) -> dict[str, dict]:
     """One run of the pipeline on a topic and group of its own: the paced load, then (with
     `saturation`) the flat-out one, and per load its delivery to the platform, latencies
@@ -207,26 +233,53 @@ def pipeline_run(
     topic = harness.topic("e2e", dlt=True)
     group = harness.group("e2e")
     env = run.env(
-        ORDER_EXPORT_TOPIC=topic, ORDER_EXPORT_DLT_TOPIC=f"{topic}.DLT", ORDER_EXPORT_CONSUMER_GROUP=group,
-        KAFKA_PUBLISH_ON_COMMIT="true", **(env_overrides or {}),
+        ORDER_EXPORT_TOPIC=topic,
+        ORDER_EXPORT_DLT_TOPIC=f"{topic}.DLT",
+        ORDER_EXPORT_CONSUMER_GROUP=group,
+        KAFKA_PUBLISH_ON_COMMIT="true",
+        **(env_overrides or {}),
     )
     harness.run("db.outbox-discard", {}, env=env)
     assigned = harness.path("assigned")
-    consumer = harness.spawn("consume.export-consumer", {**(consumer_args or {}), "assigned_path": str(assigned), "stamps": True}, env=env)
+    consumer = harness.spawn(
+        "consume.export-consumer", {**(consumer_args or {}), "assigned_path": str(assigned), "stamps": True}, env=env
+    )
     relay = harness.command([PYTHON, "manage.py", "run_outbox_relay"], env=env, name="relay")
     generated: dict[str, dict] = {}
     try:
         wait_for_files([assigned], timeout=120, workers=[consumer, relay])
         warmups = WARMUP * sizes.e2e_processes
-        generated["paced"] = _generate(run, env, orders=paced_orders, threads=sizes.e2e_threads, rate=rate, consumers=[consumer, relay])
-        _drain(run, group, topic, expected=warmups + paced_orders, unsent=generated["paced"]["unsent_after_run"],
-               workers=[consumer, relay])
+        generated["paced"] = _generate(
+            run, env, orders=paced_orders, threads=sizes.e2e_threads, rate=rate, consumers=[consumer, relay]
+        )
+        _drain(
+            run,
+            group,
+            topic,
+            expected=warmups + paced_orders,
+            unsent=generated["paced"]["unsent_after_run"],
+            workers=[consumer, relay],
+        )
         if saturation:
-            progress.next(f"{label}: saturation, {sizes.e2e_processes} x {sizes.saturation_threads} threads confirming flat out {suffix}")
-            generated["flat"] = _generate(run, env, orders=sizes.saturation_orders, threads=sizes.saturation_threads, rate=None,
-                                          consumers=[consumer, relay])
-            _drain(run, group, topic, expected=2 * warmups + paced_orders + sizes.saturation_orders,
-                   unsent=generated["flat"]["unsent_after_run"], workers=[consumer, relay])
+            progress.next(
+                f"{label}: saturation, {sizes.e2e_processes} x {sizes.saturation_threads} threads confirming flat out {suffix}"
+            )
+            generated["flat"] = _generate(
+                run,
+                env,
+                orders=sizes.saturation_orders,
+                threads=sizes.saturation_threads,
+                rate=None,
+                consumers=[consumer, relay],
+            )
+            _drain(
+                run,
+                group,
+                topic,
+                expected=2 * warmups + paced_orders + sizes.saturation_orders,
+                unsent=generated["flat"]["unsent_after_run"],
+                workers=[consumer, relay],
+            )
     finally:
         received = consumer.stop() if consumer.alive() else {"receipts": []}
         relay.terminate()
@@ -259,34 +312,87 @@ def measure(run: DatabaseRun) -> list[dict]:
     results: dict[str, list[dict]] = defaultdict(list)
     pooled: list[float] = []
     for repeat in range(1, sizes.repeats + 1):
-        outcomes = pipeline_run(run, label="e2e", suffix=f"({run.vendor}), run {repeat}/{sizes.repeats}", saturation=True)
+        outcomes = pipeline_run(
+            run, label="e2e", suffix=f"({run.vendor}), run {repeat}/{sizes.repeats}", saturation=True
+        )
         pooled.extend(outcomes["paced"]["latencies"])
         for name, outcome in outcomes.items():
             results[name].append({key: value for key, value in outcome.items() if key != "latencies"})
     paced_runs, flat_runs = results["paced"], results["flat"]
-    note = (f"{rate:g}/s offered for {sizes.e2e_seconds:g} s ({paced_orders} orders) by {sizes.e2e_processes} processes "
-            f"x {sizes.e2e_threads} threads")
-    p99 = figure("e2e.p99", label=f"end-to-end p99 at {rate:g}/s", unit="ms", db=run.vendor,
-                 runs=[r["p99_ms"] for r in paced_runs], details=paced_runs, note=note)
+    note = (
+        f"{rate:g}/s offered for {sizes.e2e_seconds:g} s ({paced_orders} orders) by {sizes.e2e_processes} processes "
+        f"x {sizes.e2e_threads} threads"
+    )
+    p99 = figure(
+        "e2e.p99",
+        label=f"end-to-end p99 at {rate:g}/s",
+        unit="ms",
+        db=run.vendor,
+        runs=[r["p99_ms"] for r in paced_runs],
+        details=paced_runs,
+        note=note,
+    )
     p99["cdf"] = cdf([s * 1000 for s in pooled])
     segments = [
-        figure(f"e2e.segment.{name}.{q}", label=f"{q}: {label}", unit="ms", db=run.vendor,
-               runs=[r.get("segments", {}).get(name, {}).get(f"{q}_ms") for r in paced_runs], note=note)
+        figure(
+            f"e2e.segment.{name}.{q}",
+            label=f"{q}: {label}",
+            unit="ms",
+            db=run.vendor,
+            runs=[r.get("segments", {}).get(name, {}).get(f"{q}_ms") for r in paced_runs],
+            note=note,
+        )
         for name, label in SEGMENTS.items()
         for q in ("p50", "p99")
     ]
     return [
-        figure("e2e.p50", label=f"end-to-end p50 at {rate:g}/s", unit="ms", db=run.vendor, runs=[r["p50_ms"] for r in paced_runs], note=note),
-        figure("e2e.p95", label=f"end-to-end p95 at {rate:g}/s", unit="ms", db=run.vendor, runs=[r["p95_ms"] for r in paced_runs], note=note),
+        figure(
+            "e2e.p50",
+            label=f"end-to-end p50 at {rate:g}/s",
+            unit="ms",
+            db=run.vendor,
+            runs=[r["p50_ms"] for r in paced_runs],
+            note=note,
+        ),
+        figure(
+            "e2e.p95",
+            label=f"end-to-end p95 at {rate:g}/s",
+            unit="ms",
+            db=run.vendor,
+            runs=[r["p95_ms"] for r in paced_runs],
+            note=note,
+        ),
         p99,
         *segments,
-        figure("e2e.offered", label="confirms/s achieved at the offered load", unit="confirms/s", db=run.vendor,
-               runs=[r["rate"] for r in paced_runs], note=f"dispatch late by at most {median([r['dispatch_late_max_ms'] for r in paced_runs])} ms"),
-        figure("e2e.saturation", label="saturation: orders/s delivered end to end", unit="orders/s", db=run.vendor,
-               runs=[r["delivered_rate"] for r in flat_runs], details=flat_runs,
-               note=f"{sizes.saturation_orders} orders confirmed flat out by {sizes.e2e_processes} processes x {sizes.saturation_threads} threads, consumer and relay running"),
-        figure("e2e.saturation.confirms", label="saturation: confirms/s flat out (consumer running)", unit="confirms/s",
-               db=run.vendor, runs=[r["rate"] for r in flat_runs]),
-        figure("e2e.saturation.p99", label="saturation: end-to-end p99", unit="ms", db=run.vendor,
-               runs=[r["p99_ms"] for r in flat_runs]),
+        figure(
+            "e2e.offered",
+            label="confirms/s achieved at the offered load",
+            unit="confirms/s",
+            db=run.vendor,
+            runs=[r["rate"] for r in paced_runs],
+            note=f"dispatch late by at most {median([r['dispatch_late_max_ms'] for r in paced_runs])} ms",
+        ),
+        figure(
+            "e2e.saturation",
+            label="saturation: orders/s delivered end to end",
+            unit="orders/s",
+            db=run.vendor,
+            runs=[r["delivered_rate"] for r in flat_runs],
+            details=flat_runs,
+            note=f"{sizes.saturation_orders} orders confirmed flat out by {sizes.e2e_processes} processes x {sizes.saturation_threads} threads, consumer and relay running",
+        ),
+        figure(
+            "e2e.saturation.confirms",
+            label="saturation: confirms/s flat out (consumer running)",
+            unit="confirms/s",
+            db=run.vendor,
+            runs=[r["rate"] for r in flat_runs],
+        ),
+        figure(
+            "e2e.saturation.p99",
+            label="saturation: end-to-end p99",
+            unit="ms",
+            db=run.vendor,
+            runs=[r["p99_ms"] for r in flat_runs],
+        ),
     ]

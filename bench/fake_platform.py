@@ -1,6 +1,7 @@
 """The platform clients of the consume and end-to-end measurements, each noting the wall-clock
 time each order arrived: the project's FakeExternalPlatformClient, or any real client (the HTTP
 one, against the platform stub) wrapped."""
+
 from __future__ import annotations
 
 import time

@@ -6,6 +6,7 @@ Kafka's Java tools: each measurement runs in a fresh child process (`python -m b
 with DJANGO_SETTINGS_MODULE=config.settings and environment overrides (DATABASE_URL,
 ORDER_EXPORT_TOPIC, ...), so that producers, connections and settings never leak between them.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
-from kafka import KafkaAdminClient, TopicPartition
 from kafka.protocol.consumer import OffsetSpec
 
+from kafka import KafkaAdminClient, TopicPartition
 from kafka_bridge.client import connection_config
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -105,7 +106,9 @@ class Harness:
     @property
     def admin(self) -> KafkaAdminClient:
         if self._admin is None:
-            self._admin = KafkaAdminClient(**connection_config(), client_id="orderflow-bench", request_timeout_ms=30_000)
+            self._admin = KafkaAdminClient(
+                **connection_config(), client_id="orderflow-bench", request_timeout_ms=30_000
+            )
         return self._admin
 
     def topic(self, prefix: str, *, partitions: int = 3, dlt: bool = False) -> str:
@@ -134,14 +137,22 @@ class Harness:
 
     def end_offset_total(self, topic: str, partitions: int = 3) -> int:
         tps = [TopicPartition(topic, p) for p in range(partitions)]
-        return sum(found.offset for found in self.admin.list_partition_offsets({tp: OffsetSpec.LATEST for tp in tps}).values())
+        return sum(
+            found.offset for found in self.admin.list_partition_offsets(dict.fromkeys(tps, OffsetSpec.LATEST)).values()
+        )
 
     def committed_total(self, group: str) -> int:
         committed = self.admin.list_group_offsets({group: None}).get(group) or {}
         return sum(meta.offset for meta in committed.values() if meta is not None and meta.offset > 0)
 
     def wait_group_caught_up(
-        self, group: str, *, target: int, timeout: float, alive: Callable[[], bool] = lambda: True, stalled_after: float = 60.0
+        self,
+        group: str,
+        *,
+        target: int,
+        timeout: float,
+        alive: Callable[[], bool] = lambda: True,
+        stalled_after: float = 60.0,
     ) -> float:
         """Wait until `group` committed `target` offsets in all; returns when it did (monotonic).
         Gives up once nothing was committed for `stalled_after` seconds: a consumer that stopped
@@ -158,7 +169,9 @@ class Harness:
             if done != last:
                 last, moved = done, now
             elif now - moved > stalled_after:
-                raise BenchError(f"group {group} committed nothing for {stalled_after:g} s, at {done} of {target} offsets")
+                raise BenchError(
+                    f"group {group} committed nothing for {stalled_after:g} s, at {done} of {target} offsets"
+                )
             if now > deadline:
                 raise BenchError(f"group {group} committed {done} of {target} offsets within {timeout:g} s")
             time.sleep(0.2)
@@ -193,7 +206,11 @@ class Harness:
         with open(log_path, "wb") as log:
             process = subprocess.Popen(
                 [PYTHON, "-m", "bench.worker", name, str(args_path), str(result_path)],
-                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                cwd=ROOT,
+                env=env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
             )
         worker = Worker(name, process, result_path, log_path)
         self.processes.append(worker)
@@ -207,7 +224,9 @@ class Harness:
         """Start any other process of the project (gunicorn, a management command)."""
         _, result_path, log_path = self._paths(name)
         with open(log_path, "wb") as log:
-            process = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            process = subprocess.Popen(
+                argv, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
         worker = Worker(name, process, result_path, log_path)
         self.processes.append(worker)
         return worker
@@ -232,12 +251,12 @@ class Harness:
         try:
             if self.groups:
                 self.admin.delete_groups(self.groups)
-        except Exception:  # noqa: BLE001 - cleanup only: a group still in use stays, harmlessly
+        except Exception:
             pass
         try:
             if self.topics:
                 self.admin.delete_topics(self.topics, raise_errors=False)
-        except Exception:  # noqa: BLE001
+        except Exception:
             pass
         self._admin.close()
         self._admin = None
@@ -274,8 +293,11 @@ class BenchDatabase:
         log = harness.path(f"migrate-{self.vendor}.log")
         with open(log, "wb") as out:
             code = subprocess.call(
-                [PYTHON, "manage.py", "migrate", "--noinput"], cwd=ROOT, env=harness.env(DATABASE_URL=self.url),
-                stdout=out, stderr=subprocess.STDOUT,
+                [PYTHON, "manage.py", "migrate", "--noinput"],
+                cwd=ROOT,
+                env=harness.env(DATABASE_URL=self.url),
+                stdout=out,
+                stderr=subprocess.STDOUT,
             )
         if code:
             raise BenchError(f"manage.py migrate on the {self.vendor} bench database failed\n{log_tail(log)}")
@@ -302,4 +324,3 @@ class BenchDatabase:
 
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
-

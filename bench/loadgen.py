@@ -4,6 +4,7 @@ the next confirm as soon as the previous one answered, a fixed number of request
 Bounded in count and in time, and only ever aimed at the gunicorn the benchmark started on
 127.0.0.1.
 """
+
 from __future__ import annotations
 
 import http.client

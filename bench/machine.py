@@ -1,4 +1,5 @@
 """What the figures were measured on: the machine and the versions of everything involved."""
+
 from __future__ import annotations
 
 import os
@@ -23,7 +24,9 @@ def machine() -> dict:
     cpu_model = platform.processor() or ""
     try:
         with open("/proc/cpuinfo") as cpuinfo:
-            cpu_model = next((line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), cpu_model)
+            cpu_model = next(
+                (line.split(":", 1)[1].strip() for line in cpuinfo if line.startswith("model name")), cpu_model
+            )
     except OSError:
         pass
     return {

@@ -4,6 +4,7 @@ It drops the event, so a confirm is the status change alone: no outbox row, no o
 (`KAFKA_PUBLISH_ON_COMMIT=false` is a different thing, measured as "outbox only": it still
 writes the outbox row and only skips the send.)
 """
+
 from __future__ import annotations
 
 NOOP_RECORDER = "bench.noop.noop_record"

@@ -3,6 +3,7 @@
 Every order has the same three lines, so every `OrderExportRequested` event has the same size,
 and the ceilings send payloads of exactly that shape and size.
 """
+
 from __future__ import annotations
 
 import json
@@ -52,7 +53,9 @@ def bench_snapshot(order_id: int, now) -> dict:
         "customer_id": f"bench-{order_id}",
         "status": "confirmed",
         "total_amount": f"{total:.2f}",
-        "lines": [{"sku": sku, "quantity": quantity, "unit_price": f"{price:.2f}"} for sku, quantity, price in BENCH_LINES],
+        "lines": [
+            {"sku": sku, "quantity": quantity, "unit_price": f"{price:.2f}"} for sku, quantity, price in BENCH_LINES
+        ],
         "created_at": moment,
         "confirmed_at": moment,
     }

@@ -1,4 +1,5 @@
 """How big each measurement is (full and --quick), and what every measurement is handed."""
+
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -40,9 +41,27 @@ class Sizes:
         return asdict(self)
 
 
-FULL = Sizes(repeats=3, ceiling_records=100_000, confirms=2000, http_requests=1000, backlog=20_000, e2e_seconds=15, saturation_orders=2000)
-QUICK = Sizes(repeats=1, ceiling_records=5000, confirms=300, http_requests=300, backlog=600, e2e_seconds=5, saturation_orders=600,
-              platform_calls=50, platform_serial_backlog=150, platform_backlog=1500)
+FULL = Sizes(
+    repeats=3,
+    ceiling_records=100_000,
+    confirms=2000,
+    http_requests=1000,
+    backlog=20_000,
+    e2e_seconds=15,
+    saturation_orders=2000,
+)
+QUICK = Sizes(
+    repeats=1,
+    ceiling_records=5000,
+    confirms=300,
+    http_requests=300,
+    backlog=600,
+    e2e_seconds=5,
+    saturation_orders=600,
+    platform_calls=50,
+    platform_serial_backlog=150,
+    platform_backlog=1500,
+)
 
 # Measurement groups, in the order they run. Ceilings are the same for every database.
 GROUPS = ("ceilings", "publish", "http", "consume", "platform", "e2e")

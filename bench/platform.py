@@ -18,6 +18,7 @@ returned.
 Last, the end-to-end latency of the e2e measurement's paced load (200 confirms/s, the on-commit
 fast path, one consumer) with the consumer calling a 20 ms stub over HTTP.
 """
+
 from __future__ import annotations
 
 import http.client
@@ -70,7 +71,7 @@ def stub_drive(*, url: str, threads: int, calls: int) -> dict:
             order_id = slot * calls + n
             try:
                 client.send(order=bench_snapshot(order_id, now), idempotency_key=f"call-{order_id}")
-            except Exception as exc:  # noqa: BLE001 - counted and reported
+            except Exception as exc:
                 errors.append(repr(exc))
         finished[slot] = time.perf_counter()
 
@@ -135,15 +136,20 @@ def stub_running(harness: Harness, *, delay: float) -> Iterator[Stub]:
     port_file = harness.path("platform-port")
     worker = harness.command(
         [PYTHON, "-m", "tests.platform_stub", "--port", "0", "--delay", f"{delay:g}", "--port-file", str(port_file)],
-        env=harness.env(), name="platform-stub",
+        env=harness.env(),
+        name="platform-stub",
     )
     try:
         deadline = time.monotonic() + STUB_TIMEOUT
         while not port_file.exists():
             if not worker.alive():
-                raise BenchError(f"the platform stub exited with {worker.process.returncode}\n{log_tail(worker.log_path)}")
+                raise BenchError(
+                    f"the platform stub exited with {worker.process.returncode}\n{log_tail(worker.log_path)}"
+                )
             if time.monotonic() > deadline:
-                raise BenchError(f"the platform stub did not listen within {STUB_TIMEOUT:g} s\n{log_tail(worker.log_path)}")
+                raise BenchError(
+                    f"the platform stub did not listen within {STUB_TIMEOUT:g} s\n{log_tail(worker.log_path)}"
+                )
             time.sleep(0.02)
         yield Stub(worker, int(port_file.read_text()))
     finally:
@@ -168,7 +174,9 @@ class Variant:
     @property
     def short(self) -> str:
         calls = "1 call at a time" if self.concurrency == 1 else f"{self.concurrency} in flight"
-        return f"{self.delay * 1000:g} ms platform\n{self.processes} process{'es' if self.processes > 1 else ''}\n{calls}"
+        return (
+            f"{self.delay * 1000:g} ms platform\n{self.processes} process{'es' if self.processes > 1 else ''}\n{calls}"
+        )
 
     @property
     def label(self) -> str:
@@ -196,8 +204,12 @@ def _stub_alone(run: DatabaseRun, *, concurrency: int) -> dict:
     load = _load()
     with stub_running(harness, delay=DELAY) as stub:
         cpu_before = stub.cpu_seconds()
-        result = harness.run("platform.stub-drive", {"url": stub.url, "threads": sizes.platform_threads, "calls": sizes.platform_calls},
-                             env=run.env(), timeout=600)
+        result = harness.run(
+            "platform.stub-drive",
+            {"url": stub.url, "threads": sizes.platform_threads, "calls": sizes.platform_calls},
+            env=run.env(),
+            timeout=600,
+        )
         cpu_after = stub.cpu_seconds()
         stats = stub.stats()
     result["stub"], result["load_average"] = stats, [load, _load()]
@@ -205,12 +217,16 @@ def _stub_alone(run: DatabaseRun, *, concurrency: int) -> dict:
         result["stub_cpu_share"] = round((cpu_after - cpu_before) / result["seconds"], 3)
     expected = sizes.platform_threads * (sizes.platform_calls + 1)
     if result["errors"] or stats["accepted"] != expected:
-        run.context.note(f"{run.vendor}: the stub alone accepted {stats['accepted']} of {expected} calls, "
-                         f"{result['errors']} error(s) {result['first_error']}".rstrip())
+        run.context.note(
+            f"{run.vendor}: the stub alone accepted {stats['accepted']} of {expected} calls, "
+            f"{result['errors']} error(s) {result['first_error']}".rstrip()
+        )
     consumer_limit = concurrency / DELAY
     if result["rate"] is not None and result["rate"] < consumer_limit:
-        run.context.note(f"{run.vendor}: the stub alone answered {result['rate']:,.0f} calls/s, below one consumer's limit of "
-                         f"{consumer_limit:,.0f}/s: the machine, not the consumer, bounds the figures of this run")
+        run.context.note(
+            f"{run.vendor}: the stub alone answered {result['rate']:,.0f} calls/s, below one consumer's limit of "
+            f"{consumer_limit:,.0f}/s: the machine, not the consumer, bounds the figures of this run"
+        )
     return result
 
 
@@ -219,8 +235,12 @@ def _export(run: DatabaseRun, env: dict[str, str], variant: Variant, *, records:
     harness.run("consume.exports-reset", {}, env=env)
     load = _load()
     with stub_running(harness, delay=variant.delay) as stub:
-        env = {**env, "EXPORT_PLATFORM_URL": stub.url, "EXPORT_PLATFORM": "http",
-               "EXPORT_CONCURRENCY": str(variant.concurrency)}
+        env = {
+            **env,
+            "EXPORT_PLATFORM_URL": stub.url,
+            "EXPORT_PLATFORM": "http",
+            "EXPORT_CONCURRENCY": str(variant.concurrency),
+        }
         cpu_before = stub.cpu_seconds()
         result = run_export_consumers(run, env, count=variant.processes, records=records, consumer_args={"http": True})
         cpu_after = stub.cpu_seconds()
@@ -230,8 +250,10 @@ def _export(run: DatabaseRun, env: dict[str, str], variant: Variant, *, records:
         result["stub_cpu_seconds"] = round(cpu_after - cpu_before, 3)
     result["limit"] = variant.limit
     if result["exports"] != records or stats["accepted"] != records:
-        context.note(f"{run.vendor} {variant.key}: {result['exports']} exports timed, the stub accepted "
-                     f"{stats['accepted']}, of {records} orders")
+        context.note(
+            f"{run.vendor} {variant.key}: {result['exports']} exports timed, the stub accepted "
+            f"{stats['accepted']}, of {records} orders"
+        )
     if stats["duplicates"]:
         context.note(f"{run.vendor} {variant.key}: the stub saw {stats['duplicates']} repeated call(s)")
     return result
@@ -242,8 +264,16 @@ def _e2e(run: DatabaseRun, suffix: str, concurrency: int) -> dict:
     load = _load()
     with stub_running(harness, delay=DELAY) as stub:
         outcomes = pipeline_run(
-            run, label="platform e2e", suffix=suffix, saturation=False,
-            env_overrides={"EXPORT_PLATFORM_URL": stub.url, "EXPORT_PLATFORM": "http", "EXPORT_CONCURRENCY": str(concurrency)}, consumer_args={"http": True},
+            run,
+            label="platform e2e",
+            suffix=suffix,
+            saturation=False,
+            env_overrides={
+                "EXPORT_PLATFORM_URL": stub.url,
+                "EXPORT_PLATFORM": "http",
+                "EXPORT_CONCURRENCY": str(concurrency),
+            },
+            consumer_args={"http": True},
         )
         stats = stub.stats()
     paced = outcomes["paced"]
@@ -253,8 +283,10 @@ def _e2e(run: DatabaseRun, suffix: str, concurrency: int) -> dict:
     if stats["accepted"] != expected:
         run.context.note(f"{run.vendor} platform e2e: the stub accepted {stats['accepted']} of {expected} orders")
     if paced["rate"] is not None and paced["rate"] < 0.9 * sizes.e2e_rate:
-        run.context.note(f"{run.vendor} platform e2e: the generators confirmed {paced['rate']:.0f}/s of the {sizes.e2e_rate:g}/s "
-                         "offered: the latency is that of a lower load")
+        run.context.note(
+            f"{run.vendor} platform e2e: the generators confirmed {paced['rate']:.0f}/s of the {sizes.e2e_rate:g}/s "
+            "offered: the latency is that of a lower load"
+        )
     return paced
 
 
@@ -272,7 +304,9 @@ def measure(run: DatabaseRun) -> list[dict]:
     prepared: dict[bool, dict] = {}
     for serial, records in ((True, sizes.platform_serial_backlog), (False, sizes.platform_backlog)):
         topic = harness.topic("platform-serial" if serial else "platform", dlt=True)
-        envs[serial] = run.env(ORDER_EXPORT_TOPIC=topic, ORDER_EXPORT_DLT_TOPIC=f"{topic}.DLT", KAFKA_PUBLISH_ON_COMMIT="false")
+        envs[serial] = run.env(
+            ORDER_EXPORT_TOPIC=topic, ORDER_EXPORT_DLT_TOPIC=f"{topic}.DLT", KAFKA_PUBLISH_ON_COMMIT="false"
+        )
         progress.next(f"platform: pre-producing a backlog of {records} events ({run.vendor})")
         prepared[serial] = harness.run("consume.backlog-prepare", {"orders": records}, env=envs[serial], timeout=1200)
         if prepared[serial]["sent"] != records:
@@ -282,7 +316,9 @@ def measure(run: DatabaseRun) -> list[dict]:
     pooled: list[float] = []
     for repeat in range(1, sizes.repeats + 1):
         suffix = f"({run.vendor}), run {repeat}/{sizes.repeats}"
-        progress.next(f"platform: the stub alone, {sizes.platform_threads} threads x {sizes.platform_calls} calls {suffix}")
+        progress.next(
+            f"platform: the stub alone, {sizes.platform_threads} threads x {sizes.platform_calls} calls {suffix}"
+        )
         results["stub"].append(_stub_alone(run, concurrency=concurrency))
         for variant in chosen:
             progress.next(f"platform: {variant.label} {suffix}")
@@ -294,24 +330,34 @@ def measure(run: DatabaseRun) -> list[dict]:
     return _figures(run, chosen, results, pooled, prepared)
 
 
-def _figures(run: DatabaseRun, chosen: list[Variant], results: dict[str, list[dict]], pooled: list[float], prepared) -> list[dict]:
+def _figures(
+    run: DatabaseRun, chosen: list[Variant], results: dict[str, list[dict]], pooled: list[float], prepared
+) -> list[dict]:
     sizes, db = run.context.sizes, run.vendor
 
-    def with_ratio(key: str, *, label: str, short: str, unit: str, runs: list[dict], limit: float, limit_text: str, note: str) -> list[dict]:
+    def with_ratio(
+        key: str, *, label: str, short: str, unit: str, runs: list[dict], limit: float, limit_text: str, note: str
+    ) -> list[dict]:
         rates = [r["rate"] for r in runs]
         measured = figure(key, label=label, unit=unit, db=db, runs=rates, details=runs, note=note)
         # What the report's platform table and plot draw the figure against.
         measured["limit"], measured["short"] = limit, short
         ratios = [None if rate is None else round(rate / limit, 4) for rate in rates]
-        ratio = figure(f"{key}.vs_limit", label=f"{label} ÷ limit {limit_text}", unit="x limit", db=db, runs=ratios, note=note)
+        ratio = figure(
+            f"{key}.vs_limit", label=f"{label} ÷ limit {limit_text}", unit="x limit", db=db, runs=ratios, note=note
+        )
         # Three digits, not figure()'s two decimals: 0.031 of the limit is not 0.03.
         ratio["runs"], ratio["median"] = ratios, median(ratios)
         return [measured, ratio]
 
     threads, stub_limit = sizes.platform_threads, sizes.platform_threads / DELAY
     found = with_ratio(
-        "platform.stub", label=f"platform stub alone, {threads} threads calling HttpExternalPlatformClient, {DELAY * 1000:g} ms",
-        short=f"stub alone\n{threads} threads\n{DELAY * 1000:g} ms", unit="requests/s", runs=results["stub"], limit=stub_limit,
+        "platform.stub",
+        label=f"platform stub alone, {threads} threads calling HttpExternalPlatformClient, {DELAY * 1000:g} ms",
+        short=f"stub alone\n{threads} threads\n{DELAY * 1000:g} ms",
+        unit="requests/s",
+        runs=results["stub"],
+        limit=stub_limit,
         limit_text=f"({threads} ÷ {DELAY * 1000:g} ms = {stub_limit:,.0f}/s)",
         note=f"{threads} threads x {sizes.platform_calls} calls, one keep-alive pool of {threads} connections",
     )
@@ -319,22 +365,49 @@ def _figures(run: DatabaseRun, chosen: list[Variant], results: dict[str, list[di
         records = sizes.platform_serial_backlog if variant.serial_backlog else sizes.platform_backlog
         event_bytes = prepared[variant.serial_backlog]["event_bytes"]
         found += with_ratio(
-            variant.key, label=variant.label, short=variant.short, unit="exports/s", runs=results[variant.key], limit=variant.limit,
+            variant.key,
+            label=variant.label,
+            short=variant.short,
+            unit="exports/s",
+            runs=results[variant.key],
+            limit=variant.limit,
             limit_text=f"({variant.concurrency} x {variant.processes} ÷ {variant.delay * 1000:g} ms = {variant.limit:,.0f}/s)",
             note=f"backlog of {records} events of {event_bytes} bytes, 3 partitions; stub process over HTTP",
         )
     paced_runs = results["e2e"]
     rate = sizes.e2e_rate
-    note = (f"{rate:g}/s offered for {sizes.e2e_seconds:g} s by {sizes.e2e_processes} processes x {sizes.e2e_threads} threads; "
-            f"one consumer, default concurrency, HTTP to a {DELAY * 1000:g} ms stub; latency to the client's return")
+    note = (
+        f"{rate:g}/s offered for {sizes.e2e_seconds:g} s by {sizes.e2e_processes} processes x {sizes.e2e_threads} threads; "
+        f"one consumer, default concurrency, HTTP to a {DELAY * 1000:g} ms stub; latency to the client's return"
+    )
     label = f"end-to-end {{}} at {rate:g}/s, {DELAY * 1000:g} ms platform over HTTP"
-    p99 = figure("e2e.platform20.p99", label=label.format("p99"), unit="ms", db=db,
-                 runs=[r["p99_ms"] for r in paced_runs], details=paced_runs, note=note)
+    p99 = figure(
+        "e2e.platform20.p99",
+        label=label.format("p99"),
+        unit="ms",
+        db=db,
+        runs=[r["p99_ms"] for r in paced_runs],
+        details=paced_runs,
+        note=note,
+    )
     p99["cdf"] = cdf([s * 1000 for s in pooled])
     found += [
-        figure("e2e.platform20.p50", label=label.format("p50"), unit="ms", db=db, runs=[r["p50_ms"] for r in paced_runs], note=note),
+        figure(
+            "e2e.platform20.p50",
+            label=label.format("p50"),
+            unit="ms",
+            db=db,
+            runs=[r["p50_ms"] for r in paced_runs],
+            note=note,
+        ),
         p99,
-        figure("e2e.platform20.offered", label=f"confirms/s achieved at the offered load ({DELAY * 1000:g} ms platform run)",
-               unit="confirms/s", db=db, runs=[r["rate"] for r in paced_runs], note=note),
+        figure(
+            "e2e.platform20.offered",
+            label=f"confirms/s achieved at the offered load ({DELAY * 1000:g} ms platform run)",
+            unit="confirms/s",
+            db=db,
+            runs=[r["rate"] for r in paced_runs],
+            note=note,
+        ),
     ]
     return found

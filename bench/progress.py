@@ -1,4 +1,5 @@
 """The one-line progress indicator: `[3/14] consume: raw kafka-python (sqlite), run 1/3  (42 s)`."""
+
 from __future__ import annotations
 
 import sys

@@ -10,6 +10,7 @@ Variants (the same in both):
 - "publish-linger20" (service layer only): as "publish" with KAFKA_PRODUCER_LINGER_MS=20, the
   other side of the trade-off that the default of 5 ms makes for end-to-end latency.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -42,7 +43,7 @@ def _apply_variant(variant: str) -> None:
     if variant == "none":
         settings.DOMAIN_EVENT_RECORDER = NOOP_RECORDER
     expected_on_commit = variant != "outbox-only"
-    if settings.KAFKA_PUBLISH_ON_COMMIT != expected_on_commit:
+    if expected_on_commit != settings.KAFKA_PUBLISH_ON_COMMIT:
         raise RuntimeError(f"variant {variant} needs KAFKA_PUBLISH_ON_COMMIT={expected_on_commit}")
 
 
@@ -88,12 +89,10 @@ def confirm_service(*, variant: str, confirms: int, warmup: int) -> dict:
 def http_prepare(*, orders: int) -> dict:
     """Pending orders to confirm over HTTP, and an API token to do it with."""
     from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
     from rest_framework.authtoken.models import Token
 
     from bench.payloads import orders_create
-
-    from django.contrib.auth.models import Group
-
     from orders.permissions import ORDER_OPERATORS_GROUP
 
     user, created = get_user_model().objects.get_or_create(username="bench")
@@ -151,10 +150,19 @@ def measure_service(run: DatabaseRun) -> list[dict]:
             )
     unsent = sum(r["unsent"] for variant in ("publish", "publish-linger20") for r in results[variant])
     if unsent:
-        context.note(f"{run.vendor}: {unsent} event(s) of the 'publishing on' runs were not acknowledged within KAFKA_PUBLISH_TIMEOUT_MS")
+        context.note(
+            f"{run.vendor}: {unsent} event(s) of the 'publishing on' runs were not acknowledged within KAFKA_PUBLISH_TIMEOUT_MS"
+        )
     return [
-        figure(f"publish.service.{variant}", label=f"order_confirm, {SERVICE_VARIANTS[variant]}", unit="confirms/s", db=run.vendor,
-               runs=[r["rate"] for r in runs], details=runs, note=f"{sizes.confirms} sequential confirms")
+        figure(
+            f"publish.service.{variant}",
+            label=f"order_confirm, {SERVICE_VARIANTS[variant]}",
+            unit="confirms/s",
+            db=run.vendor,
+            runs=[r["rate"] for r in runs],
+            details=runs,
+            note=f"{sizes.confirms} sequential confirms",
+        )
         for variant, runs in results.items()
     ]
 
@@ -186,34 +194,62 @@ def measure_http(run: DatabaseRun) -> list[dict]:
     results: dict[str, list[dict]] = defaultdict(list)
     for repeat in range(1, sizes.repeats + 1):
         for variant, label in _rotated(repeat):
-            context.progress.next(f"publish: POST confirm under gunicorn, {label} ({run.vendor}), run {repeat}/{sizes.repeats}")
+            context.progress.next(
+                f"publish: POST confirm under gunicorn, {label} ({run.vendor}), run {repeat}/{sizes.repeats}"
+            )
             env = _variant_env(run, variant, topic)
             prepared = harness.run("publish.http-prepare", {"orders": sizes.warmup * 2 + sizes.http_requests}, env=env)
             if variant == "none":
                 env["BENCH_EVENT_RECORDER"] = NOOP_RECORDER
             port = _free_port()
             server = harness.command(
-                [PYTHON, "-m", "gunicorn", "bench.wsgi:application", "--bind", f"127.0.0.1:{port}",
-                 "--workers", str(GUNICORN_WORKERS), "--worker-class", "gthread", "--threads", str(GUNICORN_THREADS),
-                 "--log-level", "warning", "--graceful-timeout", "10"],
-                env=env, name="gunicorn",
+                [
+                    PYTHON,
+                    "-m",
+                    "gunicorn",
+                    "bench.wsgi:application",
+                    "--bind",
+                    f"127.0.0.1:{port}",
+                    "--workers",
+                    str(GUNICORN_WORKERS),
+                    "--worker-class",
+                    "gthread",
+                    "--threads",
+                    str(GUNICORN_THREADS),
+                    "--log-level",
+                    "warning",
+                    "--graceful-timeout",
+                    "10",
+                ],
+                env=env,
+                name="gunicorn",
             )
             try:
                 wait_listening(port, timeout=60, alive=server.alive)
                 warmup, timed = prepared["ids"][: sizes.warmup * 2], prepared["ids"][sizes.warmup * 2 :]
                 confirm_load(port=port, token=prepared["token"], order_ids=warmup, concurrency=sizes.http_concurrency)
-                result = confirm_load(port=port, token=prepared["token"], order_ids=timed, concurrency=sizes.http_concurrency)
+                result = confirm_load(
+                    port=port, token=prepared["token"], order_ids=timed, concurrency=sizes.http_concurrency
+                )
             except (RuntimeError, TimeoutError) as exc:
                 raise BenchError(f"gunicorn: {exc}") from exc
             finally:
                 server.terminate()
             if result["ok"] != len(timed):
-                context.note(f"{run.vendor} HTTP {variant}: {result['ok']} of {len(timed)} confirms answered 200 ({result['statuses']})")
+                context.note(
+                    f"{run.vendor} HTTP {variant}: {result['ok']} of {len(timed)} confirms answered 200 ({result['statuses']})"
+                )
             results[variant].append({"variant": variant, **result})
     return [
-        figure(f"publish.http.{variant}", label=f"POST confirm (gunicorn), {VARIANTS[variant]}", unit="confirms/s", db=run.vendor,
-               runs=[r["rate"] for r in runs], details=runs,
-               note=f"{sizes.http_requests} requests, {sizes.http_concurrency} connections, "
-                    f"{GUNICORN_WORKERS} gthread workers x {GUNICORN_THREADS} threads; p99 {median([r['p99_ms'] for r in runs])} ms")
+        figure(
+            f"publish.http.{variant}",
+            label=f"POST confirm (gunicorn), {VARIANTS[variant]}",
+            unit="confirms/s",
+            db=run.vendor,
+            runs=[r["rate"] for r in runs],
+            details=runs,
+            note=f"{sizes.http_requests} requests, {sizes.http_concurrency} connections, "
+            f"{GUNICORN_WORKERS} gthread workers x {GUNICORN_THREADS} threads; p99 {median([r['p99_ms'] for r in runs])} ms",
+        )
         for variant, runs in results.items()
     ]

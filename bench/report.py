@@ -1,5 +1,6 @@
 """From measured figures to what a person and a script read: the targets, the markdown table,
 the JSON file and the plots."""
+
 from __future__ import annotations
 
 import json
@@ -85,7 +86,12 @@ def targets_compute(figures: list[dict], databases: list[str]) -> tuple[dict, di
             op, bound = spec["bound"]
             met = None if value is None else (value >= bound if op == ">=" else value <= bound)
             targets[db][name] = value
-            checks[db][name] = {"value": value, "bound": f"{op} {bound:g}", "applies": db in spec["databases"], "met": met}
+            checks[db][name] = {
+                "value": value,
+                "bound": f"{op} {bound:g}",
+                "applies": db in spec["databases"],
+                "met": met,
+            }
         ratios[db] = {name: run_ratio(figures, *pair, db) for name, pair in RATIOS.items()}
     return targets, checks, ratios
 
@@ -132,7 +138,12 @@ def markdown(results: dict) -> str:
         "",
     ]
     if targeted:
-        lines += ["## Targets", "", "| target | bound | " + " | ".join(targeted) + " |", "| --- | --- |" + " --- |" * len(targeted)]
+        lines += [
+            "## Targets",
+            "",
+            "| target | bound | " + " | ".join(targeted) + " |",
+            "| --- | --- |" + " --- |" * len(targeted),
+        ]
         for name, spec in TARGETS.items():
             cells = []
             for db in targeted:
@@ -143,7 +154,9 @@ def markdown(results: dict) -> str:
                     cells.append(f"{_number(check['value'])} (reference)")
                 else:
                     cells.append(f"{_number(check['value'])} {'met' if check['met'] else '**not met**'}")
-            lines.append(f"| `{name}`: {spec['label']} | {spec['bound'][0]} {spec['bound'][1]:g} | " + " | ".join(cells) + " |")
+            lines.append(
+                f"| `{name}`: {spec['label']} | {spec['bound'][0]} {spec['bound'][1]:g} | " + " | ".join(cells) + " |"
+            )
         lines.append("")
     ceilings = [f for f in figures if f["db"] is None]
     if ceilings:
@@ -152,33 +165,54 @@ def markdown(results: dict) -> str:
         lines.append("")
     limited = list(dict.fromkeys(f["key"] for f in figures if f["db"] is not None and f.get("limit")))
     if limited:
-        lines += ["## Against a platform of fixed latency (limit: calls in flight ÷ latency)", "",
-                  "| measurement | limit | " + " | ".join(databases) + " |", "| --- | --- |" + " --- |" * len(databases)]
+        lines += [
+            "## Against a platform of fixed latency (limit: calls in flight ÷ latency)",
+            "",
+            "| measurement | limit | " + " | ".join(databases) + " |",
+            "| --- | --- |" + " --- |" * len(databases),
+        ]
         for key in limited:
             first = next(f for f in figures if f["key"] == key)
             cells = []
             for db in databases:
                 found, ratio = _find(figures, key, db), _find(figures, f"{key}.vs_limit", db)
-                share = f" ({_number(ratio['median'])} of the limit)" if ratio is not None and ratio["median"] is not None else ""
+                share = (
+                    f" ({_number(ratio['median'])} of the limit)"
+                    if ratio is not None and ratio["median"] is not None
+                    else ""
+                )
                 cells.append(f"{_value(found)} {first['unit']}{share}" if found is not None else "—")
             lines.append(f"| {first['label']} | {first['limit']:,.0f}/s | " + " | ".join(cells) + " |")
         lines.append("")
     shown = set(limited) | {f"{key}.vs_limit" for key in limited}
     keys = list(dict.fromkeys(f["key"] for f in figures if f["db"] is not None and f["key"] not in shown))
     if keys:
-        lines += ["## Publish, consume, end to end", "", "| measurement | unit | " + " | ".join(databases) + " |",
-                  "| --- | --- |" + " --- |" * len(databases)]
+        lines += [
+            "## Publish, consume, end to end",
+            "",
+            "| measurement | unit | " + " | ".join(databases) + " |",
+            "| --- | --- |" + " --- |" * len(databases),
+        ]
         for key in keys:
             first = next(f for f in figures if f["key"] == key)
-            lines.append(f"| {first['label']} | {first['unit']} | " + " | ".join(_value(_find(figures, key, db)) for db in databases) + " |")
+            lines.append(
+                f"| {first['label']} | {first['unit']} | "
+                + " | ".join(_value(_find(figures, key, db)) for db in databases)
+                + " |"
+            )
         lines.append("")
         ratio_rows = [name for name in RATIOS if any(results["ratios"][db].get(name) is not None for db in databases)]
         if ratio_rows:
             lines += ["| other ratio | " + " | ".join(databases) + " |", "| --- |" + " --- |" * len(databases)]
-            lines += [f"| `{name}` | " + " | ".join(_number(results["ratios"][db][name]) for db in databases) + " |" for name in ratio_rows]
+            lines += [
+                f"| `{name}` | " + " | ".join(_number(results["ratios"][db][name]) for db in databases) + " |"
+                for name in ratio_rows
+            ]
             lines.append("")
     if results["notes"] or results["errors"]:
-        lines += ["Notes:", ""] + [f"- {note}" for note in results["notes"]] + [f"- error: {e}" for e in results["errors"]]
+        lines += (
+            ["Notes:", ""] + [f"- {note}" for note in results["notes"]] + [f"- error: {e}" for e in results["errors"]]
+        )
         lines.append("")
     return "\n".join(lines)
 
@@ -212,7 +246,13 @@ def plots(results: dict, stem: Path) -> list[str]:
         lows = [f["median"] - min(r for r in f["runs"] if r is not None) for f in figures]
         highs = [max(r for r in f["runs"] if r is not None) - f["median"] for f in figures]
         positions = range(len(figures))[::-1]
-        ax.barh(list(positions), values, xerr=[lows, highs], color=[colours.get(f["db"], "#2ca02c") for f in figures], capsize=2)
+        ax.barh(
+            list(positions),
+            values,
+            xerr=[lows, highs],
+            color=[colours.get(f["db"], "#2ca02c") for f in figures],
+            capsize=2,
+        )
         ax.set_yticks(list(positions), labels, fontsize=7)
         ax.set_xscale("log")
         ax.set_xlim(right=max(values) * 8)  # room for the value labels
@@ -220,7 +260,10 @@ def plots(results: dict, stem: Path) -> list[str]:
         for y, f in zip(positions, figures):
             right = max(r for r in f["runs"] if r is not None)
             ax.text(right * 1.12, y, f"{_number(f['median'])} {f['unit']}", va="center", fontsize=6)
-        ax.set_title(f"orderflow throughput, {results['timestamp']}" + (" (quick run)" if results["config"]["quick"] else ""), fontsize=9)
+        ax.set_title(
+            f"orderflow throughput, {results['timestamp']}" + (" (quick run)" if results["config"]["quick"] else ""),
+            fontsize=9,
+        )
         fig.tight_layout()
         path = stem.parent / f"{stem.name}-throughput.png"
         fig.savefig(path, dpi=130)
@@ -234,8 +277,13 @@ def plots(results: dict, stem: Path) -> list[str]:
         fig, ax = plt.subplots(figsize=(8, 4.5))
         for f in curves:
             xs, ys = zip(*f["cdf"])
-            ax.plot(xs, ys, linestyle=LATENCY_CURVES[f["key"]][1], color=DB_COLOURS.get(f["db"]),
-                    label=f"{f['db']}, {LATENCY_CURVES[f['key']][0]} (p99 {_number(f['median'])} ms)")
+            ax.plot(
+                xs,
+                ys,
+                linestyle=LATENCY_CURVES[f["key"]][1],
+                color=DB_COLOURS.get(f["db"]),
+                label=f"{f['db']}, {LATENCY_CURVES[f['key']][0]} (p99 {_number(f['median'])} ms)",
+            )
         ax.axvline(50, color="grey", linestyle=":", linewidth=1, label="target p99 ≤ 50 ms")
         ax.set_xscale("log")
         ax.set_xlabel("commit → platform latency (ms), log scale")
@@ -243,7 +291,9 @@ def plots(results: dict, stem: Path) -> list[str]:
         ax.set_ylim(0, 1.01)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
-        ax.set_title(f"end-to-end latency at {results['config']['sizes']['e2e_rate']:g} confirms/s, all runs pooled", fontsize=9)
+        ax.set_title(
+            f"end-to-end latency at {results['config']['sizes']['e2e_rate']:g} confirms/s, all runs pooled", fontsize=9
+        )
         fig.tight_layout()
         path = stem.parent / f"{stem.name}-latency-cdf.png"
         fig.savefig(path, dpi=130)
@@ -277,20 +327,41 @@ def _platform_plot(plt, results: dict, stem: Path) -> str | None:
             if found is None or not found["median"]:
                 continue
             position = x - 0.4 + width * (i + 0.5)
-            ax.bar(position, found["median"], width=width * 0.9, color=colours.get(db, "#2ca02c"), label=db if x == 0 else None)
+            ax.bar(
+                position,
+                found["median"],
+                width=width * 0.9,
+                color=colours.get(db, "#2ca02c"),
+                label=db if x == 0 else None,
+            )
             # Inside the bar's top: above it, a value close to the limit would cover the limit's label.
-            ax.text(position, found["median"] * 0.93, _number(found["median"]), ha="center", va="top", fontsize=7, color="white")
+            ax.text(
+                position,
+                found["median"] * 0.93,
+                _number(found["median"]),
+                ha="center",
+                va="top",
+                fontsize=7,
+                color="white",
+            )
     for x, key in enumerate(keys):
         limit = next(f["limit"] for f in figures if f["key"] == key)
-        ax.hlines(limit, x - 0.45, x + 0.45, colors="black", linestyles="--", linewidth=1, label="limit" if x == 0 else None)
+        ax.hlines(
+            limit, x - 0.45, x + 0.45, colors="black", linestyles="--", linewidth=1, label="limit" if x == 0 else None
+        )
         ax.text(x + 0.45, limit * 1.05, f"limit {limit:,.0f}", ha="right", va="bottom", fontsize=7)
-    ax.set_xticks(range(len(keys)), [next(f for f in figures if f["key"] == key).get("short", key) for key in keys], fontsize=7)
+    ax.set_xticks(
+        range(len(keys)), [next(f for f in figures if f["key"] == key).get("short", key) for key in keys], fontsize=7
+    )
     ax.set_yscale("log")
     ax.set_ylabel("calls or exports per second (median of runs), log scale")
     ax.grid(True, axis="y", which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    ax.set_title(f"against a platform of fixed latency, {results['timestamp']}" + (" (quick run)" if results["config"]["quick"] else ""),
-                 fontsize=9)
+    ax.set_title(
+        f"against a platform of fixed latency, {results['timestamp']}"
+        + (" (quick run)" if results["config"]["quick"] else ""),
+        fontsize=9,
+    )
     fig.tight_layout()
     path = stem.parent / f"{stem.name}-platform.png"
     fig.savefig(path, dpi=130)

@@ -5,6 +5,7 @@ Needs the broker (`make kafka-up`) and, for PostgreSQL, the project's cluster (`
 postgres-up`); `make bench` starts both. Every measurement uses topics, groups and databases of
 its own, and removes them at the end.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -15,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import traceback
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
@@ -24,21 +25,30 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="one run of small sizes: a smoke run of a few minutes")
-    parser.add_argument("--db", choices=("sqlite", "postgresql", "both"), default="both", help="which databases (default both)")
     parser.add_argument(
-        "--only", default="",
+        "--db", choices=("sqlite", "postgresql", "both"), default="both", help="which databases (default both)"
+    )
+    parser.add_argument(
+        "--only",
+        default="",
         help="comma-separated measurements: ceilings, publish, http, consume, platform, e2e, or one ceiling "
-             "(ceilings.kafka-python, ceilings.confluent, ceilings.java); default all",
+        "(ceilings.kafka-python, ceilings.confluent, ceilings.java); default all",
     )
     parser.add_argument("--repeats", type=int, help="runs per figure (default 3, 1 with --quick)")
     parser.add_argument("--records", type=int, help="records per ceiling run (default 100000, 5000 with --quick)")
     parser.add_argument("--e2e-processes", type=int, help="processes generating the end-to-end load (default 2)")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where the results go (default bench/results)")
-    parser.add_argument("--postgres-url", default=os.environ.get("BENCH_POSTGRES_URL"),
-                        help="the cluster to create the bench database on (default: scripts/postgres.sh url)")
+    parser.add_argument(
+        "--postgres-url",
+        default=os.environ.get("BENCH_POSTGRES_URL"),
+        help="the cluster to create the bench database on (default: scripts/postgres.sh url)",
+    )
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
-    parser.add_argument("--profile", action="store_true",
-                        help="run every worker under cProfile, profiles in <out>/<timestamp>-profiles/ (slows the figures)")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="run every worker under cProfile, profiles in <out>/<timestamp>-profiles/ (slows the figures)",
+    )
     parser.add_argument("--keep-logs", action="store_true", help="keep the workers' logs (kept anyway after an error)")
     return parser.parse_args(argv)
 
@@ -80,14 +90,21 @@ class Outcome:
     interrupted: bool = False
 
 
-def measure_all(context, *, groups: list[str], parts: tuple[str, ...], vendors: list[str], db_groups: list[str], pg_url: str | None) -> Outcome:
+def measure_all(
+    context, *, groups: list[str], parts: tuple[str, ...], vendors: list[str], db_groups: list[str], pg_url: str | None
+) -> Outcome:
     """Every selected measurement; a failed one is reported and the others still run."""
     from bench import ceilings, consume, e2e, platform, publish
     from bench.harness import BenchDatabase, BenchError
     from bench.plan import DatabaseRun
 
-    measures = {"publish": publish.measure_service, "http": publish.measure_http, "consume": consume.measure,
-                "platform": platform.measure, "e2e": e2e.measure}
+    measures = {
+        "publish": publish.measure_service,
+        "http": publish.measure_http,
+        "consume": consume.measure,
+        "platform": platform.measure,
+        "e2e": e2e.measure,
+    }
     harness, outcome = context.harness, Outcome()
     try:
         if "ceilings" in groups:
@@ -100,7 +117,11 @@ def measure_all(context, *, groups: list[str], parts: tuple[str, ...], vendors: 
             context.progress.next(f"setup: creating and migrating the {vendor} bench database")
             db = None
             try:
-                db = BenchDatabase.sqlite(harness.work_dir) if vendor == "sqlite" else BenchDatabase.postgresql(pg_url, harness.run_id)
+                db = (
+                    BenchDatabase.sqlite(harness.work_dir)
+                    if vendor == "sqlite"
+                    else BenchDatabase.postgresql(pg_url, harness.run_id)
+                )
                 db.migrate(harness)
                 outcome.database_facts[vendor] = db.server_facts()
                 run = DatabaseRun(db=db, context=context)
@@ -110,7 +131,7 @@ def measure_all(context, *, groups: list[str], parts: tuple[str, ...], vendors: 
                     except BenchError as exc:
                         outcome.errors.append(f"{group} ({vendor}): {exc}")
                         context.note(f"{group} ({vendor}) failed: {str(exc).splitlines()[0]}")
-            except Exception as exc:  # noqa: BLE001 - a database that cannot be set up skips its measurements
+            except Exception as exc:
                 outcome.errors.append(f"{vendor}: {type(exc).__name__}: {exc}")
                 context.note(f"{vendor}: {type(exc).__name__}: {exc}")
                 traceback.print_exc()
@@ -118,7 +139,7 @@ def measure_all(context, *, groups: list[str], parts: tuple[str, ...], vendors: 
                 if db is not None:
                     try:
                         db.drop()
-                    except Exception as exc:  # noqa: BLE001
+                    except Exception as exc:
                         context.note(f"could not drop the {vendor} bench database: {exc}")
     except KeyboardInterrupt:
         outcome.interrupted = True
@@ -167,7 +188,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     pg_url = postgres_url(args.postgres_url) if "postgresql" in vendors_measured else None
 
-    started = datetime.now(timezone.utc)
+    started = datetime.now(UTC)
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
     args.out.mkdir(parents=True, exist_ok=True)
     work_dir = Path(tempfile.mkdtemp(prefix="orderflow-bench-"))
@@ -186,10 +207,12 @@ def main(argv: list[str] | None = None) -> int:
         "platform": platform.steps(sizes.repeats),
         "e2e": e2e.steps(sizes.repeats),
     }
-    context.progress.total = (ceilings.steps(parts, sizes.repeats) if "ceilings" in groups else 0) + len(vendors_measured) * (
-        1 + sum(steps[g] for g in db_groups)
+    context.progress.total = (ceilings.steps(parts, sizes.repeats) if "ceilings" in groups else 0) + len(
+        vendors_measured
+    ) * (1 + sum(steps[g] for g in db_groups))
+    outcome = measure_all(
+        context, groups=groups, parts=parts, vendors=vendors_measured, db_groups=db_groups, pg_url=pg_url
     )
-    outcome = measure_all(context, groups=groups, parts=parts, vendors=vendors_measured, db_groups=db_groups, pg_url=pg_url)
 
     machine_facts["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     targets, checks, ratios = targets_compute(outcome.figures, vendors)
@@ -206,8 +229,13 @@ def main(argv: list[str] | None = None) -> int:
             "sizes": sizes.as_dict(),
             "publishing_off": "DOMAIN_EVENT_RECORDER=bench.noop.noop_record: no outbox row, no send",
             "outbox_only": "KAFKA_PUBLISH_ON_COMMIT=false: the outbox row, no on-commit send",
-            "producer": {"acks": "all", "idempotence": True, "linger_ms": _setting("KAFKA_PRODUCER_LINGER_MS"),
-                         "batch_size": _setting("KAFKA_PRODUCER_BATCH_SIZE"), "compression": _setting("KAFKA_PRODUCER_COMPRESSION")},
+            "producer": {
+                "acks": "all",
+                "idempotence": True,
+                "linger_ms": _setting("KAFKA_PRODUCER_LINGER_MS"),
+                "batch_size": _setting("KAFKA_PRODUCER_BATCH_SIZE"),
+                "compression": _setting("KAFKA_PRODUCER_COMPRESSION"),
+            },
             "profiled": args.profile,
         },
         "targets": targets,
@@ -225,7 +253,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_plots:
         pngs = plots(results, stem)
         if not pngs and outcome.figures:
-            print("bench: matplotlib is not installed (pip install -r requirements-bench.txt): no plots", file=sys.stderr)
+            print(
+                "bench: matplotlib is not installed (pip install -r requirements-bench.txt): no plots", file=sys.stderr
+            )
         written += pngs
     print(table)
     print("bench: wrote " + ", ".join(written))

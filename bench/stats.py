@@ -1,4 +1,5 @@
 """Small statistics without numpy: medians, percentiles, CDFs, and the figure record."""
+
 from __future__ import annotations
 
 import math
@@ -48,7 +49,16 @@ def _round(value: float | None, digits: int = 2) -> float | None:
     return None if value is None else round(value, digits)
 
 
-def figure(key: str, *, label: str, unit: str, db: str | None, runs: list[float | None], details: list[dict] | None = None, note: str = "") -> dict:
+def figure(
+    key: str,
+    *,
+    label: str,
+    unit: str,
+    db: str | None,
+    runs: list[float | None],
+    details: list[dict] | None = None,
+    note: str = "",
+) -> dict:
     """One measured figure: the value of each run (in repeat order) and their median."""
     return {
         "key": key,

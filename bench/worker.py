@@ -5,6 +5,7 @@ and its overrides), calls the worker function NAME with the JSON arguments, and 
 returns as JSON. With BENCH_PROFILE_DIR set, the call runs under cProfile and the top of the
 profile is written there (the figures of such a run are slowed by the profiler).
 """
+
 from __future__ import annotations
 
 import importlib

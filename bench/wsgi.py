@@ -4,12 +4,13 @@ Exactly `config.wsgi` (DJANGO_SETTINGS_MODULE=config.settings), except that BENC
 when set, replaces the DOMAIN_EVENT_RECORDER setting: the recorder is looked up at call time,
 so a worker that set it before serving its first request never publishes.
 """
+
 import os
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
 
-from django.conf import settings  # noqa: E402
-from django.core.wsgi import get_wsgi_application  # noqa: E402
+from django.conf import settings
+from django.core.wsgi import get_wsgi_application
 
 application = get_wsgi_application()
 

@@ -1,5 +1,6 @@
 """The one place where domain errors become HTTP responses, and every error body gets the
 contract's shape: `{"detail": ..., "code": ...}`, or field errors `{"field": [...]}` for 400."""
+
 from __future__ import annotations
 
 from django.core.exceptions import RequestDataTooBig

@@ -3,6 +3,7 @@
 Values come from the process environment first, then from a `.env` file at the project root
 (django-environ never overrides a variable that is already set).
 """
+
 from pathlib import Path
 
 import environ

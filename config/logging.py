@@ -1,11 +1,12 @@
 """The JSON log format (LOG_FORMAT=json): one object per line, for log shippers that index
 fields instead of parsing text; and the filter that keeps secrets out of every log line."""
+
 from __future__ import annotations
 
 import json
 import logging
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import quote, unquote, urlsplit
 
 from django.conf import settings
@@ -19,7 +20,7 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {
-            "time": datetime.fromtimestamp(record.created, tz=timezone.utc).isoformat(timespec="milliseconds"),
+            "time": datetime.fromtimestamp(record.created, tz=UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
@@ -60,7 +61,7 @@ class SecretsFilter(logging.Filter):
         secrets = self._secrets()
         try:
             message = record.getMessage()
-        except Exception:  # noqa: BLE001 - a malformed record is logging's to report, not ours
+        except Exception:
             return True
         redacted = self.redact(message, secrets)
         if redacted != message:
@@ -97,7 +98,7 @@ class SecretsFilter(logging.Filter):
                 settings.DATABASES["default"].get("PASSWORD"),
                 settings.EXPORT_PLATFORM_URL,
             )
-        except Exception:  # noqa: BLE001 - records logged while the settings load know no secrets yet
+        except Exception:
             return []
         if configured != self._spellings_of[0]:
             self._spellings_of = (configured, _spellings(*configured))

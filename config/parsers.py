@@ -1,5 +1,6 @@
 """The API's request parser: JSON only, within API_MAX_BODY_BYTES, and a 4xx for anything it
 cannot read, never a 500."""
+
 from __future__ import annotations
 
 from typing import Any

@@ -1,5 +1,6 @@
 """Settings for orderflow. Every value that varies between deployments is read through
 `config.env.env` and documented in `.env.example` and the README."""
+
 from django.core.exceptions import ImproperlyConfigured
 
 from config.env import BASE_DIR, env
@@ -12,8 +13,7 @@ DEVELOPMENT_SECRET_KEY = "insecure-development-key-change-me"
 SECRET_KEY = env("DJANGO_SECRET_KEY", default="") or DEVELOPMENT_SECRET_KEY
 if not DEBUG and SECRET_KEY == DEVELOPMENT_SECRET_KEY:
     raise ImproperlyConfigured(
-        "DJANGO_SECRET_KEY is the development default; set a secret of your own "
-        "(or DJANGO_DEBUG=true for development)"
+        "DJANGO_SECRET_KEY is the development default; set a secret of your own (or DJANGO_DEBUG=true for development)"
     )
 ALLOWED_HOSTS = env.list("DJANGO_ALLOWED_HOSTS", default=["127.0.0.1", "localhost"])
 
@@ -191,15 +191,13 @@ for _address in KAFKA_BOOTSTRAP_SERVERS:
         raise ImproperlyConfigured(f"KAFKA_BOOTSTRAP_SERVERS entry {_address!r} is not host:port")
 if KAFKA_SECURITY_PROTOCOL not in KAFKA_SECURITY_PROTOCOLS:
     raise ImproperlyConfigured(
-        f"KAFKA_SECURITY_PROTOCOL={KAFKA_SECURITY_PROTOCOL!r} is not one of "
-        f"{', '.join(KAFKA_SECURITY_PROTOCOLS)}"
+        f"KAFKA_SECURITY_PROTOCOL={KAFKA_SECURITY_PROTOCOL!r} is not one of {', '.join(KAFKA_SECURITY_PROTOCOLS)}"
     )
 if KAFKA_SASL_MECHANISM is not None:
     KAFKA_SASL_MECHANISM = KAFKA_SASL_MECHANISM.upper()
     if KAFKA_SASL_MECHANISM not in KAFKA_SASL_MECHANISMS:
         raise ImproperlyConfigured(
-            f"KAFKA_SASL_MECHANISM={KAFKA_SASL_MECHANISM!r} is not one of "
-            f"{', '.join(KAFKA_SASL_MECHANISMS)}"
+            f"KAFKA_SASL_MECHANISM={KAFKA_SASL_MECHANISM!r} is not one of {', '.join(KAFKA_SASL_MECHANISMS)}"
         )
 
 KAFKA_CLIENT_ID = env("KAFKA_CLIENT_ID", default="orderflow")

@@ -1,4 +1,5 @@
 """Test settings: the production settings with the slow parts made fast."""
+
 import os
 import tempfile
 
@@ -8,7 +9,7 @@ import tempfile
 os.environ.setdefault("DJANGO_SECRET_KEY", "orderflow-tests-only-not-a-secret")
 os.environ.setdefault("EXPORT_PLATFORM", "fake")
 
-from config.settings import *  # noqa: F401,F403
+from config.settings import *  # noqa: F403
 from config.settings import DATABASES
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -1,5 +1,6 @@
 """Throttling of the login views, which are plain Django views that DRF's throttles never see:
 POSTs (the attempts) per client IP, at the anon rate."""
+
 from __future__ import annotations
 
 from collections.abc import Callable

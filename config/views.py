@@ -1,5 +1,6 @@
 """Views of the deployment rather than of an app: the health check, the metrics page and the
 event contracts (contracts/ at the project root)."""
+
 from __future__ import annotations
 
 import hmac
@@ -117,11 +118,13 @@ def metrics(request: HttpRequest) -> HttpResponse:
     """Prometheus' exposition of this process's metrics; with METRICS_AUTH_TOKEN set, only for
     `Authorization: Bearer <token>` (Prometheus' `authorization` scrape setting)."""
     token = settings.METRICS_AUTH_TOKEN
-    if token and not hmac.compare_digest(
-        request.headers.get("Authorization", "").encode(), f"Bearer {token}".encode()
-    ):
-        return HttpResponse("metrics need a bearer token\n", status=401, content_type="text/plain",
-                            headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
+    if token and not hmac.compare_digest(request.headers.get("Authorization", "").encode(), f"Bearer {token}".encode()):
+        return HttpResponse(
+            "metrics need a bearer token\n",
+            status=401,
+            content_type="text/plain",
+            headers={"WWW-Authenticate": 'Bearer realm="metrics"'},
+        )
     return ExportToDjangoView(request)
 
 
@@ -187,8 +190,9 @@ class ContractFileView(APIView):
         name = PurePosixPath(self.file_name)
         suffix = request.accepted_renderer.format
         filename = name.name if name.suffix == f".{suffix}" else f"{name.stem}.{suffix}"
-        return Response(contract_file_read(self.file_name),
-                        headers={"Content-Disposition": f'inline; filename="{filename}"'})
+        return Response(
+            contract_file_read(self.file_name), headers={"Content-Disposition": f'inline; filename="{filename}"'}
+        )
 
     def handle_exception(self, exc):
         # Errors are JSON under /api/ (the contract), whichever format the file was asked in.

@@ -25,13 +25,21 @@ class ChunkedBodies:
             from django.conf import settings
 
             if not environ.get("wsgi.input_terminated"):
-                return _error(start_response, "411 Length Required", "length_required",
-                              "A request body needs a Content-Length header.")
+                return _error(
+                    start_response,
+                    "411 Length Required",
+                    "length_required",
+                    "A request body needs a Content-Length header.",
+                )
             limit = settings.API_MAX_BODY_BYTES
             body = environ["wsgi.input"].read(limit + 1)
             if len(body) > limit:
-                return _error(start_response, "413 Request Entity Too Large", "request_too_large",
-                              f"Request body larger than {limit} bytes.")
+                return _error(
+                    start_response,
+                    "413 Request Entity Too Large",
+                    "request_too_large",
+                    f"Request body larger than {limit} bytes.",
+                )
             environ["wsgi.input"] = io.BytesIO(body)
             environ["CONTENT_LENGTH"] = str(len(body))
         return self.app(environ, start_response)

@@ -31,8 +31,9 @@ class OffsetResetForm(forms.Form):
         widget=forms.RadioSelect,
     )
     # TIME_ZONE is UTC, so the time entered is read as UTC.
-    at = forms.DateTimeField(required=False, label="Time (UTC)",
-                             widget=forms.DateTimeInput(attrs={"type": "datetime-local", "step": 1}))
+    at = forms.DateTimeField(
+        required=False, label="Time (UTC)", widget=forms.DateTimeInput(attrs={"type": "datetime-local", "step": 1})
+    )
 
     def clean(self):
         cleaned = super().clean()
@@ -92,13 +93,18 @@ class OrderExportAdmin(ReadOnlyAdmin):
                 self.message_user(request, "Select the dead letters to redrive.", messages.WARNING)
             else:
                 try:
-                    items = dlt_replay(operator=request.user.get_username(),
-                                       selection=DeadLetterSelection(positions=frozenset(positions)))
+                    items = dlt_replay(
+                        operator=request.user.get_username(),
+                        selection=DeadLetterSelection(positions=frozenset(positions)),
+                    )
                 except (DeadLettersNotFound, KafkaBridgeError, TimeoutError) as exc:
                     self.message_user(request, f"Nothing redriven: {exc}", messages.ERROR)
                 else:
-                    self.message_user(request, f"Redrove {len(items)} dead letter(s): "
-                                      + "; ".join(str(item) for item in items), messages.SUCCESS)
+                    self.message_user(
+                        request,
+                        f"Redrove {len(items)} dead letter(s): " + "; ".join(str(item) for item in items),
+                        messages.SUCCESS,
+                    )
             return redirect("admin:exports_dead_letters")
         context = {**self.admin_site.each_context(request), "title": "Dead letters", "opts": self.model._meta}
         try:
@@ -113,8 +119,12 @@ class OrderExportAdmin(ReadOnlyAdmin):
         if not self.has_redrive_permission(request):
             raise PermissionDenied
         form = OffsetResetForm(request.POST or None)
-        context = {**self.admin_site.each_context(request), "title": "Reset the export group's offsets",
-                   "opts": self.model._meta, "form": form}
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Reset the export group's offsets",
+            "opts": self.model._meta,
+            "form": form,
+        }
         if request.method == "POST" and form.is_valid():
             # Only what was previewed is applied: a target changed after the preview is
             # previewed again first.

@@ -1,6 +1,7 @@
 """Clients of the external platform: the `ExternalPlatformClient` interface, the HTTP one used
 when EXPORT_PLATFORM_URL is set, and the fake one for development and tests (`platform_kind`
 says which one the settings choose)."""
+
 from __future__ import annotations
 
 import abc
@@ -17,7 +18,7 @@ import ssl
 import threading
 import time
 from collections import deque
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -292,8 +293,8 @@ def _retry_after(value: str | None) -> float | None:
             return None
         if when.tzinfo is None:
             # "-0000" and obsolete forms parse without a zone; HTTP-dates are GMT.
-            when = when.replace(tzinfo=timezone.utc)
-        seconds = (when - datetime.now(timezone.utc)).total_seconds()
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - datetime.now(UTC)).total_seconds()
     return min(max(seconds, 0.0), RETRY_AFTER_MAX)
 
 
@@ -516,7 +517,7 @@ _http_clients_lock = threading.Lock()
 
 
 def platform_kind() -> str:
-    """"http" when EXPORT_PLATFORM_URL is set; "fake" when EXPORT_PLATFORM=fake asks for it, or
+    """ "http" when EXPORT_PLATFORM_URL is set; "fake" when EXPORT_PLATFORM=fake asks for it, or
     in development (DJANGO_DEBUG=true). Otherwise raises ImproperlyConfigured: a production
     consumer on the fake would mark every order exported and send none to the platform."""
     if settings.EXPORT_PLATFORM_URL:

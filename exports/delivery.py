@@ -2,6 +2,7 @@
 the Delivery panel on each order's admin page: the order's trace (`exports.trace`), for
 users who may view exports. The record and the dead letter are read back from the broker only
 for users who may browse topics (they show the order's data as it travelled)."""
+
 from __future__ import annotations
 
 from urllib.parse import urlencode
@@ -34,8 +35,13 @@ def delivery_panel(request: HttpRequest, order: Order) -> str | None:
     trace = order_trace(order_id=order.pk, read_topics=may_browse)
     details = _step_details(trace, may_browse=may_browse)
     steps = [
-        {"name": step.name, "label": step.label, "at": step.at, "after": duration_text(step.after) if step.after else "",
-         **details.get(step.name, {})}
+        {
+            "name": step.name,
+            "label": step.label,
+            "at": step.at,
+            "after": duration_text(step.after) if step.after else "",
+            **details.get(step.name, {}),
+        }
         for step in trace.steps
     ]
     context = {
@@ -62,8 +68,11 @@ def _step_details(trace, *, may_browse: bool) -> dict[str, dict]:
             text += "; quarantined"
         details["outbox"] = {"detail": text}
     if trace.record is not None:
-        details["on-topic"] = {"detail": f"{trace.record.topic}[{trace.record.partition}] offset {trace.record.offset}",
-                               "link": _record_url(trace.record) if may_browse else "", "link_class": "trace-record"}
+        details["on-topic"] = {
+            "detail": f"{trace.record.topic}[{trace.record.partition}] offset {trace.record.offset}",
+            "link": _record_url(trace.record) if may_browse else "",
+            "link_class": "trace-record",
+        }
     elif event is not None and event.partition is not None:
         details["on-topic"] = {"detail": f"{event.topic}[{event.partition}] offset {event.offset}"}
     if export is not None and export.exported_at is not None:
@@ -71,8 +80,11 @@ def _step_details(trace, *, may_browse: bool) -> dict[str, dict]:
     if export is not None and export.dead_lettered_at is not None:
         where = f"{export.dead_letter_topic}[{export.dead_letter_partition}] offset {export.dead_letter_offset}"
         read = trace.dead_letter
-        details["dead-lettered"] = {"detail": where, "link": _record_url(read) if may_browse and read else "",
-                                    "link_class": "trace-dead-letter"}
+        details["dead-lettered"] = {
+            "detail": where,
+            "link": _record_url(read) if may_browse and read else "",
+            "link_class": "trace-dead-letter",
+        }
     return details
 
 
@@ -98,5 +110,5 @@ def _record_context(read: RecordRead | None, *, same_as: RecordRead | None = Non
         "value": value[:VALUE_SHOWN] if value is not None else None,
         "cut": value is not None and len(value) > VALUE_SHOWN,
         "full_url": f"{reverse('kafka-topic-records', args=[read.topic])}?"
-                    + urlencode({"partition": read.partition, "offset": read.offset, "full": 1}),
+        + urlencode({"partition": read.partition, "offset": read.offset, "full": 1}),
     }

@@ -1,4 +1,5 @@
 """Reading the `OrderExportRequested` event off the wire, as the contract defines it."""
+
 from __future__ import annotations
 
 import json

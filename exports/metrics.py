@@ -1,5 +1,6 @@
 """The Prometheus metrics of exporting, moved by the export consumer (`run_export_consumer`
 serves them on its metrics port, with `kafka_bridge.metrics`)."""
+
 from __future__ import annotations
 
 from prometheus_client import Counter, Histogram

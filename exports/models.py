@@ -15,7 +15,8 @@ class OrderExport(models.Model):
     # The event this export is about; its id is the Idempotency-Key sent to the platform.
     event_id = models.UUIDField(null=True, blank=True)
     exported_at = models.DateTimeField(null=True, blank=True)
-    last_error = models.TextField(null=True, blank=True)
+    # null, not "", until an attempt failed: the contract's export.last_error is str | null.
+    last_error = models.TextField(null=True, blank=True)  # noqa: DJ001
     updated_at = models.DateTimeField(auto_now=True)
     # Where its event's latest dead letter is (the operator's trace reads it back from there);
     # kept when the export is redriven, replaced when it is dead-lettered again.

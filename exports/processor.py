@@ -1,5 +1,6 @@
 """What `run_export_consumer` does with the records of the event topic: the export processor
 that `kafka_bridge.consumer.ConsumerLoop` drives, and the loop as the settings configure it."""
+
 from __future__ import annotations
 
 import functools
@@ -40,7 +41,11 @@ def _fields(record: ConsumerRecord, request: ExportRequest) -> dict:
 
 def _log_outcome(record: ConsumerRecord, request: ExportRequest, status: str) -> None:
     logger.info(
-        "export: order %s event %s %s: %s", request.order_id, request.event_id, _where(record), status,
+        "export: order %s event %s %s: %s",
+        request.order_id,
+        request.event_id,
+        _where(record),
+        status,
         extra={**_fields(record, request), "outcome": status},
     )
 
@@ -66,7 +71,9 @@ def export_record_decode(record: ConsumerRecord, *, max_event_bytes: int) -> Exp
     expected = {"event_id": str(request.event_id).encode(), "event_type": EVENT_TYPE.encode()}
     for name, value in record.headers or []:
         if name in expected and value != expected[name]:
-            raise PoisonRecord(f"header {name} is {value if value is None else value[:40]!r}, not {expected[name].decode()}")
+            raise PoisonRecord(
+                f"header {name} is {value if value is None else value[:40]!r}, not {expected[name].decode()}"
+            )
     return request
 
 
@@ -123,17 +130,26 @@ class ExportProcessor:
         plans = [self._plans.get(_coordinates(record)) for record, _, _ in results]
         sent = [plan for plan, (_, _, error) in zip(plans, results) if plan is not None and error is None]
         failed = [
-            (plan, error) for plan, (_, _, error) in zip(plans, results)
+            (plan, error)
+            for plan, (_, _, error) in zip(plans, results)
             if plan is not None and isinstance(error, ExportError)
         ]
         calls = []
         for plan, (record, _, error) in zip(plans, results):
             timing = self._timings.get(_coordinates(record))
             if plan is not None and timing is not None:
-                calls.append(PlatformCall(
-                    plan=plan, topic=record.topic, partition=record.partition, offset=record.offset,
-                    consumer=self.consumer, started_at=timing[0], duration=timing[1], error=error,
-                ))
+                calls.append(
+                    PlatformCall(
+                        plan=plan,
+                        topic=record.topic,
+                        partition=record.partition,
+                        offset=record.offset,
+                        consumer=self.consumer,
+                        started_at=timing[0],
+                        duration=timing[1],
+                        error=error,
+                    )
+                )
         order_exports_record(sent=sent, failed=failed, calls=calls)
         # Only once recorded: if that failed, the loop calls again with the same plans' keys.
         for record, _, _ in results:
@@ -144,6 +160,7 @@ class ExportProcessor:
                 if plan is not None and error is None:
                     _log_outcome(record, plan.request, "exported")
         return [error for _, _, error in results]
+
 
 def _coordinates(record: ConsumerRecord) -> tuple[str, int, int]:
     return record.topic, record.partition, record.offset
@@ -165,7 +182,11 @@ def export_dead_lettered(
     )
     if export is not None:
         logger.error(
-            "export: order %s event %s %s: failed: %s", request.order_id, request.event_id, _where(record), reason,
+            "export: order %s event %s %s: failed: %s",
+            request.order_id,
+            request.event_id,
+            _where(record),
+            reason,
             extra=_fields(record, request),
         )
 

@@ -1,5 +1,6 @@
 """Is the export consumer keeping up? What `export_consumer_ready` (a container probe) asks:
 the group is Stable, its lag is within bounds, and the outbox is not stuck."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -9,9 +10,9 @@ from django.db import DatabaseError
 from kafka.errors import KafkaError
 
 from kafka_bridge.client import BrokerUnavailable
-from kafka_bridge.text import one_line
 from kafka_bridge.selectors import outbox_backlog
 from kafka_bridge.status import kafka_status
+from kafka_bridge.text import one_line
 
 
 @dataclass

@@ -6,22 +6,23 @@ Idempotency-Key. Exports of the replayed orders are reopened first, so the consu
 again instead of acknowledging them as dead-lettered earlier. The DLT is read in a consumer
 group of its own, so a record is replayed once, and every replay leaves an audit row.
 """
+
 from __future__ import annotations
 
 import heapq
 import time
-from datetime import datetime, timezone
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from kafka import KafkaConsumer, KafkaProducer
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from exports.events import PoisonRecord, export_request_decode
 from exports.models import OrderExport, RedriveAudit
 from exports.services import order_export_reopen
+from kafka import KafkaConsumer, KafkaProducer
 from kafka_bridge.client import connection_config
 from kafka_bridge.dead_letter import DLT_HEADER_PREFIX
 from kafka_bridge.offsets import OffsetReset, ResetTarget, group_offsets_reset
@@ -171,15 +172,21 @@ def dlt_replay(
         if selection:
             # The whole DLT, wherever the replay group stands: a record may be selected after
             # newer ones were replayed, and selecting it must not move the group past others.
-            candidates = [r for r in _read_dlt(consumer, limit=None, timeout=timeout, from_start=True)
-                          if (r.partition, r.offset) not in replayed_before]
+            candidates = [
+                r
+                for r in _read_dlt(consumer, limit=None, timeout=timeout, from_start=True)
+                if (r.partition, r.offset) not in replayed_before
+            ]
             selected = [r for r in candidates if selection.matches(r)]
             if missing := selection.unmatched(selected):
                 raise DeadLettersNotFound(", ".join(missing))
             records = selected[:limit] if limit is not None else selected
         else:
-            records = [r for r in _read_dlt(consumer, limit=None, timeout=timeout)
-                       if (r.partition, r.offset) not in replayed_before]
+            records = [
+                r
+                for r in _read_dlt(consumer, limit=None, timeout=timeout)
+                if (r.partition, r.offset) not in replayed_before
+            ]
             records = records[:limit] if limit is not None else records
         items = [_item(record) for record in records]
         if dry_run or not records:
@@ -259,7 +266,7 @@ class DeadLetter:
 
     @property
     def time(self) -> datetime:
-        return datetime.fromtimestamp(self.timestamp_ms / 1000, tz=timezone.utc)
+        return datetime.fromtimestamp(self.timestamp_ms / 1000, tz=UTC)
 
 
 def dead_letters_list(*, limit: int = 200, timeout_ms: int) -> list[DeadLetter]:
@@ -279,15 +286,22 @@ def dead_letters_list(*, limit: int = 200, timeout_ms: int) -> list[DeadLetter]:
     for record, key in zip(result.records, keys):
         headers = {name: (value or b"").decode("utf-8", "replace") for name, value in record.headers}
         order_id = int(key) if key is not None and key.isascii() and key.isdigit() and len(key) < 19 else None
-        letters.append(DeadLetter(
-            partition=record.partition, offset=record.offset, timestamp_ms=record.timestamp_ms, key=key,
-            order_id=order_id, error=headers.get("dlt.error", ""), attempts=headers.get("dlt.attempts", ""),
-            original=f"{headers.get('dlt.original.topic', '?')}[{headers.get('dlt.original.partition', '?')}]"
-                     f"@{headers.get('dlt.original.offset', '?')}",
-            export_status=statuses.get(order_id),
-            replayed=(record.partition, record.offset) in replayed
-            or record.offset < committed.get(record.partition, 0),
-        ))
+        letters.append(
+            DeadLetter(
+                partition=record.partition,
+                offset=record.offset,
+                timestamp_ms=record.timestamp_ms,
+                key=key,
+                order_id=order_id,
+                error=headers.get("dlt.error", ""),
+                attempts=headers.get("dlt.attempts", ""),
+                original=f"{headers.get('dlt.original.topic', '?')}[{headers.get('dlt.original.partition', '?')}]"
+                f"@{headers.get('dlt.original.offset', '?')}",
+                export_status=statuses.get(order_id),
+                replayed=(record.partition, record.offset) in replayed
+                or record.offset < committed.get(record.partition, 0),
+            )
+        )
     return letters
 
 
@@ -298,5 +312,8 @@ def _replay_group_positions(*, timeout_ms: int) -> dict[int, int]:
     group = f"{settings.ORDER_EXPORT_CONSUMER_GROUP}.dlt-replay"
     with admin_client(timeout_ms=timeout_ms) as admin:
         committed = admin.list_group_offsets({group: None}).get(group, {})
-    return {tp.partition: meta.offset for tp, meta in committed.items()
-            if tp.topic == settings.ORDER_EXPORT_DLT_TOPIC and meta is not None and meta.offset >= 0}
+    return {
+        tp.partition: meta.offset
+        for tp, meta in committed.items()
+        if tp.topic == settings.ORDER_EXPORT_DLT_TOPIC and meta is not None and meta.offset >= 0
+    }

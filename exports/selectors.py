@@ -1,4 +1,5 @@
 """Reads of the exports app."""
+
 from __future__ import annotations
 
 import math
@@ -47,12 +48,18 @@ class SecondsBetween(Func):
         raise NotSupportedError(f"SecondsBetween is written for SQLite and PostgreSQL, not {connection.vendor}")
 
     def as_sqlite(self, compiler, connection, **extra_context):
-        return super().as_sql(compiler, connection, template="((julianday(%(expressions)s)) * 86400.0)",
-                              arg_joiner=") - julianday(", **extra_context)
+        return super().as_sql(
+            compiler,
+            connection,
+            template="((julianday(%(expressions)s)) * 86400.0)",
+            arg_joiner=") - julianday(",
+            **extra_context,
+        )
 
     def as_postgresql(self, compiler, connection, **extra_context):
-        return super().as_sql(compiler, connection, template="EXTRACT(EPOCH FROM (%(expressions)s))",
-                              arg_joiner=" - ", **extra_context)
+        return super().as_sql(
+            compiler, connection, template="EXTRACT(EPOCH FROM (%(expressions)s))", arg_joiner=" - ", **extra_context
+        )
 
 
 class WidthBucket(Func):
@@ -116,12 +123,14 @@ def export_minutes(*, now: datetime, minutes: int = 60) -> list[ExportMinute]:
         minute = first + timedelta(minutes=offset)
         histogram = histograms.get(minute, {})
         delays = {bucket: n for bucket, n in histogram.items() if bucket != NO_DELAY}
-        result.append(ExportMinute(
-            minute=minute,
-            exported=sum(histogram.values()),
-            p50_seconds=_percentile(delays, 0.50),
-            p99_seconds=_percentile(delays, 0.99),
-        ))
+        result.append(
+            ExportMinute(
+                minute=minute,
+                exported=sum(histogram.values()),
+                p50_seconds=_percentile(delays, 0.50),
+                p99_seconds=_percentile(delays, 0.99),
+            )
+        )
     return result
 
 
@@ -174,11 +183,23 @@ def export_charts(*, now: datetime, minutes: int = 60) -> list[Chart]:
     labels = [f"{timezone.localtime(m.minute):%H:%M}" for m in per_minute]
     heading = f"Minute ({timezone.get_current_timezone_name()})"
     return [
-        Chart(chart_id="exports-per-minute", title=f"Exports per minute, last {minutes} minutes", kind="bars",
-              labels=labels, series={"exports": [m.exported for m in per_minute]}, label_heading=heading),
-        Chart(chart_id="export-delay", title=f"Confirm to exported delay per minute, last {minutes} minutes",
-              kind="lines", labels=labels, unit="s", label_heading=heading,
-              series={"p50": [m.p50_seconds for m in per_minute], "p99": [m.p99_seconds for m in per_minute]}),
+        Chart(
+            chart_id="exports-per-minute",
+            title=f"Exports per minute, last {minutes} minutes",
+            kind="bars",
+            labels=labels,
+            series={"exports": [m.exported for m in per_minute]},
+            label_heading=heading,
+        ),
+        Chart(
+            chart_id="export-delay",
+            title=f"Confirm to exported delay per minute, last {minutes} minutes",
+            kind="lines",
+            labels=labels,
+            unit="s",
+            label_heading=heading,
+            series={"p50": [m.p50_seconds for m in per_minute], "p99": [m.p99_seconds for m in per_minute]},
+        ),
     ]
 
 
@@ -192,7 +213,9 @@ def export_status_panel(*, user) -> dict:
         "failed": [
             {"order_id": e.order_id, "attempts": e.attempts, "last_error": e.last_error, "updated_at": e.updated_at}
             for e in export_failures()
-        ] if may_view else [],
+        ]
+        if may_view
+        else [],
         "failed_hidden": not may_view,
         "charts": export_charts(now=timezone.now()),
     }

@@ -1,5 +1,6 @@
 """The consumer side's use case: send a confirmed order to the external platform once, and
 what operators do with exports that failed."""
+
 from __future__ import annotations
 
 import logging
@@ -60,13 +61,16 @@ def order_exports_plan(*, requests: Sequence[ExportRequest]) -> list[ExportPlan]
     ):
         known_orders.add(order_id)
         if export_id is not None:
-            exports[order_id] = OrderExport(id=export_id, order_id=order_id, status=status, event_id=event_id, attempts=attempts)
+            exports[order_id] = OrderExport(
+                id=export_id, order_id=order_id, status=status, event_id=event_id, attempts=attempts
+            )
     # A processed event is written with its order's export, in one transaction, so only events
     # of orders that have an export can have been processed: on a first delivery, none.
     seen_before = {request.event_id for request in requests if request.order_id in exports}
     processed = (
         set(ProcessedEvent.objects.filter(event_id__in=seen_before).values_list("event_id", flat=True))
-        if seen_before else set()
+        if seen_before
+        else set()
     )
     plans = []
     for request in requests:
@@ -130,8 +134,13 @@ def _id_in(ids: set[int]) -> Q:
     `_insert_rows`)."""
     if connections[router.db_for_read(Order)].vendor != "postgresql":
         return Q(pk__in=ids)
-    return Q(RawSQL(f"{connections[router.db_for_read(Order)].ops.quote_name(Order._meta.db_table)}.id = ANY(%s::bigint[])",
-                    (sorted(ids),), output_field=BooleanField()))
+    return Q(
+        RawSQL(
+            f"{connections[router.db_for_read(Order)].ops.quote_name(Order._meta.db_table)}.id = ANY(%s::bigint[])",
+            (sorted(ids),),
+            output_field=BooleanField(),
+        )
+    )
 
 
 def _record_exported(*, sent: Sequence[ExportPlan], now) -> None:
@@ -145,16 +154,27 @@ def _record_exported(*, sent: Sequence[ExportPlan], now) -> None:
             same_event.append(export.pk)
         else:
             other_event.append((export.pk, request.event_id))
-    exported = {"status": OrderExport.Status.EXPORTED, "attempts": F("attempts") + 1, "last_error": None,
-                "exported_at": now, "updated_at": now}
+    exported = {
+        "status": OrderExport.Status.EXPORTED,
+        "attempts": F("attempts") + 1,
+        "last_error": None,
+        "exported_at": now,
+        "updated_at": now,
+    }
     if same_event:
         OrderExport.objects.filter(pk__in=same_event).update(**exported)
     for pk, event_id in other_event:
         OrderExport.objects.filter(pk=pk).update(**exported, event_id=event_id)
-    _insert_rows(OrderExport, ["order_id", "status", "attempts", "event_id", "exported_at", "updated_at"],
-                 [(r.order_id, OrderExport.Status.EXPORTED.value, 1, r.event_id, now, now) for r in new])
-    _insert_rows(ProcessedEvent, ["event_id", "order_id", "processed_at"],
-                 [(plan.request.event_id, plan.request.order_id, now) for plan in sent])
+    _insert_rows(
+        OrderExport,
+        ["order_id", "status", "attempts", "event_id", "exported_at", "updated_at"],
+        [(r.order_id, OrderExport.Status.EXPORTED.value, 1, r.event_id, now, now) for r in new],
+    )
+    _insert_rows(
+        ProcessedEvent,
+        ["event_id", "order_id", "processed_at"],
+        [(plan.request.event_id, plan.request.order_id, now) for plan in sent],
+    )
 
 
 def _record_failed(*, failed: Sequence[tuple[ExportPlan, Exception]], now) -> None:
@@ -164,7 +184,9 @@ def _record_failed(*, failed: Sequence[tuple[ExportPlan, Exception]], now) -> No
     new = []
     for plan, error in failed:
         if plan.export is None:
-            new.append((plan.request.order_id, OrderExport.Status.PENDING.value, 1, plan.request.event_id, str(error), now))
+            new.append(
+                (plan.request.order_id, OrderExport.Status.PENDING.value, 1, plan.request.event_id, str(error), now)
+            )
         else:
             by_error[str(error)].append(plan.export.pk)
     for text, pks in by_error.items():
@@ -178,11 +200,28 @@ def _record_attempts(*, calls: Sequence[PlatformCall]) -> None:
     EXPORT_ATTEMPTS_KEPT deleted."""
     _insert_rows(
         ExportAttempt,
-        ["order_id", "event_id", "topic", "partition", "offset", "consumer", "started_at", "duration_ms", "outcome", "error"],
+        [
+            "order_id",
+            "event_id",
+            "topic",
+            "partition",
+            "offset",
+            "consumer",
+            "started_at",
+            "duration_ms",
+            "outcome",
+            "error",
+        ],
         [
             (
-                call.plan.request.order_id, call.plan.request.event_id, call.topic, call.partition, call.offset,
-                call.consumer, call.started_at, round(call.duration * 1000, 3),
+                call.plan.request.order_id,
+                call.plan.request.event_id,
+                call.topic,
+                call.partition,
+                call.offset,
+                call.consumer,
+                call.started_at,
+                round(call.duration * 1000, 3),
                 (ExportAttempt.Outcome.EXPORTED if call.error is None else ExportAttempt.Outcome.FAILED).value,
                 "" if call.error is None else f"{type(call.error).__name__}: {call.error}"[:2000],
             )
@@ -214,7 +253,9 @@ def _insert_rows(model, attnames: list[str], rows: list[tuple]) -> None:
     db = connections[router.db_for_write(model)]
     fields = [model._meta.get_field(name) for name in attnames]
     quote = db.ops.quote_name
-    head = "INSERT INTO {} ({}) ".format(quote(model._meta.db_table), ", ".join(quote(field.column) for field in fields))
+    head = "INSERT INTO {} ({}) ".format(
+        quote(model._meta.db_table), ", ".join(quote(field.column) for field in fields)
+    )
     columns = [_adapt_column(field, values, db) for field, values in zip(fields, zip(*rows))]
     with db.cursor() as cursor:
         if db.vendor == "postgresql":
@@ -248,8 +289,12 @@ def order_export_fail(
     now = timezone.now()
     where = {}
     if dead_letter is not None:
-        where = {"dead_letter_topic": dead_letter.topic, "dead_letter_partition": dead_letter.partition,
-                 "dead_letter_offset": dead_letter.offset, "dead_lettered_at": now}
+        where = {
+            "dead_letter_topic": dead_letter.topic,
+            "dead_letter_partition": dead_letter.partition,
+            "dead_letter_offset": dead_letter.offset,
+            "dead_lettered_at": now,
+        }
     OrderExport.objects.filter(pk=export.pk).update(
         status=OrderExport.Status.FAILED, last_error=reason, updated_at=now, **where
     )
@@ -295,7 +340,9 @@ def order_export_reopen(*, order_ids: Iterable[int]) -> list[int]:
     returns the order ids reopened."""
     order_ids = list(order_ids)
     reopened = list(
-        OrderExport.objects.filter(order_id__in=order_ids, status=OrderExport.Status.FAILED).values_list("order_id", flat=True)
+        OrderExport.objects.filter(order_id__in=order_ids, status=OrderExport.Status.FAILED).values_list(
+            "order_id", flat=True
+        )
     )
     OrderExport.objects.filter(order_id__in=reopened).update(
         status=OrderExport.Status.PENDING, attempts=0, last_error=None, updated_at=timezone.now()

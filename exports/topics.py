@@ -1,5 +1,6 @@
 """The topics of the export: the event topic and its dead-letter topic, which `ensure_topics`
 creates and grows (registered in `ExportsConfig.ready()`)."""
+
 from __future__ import annotations
 
 from django.conf import settings
@@ -19,7 +20,9 @@ def export_topic_specs(partitions: int | None = None) -> list[TopicSpec]:
     return [
         TopicSpec(name=settings.ORDER_EXPORT_TOPIC, partitions=partitions, replication_factor=rf),
         TopicSpec(
-            name=settings.ORDER_EXPORT_DLT_TOPIC, partitions=partitions, replication_factor=rf,
+            name=settings.ORDER_EXPORT_DLT_TOPIC,
+            partitions=partitions,
+            replication_factor=rf,
             configs={"max.message.bytes": str(DLT_MAX_MESSAGE_BYTES)},
         ),
     ]

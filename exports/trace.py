@@ -2,6 +2,7 @@
 (its outbox event, export, attempts, redrives) and the topics (its record and dead letter,
 read back at the positions the broker acknowledged). The order's Delivery panel in the admin
 and `manage.py order_trace` show it."""
+
 from __future__ import annotations
 
 import json
@@ -95,8 +96,10 @@ def order_trace(*, order_id: int, read_topics: bool = True, timeout_ms: int | No
             trace.record = _read(topic=topic, partition=partition, offset=offset, timeout_ms=timeout_ms)
         if export is not None and export.dead_letter_partition is not None and export.dead_letter_offset is not None:
             trace.dead_letter = _read(
-                topic=export.dead_letter_topic, partition=export.dead_letter_partition,
-                offset=export.dead_letter_offset, timeout_ms=timeout_ms,
+                topic=export.dead_letter_topic,
+                partition=export.dead_letter_partition,
+                offset=export.dead_letter_offset,
+                timeout_ms=timeout_ms,
             )
     trace.steps = _steps(trace)
     return trace
@@ -111,10 +114,13 @@ def _redrives_of(order_id: int) -> list[RedriveAudit]:
         audits = audits.filter(order_ids__contains=[order_id])
     else:
         column = f"{db.ops.quote_name(RedriveAudit._meta.db_table)}.{db.ops.quote_name('order_ids')}"
-        audits = audits.filter(RawSQL(
-            f"EXISTS (SELECT 1 FROM json_each({column}) WHERE json_each.value = %s)", (order_id,),
-            output_field=BooleanField(),
-        ))
+        audits = audits.filter(
+            RawSQL(
+                f"EXISTS (SELECT 1 FROM json_each({column}) WHERE json_each.value = %s)",
+                (order_id,),
+                output_field=BooleanField(),
+            )
+        )
     return list(audits.order_by("-id")[:MAX_REDRIVES])
 
 
@@ -175,7 +181,9 @@ def _read(*, topic: str, partition: int, offset: int, timeout_ms: int) -> Record
     except KafkaBridgeError as exc:
         return RecordRead(**where, missing=f"not read: {exc}")
     if record is None:
-        return RecordRead(**where, missing="not on the topic any more (deleted by retention, or the topic was recreated)")
+        return RecordRead(
+            **where, missing="not on the topic any more (deleted by retention, or the topic was recreated)"
+        )
     return RecordRead(**where, record=record)
 
 
@@ -193,27 +201,42 @@ def order_trace_lines(trace: OrderTrace) -> list[str]:
     if trace.confirm_to_exported is not None:
         lines.append(f"  confirm -> exported: {duration_text(trace.confirm_to_exported)}")
     for event in trace.events:
-        lines += ["", f"event {event.event_id} ({event.event_type}) on {event.topic}:",
-                  f"  created {_when(event.created_at)}, send attempts {event.attempts}, "
-                  + (f"sent {_when(event.sent_at)} to partition {event.partition} offset {event.offset}"
-                     if event.sent_at else "not sent yet")]
+        lines += [
+            "",
+            f"event {event.event_id} ({event.event_type}) on {event.topic}:",
+            f"  created {_when(event.created_at)}, send attempts {event.attempts}, "
+            + (
+                f"sent {_when(event.sent_at)} to partition {event.partition} offset {event.offset}"
+                if event.sent_at
+                else "not sent yet"
+            ),
+        ]
         if event.last_error:
             lines.append(f"  last send error: {event.last_error}")
         if event.quarantined_at:
             lines.append(f"  quarantined {_when(event.quarantined_at)}")
     lines += _record_lines("record", trace.record)
-    lines += ["", "export: " + ("none yet" if export is None else
-              f"{export.status}, {export.attempts} attempt(s)"
-              + (f", accepted {_when(export.exported_at)}" if export.exported_at else "")
-              + (f", Idempotency-Key {export.event_id}" if export.event_id else ""))]
+    lines += [
+        "",
+        "export: "
+        + (
+            "none yet"
+            if export is None
+            else f"{export.status}, {export.attempts} attempt(s)"
+            + (f", accepted {_when(export.exported_at)}" if export.exported_at else "")
+            + (f", Idempotency-Key {export.event_id}" if export.event_id else "")
+        ),
+    ]
     if export is not None and export.last_error:
         lines.append(f"  last error: {export.last_error}")
     if trace.attempts:
         lines.append("attempts:")
         for a in trace.attempts:
             error = f": {a.error}" if a.error else ""
-            lines.append(f"  {_when(a.started_at)}  {a.duration_ms:9.1f} ms  {a.outcome:<8} {a.consumer} "
-                         f"({a.topic}[{a.partition}]@{a.offset}){error}")
+            lines.append(
+                f"  {_when(a.started_at)}  {a.duration_ms:9.1f} ms  {a.outcome:<8} {a.consumer} "
+                f"({a.topic}[{a.partition}]@{a.offset}){error}"
+            )
     lines += _record_lines("dead letter", trace.dead_letter)
     if trace.redrives:
         lines += ["", "redrives:"]
@@ -251,20 +274,38 @@ def order_trace_data(trace: OrderTrace) -> dict[str, Any]:
     """The trace as JSON-ready data: times in ISO 8601, durations in seconds."""
     order, export = trace.order, trace.export
     return {
-        "order": {"id": order.pk, "status": order.status, "customer_id": order.customer_id,
-                  "created_at": _iso(order.created_at), "confirmed_at": _iso(order.confirmed_at)},
+        "order": {
+            "id": order.pk,
+            "status": order.status,
+            "customer_id": order.customer_id,
+            "created_at": _iso(order.created_at),
+            "confirmed_at": _iso(order.confirmed_at),
+        },
         "steps": [{"step": s.name, "at": _iso(s.at), "after_seconds": _seconds(s.after)} for s in trace.steps],
         "confirm_to_exported_seconds": _seconds(trace.confirm_to_exported),
         "events": [_event_data(event) for event in trace.events],
         "record": _record_data(trace.record),
-        "export": None if export is None else {
-            "status": export.status, "attempts": export.attempts, "exported_at": _iso(export.exported_at),
-            "idempotency_key": str(export.event_id) if export.event_id else None, "last_error": export.last_error,
+        "export": None
+        if export is None
+        else {
+            "status": export.status,
+            "attempts": export.attempts,
+            "exported_at": _iso(export.exported_at),
+            "idempotency_key": str(export.event_id) if export.event_id else None,
+            "last_error": export.last_error,
         },
         "attempts": [
-            {"started_at": _iso(a.started_at), "duration_ms": a.duration_ms, "consumer": a.consumer,
-             "outcome": a.outcome, "error": a.error, "event_id": str(a.event_id),
-             "topic": a.topic, "partition": a.partition, "offset": a.offset}
+            {
+                "started_at": _iso(a.started_at),
+                "duration_ms": a.duration_ms,
+                "consumer": a.consumer,
+                "outcome": a.outcome,
+                "error": a.error,
+                "event_id": str(a.event_id),
+                "topic": a.topic,
+                "partition": a.partition,
+                "offset": a.offset,
+            }
             for a in trace.attempts
         ],
         "dead_letter": _record_data(trace.dead_letter),
@@ -276,9 +317,15 @@ def order_trace_data(trace: OrderTrace) -> dict[str, Any]:
 
 def _event_data(event: OutboxEvent) -> dict[str, Any]:
     return {
-        "event_id": str(event.event_id), "event_type": event.event_type, "topic": event.topic,
-        "created_at": _iso(event.created_at), "sent_at": _iso(event.sent_at), "send_attempts": event.attempts,
-        "last_error": event.last_error or None, "partition": event.partition, "offset": event.offset,
+        "event_id": str(event.event_id),
+        "event_type": event.event_type,
+        "topic": event.topic,
+        "created_at": _iso(event.created_at),
+        "sent_at": _iso(event.sent_at),
+        "send_attempts": event.attempts,
+        "last_error": event.last_error or None,
+        "partition": event.partition,
+        "offset": event.offset,
         "quarantined_at": _iso(event.quarantined_at),
     }
 
@@ -293,8 +340,13 @@ def _record_data(read: RecordRead | None) -> dict[str, Any] | None:
     value: Any = record.value_text
     if record.value_is_json:
         value = json.loads(record.value)
-    return {**data, "timestamp": _iso(record.timestamp), "key": record.key_text,
-            "headers": [[name, text] for name, text in record.header_texts], "value": value}
+    return {
+        **data,
+        "timestamp": _iso(record.timestamp),
+        "key": record.key_text,
+        "headers": [[name, text] for name, text in record.header_texts],
+        "value": value,
+    }
 
 
 def _iso(at: datetime | None) -> str | None:

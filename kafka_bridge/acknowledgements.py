@@ -1,6 +1,7 @@
 """The fast path's acknowledgement writer: what the producer's callbacks report about records
 sent without waiting (`OutboxPublisher.publish_nowait`), written to the outbox from a thread of
 its own."""
+
 from __future__ import annotations
 
 import logging
@@ -10,8 +11,8 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from django.db import connection
-from kafka import KafkaProducer
 
+from kafka import KafkaProducer
 from kafka_bridge import metrics
 from kafka_bridge.models import OutboxEvent
 from kafka_bridge.outbox import SendFailure, SentMark, outbox_outcomes_record
@@ -163,7 +164,9 @@ class AcknowledgementWriter:
         if failures:
             logger.warning(
                 "kafka: %d outbox event(s) not acknowledged within %.1f s, left for the relay: %s",
-                len(failures), self.publisher.timeout, failures[-1].error,
+                len(failures),
+                self.publisher.timeout,
+                failures[-1].error,
             )
         if acked:
             metrics.EVENTS_PUBLISHED.labels(path=self.publisher.path).inc(len(acked))

@@ -38,8 +38,18 @@ class QuarantinedFilter(admin.SimpleListFilter):
 @admin.register(OutboxEvent)
 class OutboxEventAdmin(admin.ModelAdmin):
     list_display = [
-        "id", "event_type", "event_id", "topic", "key", "created_at", "sent_at", "partition", "offset", "attempts",
-        "is_quarantined", "last_error",
+        "id",
+        "event_type",
+        "event_id",
+        "topic",
+        "key",
+        "created_at",
+        "sent_at",
+        "partition",
+        "offset",
+        "attempts",
+        "is_quarantined",
+        "last_error",
     ]
     list_filter = [SentFilter, QuarantinedFilter, "event_type", "topic"]
     search_fields = ["event_id", "key"]

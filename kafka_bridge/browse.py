@@ -6,6 +6,7 @@ nothing: offsets and partitions come from the admin client, records from a consu
 assigned its partitions and seeks. Nothing here knows what the records mean; other apps may turn
 a record into a link with `record_linker_register`.
 """
+
 from __future__ import annotations
 
 import json
@@ -19,10 +20,10 @@ from functools import cached_property
 from typing import Any
 
 from django.conf import settings
-from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 from kafka.protocol.consumer import OffsetSpec
 
+from kafka import KafkaConsumer, TopicPartition
 from kafka_bridge.client import (
     BrokerAuthenticationFailed,
     BrokerUnavailable,
@@ -192,7 +193,9 @@ def topics_summarize(*, timeout_ms: int) -> list[TopicSummary]:
             earliest = _offsets(admin, partitions, OffsetSpec.EARLIEST, deadline)
             latest = _offsets(admin, partitions, OffsetSpec.LATEST, deadline)
     except KafkaError as exc:
-        raise BrokerUnavailable(f"the broker at {bootstrap_servers()} did not list its topics ({type(exc).__name__})") from exc
+        raise BrokerUnavailable(
+            f"the broker at {bootstrap_servers()} did not list its topics ({type(exc).__name__})"
+        ) from exc
     return [
         TopicSummary(
             name=t["name"],
@@ -241,7 +244,9 @@ def topic_records_read(
             latest = _offsets(admin, tps, OffsetSpec.LATEST, deadline)
             at_time = _offsets(admin, tps, int(from_timestamp.timestamp() * 1000), deadline) if from_timestamp else {}
     except KafkaError as exc:
-        raise BrokerUnavailable(f"the broker at {bootstrap_servers()} did not describe {topic} ({type(exc).__name__})") from exc
+        raise BrokerUnavailable(
+            f"the broker at {bootstrap_servers()} did not describe {topic} ({type(exc).__name__})"
+        ) from exc
 
     starts: dict[TopicPartition, int] = {}
     # Newest mode: whether the scan bound, rather than `limit`, decided how far back to look.
@@ -269,7 +274,9 @@ def topic_records_read(
     try:
         scan.run(deadline=deadline)
     except KafkaError as exc:
-        raise BrokerUnavailable(f"the broker at {bootstrap_servers()} stopped answering ({type(exc).__name__})") from exc
+        raise BrokerUnavailable(
+            f"the broker at {bootstrap_servers()} stopped answering ({type(exc).__name__})"
+        ) from exc
     found_records, next_offsets, stopped, scanned = scan.found, scan.next_offsets, scan.stopped, scan.scanned
 
     records = [r for tp in tps for r in found_records[tp]]
@@ -396,8 +403,10 @@ def record_at(*, topic: str, partition: int, offset: int, timeout_ms: int) -> Re
         record = result.records[0]
         return record if record.offset == offset else None
     if result.timed_out:
-        raise BrokerUnavailable(f"the broker at {bootstrap_servers()} did not return {topic}[{partition}]@{offset} "
-                                f"within {timeout_ms / 1000:g} s")
+        raise BrokerUnavailable(
+            f"the broker at {bootstrap_servers()} did not return {topic}[{partition}]@{offset} "
+            f"within {timeout_ms / 1000:g} s"
+        )
     return None
 
 
@@ -414,15 +423,14 @@ def _partitions(admin, topic: str, partitions: Iterable[int] | None) -> list[Top
         return [TopicPartition(topic, p) for p in existing]
     missing = sorted(set(partitions) - set(existing))
     if missing:
-        raise TopicNotFound(f"topic {topic!r} has no partition {', '.join(map(str, missing))} "
-                            f"(it has {len(existing)})")
+        raise TopicNotFound(f"topic {topic!r} has no partition {', '.join(map(str, missing))} (it has {len(existing)})")
     return [TopicPartition(topic, p) for p in sorted(set(partitions))]
 
 
 def _offsets(admin, partitions: list[TopicPartition], spec, deadline: float) -> dict[TopicPartition, int]:
     if not partitions:
         return {}
-    found = admin.list_partition_offsets({tp: spec for tp in partitions}, timeout_ms=max(1, _remaining_ms(deadline)))
+    found = admin.list_partition_offsets(dict.fromkeys(partitions, spec), timeout_ms=max(1, _remaining_ms(deadline)))
     return {tp: found[tp].offset for tp in partitions}
 
 

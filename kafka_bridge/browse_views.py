@@ -3,6 +3,7 @@
 Records carry order data, so both pages need the `kafka_bridge.browse_topics` permission on top
 of staff status (the status page needs staff status only). The reading is `kafka_bridge.browse`.
 """
+
 from __future__ import annotations
 
 import re
@@ -59,7 +60,13 @@ def browse_permission_required(view: Callable[..., HttpResponse]) -> Callable[..
 class UtcDateTimeField(forms.DateTimeField):
     """A date and time typed without a zone, taken as UTC whatever the active time zone."""
 
-    input_formats = ("%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:%M:%S.%f", "%Y-%m-%d %H:%M", "%Y-%m-%d %H:%M:%S")
+    input_formats = (
+        "%Y-%m-%dT%H:%M",
+        "%Y-%m-%dT%H:%M:%S",
+        "%Y-%m-%dT%H:%M:%S.%f",
+        "%Y-%m-%d %H:%M",
+        "%Y-%m-%d %H:%M:%S",
+    )
 
     def to_python(self, value: Any):
         with timezone.override(UTC):
@@ -122,7 +129,9 @@ def topic_records_page(request: HttpRequest, name: str) -> HttpResponse:
         try:
             if query["full"]:
                 record = record_at(
-                    topic=name, partition=query["partition"], offset=query["offset"],
+                    topic=name,
+                    partition=query["partition"],
+                    offset=query["offset"],
                     timeout_ms=settings.KAFKA_STATUS_TIMEOUT_MS,
                 )
                 context["full_record"] = _row(record, cut_at=None) if record else None
@@ -154,7 +163,13 @@ def _result_context(result: BrowseResult, *, query: dict[str, Any]) -> dict[str,
     resume = []
     for read in result.resume_points:
         offset = read.older_search_offset if result.newest_first else read.next_offset
-        resume.append({"read": read, "offset": offset, "url": "?" + urlencode({**kept, "partition": read.partition, "offset": offset})})
+        resume.append(
+            {
+                "read": read,
+                "offset": offset,
+                "url": "?" + urlencode({**kept, "partition": read.partition, "offset": offset}),
+            }
+        )
     return {
         "result": result,
         "rows": [_row(record, cut_at=VALUE_CUT_AT) for record in result.records],

@@ -5,6 +5,7 @@ The functions know nothing about what they draw. Every piece of text goes throug
 and value (read out by screen readers, shown on hover), and `Chart.table()` gives the same
 numbers as an HTML table.
 """
+
 from __future__ import annotations
 
 import math
@@ -42,14 +43,27 @@ class Chart:
     def svg(self) -> SafeString:
         if self.kind == "bars":
             [(name, values)] = self.series.items()
-            return bar_chart_svg(chart_id=self.chart_id, title=self.title, labels=self.labels, values=values,
-                                 value_name=name, unit=self.unit)
-        return line_chart_svg(chart_id=self.chart_id, title=self.title, labels=self.labels, series=self.series,
-                              unit=self.unit)
+            return bar_chart_svg(
+                chart_id=self.chart_id,
+                title=self.title,
+                labels=self.labels,
+                values=values,
+                value_name=name,
+                unit=self.unit,
+            )
+        return line_chart_svg(
+            chart_id=self.chart_id, title=self.title, labels=self.labels, series=self.series, unit=self.unit
+        )
 
     def table(self) -> SafeString:
-        return chart_table_html(chart_id=self.chart_id, title=self.title, labels=self.labels, series=self.series,
-                                unit=self.unit, label_heading=self.label_heading)
+        return chart_table_html(
+            chart_id=self.chart_id,
+            title=self.title,
+            labels=self.labels,
+            series=self.series,
+            unit=self.unit,
+            label_heading=self.label_heading,
+        )
 
 
 def format_number(value: float | None, *, unit: str = "") -> str:
@@ -84,13 +98,18 @@ def bar_chart_svg(
     bars = []
     for index, (label, value) in enumerate(zip(labels, values)):
         height = _y_span(max(0.0, value or 0), top)
-        bars.append(format_html(
-            '<rect class="bar{}" x="{}" y="{}" width="{}" height="{}" fill="{}"><title>{}</title></rect>',
-            "" if value is not None else " unknown",
-            _coord(PLOT_LEFT + index * slot + (slot - bar_width) / 2), _coord(PLOT_BOTTOM - height),
-            _coord(bar_width), _coord(height), COLORS[0],
-            _mark_title(label, value_name, value, unit),
-        ))
+        bars.append(
+            format_html(
+                '<rect class="bar{}" x="{}" y="{}" width="{}" height="{}" fill="{}"><title>{}</title></rect>',
+                "" if value is not None else " unknown",
+                _coord(PLOT_LEFT + index * slot + (slot - bar_width) / 2),
+                _coord(PLOT_BOTTOM - height),
+                _coord(bar_width),
+                _coord(height),
+                COLORS[0],
+                _mark_title(label, value_name, value, unit),
+            )
+        )
     return _svg(chart_id=chart_id, title=title, body=[_y_axis(top, unit), _join(bars), _x_labels(labels)])
 
 
@@ -112,26 +131,51 @@ def line_chart_svg(
     lines = []
     for (name, values), color in zip(series.items(), _colors()):
         points = [
-            (PLOT_LEFT + (index + 0.5) * slot, PLOT_BOTTOM - _y_span(max(0.0, value), top)) if value is not None else None
+            (PLOT_LEFT + (index + 0.5) * slot, PLOT_BOTTOM - _y_span(max(0.0, value), top))
+            if value is not None
+            else None
             for index, value in enumerate(values)
         ]
         dots = [
-            format_html('<circle class="point" cx="{}" cy="{}" r="2.5" fill="{}"><title>{}</title></circle>',
-                        _coord(point[0]), _coord(point[1]), color, _mark_title(label, name, value, unit))
-            for label, value, point in zip(labels, values, points) if point is not None
+            format_html(
+                '<circle class="point" cx="{}" cy="{}" r="2.5" fill="{}"><title>{}</title></circle>',
+                _coord(point[0]),
+                _coord(point[1]),
+                color,
+                _mark_title(label, name, value, unit),
+            )
+            for label, value, point in zip(labels, values, points)
+            if point is not None
         ]
-        lines.append(format_html(
-            '<g class="series" data-series="{}"><path class="line" d="{}" fill="none" stroke="{}" stroke-width="1.5"/>{}</g>',
-            name, _path(points), color, _join(dots),
-        ))
+        lines.append(
+            format_html(
+                '<g class="series" data-series="{}"><path class="line" d="{}" fill="none" stroke="{}" stroke-width="1.5"/>{}</g>',
+                name,
+                _path(points),
+                color,
+                _join(dots),
+            )
+        )
     legend = [
-        format_html('<rect class="swatch" x="{}" y="4" width="10" height="10" fill="{}"/><text x="{}" y="13" fill="currentColor">{}</text>',
-                    PLOT_LEFT + index * 100, color, PLOT_LEFT + index * 100 + 14, name)
+        format_html(
+            '<rect class="swatch" x="{}" y="4" width="10" height="10" fill="{}"/><text x="{}" y="13" fill="currentColor">{}</text>',
+            PLOT_LEFT + index * 100,
+            color,
+            PLOT_LEFT + index * 100 + 14,
+            name,
+        )
         for index, (name, color) in enumerate(zip(series, _colors()))
     ]
-    return _svg(chart_id=chart_id, title=title,
-                body=[_y_axis(top, unit), format_html('<g class="legend">{}</g>', _join(legend)), _join(lines),
-                      _x_labels(labels)])
+    return _svg(
+        chart_id=chart_id,
+        title=title,
+        body=[
+            _y_axis(top, unit),
+            format_html('<g class="legend">{}</g>', _join(legend)),
+            _join(lines),
+            _x_labels(labels),
+        ],
+    )
 
 
 def chart_table_html(
@@ -146,16 +190,26 @@ def chart_table_html(
     """The chart's numbers as a table: a row per label, a column per series."""
     head = format_html_join("", '<th scope="col">{}</th>', ((name,) for name in series))
     rows = format_html_join(
-        "", '<tr><th scope="row">{}</th>{}</tr>',
+        "",
+        '<tr><th scope="row">{}</th>{}</tr>',
         (
-            (label, format_html_join("", "<td>{}</td>", ((format_number(values[index], unit=unit),) for values in series.values())))
+            (
+                label,
+                format_html_join(
+                    "", "<td>{}</td>", ((format_number(values[index], unit=unit),) for values in series.values())
+                ),
+            )
             for index, label in enumerate(labels)
         ),
     )
     return format_html(
         '<table class="chart-table" id="{}-table"><caption>{}</caption><thead><tr><th scope="col">{}</th>{}</tr></thead>'
         "<tbody>{}</tbody></table>",
-        chart_id, title, label_heading, head, rows,
+        chart_id,
+        title,
+        label_heading,
+        head,
+        rows,
     )
 
 
@@ -164,7 +218,15 @@ def _svg(*, chart_id: str, title: str, body: Iterable[SafeString]) -> SafeString
         '<svg xmlns="http://www.w3.org/2000/svg" class="chart" id="{}" role="img" aria-labelledby="{}-title" '
         'viewBox="0 0 {} {}" width="{}" height="{}" font-family="sans-serif" font-size="11">'
         '<title id="{}-title">{}</title>{}</svg>',
-        chart_id, chart_id, WIDTH, HEIGHT, WIDTH, HEIGHT, chart_id, title, _join(body),
+        chart_id,
+        chart_id,
+        WIDTH,
+        HEIGHT,
+        WIDTH,
+        HEIGHT,
+        chart_id,
+        title,
+        _join(body),
     )
 
 
@@ -174,7 +236,13 @@ def _y_axis(top: float, unit: str) -> SafeString:
         format_html(
             '<line x1="{}" x2="{}" y1="{}" y2="{}" stroke="#999" stroke-opacity="0.4"/>'
             '<text x="{}" y="{}" text-anchor="end" fill="currentColor">{}</text>',
-            PLOT_LEFT, PLOT_RIGHT, _coord(y), _coord(y), PLOT_LEFT - 4, _coord(y + 4), format_number(value, unit=unit),
+            PLOT_LEFT,
+            PLOT_RIGHT,
+            _coord(y),
+            _coord(y),
+            PLOT_LEFT - 4,
+            _coord(y + 4),
+            format_number(value, unit=unit),
         )
         for value in (0, top / 2, top)
         for y in [PLOT_BOTTOM - _y_span(value, top)]
@@ -187,8 +255,12 @@ def _x_labels(labels: Sequence[str]) -> SafeString:
     every = max(1, math.ceil(len(labels) / MAX_X_LABELS))
     slot = _slot_width(len(labels))
     texts = [
-        format_html('<text x="{}" y="{}" text-anchor="middle" fill="currentColor">{}</text>',
-                    _coord(PLOT_LEFT + (index + 0.5) * slot), HEIGHT - 8, label)
+        format_html(
+            '<text x="{}" y="{}" text-anchor="middle" fill="currentColor">{}</text>',
+            _coord(PLOT_LEFT + (index + 0.5) * slot),
+            HEIGHT - 8,
+            label,
+        )
         for index, label in enumerate(labels)
         if (len(labels) - 1 - index) % every == 0
     ]
@@ -208,7 +280,9 @@ def _path(points: Sequence[tuple[float, float] | None]) -> str:
 
 
 def _mark_title(label: str, name: str, value: float | None, unit: str) -> str:
-    return f"{label}, {name}: {format_number(value, unit=unit)}" if name else f"{label}: {format_number(value, unit=unit)}"
+    return (
+        f"{label}, {name}: {format_number(value, unit=unit)}" if name else f"{label}: {format_number(value, unit=unit)}"
+    )
 
 
 def _nice_ceiling(value: float) -> float:

@@ -3,6 +3,7 @@
 Producers, consumers and admin clients all take `connection_config()`, so the contract's
 security variables apply to every connection the project opens.
 """
+
 from __future__ import annotations
 
 import traceback
@@ -11,7 +12,6 @@ from contextlib import contextmanager
 from typing import Any
 
 from django.conf import settings
-from kafka import KafkaAdminClient
 from kafka.errors import (
     KafkaConnectionError,
     KafkaError,
@@ -21,6 +21,8 @@ from kafka.errors import (
 from kafka.net.compat import KafkaNetClient
 from kafka.net.manager import KafkaConnectionManager
 from kafka.net.selector import NetworkSelector
+
+from kafka import KafkaAdminClient
 
 
 class KafkaBridgeError(Exception):
@@ -231,8 +233,7 @@ def admin_client(*, timeout_ms: int | None = None) -> Iterator[KafkaAdminClient]
         raise BrokerAuthenticationFailed(str(exc)) from exc
     except KafkaError as exc:
         raise BrokerUnavailable(
-            f"no Kafka broker answered at {bootstrap_servers()} within {timeout_ms / 1000:g} s "
-            f"({type(exc).__name__})"
+            f"no Kafka broker answered at {bootstrap_servers()} within {timeout_ms / 1000:g} s ({type(exc).__name__})"
         ) from exc
     try:
         yield client

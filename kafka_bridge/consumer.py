@@ -30,15 +30,16 @@ On a stop (or when partitions are revoked) no new work starts; the calls in flig
 their results are recorded, what is done is committed, and only then does the consumer close
 (leaving the group) or let the partitions go.
 """
+
 from __future__ import annotations
 
 import functools
 import logging
 import queue
-from collections import deque
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -46,7 +47,6 @@ from typing import Any, Protocol
 
 from django.conf import settings
 from django.db import close_old_connections, connections, reset_queries
-from kafka import KafkaConsumer
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 from kafka.errors import (
@@ -58,6 +58,7 @@ from kafka.errors import (
 )
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
+from kafka import KafkaConsumer
 from kafka_bridge import metrics
 from kafka_bridge.client import connection_config
 from kafka_bridge.consumer_state import consumer_member_name, consumer_state_forget, consumer_state_record
@@ -245,8 +246,12 @@ class ConsumerLoop:
         self.dead_letter = dead_letter
         self.on_dead_letter = on_dead_letter
         self.max_attempts = max_attempts
-        self.backoff_base = backoff_base if backoff_base is not None else settings.KAFKA_CONSUMER_RETRY_BACKOFF_MS / 1000
-        self.backoff_max = backoff_max if backoff_max is not None else settings.KAFKA_CONSUMER_RETRY_BACKOFF_MAX_MS / 1000
+        self.backoff_base = (
+            backoff_base if backoff_base is not None else settings.KAFKA_CONSUMER_RETRY_BACKOFF_MS / 1000
+        )
+        self.backoff_max = (
+            backoff_max if backoff_max is not None else settings.KAFKA_CONSUMER_RETRY_BACKOFF_MAX_MS / 1000
+        )
         self.poll_timeout_ms = poll_timeout_ms or settings.KAFKA_CONSUMER_POLL_TIMEOUT_MS
         self.stats_interval = stats_interval or settings.KAFKA_CONSUMER_STATS_INTERVAL
         # How long a stop or a revocation waits for the calls in flight; the processor's own
@@ -305,7 +310,10 @@ class ConsumerLoop:
         self._consumer.subscribe(self.topics, listener=_Rebalances(self))
         logger.info(
             "%s: consuming %s in group %s, up to %d call(s) at once",
-            self.name, ",".join(self.topics), self.group_id, self.concurrency,
+            self.name,
+            ",".join(self.topics),
+            self.group_id,
+            self.concurrency,
         )
         try:
             while not self.stop.is_set():
@@ -352,7 +360,8 @@ class ConsumerLoop:
         if self._broker_trouble_since:
             logger.info(
                 "%s: polling again after %.0f s of broker trouble",
-                self.name, time.monotonic() - self._broker_trouble_since,
+                self.name,
+                time.monotonic() - self._broker_trouble_since,
             )
             self._broker_trouble_since = 0.0
         return polled
@@ -553,13 +562,20 @@ class ConsumerLoop:
                 self._retry_later(key, item, f"{type(error).__name__}: {error}", retry_after=error.retry_after)
         else:
             logger.error(
-                "%s: unexpected error handling %s: %s: %s", self.name, _where(record), type(error).__name__, error,
-                exc_info=error, extra=self._fields(record),
+                "%s: unexpected error handling %s: %s: %s",
+                self.name,
+                _where(record),
+                type(error).__name__,
+                error,
+                exc_info=error,
+                extra=self._fields(record),
             )
             # Not the record's fault: retry without limit, but never faster than the backoff.
             self._retry_later(key, item, f"{type(error).__name__}: {error}", limited=False)
 
-    def _retry_later(self, key, item: _Item, error: str, *, limited: bool = True, retry_after: float | None = None) -> None:
+    def _retry_later(
+        self, key, item: _Item, error: str, *, limited: bool = True, retry_after: float | None = None
+    ) -> None:
         delay = backoff_delay(attempt=max(1, item.attempts), base=self.backoff_base, cap=self.backoff_max)
         if retry_after:
             delay = max(delay, retry_after)
@@ -567,7 +583,13 @@ class ConsumerLoop:
         limit = f"/{self.max_attempts}" if limited else ""
         logger.warning(
             "%s: attempt %d%s of %s failed (%s); retrying in %.1f s",
-            self.name, item.attempts, limit, _where(item.record), error, delay, extra=self._fields(item.record),
+            self.name,
+            item.attempts,
+            limit,
+            _where(item.record),
+            error,
+            delay,
+            extra=self._fields(item.record),
         )
 
     # --- dead letters -----------------------------------------------------------------------
@@ -576,14 +598,20 @@ class ConsumerLoop:
         item.error, item.giving_up = error, True
         if self.dead_letter is None:
             logger.error(
-                "%s: dropping %s after %d attempt(s): %s", self.name, _where(item.record), item.attempts, error,
+                "%s: dropping %s after %d attempt(s): %s",
+                self.name,
+                _where(item.record),
+                item.attempts,
+                error,
                 extra=self._fields(item.record),
             )
             item.dead_lettered = True
             self._run_dead_letter_hook(key, item)
             return
         self._dead_letters_in_flight += 1
-        future = self._dead_letter_worker.submit(self.dead_letter.publish, item.record, error=error, attempts=item.attempts)
+        future = self._dead_letter_worker.submit(
+            self.dead_letter.publish, item.record, error=error, attempts=item.attempts
+        )
         future.add_done_callback(lambda f: self._results.put((_DEAD_LETTER, key, item, f)))
 
     def _dead_letter_done(self, key: Hashable, item: _Item, future: Future) -> None:
@@ -597,11 +625,20 @@ class ConsumerLoop:
             self._scheduler.retry_at(key, time.monotonic() + max(delay, self.backoff_base))
             logger.warning(
                 "%s: dead-lettering %s failed (%s: %s); retrying in %.1f s",
-                self.name, _where(item.record), type(error).__name__, error, delay, extra=self._fields(item.record),
+                self.name,
+                _where(item.record),
+                type(error).__name__,
+                error,
+                delay,
+                extra=self._fields(item.record),
             )
             return
         logger.error(
-            "%s: dead-lettered %s after %d attempt(s): %s", self.name, _where(item.record), item.attempts, item.error,
+            "%s: dead-lettered %s after %d attempt(s): %s",
+            self.name,
+            _where(item.record),
+            item.attempts,
+            item.error,
             extra=self._fields(item.record),
         )
         self.dead_lettered_total += 1
@@ -619,8 +656,12 @@ class ConsumerLoop:
                 delay = backoff_delay(attempt=2, base=self.backoff_base, cap=self.backoff_max)
                 self._scheduler.retry_at(key, time.monotonic() + max(delay, self.backoff_base))
                 logger.warning(
-                    "%s: after dead-lettering %s: %s: %s; retrying", self.name, _where(item.record),
-                    type(exc).__name__, exc, extra=self._fields(item.record),
+                    "%s: after dead-lettering %s: %s: %s; retrying",
+                    self.name,
+                    _where(item.record),
+                    type(exc).__name__,
+                    exc,
+                    extra=self._fields(item.record),
                 )
                 return
         self._done(key, item)
@@ -696,8 +737,13 @@ class ConsumerLoop:
             if not outstanding:
                 break
             if time.monotonic() >= ends:
-                logger.warning("%s: %d call(s) still in flight after %.0f s; letting %s go",
-                               self.name, outstanding, self.drain_timeout, _names(revoked))
+                logger.warning(
+                    "%s: %d call(s) still in flight after %.0f s; letting %s go",
+                    self.name,
+                    outstanding,
+                    self.drain_timeout,
+                    _names(revoked),
+                )
                 break
             await net.sleep(0.01)
         if not lost:
@@ -736,8 +782,12 @@ class ConsumerLoop:
         while outstanding():
             left = ends - time.monotonic()
             if left <= 0:
-                logger.warning("%s: %d call(s) still in flight after %.0f s; not waiting longer",
-                               self.name, outstanding(), self.drain_timeout)
+                logger.warning(
+                    "%s: %d call(s) still in flight after %.0f s; not waiting longer",
+                    self.name,
+                    outstanding(),
+                    self.drain_timeout,
+                )
                 return
             results = self._drain_results(timeout=min(left, 0.1))
             with self._lock:
@@ -760,8 +810,13 @@ class ConsumerLoop:
         if elapsed >= self.stats_interval:
             logger.info(
                 "%s: %d record(s) in %.0f s (%.1f/s), %d since start, %d dead-lettered, %d call(s) in flight",
-                self.name, self._window_count, elapsed, self._window_count / elapsed,
-                self.processed_total, self.dead_lettered_total, self._calls_in_flight,
+                self.name,
+                self._window_count,
+                elapsed,
+                self._window_count / elapsed,
+                self.processed_total,
+                self.dead_lettered_total,
+                self._calls_in_flight,
             )
             self._window_start, self._window_count = now, 0
 
@@ -816,7 +871,9 @@ class ConsumerLoop:
     def _fields(self, record: ConsumerRecord) -> dict:
         """The record's coordinates as structured log fields (`extra=`), for the JSON log format."""
         fields = {"topic": record.topic, "partition": record.partition, "offset": record.offset}
-        event_id = next((value for name, value in record.headers or [] if name == "event_id" and value is not None), None)
+        event_id = next(
+            (value for name, value in record.headers or [] if name == "event_id" and value is not None), None
+        )
         if event_id is not None:
             fields["event_id"] = event_id.decode("utf-8", "replace")
         if self.log_fields is not None:
@@ -842,8 +899,10 @@ class ConsumerLoop:
 
     def _forget_partition_gauges(self, partitions) -> None:
         """Partitions this consumer no longer owns: their figures are the new owner's to report."""
-        for gauge, owned in ((metrics.CONSUMER_LAG, self._lag_partitions),
-                             (metrics.CONSUMER_DONE_UNCOMMITTED, self._uncommitted_partitions)):
+        for gauge, owned in (
+            (metrics.CONSUMER_LAG, self._lag_partitions),
+            (metrics.CONSUMER_DONE_UNCOMMITTED, self._uncommitted_partitions),
+        ):
             for tp in set(partitions) & owned:
                 owned.discard(tp)
                 try:

@@ -4,6 +4,7 @@ process (the admin's Kafka status page) can show what the consumer processes hol
 A consumer records its status about once a second and forgets it on a clean stop; a consumer
 that crashed stops reporting, and its row ages out of what `consumer_states` returns.
 """
+
 from __future__ import annotations
 
 import os
@@ -55,13 +56,15 @@ def consumer_states_by_group(
         .order_by("group_id", "member")
     )
     for row in rows:
-        found[row.group_id].append({
-            **row.state,
-            "member": row.member,
-            "group_id": row.group_id,
-            "updated_at": row.updated_at,
-            "age_seconds": max(0.0, row.age.total_seconds()),
-        })
+        found[row.group_id].append(
+            {
+                **row.state,
+                "member": row.member,
+                "group_id": row.group_id,
+                "updated_at": row.updated_at,
+                "age_seconds": max(0.0, row.age.total_seconds()),
+            }
+        )
     return found
 
 

@@ -1,17 +1,18 @@
 """Publishing a record that cannot be processed to a dead-letter topic, as the contract says:
 the original key and value bytes, the original headers, and `dlt.original.topic`,
 `dlt.original.partition`, `dlt.original.offset`, `dlt.error` (one line) and `dlt.attempts`."""
+
 from __future__ import annotations
 
 import threading
 from typing import NamedTuple
 
-from kafka import KafkaProducer
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import IllegalStateError
 from kafka.producer.future import FutureRecordMetadata
 from kafka.structs import TopicPartition
 
+from kafka import KafkaProducer
 from kafka_bridge.producer import producer_config
 from kafka_bridge.text import one_line
 from kafka_bridge.topics import DLT_MAX_MESSAGE_BYTES

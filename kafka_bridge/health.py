@@ -1,4 +1,5 @@
 """Is Kafka there? The Kafka half of `GET /api/health/`."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ class CheckResult:
         return cls(reason=type(exc).__name__, detail=one_line(detail))
 
     def text(self, *, detailed: bool) -> str:
-        """"ok", or "unavailable: <reason>" (with `detailed`, "unavailable: <detail>")."""
+        """ "ok", or "unavailable: <reason>" (with `detailed`, "unavailable: <detail>")."""
         if self.ok:
             return "ok"
         return f"unavailable: {self.detail if detailed else self.reason}"

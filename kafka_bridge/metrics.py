@@ -7,6 +7,7 @@ They live in prometheus_client's process-wide default registry: the web process 
 moves: the web process the fast path's publishes, the relay its publishes and the outbox
 backlog, the consumer what it consumed and dead-lettered, and its lag.
 """
+
 from __future__ import annotations
 
 import logging

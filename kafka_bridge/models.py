@@ -10,7 +10,8 @@ class OutboxEvent(models.Model):
     event_id = models.UUIDField(unique=True, editable=False)
     event_type = models.CharField(max_length=100)
     topic = models.CharField(max_length=249)
-    key = models.CharField(max_length=255, null=True, blank=True)
+    # A record's key may be null, which Kafka tells apart from an empty one.
+    key = models.CharField(max_length=255, null=True, blank=True)  # noqa: DJ001
     # The exact JSON text sent as the record's value, so every send is byte-identical.
     payload = models.TextField()
     headers = models.JSONField(default=list, help_text="[[name, value], ...], UTF-8 strings")
@@ -44,10 +45,6 @@ class OutboxEvent(models.Model):
             models.Index(fields=["topic", "key"], name="outbox_topic_key_idx"),
         ]
 
-    @property
-    def quarantined(self) -> bool:
-        return self.quarantined_at is not None
-
     def __str__(self) -> str:
         if self.sent_at:
             state = f"sent {self.sent_at:%Y-%m-%d %H:%M:%S}"
@@ -56,6 +53,10 @@ class OutboxEvent(models.Model):
         else:
             state = "unsent"
         return f"{self.event_type} {self.event_id} ({state})"
+
+    @property
+    def quarantined(self) -> bool:
+        return self.quarantined_at is not None
 
 
 class ConsumerState(models.Model):
@@ -85,3 +86,6 @@ class KafkaTopic(models.Model):
         managed = False
         default_permissions = ()
         permissions = [("browse_topics", "Can browse topic records")]
+
+    def __str__(self) -> str:
+        return "Kafka topics"

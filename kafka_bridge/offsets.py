@@ -6,17 +6,18 @@ A reset is only safe while nobody consumes in the group: a live member would com
 with its next batch. So it is refused while the group has members, and the broker refuses the
 commit too should a member join between the check and the write.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from kafka import KafkaAdminClient, TopicPartition
 from kafka.errors import KafkaError, NoError
 from kafka.protocol.consumer import OffsetSpec, OffsetTimestamp
 from kafka.structs import OffsetAndMetadata
 
+from kafka import KafkaAdminClient, TopicPartition
 from kafka_bridge.client import KafkaBridgeError, admin_client
 
 ResetTarget = Literal["earliest", "latest"] | datetime
@@ -136,7 +137,9 @@ def _partitions(admin: KafkaAdminClient, topic: str) -> list[TopicPartition]:
     return sorted(TopicPartition(topic, p["partition_index"]) for p in described["partitions"])
 
 
-def _resolve(admin: KafkaAdminClient, partitions: list[TopicPartition], target: ResetTarget) -> dict[TopicPartition, int]:
+def _resolve(
+    admin: KafkaAdminClient, partitions: list[TopicPartition], target: ResetTarget
+) -> dict[TopicPartition, int]:
     """The offset each partition moves to, within its [earliest, latest] range."""
     earliest = _list_offsets(admin, partitions, OffsetSpec.EARLIEST)
     latest = _list_offsets(admin, partitions, OffsetSpec.LATEST)
@@ -152,7 +155,7 @@ def _resolve(admin: KafkaAdminClient, partitions: list[TopicPartition], target: 
 
 
 def _list_offsets(admin: KafkaAdminClient, partitions: list[TopicPartition], spec: int) -> dict[TopicPartition, int]:
-    return {tp: found.offset for tp, found in admin.list_partition_offsets({tp: spec for tp in partitions}).items()}
+    return {tp: found.offset for tp, found in admin.list_partition_offsets(dict.fromkeys(partitions, spec)).items()}
 
 
 def _committed_offset(meta: OffsetAndMetadata | None) -> int | None:

@@ -21,6 +21,7 @@ What happens to a send, and to its row:
   row is quarantined: it keeps its reason in `last_error`, is no longer sent or counted as
   backlog, and waits for an operator (the admin's release action, or `outbox_resend`).
 """
+
 from __future__ import annotations
 
 import json
@@ -131,11 +132,7 @@ def outbox_claim(*, relay_id: str, older_than: float, limit: int, lease: float) 
         # another relay for now.
         keys = {row.key for row in rows if row.key is not None}
         oldest = dict(
-            outbox_waiting()
-            .filter(key__in=keys)
-            .values("key")
-            .annotate(first=Min("id"))
-            .values_list("key", "first")
+            outbox_waiting().filter(key__in=keys).values("key").annotate(first=Min("id")).values_list("key", "first")
         )
         mine = {row.id for row in rows}
         blocked = {key for key, first in oldest.items() if first not in mine}

@@ -5,6 +5,7 @@ These are limits of the called system, not of a record: a 429 for one order mean
 should be sent before the moment it names, and a platform that fails call after call gets one
 probe at a time instead of the whole concurrency.
 """
+
 from __future__ import annotations
 
 import time

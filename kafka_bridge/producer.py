@@ -28,6 +28,7 @@ producer after such a failure and builds a new one for the next send; and since 
 that failed beside the refused one carry its error too, the relay sends those again one at a
 time to learn which record was really refused.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -38,18 +39,19 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from django.conf import settings
-from kafka import KafkaProducer
 from kafka.errors import InvalidTopicError, KafkaError
 from kafka.util import ensure_valid_topic_name
 
+from kafka import KafkaProducer
 from kafka_bridge import metrics
-from kafka_bridge.client import connection_config
 from kafka_bridge.acknowledgements import AcknowledgementWriter
+from kafka_bridge.client import connection_config
 from kafka_bridge.models import OutboxEvent
 from kafka_bridge.outbox import SendFailure, SentMark, outbox_outcomes_record
 from kafka_bridge.send_failures import error_line, failure_is_the_records_own, shares_a_refused_batch
 
 logger = logging.getLogger(__name__)
+
 
 def producer_config(*, timeout_ms: int) -> dict:
     """Producer settings; `timeout_ms` bounds bootstrap, metadata waits and each request."""
@@ -279,14 +281,19 @@ class OutboxPublisher:
             row = by_pk.get(refusal.pk)
             logger.warning(
                 "kafka: outbox event %s (row %d) refused for a reason of its own%s: %s",
-                row.event_id if row else "?", refusal.pk,
-                ", quarantined" if refusal.pk in quarantined else "", refusal.error,
+                row.event_id if row else "?",
+                refusal.pk,
+                ", quarantined" if refusal.pk in quarantined else "",
+                refusal.error,
             )
         if outcome.failed:
             self._suspended_until = time.monotonic() + self.suspend_after_failure
             logger.warning(
                 "kafka: %d of %d outbox event(s) not acknowledged within %.1f s, left for the relay: %s",
-                len(outcome.failed), len(rows), self.timeout, outcome.failed[0].error,
+                len(outcome.failed),
+                len(rows),
+                self.timeout,
+                outcome.failed[0].error,
             )
         return PublishResult(
             sent=len(outcome.acked),

@@ -5,6 +5,7 @@ apps add to that page.
 
 Names are given as callables, read when used: a setting overridden later (in a test, say) applies.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable

@@ -1,5 +1,6 @@
 """`run_outbox_relay`'s loop: send outbox rows that the on-commit fast path did not (broker
 down at commit time, process died after the commit), oldest first."""
+
 from __future__ import annotations
 
 import logging
@@ -72,8 +73,11 @@ class OutboxRelay:
     def _write(self, outcome: SendOutcome, rows: list[OutboxEvent]) -> PublishResult:
         self._unwritten = (outcome, rows)
         quarantined = outbox_outcomes_record(
-            acked=outcome.acked, refused=outcome.refused, failed=outcome.failed,
-            relay_id=self.relay_id, claimed=rows,
+            acked=outcome.acked,
+            refused=outcome.refused,
+            failed=outcome.failed,
+            relay_id=self.relay_id,
+            claimed=rows,
         )
         self._unwritten = None
         self.total_sent += len(outcome.acked)
@@ -95,7 +99,9 @@ class OutboxRelay:
                 except DATABASE_ERRORS as exc:
                     logger.warning(
                         "relay: database unavailable (%s: %s); retrying in %.1f s",
-                        type(exc).__name__, " ".join(str(exc).split())[:300], backoff,
+                        type(exc).__name__,
+                        " ".join(str(exc).split())[:300],
+                        backoff,
                     )
                     self._connection_drop()
                     self.stop.wait(backoff)
@@ -122,7 +128,9 @@ class OutboxRelay:
         except DATABASE_ERRORS as exc:
             logger.warning(
                 "relay: stopping with the outcome of %d send(s) unwritten (%s); their rows are sent "
-                "again once their claim runs out", len(self._unwritten[1]), type(exc).__name__,
+                "again once their claim runs out",
+                len(self._unwritten[1]),
+                type(exc).__name__,
             )
             self._connection_drop()
 

@@ -1,4 +1,5 @@
 """What long-running loops share: a stop flag that signal handlers set."""
+
 from __future__ import annotations
 
 import logging

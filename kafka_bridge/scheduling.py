@@ -5,6 +5,7 @@ The consumer gives every record a key (its partition and its Kafka key) and take
 up to the number of free workers. A key is idle, taken (its first record is being worked on)
 or waiting (its first record failed and is retried at a moment of its own).
 """
+
 from __future__ import annotations
 
 import heapq

@@ -1,4 +1,5 @@
 """Reads of the outbox."""
+
 from __future__ import annotations
 
 from django.db.models import Count, Min, Q
@@ -22,4 +23,3 @@ def outbox_backlog() -> dict:
         "oldest_unsent_age_seconds": (timezone.now() - oldest).total_seconds() if oldest else None,
         "quarantined": unsent["quarantined"],
     }
-

@@ -1,5 +1,6 @@
 """Why a send failed: for the record's own reason (it would fail again, and no other record
 would), or for the broker's (any record would have failed); and the failure as one line."""
+
 from __future__ import annotations
 
 from typing import TYPE_CHECKING

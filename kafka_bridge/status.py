@@ -2,14 +2,15 @@
 their partitions (leader, replicas, ISR, earliest and latest offsets), consumer groups with
 their state, members, assignments, committed offsets and lag. The shape is the contract's
 `kafka_status --json`."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable
 from typing import Any
 
-from kafka import KafkaAdminClient, TopicPartition
 from kafka.protocol.consumer import OffsetSpec
 
+from kafka import KafkaAdminClient, TopicPartition
 from kafka_bridge.client import admin_client
 
 
@@ -26,7 +27,7 @@ def _assignments(member: dict[str, Any]) -> list[dict[str, Any]]:
 def _offsets(admin: KafkaAdminClient, partitions: list[TopicPartition], spec) -> dict[TopicPartition, int]:
     if not partitions:
         return {}
-    return {tp: found.offset for tp, found in admin.list_partition_offsets({tp: spec for tp in partitions}).items()}
+    return {tp: found.offset for tp, found in admin.list_partition_offsets(dict.fromkeys(partitions, spec)).items()}
 
 
 def kafka_status(
@@ -43,7 +44,8 @@ def kafka_status(
         cluster = admin.describe_cluster()
         described = admin.describe_topics(list(topics) if topics is not None else None)
         described = [
-            t for t in described
+            t
+            for t in described
             if t["error_code"] == 0 and (include_internal or not t["is_internal"] or topics is not None)
         ]
         partitions = [TopicPartition(t["name"], p["partition_index"]) for t in described for p in t["partitions"]]
@@ -54,14 +56,16 @@ def kafka_status(
             group_ids = [g["group_id"] for g in admin.list_groups() if g.get("protocol_type") in ("consumer", "")]
         group_ids = sorted(group_ids)
         groups = admin.describe_groups(group_ids) if group_ids else {}
-        committed = admin.list_group_offsets({group_id: None for group_id in group_ids}) if group_ids else {}
+        committed = admin.list_group_offsets(dict.fromkeys(group_ids)) if group_ids else {}
         # End offsets of partitions some group committed to but that the topic list left out
         # (when narrowed down); a topic deleted since has none.
         extra_topics = {tp.topic for offsets in committed.values() for tp in offsets} - {t["name"] for t in described}
         if extra_topics:
             existing = {
                 (t["name"], p["partition_index"])
-                for t in admin.describe_topics(sorted(extra_topics)) if t["error_code"] == 0 for p in t["partitions"]
+                for t in admin.describe_topics(sorted(extra_topics))
+                if t["error_code"] == 0
+                for p in t["partitions"]
             }
             latest.update(_offsets(admin, [TopicPartition(*tp) for tp in sorted(existing)], OffsetSpec.LATEST))
 
@@ -88,7 +92,9 @@ def kafka_status(
             }
             for t in sorted(described, key=lambda t: t["name"])
         ],
-        "consumer_groups": [_group(group_id, groups.get(group_id, {}), committed.get(group_id, {}), latest) for group_id in group_ids],
+        "consumer_groups": [
+            _group(group_id, groups.get(group_id, {}), committed.get(group_id, {}), latest) for group_id in group_ids
+        ],
     }
 
 

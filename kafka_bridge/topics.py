@@ -1,5 +1,6 @@
 """Creating and growing topics. A partition count can rise but never fall: Kafka cannot remove
 partitions, and lowering would move keys between partitions and break per-key order."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -74,9 +75,7 @@ def topics_ensure(*, specs: Sequence[TopicSpec]) -> list[TopicChange]:
                 changes.append(_create(admin, spec))
             elif current < spec.partitions:
                 admin.create_partitions({spec.name: spec.partitions})
-                changes.append(
-                    TopicChange(spec.name, "grown", spec.partitions, partitions_before=current)
-                )
+                changes.append(TopicChange(spec.name, "grown", spec.partitions, partitions_before=current))
             else:
                 changes.append(TopicChange(spec.name, "unchanged", current))
         return changes
@@ -85,8 +84,13 @@ def topics_ensure(*, specs: Sequence[TopicSpec]) -> list[TopicChange]:
 def _create(admin, spec: TopicSpec) -> TopicChange:
     try:
         admin.create_topics(
-            {spec.name: {"num_partitions": spec.partitions, "replication_factor": spec.replication_factor,
-                          **({"configs": spec.configs} if spec.configs else {})}},
+            {
+                spec.name: {
+                    "num_partitions": spec.partitions,
+                    "replication_factor": spec.replication_factor,
+                    **({"configs": spec.configs} if spec.configs else {}),
+                }
+            },
             wait_for_metadata=True,
         )
     except TopicAlreadyExistsError:

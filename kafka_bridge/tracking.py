@@ -6,6 +6,7 @@ dead-lettered), or a crash would skip it: so per partition it is the first offse
 not yet done. Records done beyond it are remembered until it moves past them; after a crash or
 a rebalance they are read again, and the handler's idempotence drops them.
 """
+
 from __future__ import annotations
 
 from collections import deque

@@ -1,6 +1,7 @@
 """The admin's "Kafka status" page: what Kafka UI shows, plus what it cannot see (the outbox,
 what each running consumer holds, and what the apps registered: their consumer groups, shown
 first with their lag and dead-letter topics, and panels of their own)."""
+
 from __future__ import annotations
 
 from django.conf import settings

@@ -2,15 +2,14 @@ from collections.abc import Callable
 
 from django.conf import settings
 from django.contrib import admin, messages
-from django.forms.models import BaseInlineFormSet
 from django.db.models import QuerySet
+from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest
 
 from orders.models import Order, OrderLine
 from orders.permissions import CONFIRM_ORDER
 from orders.serializers import PENDING_EXPORT
 from orders.services import OrderError, OrderNotPending, order_confirm
-
 
 # What other apps show on an order's admin page below its lines (the exports app: its
 # Delivery panel): each gets the request and the order and returns HTML, or None for nothing.
@@ -34,13 +33,20 @@ class OrderLineFormSet(BaseInlineFormSet):
         super().clean()
         first_line_of: dict[str, int] = {}
         for index, form in enumerate(self.forms):
-            if not form.has_changed() and form.instance.pk is None or self.can_delete and self._should_delete_form(form):
+            if (
+                not form.has_changed()
+                and form.instance.pk is None
+                or self.can_delete
+                and self._should_delete_form(form)
+            ):
                 continue
             sku = form.cleaned_data.get("sku")
             if sku is None:
                 continue
             if sku in first_line_of:
-                form.add_error("sku", f"Line {first_line_of[sku] + 1} has this SKU already; an order has one line per SKU.")
+                form.add_error(
+                    "sku", f"Line {first_line_of[sku] + 1} has this SKU already; an order has one line per SKU."
+                )
             else:
                 first_line_of[sku] = index
 
@@ -155,6 +161,4 @@ class OrderAdmin(admin.ModelAdmin):
             ids = ", ".join(f"#{order_id}" for order_id in confirmed)
             self.message_user(request, f"Confirmed {len(confirmed)} order(s): {ids}.", messages.SUCCESS)
         if refused:
-            self.message_user(
-                request, f"Refused {len(refused)} order(s): {'; '.join(refused)}.", messages.WARNING
-            )
+            self.message_user(request, f"Refused {len(refused)} order(s): {'; '.join(refused)}.", messages.WARNING)

@@ -1,4 +1,5 @@
 """The orders REST API: thin views over the services and selectors."""
+
 from __future__ import annotations
 
 from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
@@ -18,12 +19,14 @@ from orders.serializers import (
 )
 from orders.services import LineInput, order_confirm, order_create
 
-
 # The contract's error answers, documented so that clients (and the fuzzer in the suite) can rely
 # on their shape: {"detail", "code"}, or field errors for a 400.
 _ERROR = OpenApiResponse(
-    {"type": "object", "properties": {"detail": {"type": "string"}, "code": {"type": "string"}},
-     "required": ["detail", "code"]},
+    {
+        "type": "object",
+        "properties": {"detail": {"type": "string"}, "code": {"type": "string"}},
+        "required": ["detail", "code"],
+    },
     description='{"detail": "...", "code": "..."}',
 )
 _MESSAGES = {"type": "array", "items": {"type": "string"}}
@@ -35,8 +38,10 @@ _FIELD_ERRORS = {
     "additionalProperties": {
         "anyOf": [
             _MESSAGES,
-            {"type": "object", "additionalProperties": {
-                "anyOf": [_MESSAGES, {"type": "object", "additionalProperties": _MESSAGES}]}},
+            {
+                "type": "object",
+                "additionalProperties": {"anyOf": [_MESSAGES, {"type": "object", "additionalProperties": _MESSAGES}]},
+            },
         ]
     },
 }

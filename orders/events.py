@@ -4,11 +4,12 @@
 to the recorder named by the `DOMAIN_EVENT_RECORDER` setting (the Kafka outbox by default),
 inside the caller's transaction.
 """
+
 from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone as dt_timezone
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -76,7 +77,7 @@ def _money(amount: Decimal) -> str:
 
 
 def _iso_utc(moment: datetime) -> str:
-    return moment.astimezone(dt_timezone.utc).isoformat().replace("+00:00", "Z")
+    return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def event_record(event: OrderExportRequested) -> None:

@@ -1,4 +1,5 @@
 """Who may do what with orders: Django's model permissions, the same ones the admin checks."""
+
 from __future__ import annotations
 
 from rest_framework.exceptions import MethodNotAllowed

@@ -1,4 +1,5 @@
 """Reads of the orders app."""
+
 from __future__ import annotations
 
 from django.db.models import QuerySet

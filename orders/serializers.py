@@ -1,4 +1,5 @@
 """The order's JSON shape (the contract's "order object"), used by the API and by the event."""
+
 from __future__ import annotations
 
 from decimal import Decimal

@@ -1,4 +1,5 @@
 """Writes of the orders app: creating and confirming orders."""
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -49,8 +50,7 @@ def order_create(*, customer_id: str, lines: Iterable[LineInput]) -> Order:
     with transaction.atomic():
         order = Order.objects.create(customer_id=customer_id)
         OrderLine.objects.bulk_create(
-            OrderLine(order=order, sku=line.sku, quantity=line.quantity, unit_price=line.unit_price)
-            for line in lines
+            OrderLine(order=order, sku=line.sku, quantity=line.quantity, unit_price=line.unit_price) for line in lines
         )
     return Order.objects.prefetch_related("lines").get(pk=order.pk)
 

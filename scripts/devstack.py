@@ -5,6 +5,7 @@ honcho prefixes their lines, stops them all when one exits (and exits with its c
 them all on Ctrl-C or SIGTERM, exiting 130 or 143: this script makes that 0, since stopping on
 request is how `make run` is meant to end.
 """
+
 from __future__ import annotations
 
 import os
@@ -39,10 +40,18 @@ class Honcho:
 
     def start(self, *process_types: str) -> int:
         argv = [
-            sys.executable, "-m", "honcho", "--procfile", str(PROCFILE), "--app-root", str(ROOT),
+            sys.executable,
+            "-m",
+            "honcho",
+            "--procfile",
+            str(PROCFILE),
+            "--app-root",
+            str(ROOT),
             # Django reads .env itself, where the environment wins; honcho's .env would win over it.
-            "--env", os.devnull,
-            "start", *process_types,
+            "--env",
+            os.devnull,
+            "start",
+            *process_types,
         ]
         # A process group of its own, which the terminal's Ctrl-C can reach alone.
         self.process = subprocess.Popen(argv, cwd=ROOT, stdin=subprocess.DEVNULL, process_group=0)

@@ -5,38 +5,49 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('exports', '0001_initial'),
-        ('orders', '0001_initial'),
+        ("exports", "0001_initial"),
+        ("orders", "0001_initial"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='RedriveAudit',
+            name="RedriveAudit",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('actor', models.CharField(max_length=150)),
-                ('action', models.CharField(choices=[('admin_retry', 'Retry from the admin'), ('replay_dlt', 'replay_dlt command')], max_length=32)),
-                ('event_ids', models.JSONField(default=list)),
-                ('order_ids', models.JSONField(default=list)),
-                ('detail', models.TextField(blank=True, default='')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("actor", models.CharField(max_length=150)),
+                (
+                    "action",
+                    models.CharField(
+                        choices=[("admin_retry", "Retry from the admin"), ("replay_dlt", "replay_dlt command")],
+                        max_length=32,
+                    ),
+                ),
+                ("event_ids", models.JSONField(default=list)),
+                ("order_ids", models.JSONField(default=list)),
+                ("detail", models.TextField(blank=True, default="")),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
             ],
             options={
-                'ordering': ['-id'],
+                "ordering": ["-id"],
             },
         ),
         migrations.AlterModelOptions(
-            name='orderexport',
-            options={'ordering': ['-id'], 'permissions': [('redrive_orderexport', 'Can retry failed exports and replay dead letters')]},
+            name="orderexport",
+            options={
+                "ordering": ["-id"],
+                "permissions": [("redrive_orderexport", "Can retry failed exports and replay dead letters")],
+            },
         ),
         migrations.CreateModel(
-            name='ProcessedEvent',
+            name="ProcessedEvent",
             fields=[
-                ('event_id', models.UUIDField(primary_key=True, serialize=False)),
-                ('processed_at', models.DateTimeField(auto_now_add=True)),
-                ('order', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to='orders.order')),
+                ("event_id", models.UUIDField(primary_key=True, serialize=False)),
+                ("processed_at", models.DateTimeField(auto_now_add=True)),
+                (
+                    "order",
+                    models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name="+", to="orders.order"),
+                ),
             ],
         ),
     ]

@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('exports', '0002_processed_events_and_redrive_audit'),
+        ("exports", "0002_processed_events_and_redrive_audit"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='redriveaudit',
-            name='dlt_positions',
+            model_name="redriveaudit",
+            name="dlt_positions",
             field=models.JSONField(blank=True, default=list),
         ),
     ]

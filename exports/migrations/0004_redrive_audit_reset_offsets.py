@@ -4,15 +4,21 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('exports', '0003_redrive_audit_dlt_positions'),
+        ("exports", "0003_redrive_audit_dlt_positions"),
     ]
 
     operations = [
         migrations.AlterField(
-            model_name='redriveaudit',
-            name='action',
-            field=models.CharField(choices=[('admin_retry', 'Retry from the admin'), ('replay_dlt', 'replay_dlt command'), ('reset_offsets', 'Consumer group offsets reset from the admin')], max_length=32),
+            model_name="redriveaudit",
+            name="action",
+            field=models.CharField(
+                choices=[
+                    ("admin_retry", "Retry from the admin"),
+                    ("replay_dlt", "replay_dlt command"),
+                    ("reset_offsets", "Consumer group offsets reset from the admin"),
+                ],
+                max_length=32,
+            ),
         ),
     ]

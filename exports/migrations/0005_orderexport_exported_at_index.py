@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('exports', '0004_redrive_audit_reset_offsets'),
-        ('orders', '0003_order_operators_group'),
+        ("exports", "0004_redrive_audit_reset_offsets"),
+        ("orders", "0003_order_operators_group"),
     ]
 
     operations = [
         migrations.AddIndex(
-            model_name='orderexport',
-            index=models.Index(fields=['exported_at'], name='orderexport_exported_at'),
+            model_name="orderexport",
+            index=models.Index(fields=["exported_at"], name="orderexport_exported_at"),
         ),
     ]

@@ -5,51 +5,58 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('exports', '0005_orderexport_exported_at_index'),
-        ('orders', '0003_order_operators_group'),
+        ("exports", "0005_orderexport_exported_at_index"),
+        ("orders", "0003_order_operators_group"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='orderexport',
-            name='dead_letter_offset',
+            model_name="orderexport",
+            name="dead_letter_offset",
             field=models.BigIntegerField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='orderexport',
-            name='dead_letter_partition',
+            model_name="orderexport",
+            name="dead_letter_partition",
             field=models.IntegerField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='orderexport',
-            name='dead_letter_topic',
-            field=models.CharField(blank=True, db_default='', default='', max_length=249),
+            model_name="orderexport",
+            name="dead_letter_topic",
+            field=models.CharField(blank=True, db_default="", default="", max_length=249),
         ),
         migrations.AddField(
-            model_name='orderexport',
-            name='dead_lettered_at',
+            model_name="orderexport",
+            name="dead_lettered_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.CreateModel(
-            name='ExportAttempt',
+            name="ExportAttempt",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('event_id', models.UUIDField()),
-                ('topic', models.CharField(max_length=249)),
-                ('partition', models.IntegerField()),
-                ('offset', models.BigIntegerField()),
-                ('consumer', models.CharField(max_length=200)),
-                ('started_at', models.DateTimeField()),
-                ('duration_ms', models.FloatField()),
-                ('outcome', models.CharField(choices=[('exported', 'Exported'), ('failed', 'Failed')], max_length=16)),
-                ('error', models.TextField(blank=True, default='')),
-                ('order', models.ForeignKey(db_index=False, on_delete=django.db.models.deletion.CASCADE, related_name='export_attempts', to='orders.order')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("event_id", models.UUIDField()),
+                ("topic", models.CharField(max_length=249)),
+                ("partition", models.IntegerField()),
+                ("offset", models.BigIntegerField()),
+                ("consumer", models.CharField(max_length=200)),
+                ("started_at", models.DateTimeField()),
+                ("duration_ms", models.FloatField()),
+                ("outcome", models.CharField(choices=[("exported", "Exported"), ("failed", "Failed")], max_length=16)),
+                ("error", models.TextField(blank=True, default="")),
+                (
+                    "order",
+                    models.ForeignKey(
+                        db_index=False,
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="export_attempts",
+                        to="orders.order",
+                    ),
+                ),
             ],
             options={
-                'ordering': ['id'],
-                'indexes': [models.Index(fields=['order', '-id'], name='exportattempt_order_newest')],
+                "ordering": ["id"],
+                "indexes": [models.Index(fields=["order", "-id"], name="exportattempt_order_newest")],
             },
         ),
     ]

@@ -5,33 +5,33 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     initial = True
 
-    dependencies = [
-    ]
+    dependencies = []
 
     operations = [
         migrations.CreateModel(
-            name='OutboxEvent',
+            name="OutboxEvent",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('event_id', models.UUIDField(editable=False, unique=True)),
-                ('event_type', models.CharField(max_length=100)),
-                ('topic', models.CharField(max_length=249)),
-                ('key', models.CharField(blank=True, max_length=255, null=True)),
-                ('payload', models.TextField()),
-                ('headers', models.JSONField(default=list, help_text='[[name, value], ...], UTF-8 strings')),
-                ('created_at', models.DateTimeField(default=django.utils.timezone.now, editable=False)),
-                ('sent_at', models.DateTimeField(blank=True, null=True)),
-                ('partition', models.IntegerField(blank=True, null=True)),
-                ('offset', models.BigIntegerField(blank=True, null=True)),
-                ('attempts', models.PositiveIntegerField(default=0)),
-                ('last_error', models.TextField(blank=True, default='')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("event_id", models.UUIDField(editable=False, unique=True)),
+                ("event_type", models.CharField(max_length=100)),
+                ("topic", models.CharField(max_length=249)),
+                ("key", models.CharField(blank=True, max_length=255, null=True)),
+                ("payload", models.TextField()),
+                ("headers", models.JSONField(default=list, help_text="[[name, value], ...], UTF-8 strings")),
+                ("created_at", models.DateTimeField(default=django.utils.timezone.now, editable=False)),
+                ("sent_at", models.DateTimeField(blank=True, null=True)),
+                ("partition", models.IntegerField(blank=True, null=True)),
+                ("offset", models.BigIntegerField(blank=True, null=True)),
+                ("attempts", models.PositiveIntegerField(default=0)),
+                ("last_error", models.TextField(blank=True, default="")),
             ],
             options={
-                'ordering': ['id'],
-                'indexes': [models.Index(condition=models.Q(('sent_at__isnull', True)), fields=['id'], name='outbox_unsent_idx')],
+                "ordering": ["id"],
+                "indexes": [
+                    models.Index(condition=models.Q(("sent_at__isnull", True)), fields=["id"], name="outbox_unsent_idx")
+                ],
             },
         ),
     ]

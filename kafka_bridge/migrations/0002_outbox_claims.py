@@ -4,20 +4,19 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('kafka_bridge', '0001_initial'),
+        ("kafka_bridge", "0001_initial"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='outboxevent',
-            name='claimed_by',
-            field=models.CharField(blank=True, default='', max_length=100),
+            model_name="outboxevent",
+            name="claimed_by",
+            field=models.CharField(blank=True, default="", max_length=100),
         ),
         migrations.AddField(
-            model_name='outboxevent',
-            name='claimed_until',
+            model_name="outboxevent",
+            name="claimed_until",
             field=models.DateTimeField(blank=True, null=True),
         ),
     ]

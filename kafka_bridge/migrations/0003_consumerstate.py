@@ -4,23 +4,22 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('kafka_bridge', '0002_outbox_claims'),
+        ("kafka_bridge", "0002_outbox_claims"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='ConsumerState',
+            name="ConsumerState",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('member', models.CharField(max_length=200, unique=True)),
-                ('group_id', models.CharField(db_index=True, max_length=249)),
-                ('state', models.JSONField(help_text='ConsumerLoop.status()')),
-                ('updated_at', models.DateTimeField()),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
+                ("member", models.CharField(max_length=200, unique=True)),
+                ("group_id", models.CharField(db_index=True, max_length=249)),
+                ("state", models.JSONField(help_text="ConsumerLoop.status()")),
+                ("updated_at", models.DateTimeField()),
             ],
             options={
-                'ordering': ['group_id', 'member'],
+                "ordering": ["group_id", "member"],
             },
         ),
     ]

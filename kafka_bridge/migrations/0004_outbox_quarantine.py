@@ -4,33 +4,36 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('kafka_bridge', '0003_consumerstate'),
+        ("kafka_bridge", "0003_consumerstate"),
     ]
 
     operations = [
         migrations.RemoveIndex(
-            model_name='outboxevent',
-            name='outbox_unsent_idx',
+            model_name="outboxevent",
+            name="outbox_unsent_idx",
         ),
         migrations.AddField(
-            model_name='outboxevent',
-            name='quarantined_at',
+            model_name="outboxevent",
+            name="quarantined_at",
             field=models.DateTimeField(blank=True, null=True),
         ),
         migrations.AddField(
-            model_name='outboxevent',
-            name='refusals',
+            model_name="outboxevent",
+            name="refusals",
             field=models.PositiveIntegerField(default=0),
         ),
         migrations.AddField(
-            model_name='outboxevent',
-            name='resends',
+            model_name="outboxevent",
+            name="resends",
             field=models.PositiveIntegerField(default=0),
         ),
         migrations.AddIndex(
-            model_name='outboxevent',
-            index=models.Index(condition=models.Q(('quarantined_at__isnull', True), ('sent_at__isnull', True)), fields=['id'], name='outbox_unsent_idx'),
+            model_name="outboxevent",
+            index=models.Index(
+                condition=models.Q(("quarantined_at__isnull", True), ("sent_at__isnull", True)),
+                fields=["id"],
+                name="outbox_unsent_idx",
+            ),
         ),
     ]

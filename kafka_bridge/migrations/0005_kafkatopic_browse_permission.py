@@ -4,21 +4,20 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('kafka_bridge', '0004_outbox_quarantine'),
+        ("kafka_bridge", "0004_outbox_quarantine"),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='KafkaTopic',
+            name="KafkaTopic",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
+                ("id", models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name="ID")),
             ],
             options={
-                'permissions': [('browse_topics', 'Can browse topic records')],
-                'managed': False,
-                'default_permissions': (),
+                "permissions": [("browse_topics", "Can browse topic records")],
+                "managed": False,
+                "default_permissions": (),
             },
         ),
     ]

@@ -4,14 +4,13 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('kafka_bridge', '0005_kafkatopic_browse_permission'),
+        ("kafka_bridge", "0005_kafkatopic_browse_permission"),
     ]
 
     operations = [
         migrations.AddIndex(
-            model_name='outboxevent',
-            index=models.Index(fields=['topic', 'key'], name='outbox_topic_key_idx'),
+            model_name="outboxevent",
+            index=models.Index(fields=["topic", "key"], name="outbox_topic_key_idx"),
         ),
     ]

@@ -1,4 +1,5 @@
 """The `order-operators` group: may list, read, create and confirm orders."""
+
 from django.db import migrations
 
 GROUP = "order-operators"
@@ -21,9 +22,9 @@ def group_create(apps, schema_editor):
 
     order_type, _ = ContentType.objects.using(db).get_or_create(app_label="orders", model="order")
     permissions = [
-        Permission.objects.using(db).get_or_create(
-            content_type=order_type, codename=codename, defaults={"name": name}
-        )[0]
+        Permission.objects.using(db).get_or_create(content_type=order_type, codename=codename, defaults={"name": name})[
+            0
+        ]
         for codename, name in PERMISSIONS
     ]
     group, _ = Group.objects.using(db).get_or_create(name=GROUP)
@@ -36,7 +37,6 @@ def group_delete(apps, schema_editor):
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
         ("orders", "0002_order_confirm_permission"),
         ("auth", "0012_alter_user_first_name_max_length"),

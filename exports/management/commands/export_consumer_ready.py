@@ -13,7 +13,8 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("--max-lag", type=int, help="most records of lag still ready (default READINESS_MAX_LAG)")
         parser.add_argument(
-            "--max-outbox-age", type=float,
+            "--max-outbox-age",
+            type=float,
             help="oldest unsent outbox event, in seconds, still ready (default READINESS_MAX_OUTBOX_AGE_SECONDS)",
         )
 

@@ -15,8 +15,11 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("order_id", help="the order's id")
         parser.add_argument("--json", dest="as_json", action="store_true", help="one JSON object instead of text")
-        parser.add_argument("--no-topics", action="store_true",
-                            help="only what the database knows: do not read the record and dead letter back")
+        parser.add_argument(
+            "--no-topics",
+            action="store_true",
+            help="only what the database knows: do not read the record and dead letter back",
+        )
 
     def handle(self, *args, order_id: str, as_json: bool, no_topics: bool, **options):
         if not (order_id.isascii() and order_id.isdigit()):

@@ -26,10 +26,21 @@ class Command(BaseCommand):
         parser.add_argument("--operator", required=True, help="username of who does the replay (checked, audited)")
         parser.add_argument("--dry-run", action="store_true", help="list what would be replayed; change nothing")
         parser.add_argument("--limit", type=int, help="replay at most N records")
-        parser.add_argument("--offset", type=dlt_position, action="append", default=[], metavar="P:O",
-                            help="the dead letter at this DLT partition and offset (repeatable)")
-        parser.add_argument("--key", action="append", default=[], metavar="KEY",
-                            help="the dead letters with this key, an order id (repeatable)")
+        parser.add_argument(
+            "--offset",
+            type=dlt_position,
+            action="append",
+            default=[],
+            metavar="P:O",
+            help="the dead letter at this DLT partition and offset (repeatable)",
+        )
+        parser.add_argument(
+            "--key",
+            action="append",
+            default=[],
+            metavar="KEY",
+            help="the dead letters with this key, an order id (repeatable)",
+        )
 
     def handle(self, *args, operator: str, dry_run: bool, limit: int | None, offset, key, **options):
         if limit is not None and limit < 1:

@@ -13,7 +13,9 @@ def parse_aware_datetime(text: str) -> datetime:
     try:
         moment = datetime.fromisoformat(text.strip())
     except ValueError:
-        raise ValueError(f"--to-datetime takes an ISO-8601 datetime such as 2026-11-24T09:30:00Z, not {text!r}") from None
+        raise ValueError(
+            f"--to-datetime takes an ISO-8601 datetime such as 2026-11-24T09:30:00Z, not {text!r}"
+        ) from None
     if moment.utcoffset() is None:
         raise ValueError(f"--to-datetime {text} has no timezone; add one, e.g. {text}Z for UTC or {text}+01:00")
     return moment
@@ -38,7 +40,8 @@ class Command(BaseCommand):
         target.add_argument("--to-earliest", action="store_true", help="the first offset still on the topic")
         target.add_argument("--to-latest", action="store_true", help="the end: skip everything not yet consumed")
         target.add_argument(
-            "--to-datetime", metavar="ISO",
+            "--to-datetime",
+            metavar="ISO",
             help="the first record at or after this time, e.g. 2026-11-24T09:30:00Z (a timezone is required)",
         )
         parser.add_argument("--dry-run", action="store_true", help="print the moves, change nothing")

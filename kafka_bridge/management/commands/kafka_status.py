@@ -13,7 +13,9 @@ class Command(BaseCommand):
         parser.add_argument("--json", action="store_true", dest="as_json", help="print the contract's JSON shape")
         parser.add_argument("--topic", action="append", dest="topics", help="only this topic (repeatable)")
         parser.add_argument("--group", action="append", dest="groups", help="only this consumer group (repeatable)")
-        parser.add_argument("--internal", action="store_true", help="include internal topics such as __consumer_offsets")
+        parser.add_argument(
+            "--internal", action="store_true", help="include internal topics such as __consumer_offsets"
+        )
 
     def handle(self, *args, as_json: bool, topics, groups, internal: bool, **options):
         try:
@@ -27,10 +29,14 @@ class Command(BaseCommand):
 
 
 def render_text(status: dict) -> str:
-    lines = ["brokers: " + ", ".join(
-        f"{b['node_id']} {b['host']}:{b['port']}" + (" (controller)" if b["node_id"] == status["controller_id"] else "")
-        for b in status["brokers"]
-    )]
+    lines = [
+        "brokers: "
+        + ", ".join(
+            f"{b['node_id']} {b['host']}:{b['port']}"
+            + (" (controller)" if b["node_id"] == status["controller_id"] else "")
+            for b in status["brokers"]
+        )
+    ]
     lines.append("")
     lines.append(f"{'TOPIC':<40} {'PART':>4} {'LEADER':>6} {'REPLICAS':<10} {'ISR':<10} {'EARLIEST':>9} {'LATEST':>9}")
     for topic in status["topics"]:
@@ -41,9 +47,13 @@ def render_text(status: dict) -> str:
             )
     for group in status["consumer_groups"]:
         lines.append("")
-        lines.append(f"group {group['group_id']}: {group['state']}, {len(group['members'])} member(s), total lag {group['total_lag']}")
+        lines.append(
+            f"group {group['group_id']}: {group['state']}, {len(group['members'])} member(s), total lag {group['total_lag']}"
+        )
         owners = {
-            (a["topic"], a["partition"]): m["client_id"] + "@" + m["host"] for m in group["members"] for a in m["assignments"]
+            (a["topic"], a["partition"]): m["client_id"] + "@" + m["host"]
+            for m in group["members"]
+            for a in m["assignments"]
         }
         lines.append(f"  {'TOPIC':<40} {'PART':>4} {'COMMITTED':>9} {'END':>9} {'LAG':>6}  OWNER")
         for p in group["partitions"]:

@@ -11,7 +11,9 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("--batch-size", type=int, help="rows per round (default OUTBOX_RELAY_BATCH_SIZE)")
-        parser.add_argument("--interval", type=float, help="seconds between rounds when idle (default OUTBOX_RELAY_INTERVAL)")
+        parser.add_argument(
+            "--interval", type=float, help="seconds between rounds when idle (default OUTBOX_RELAY_INTERVAL)"
+        )
 
     def handle(self, *args, batch_size: int | None, interval: float | None, **options):
         stop = StopFlag()
