@@ -13,7 +13,8 @@ from django.urls import reverse
 
 from exports.redrive import REDRIVE_PERMISSION
 from exports.selectors import export_status_panel
-from exports.trace import RecordRead, duration_text, order_trace
+from exports.trace import RecordRead, order_trace
+from exports.trace_output import duration_text
 from kafka_bridge.browse_views import BROWSE_PERMISSION
 from orders.models import Order
 

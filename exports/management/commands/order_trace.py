@@ -2,7 +2,8 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from exports.trace import order_trace, order_trace_data, order_trace_lines
+from exports.trace import order_trace
+from exports.trace_output import order_trace_data, order_trace_lines
 
 
 class Command(BaseCommand):
