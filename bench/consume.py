@@ -51,10 +51,14 @@ def backlog_prepare(*, orders: int) -> dict:
 
 
 def exports_reset() -> dict:
-    """Forget every export, so that the backlog exports again in full."""
-    from exports.models import OrderExport, ProcessedEvent
+    """Forget every export, so that the backlog exports again in full, as into empty tables."""
+    from exports.models import ExportAttempt, OrderExport, ProcessedEvent
 
-    return {"processed": ProcessedEvent.objects.all().delete()[0], "exports": OrderExport.objects.all().delete()[0]}
+    return {
+        "processed": ProcessedEvent.objects.all().delete()[0],
+        "exports": OrderExport.objects.all().delete()[0],
+        "attempts": ExportAttempt.objects.all().delete()[0],
+    }
 
 
 def export_consumer_run(
@@ -64,13 +68,15 @@ def export_consumer_run(
     assigned_path: str | None = None,
     stamps: bool = False,
     http: bool = False,
+    attempt_log: bool = True,
 ) -> dict:
     """`run_export_consumer`'s loop with a fake platform that notes when each order arrived,
     until SIGTERM; with `http`, the client the settings choose (EXPORT_PLATFORM_URL), noting
     when each call returned. `ready_path` is touched once the loop is built, and the loop starts
     when `go_path` exists (so that several consumers join the group together); `assigned_path`
     is touched once the group gave it partitions. With `stamps`, each record's producer timestamp
-    and the moment its batch reached the handler are noted too, to split the latency."""
+    and the moment its batch reached the handler are noted too, to split the latency. Without
+    `attempt_log`, the platform calls are not written as `ExportAttempt` rows (what they cost)."""
     import threading
 
     from django.conf import settings
@@ -89,6 +95,11 @@ def export_consumer_run(
     else:
         client = TimingPlatformClient()
     loop = export_consumer(stop=stop, client=client)
+    if not attempt_log:
+        import exports.processor
+
+        record = exports.processor.order_exports_record
+        exports.processor.order_exports_record = lambda **outcomes: record(**{**outcomes, "calls": ()})
     handed: list[tuple[str, float, float]] = []  # (key, the record's CreateTime, handed to the handler)
     if stamps:
         prepare = loop.processor.prepare
@@ -185,7 +196,7 @@ def run_export_consumers(
 
 
 def steps(repeats: int, consumers: tuple[int, ...]) -> int:
-    return 1 + repeats * (2 + len(consumers))
+    return 1 + repeats * (3 + len(consumers))
 
 
 def measure(run: DatabaseRun) -> list[dict]:
@@ -216,6 +227,13 @@ def measure(run: DatabaseRun) -> list[dict]:
             if result["exports"] != records:
                 context.note(f"{run.vendor}: {count} consumer(s) exported {result['exports']} of {records} orders")
             results[f"export-{count}"].append(result)
+            if count == 1:
+                # Right after it, the same without the attempt log: what writing the attempts costs.
+                progress.next(f"consume: 1 export consumer, attempt log off {suffix}")
+                harness.run("consume.exports-reset", {}, env=env)
+                results["export-1-no-attempts"].append(
+                    run_export_consumers(run, env, count=1, records=records, consumer_args={"attempt_log": False})
+                )
         # The same single consumer without its per-record INFO line: what that line costs.
         progress.next(f"consume: 1 export consumer, outcome lines off {suffix}")
         harness.run("consume.exports-reset", {}, env=env)
@@ -246,6 +264,18 @@ def measure(run: DatabaseRun) -> list[dict]:
                 note=note,
             )
         )
+    runs = results["export-1-no-attempts"]
+    figures.append(
+        figure(
+            "consume.export.1.no-attempt-log",
+            label="export consumer x1, platform calls not written as ExportAttempt rows",
+            unit="exports/s",
+            db=run.vendor,
+            runs=[r["rate"] for r in runs],
+            details=runs,
+            note=note,
+        )
+    )
     runs = results["export-1-quiet"]
     figures.append(
         figure(

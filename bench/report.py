@@ -50,6 +50,8 @@ RATIOS = {
     "http_publish_vs_none": ("publish.http.publish", "publish.http.none"),
     "http_outbox_only_vs_none": ("publish.http.outbox-only", "publish.http.none"),
     "consumer_quiet_vs_raw": ("consume.export.1.quiet", "consume.raw"),
+    # One consumer with the attempt log against the same without it, measured one after the other.
+    "attempt_log_vs_none": ("consume.export.1", "consume.export.1.no-attempt-log"),
     "consumers_2_vs_1": ("consume.export.2", "consume.export.1"),
     "consumers_3_vs_1": ("consume.export.3", "consume.export.1"),
 }
