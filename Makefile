@@ -8,7 +8,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: help venv dev run test test-postgres tools check topics \
+.PHONY: help venv dev run test test-fast test-postgres lint tools check topics \
         kafka-up kafka-down kafka-reset kafka-status kafka-logs postgres-up postgres-down clean bench
 
 help: ## list the targets
@@ -49,6 +49,11 @@ endif
 test: dev tools kafka-up $(TEST_SERVICES) ## run the suite against the real broker; DB=postgres for PostgreSQL
 	$(TEST_ENV) $(PY) -m pytest $(PYTEST_ARGS)
 
+# The unit tests alone (tests/unit/, marked `unit` by folder): no broker to start, no tools to
+# install, no process started.
+test-fast: dev ## the unit tests alone: no broker, no processes (under 30 s)
+	$(PY) -m pytest tests/unit -m unit $(PYTEST_ARGS)
+
 tools: ## install the Debian tools the tests use (kcat) when missing
 	@scripts/ensure_tools.sh
 
@@ -58,6 +63,10 @@ test-postgres: ## same as `make test DB=postgres`
 # Development commands run with DJANGO_DEBUG=true unless the environment (or .env) says otherwise:
 # with it false, the settings refuse the development secret key.
 DEV_ENV := DJANGO_DEBUG=$${DJANGO_DEBUG:-true}
+
+lint: dev ## ruff: the lint rules and the formatting pyproject.toml sets (no changes made)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 check: venv ## Django's system checks
 	$(DEV_ENV) $(PY) manage.py check

@@ -41,8 +41,9 @@ def _producer_settings() -> dict:
 
 def kafka_python_produce(*, topic: str, records: int) -> dict:
     """Send `records` event payloads with a KafkaProducer built like the project's."""
-    from bench.payloads import event_payloads
     from kafka import KafkaProducer
+
+    from bench.payloads import event_payloads
     from kafka_bridge.producer import producer_config
 
     pairs = event_payloads(min(records, 1000))
@@ -71,6 +72,7 @@ def kafka_python_consume(*, topic: str, group: str, records: int) -> dict:
     """Read `records` records of `topic` in a new group with the project's consumer settings,
     decoding each value's JSON: the client's ceiling for the export consumer."""
     from kafka import KafkaConsumer
+
     from kafka_bridge.consumer import consumer_config
 
     consumer = KafkaConsumer(**consumer_config(group_id=group))

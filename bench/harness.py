@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from kafka import KafkaAdminClient, TopicPartition
 from kafka.protocol.consumer import OffsetSpec
 
-from kafka import KafkaAdminClient, TopicPartition
 from kafka_bridge.client import connection_config
 
 ROOT = Path(__file__).resolve().parent.parent

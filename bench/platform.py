@@ -1,6 +1,6 @@
 """The platform over HTTP: `run_export_consumer`'s loop with the HTTP client
 (EXPORT_PLATFORM_URL) against the platform stub in a process of its own
-(`python -m tests.platform_stub`), which answers each call after a fixed delay.
+(`python -m tests.support.platform_stub`), which answers each call after a fixed delay.
 
 With calls of a fixed latency the loop's ceiling is known: `concurrency x processes / latency`
 exports per second. Every figure is given as a ratio to that limit, and the stub is measured
@@ -102,7 +102,7 @@ def stub_drive(*, url: str, threads: int, calls: int) -> dict:
 
 @dataclass
 class Stub:
-    """A `python -m tests.platform_stub` process."""
+    """A `python -m tests.support.platform_stub` process."""
 
     worker: Worker
     port: int
@@ -135,7 +135,17 @@ def stub_running(harness: Harness, *, delay: float) -> Iterator[Stub]:
     """A stub process answering every call after `delay` seconds, stopped on leaving."""
     port_file = harness.path("platform-port")
     worker = harness.command(
-        [PYTHON, "-m", "tests.platform_stub", "--port", "0", "--delay", f"{delay:g}", "--port-file", str(port_file)],
+        [
+            PYTHON,
+            "-m",
+            "tests.support.platform_stub",
+            "--port",
+            "0",
+            "--delay",
+            f"{delay:g}",
+            "--port-file",
+            str(port_file),
+        ],
         env=harness.env(),
         name="platform-stub",
     )

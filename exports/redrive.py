@@ -16,13 +16,13 @@ from datetime import UTC, datetime
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from kafka import KafkaConsumer, KafkaProducer
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from exports.events import PoisonRecord, export_request_decode
 from exports.models import OrderExport, RedriveAudit
 from exports.services import order_export_reopen
-from kafka import KafkaConsumer, KafkaProducer
 from kafka_bridge.client import connection_config
 from kafka_bridge.dead_letter import DLT_HEADER_PREFIX
 from kafka_bridge.offsets import OffsetReset, ResetTarget, group_offsets_reset

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from typing import Protocol
 
 from django.db import connection
-
 from kafka import KafkaProducer
+
 from kafka_bridge import metrics
 from kafka_bridge.models import OutboxEvent
 from kafka_bridge.outbox import SendFailure, SentMark, outbox_outcomes_record

@@ -20,10 +20,10 @@ from functools import cached_property
 from typing import Any
 
 from django.conf import settings
+from kafka import KafkaConsumer, TopicPartition
 from kafka.errors import KafkaError
 from kafka.protocol.consumer import OffsetSpec
 
-from kafka import KafkaConsumer, TopicPartition
 from kafka_bridge.client import (
     BrokerAuthenticationFailed,
     BrokerUnavailable,

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from django.conf import settings
+from kafka import KafkaAdminClient
 from kafka.errors import (
     KafkaConnectionError,
     KafkaError,
@@ -21,8 +22,6 @@ from kafka.errors import (
 from kafka.net.compat import KafkaNetClient
 from kafka.net.manager import KafkaConnectionManager
 from kafka.net.selector import NetworkSelector
-
-from kafka import KafkaAdminClient
 
 
 class KafkaBridgeError(Exception):

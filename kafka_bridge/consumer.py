@@ -47,6 +47,7 @@ from typing import Any, Protocol
 
 from django.conf import settings
 from django.db import close_old_connections, connections, reset_queries
+from kafka import KafkaConsumer
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 from kafka.errors import (
@@ -58,7 +59,6 @@ from kafka.errors import (
 )
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from kafka import KafkaConsumer
 from kafka_bridge import metrics
 from kafka_bridge.client import connection_config
 from kafka_bridge.consumer_state import consumer_member_name, consumer_state_forget, consumer_state_record

@@ -7,12 +7,12 @@ from __future__ import annotations
 import threading
 from typing import NamedTuple
 
+from kafka import KafkaProducer
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import IllegalStateError
 from kafka.producer.future import FutureRecordMetadata
 from kafka.structs import TopicPartition
 
-from kafka import KafkaProducer
 from kafka_bridge.producer import producer_config
 from kafka_bridge.text import one_line
 from kafka_bridge.topics import DLT_MAX_MESSAGE_BYTES

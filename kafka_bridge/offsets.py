@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
+from kafka import KafkaAdminClient, TopicPartition
 from kafka.errors import KafkaError, NoError
 from kafka.protocol.consumer import OffsetSpec, OffsetTimestamp
 from kafka.structs import OffsetAndMetadata
 
-from kafka import KafkaAdminClient, TopicPartition
 from kafka_bridge.client import KafkaBridgeError, admin_client
 
 ResetTarget = Literal["earliest", "latest"] | datetime

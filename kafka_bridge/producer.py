@@ -39,10 +39,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from django.conf import settings
+from kafka import KafkaProducer
 from kafka.errors import InvalidTopicError, KafkaError
 from kafka.util import ensure_valid_topic_name
 
-from kafka import KafkaProducer
 from kafka_bridge import metrics
 from kafka_bridge.acknowledgements import AcknowledgementWriter
 from kafka_bridge.client import connection_config

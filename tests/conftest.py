@@ -1,21 +1,42 @@
-"""Fixtures shared by the whole suite.
+"""Fixtures shared by the whole suite, and its markers by folder.
 
-Tests that touch Kafka talk to the real broker at KAFKA_BOOTSTRAP_SERVERS (`make test` starts
-one) and isolate themselves with topic and group names of their own, never by wiping what other
-tests or a running `make run` keep on the broker.
+Each test is marked with its kind, the folder it lives in: `unit` (no broker, no process),
+`integration`, `faults` or `browser`; `make test-fast` runs `-m unit` alone. Tests that touch
+Kafka talk to the real broker at KAFKA_BOOTSTRAP_SERVERS (`make test` starts one) and isolate
+themselves with topic and group names of their own, never by wiping what other tests or a
+running `make run` keep on the broker. What the tests share besides fixtures is in
+`tests/support/`.
 """
+
 from __future__ import annotations
 
-import contextlib
 import re
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import pytest
 from kafka import KafkaAdminClient
 
 from exports.clients import FakeExternalPlatformClient, PermanentExportError
 from kafka_bridge.client import BrokerUnavailable, admin_client
+from tests.support.consumers import export_consumer_running
+
+TESTS_DIR = Path(__file__).resolve().parent
+KINDS = ("unit", "integration", "faults", "browser")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark each test with its folder's kind (before `-m` selects), so no file names its own."""
+    for item in items:
+        path = Path(item.path).resolve()
+        kind = path.relative_to(TESTS_DIR).parts[0] if path.is_relative_to(TESTS_DIR) else None
+        if kind not in KINDS:
+            continue
+        item.add_marker(kind)
+        if kind == "unit" and item.get_closest_marker("kafka"):
+            raise pytest.UsageError(f"{item.nodeid} is marked kafka: its place is tests/integration/, not tests/unit/")
 
 
 def _unique(prefix: str, request: pytest.FixtureRequest) -> str:
@@ -77,12 +98,14 @@ def _delete_groups(admin: KafkaAdminClient, groups: list[str]) -> None:
     development broker is not crowded with them. A group still in use is left alone."""
     try:
         admin.delete_groups(groups)
-    except Exception:  # noqa: BLE001 - cleanup only; the test's outcome stands
+    except Exception:
         pass
 
 
 @pytest.fixture
-def event_topics(settings, unique_name: Callable[[str], str], kafka_admin: KafkaAdminClient) -> Iterator[tuple[str, str]]:
+def event_topics(
+    settings, unique_name: Callable[[str], str], kafka_admin: KafkaAdminClient
+) -> Iterator[tuple[str, str]]:
     """Points the settings at an event topic and DLT of this test's own (not yet created)."""
     topic = unique_name("order-export")
     settings.ORDER_EXPORT_TOPIC = topic
@@ -108,7 +131,9 @@ def export_topics(event_topics, settings) -> tuple[str, str]:
 def export_group(settings, unique_name, kafka_admin: KafkaAdminClient) -> Iterator[str]:
     settings.ORDER_EXPORT_CONSUMER_GROUP = unique_name("order-export-consumer")
     yield settings.ORDER_EXPORT_CONSUMER_GROUP
-    _delete_groups(kafka_admin, [settings.ORDER_EXPORT_CONSUMER_GROUP, f"{settings.ORDER_EXPORT_CONSUMER_GROUP}.dlt-replay"])
+    _delete_groups(
+        kafka_admin, [settings.ORDER_EXPORT_CONSUMER_GROUP, f"{settings.ORDER_EXPORT_CONSUMER_GROUP}.dlt-replay"]
+    )
 
 
 @pytest.fixture(autouse=True)
@@ -151,36 +176,6 @@ def fake_platform():
     return FakeExternalPlatformClient()
 
 
-@contextlib.contextmanager
-def export_consumer_running(client) -> Iterator:
-    """`run_export_consumer`'s loop in a thread, exporting with `client`; stopped on leaving the
-    way a signal stops it, and checked to have stopped without crashing. Yields the loop."""
-    import threading
-
-    from exports.processor import export_consumer
-    from kafka_bridge.runner import StopFlag
-
-    stop = StopFlag()
-    loop = export_consumer(stop=stop, client=client)
-    errors: list[BaseException] = []
-
-    def run():
-        try:
-            loop.run()
-        except BaseException as exc:  # surfaced below
-            errors.append(exc)
-
-    thread = threading.Thread(target=run, name="export-consumer", daemon=True)
-    thread.start()
-    try:
-        yield loop
-    finally:
-        stop.set()
-        thread.join(timeout=30)
-    assert not thread.is_alive(), "the consumer loop did not stop within 30 s"
-    assert not errors, f"the consumer loop crashed: {errors[0]!r}"
-
-
 @pytest.fixture
 def running_export_consumer(export_topics, export_group, fake_platform, transactional_db):
     """The export consumer exporting to `fake_platform`."""
@@ -214,22 +209,11 @@ def refusing_consumer(export_topics, export_group, refusing_platform, fresh_publ
         yield loop
 
 
-def database_url_of_test_db() -> str:
-    """A DATABASE_URL for subprocesses that must see what the test committed."""
-    from django.db import connection
-
-    db = connection.settings_dict
-    if db["ENGINE"].endswith("sqlite3"):
-        return f"sqlite:///{db['NAME']}"
-    auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
-    return f"postgres://{auth}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
-
-
 @pytest.fixture
 def private_broker(tmp_path, settings):
     """A running broker of this test's own, which the test may stop and start; every Kafka
     client the project builds from settings points at it."""
-    from tests.brokers import PrivateBroker
+    from tests.support.brokers import PrivateBroker
 
     broker = PrivateBroker(tmp_path / "kafka")
     broker.start()
@@ -242,7 +226,7 @@ def private_broker(tmp_path, settings):
 def platform_stub():
     """A running `PlatformStub`; point EXPORT_PLATFORM_URL (or an HttpExternalPlatformClient)
     at `platform_stub.url`."""
-    from tests.platform_stub import PlatformServer, PlatformStub
+    from tests.support.platform_stub import PlatformServer, PlatformStub
 
     server = PlatformServer(PlatformStub())
     yield server.stub
@@ -253,7 +237,7 @@ def platform_stub():
 def spawn():
     """`spawn(command, env)` starts a `manage.py` command; whatever still runs after the test is
     killed, so a failed test leaves no consumer or relay behind."""
-    from tests.processes import ManagedProcess
+    from tests.support.processes import ManagedProcess
 
     started: list[ManagedProcess] = []
 
@@ -295,10 +279,17 @@ def browser(tmp_path):
     options = webdriver.ChromeOptions()
     options.binary_location = shutil.which("chromium")
     for flag in [
-        "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--no-first-run",
         # This machine has no network beyond loopback: stop Chromium from trying.
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        f"--user-data-dir={tmp_path / 'chromium'}", "--window-size=1400,1600",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'chromium'}",
+        "--window-size=1400,1600",
     ]:
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(executable_path=shutil.which("chromedriver")), options=options)

@@ -1,0 +1,1 @@
+"""The admin's pages in a headless Chromium, against the real broker."""

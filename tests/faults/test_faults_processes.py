@@ -1,0 +1,417 @@
+"""Fault injection on real processes: `run_export_consumer` SIGKILLed while events flow with 64
+calls in flight, SIGTERMed during a slow platform call and with 32 calls in flight, PostgreSQL
+restarted under it, and two `run_outbox_relay` processes over one backlog.
+
+What is counted, and where: the platform stub counts exports (one accepted Idempotency-Key per
+order, none missing) and the repeats it deduplicated (409); the topic counts events sent (one
+record per outbox row, none missing). Each test reports one `faults:` line (`report_figures`) with
+how many events flowed, were lost and were doubled (`pytest -rP` shows it).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import threading
+from collections import Counter, defaultdict
+from datetime import timedelta
+
+import pytest
+from django.db import connections
+from django.utils import timezone
+
+from exports.models import OrderExport
+from kafka_bridge.models import OutboxEvent
+from orders.services import order_confirm
+from tests.support.faults import orders_confirmed_on_the_topic, orders_create, outbox_backlog_publish, platform_tally
+from tests.support.figures import report_figures
+from tests.support.helpers import wait_until
+from tests.support.processes import database_url_of_test_db
+from tests.support.records import committed_offsets, end_offsets, read_records
+
+pytestmark = [pytest.mark.kafka, pytest.mark.django_db(transaction=True)]
+
+ORDERS = 1000
+# The SIGKILL test: enough orders that each kill lands among 64 calls in flight.
+KILLED_ORDERS = 2000
+
+
+# --- processes --------------------------------------------------------------------------------
+
+
+def command_env(**extra: str) -> dict[str, str]:
+    """The environment of a child process that works on this test's database."""
+    return {**os.environ, "DATABASE_URL": database_url_of_test_db(), **extra}
+
+
+@pytest.fixture
+def consumer_env(export_topics, export_group, platform_stub) -> dict[str, str]:
+    topic, dlt = export_topics
+    return command_env(
+        ORDER_EXPORT_TOPIC=topic,
+        ORDER_EXPORT_DLT_TOPIC=dlt,
+        ORDER_EXPORT_CONSUMER_GROUP=export_group,
+        EXPORT_PLATFORM_URL=platform_stub.url,
+        EXPORT_PLATFORM="http",
+    )
+
+
+# --- data -------------------------------------------------------------------------------------
+
+
+class Confirmer(threading.Thread):
+    """Confirms orders one by one while the consumers run, so events really flow: each confirm
+    commits and hands its event to the on-commit fast path."""
+
+    def __init__(self, order_ids: list[int]):
+        super().__init__(name="confirmer", daemon=True)
+        self.order_ids = order_ids
+        self.confirmed = 0
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            for order_id in self.order_ids:
+                if self.stop.is_set():
+                    return
+                order_confirm(order_id=order_id)
+                self.confirmed += 1
+        except BaseException as exc:  # surfaced by the test
+            self.error = exc
+        finally:
+            connections.close_all()
+
+
+# --- the tests --------------------------------------------------------------------------------
+
+
+def test_consumer_sigkilled_three_times_with_64_calls_in_flight_every_order_exported_once(
+    export_topics, export_group, consumer_env, fresh_publisher, platform_stub, kafka_admin, spawn
+):
+    topic, dlt = export_topics
+    ORDERS = KILLED_ORDERS
+    # A platform with a real platform's latency, so that each kill catches calls in flight.
+    platform_stub.delay = 0.02
+    # A SIGKILLed member stays in the group until its session runs out, and its partitions with
+    # it: the broker's minimum session keeps each restart's wait short.
+    env = {
+        **consumer_env,
+        "EXPORT_CONCURRENCY": "64",
+        "KAFKA_CONSUMER_SESSION_TIMEOUT_MS": "6000",
+        "KAFKA_CONSUMER_HEARTBEAT_INTERVAL_MS": "1000",
+    }
+    order_ids = orders_create(ORDERS)
+
+    confirmer = Confirmer(order_ids)
+    consumer = spawn("run_export_consumer", env)
+    consumers = [consumer]
+    killed_at: list[int] = []
+    confirmer.start()
+    try:
+        for threshold in (200, 700, 1300):
+            # wait_until calls these before the loop moves on: they see this round's values.
+            wait_until(
+                lambda: len(platform_stub.exported_order_ids()) >= threshold,  # noqa: B023
+                timeout=60,
+                message=lambda: (
+                    f"the platform has {len(platform_stub.exported_order_ids())} of {threshold} orders "  # noqa: B023
+                    f"({confirmer.confirmed} confirmed); the consumer said:\n{consumer.output()[-3000:]}"  # noqa: B023
+                ),
+            )
+            consumer.kill()
+            killed_at.append(len(platform_stub.exported_order_ids()))
+            consumer = spawn("run_export_consumer", env)
+            consumers.append(consumer)
+        confirmer.join(timeout=60)
+        assert not confirmer.is_alive(), f"confirming stalled after {confirmer.confirmed} orders"
+        assert confirmer.error is None, f"confirming failed: {confirmer.error!r}"
+    finally:
+        confirmer.stop.set()
+        confirmer.join(timeout=30)
+
+    relayed = outbox_backlog_publish()
+    wait_until(
+        lambda: OrderExport.objects.filter(status=OrderExport.Status.EXPORTED).count() == ORDERS,
+        timeout=90,
+        message=lambda: (
+            f"{OrderExport.objects.filter(status=OrderExport.Status.EXPORTED).count()} of {ORDERS} exported; "
+            f"the last consumer said:\n{consumer.output()[-3000:]}"
+        ),
+    )
+    exit_code, stop_seconds = consumer.terminate()
+
+    output = consumer.output()
+    assert exit_code == 0, output
+    assert f"left group {export_group}" in output
+    event_ids = {int(key): str(event_id) for key, event_id in OutboxEvent.objects.values_list("key", "event_id")}
+    tally = platform_tally(platform_stub, order_ids, event_ids)
+    records = read_records(topic, expected=ORDERS, timeout=60)
+    records_per_event = Counter(dict(record.headers)["event_id"].decode() for record in records)
+    # A redelivery of a record whose export had committed is dropped before any platform call;
+    # one killed between the platform's answer and the local commit reaches the platform again,
+    # which answers 409.
+    duplicate_line = re.compile(r"export: order \d+ event \S+ partition \d+ offset \d+: duplicate$", re.M)
+    redelivered_locally = sum(len(duplicate_line.findall(run.output())) for run in consumers)
+    report_figures(
+        "consumer SIGKILLed with 64 calls in flight",
+        events_flowed=len(records),
+        doubled_on_topic=sum(n - 1 for n in records_per_event.values()),
+        relayed_after_fast_path=relayed,
+        lost=len(tally["missing"]),
+        doubled_at_platform=len(tally["doubled"]),
+        platform_calls=sum(tally["statuses"].values()),
+        repeated_calls_409=tally["statuses"][409],
+        redeliveries_deduplicated_locally=redelivered_locally,
+        kills=len(killed_at),
+        most_calls_in_flight_at_platform=platform_stub.max_in_flight,
+        killed_at_accepted=killed_at,
+        consumer_runs=len(consumers),
+        sigterm_exit_seconds=round(stop_seconds, 1),
+    )
+
+    assert len(killed_at) >= 3 and all(n < ORDERS for n in killed_at), killed_at
+    assert tally["missing"] == [], f"{len(tally['missing'])} order(s) never reached the platform"
+    assert tally["doubled"] == [], f"order(s) exported twice: {tally['doubled'][:20]}"
+    assert tally["unexpected"] == []
+    assert tally["wrong_keys"] == [], f"order(s) sent with another Idempotency-Key: {tally['wrong_keys'][:20]}"
+    assert set(tally["statuses"]) <= {201, 409}, tally["statuses"]
+    assert tally["statuses"][201] == ORDERS
+    assert set(records_per_event) == set(event_ids.values())
+    assert OrderExport.objects.filter(status=OrderExport.Status.EXPORTED).count() == ORDERS
+    assert not OrderExport.objects.exclude(status=OrderExport.Status.EXPORTED).exists()
+    assert end_offsets(dlt) == {0: 0, 1: 0, 2: 0}
+    ends = end_offsets(topic)
+    assert committed_offsets(kafka_admin, export_group, topic) == {p: end for p, end in ends.items() if end > 0}
+
+
+def test_sigterm_during_a_slow_platform_call_completes_and_commits_the_export(
+    export_topics, export_group, consumer_env, fresh_publisher, platform_stub, kafka_admin, spawn
+):
+    topic, _ = export_topics
+    platform_stub.delay = 3
+    [order_id] = orders_create(1)
+    order_confirm(order_id=order_id)
+    outbox_backlog_publish()
+    row = OutboxEvent.objects.get(key=str(order_id))
+
+    consumer = spawn("run_export_consumer", consumer_env)
+    wait_until(
+        platform_stub.call_arrived.is_set,
+        timeout=60,
+        message=lambda: f"no call reached the platform; the consumer said:\n{consumer.output()}",
+    )
+    assert platform_stub.call_count() == 0, "the call was meant to be in flight, not answered"
+    exit_code, stop_seconds = consumer.terminate(timeout=15)
+
+    output = consumer.output()
+    assert exit_code == 0, output
+    assert "received SIGTERM" in output
+    assert (
+        f"export: order {order_id} event {row.event_id} partition {row.partition} offset {row.offset}: exported"
+        in output
+    )
+    assert f"left group {export_group}" in output
+    assert platform_stub.exported_order_ids() == [order_id]
+    export = OrderExport.objects.get(order_id=order_id)
+    assert (export.status, export.attempts, str(export.event_id)) == ("exported", 1, str(row.event_id))
+    ends = end_offsets(topic)
+    assert committed_offsets(kafka_admin, export_group, topic) == {p: end for p, end in ends.items() if end > 0}
+
+    # A new member of the group starts from the commit: nothing to redeliver.
+    successor = spawn("run_export_consumer", {**consumer_env, "KAFKA_CONSUMER_STATS_INTERVAL": "1"})
+
+    def polled_twice_since_assignment() -> bool:
+        _, assigned, after = successor.output().partition("partitions assigned:")
+        return bool(assigned) and after.count(" since start") >= 2
+
+    wait_until(
+        polled_twice_since_assignment,
+        timeout=60,
+        message=lambda: f"the second consumer did not get its partitions; it said:\n{successor.output()}",
+    )
+    successor_exit, _ = successor.terminate(timeout=15)
+    successor_output = successor.output()
+    assert successor_exit == 0, successor_output
+    assert "stopped after 0 record(s)" in successor_output, successor_output
+    with platform_stub.lock:
+        calls = [(call.order_id, call.status) for call in platform_stub.calls]
+    report_figures(
+        "SIGTERM during a slow call",
+        events_flowed=1,
+        lost=0 if platform_stub.exported_order_ids() == [order_id] else 1,
+        doubled=len(calls) - 1,
+        sigterm_exit_seconds=round(stop_seconds, 1),
+        redelivered_to_successor=0 if "stopped after 0 record(s)" in successor_output else "some",
+    )
+    assert calls == [(order_id, 201)], calls
+
+
+def test_sigterm_with_32_calls_in_flight_exits_0_within_15_s_after_recording_them_and_doubles_nothing(
+    settings, export_topics, export_group, consumer_env, platform_stub, kafka_admin, spawn
+):
+    topic, _ = export_topics
+    settings.KAFKA_PUBLISH_ON_COMMIT = False
+    platform_stub.delay = 3
+    order_ids = orders_confirmed_on_the_topic(100)
+
+    consumer = spawn("run_export_consumer", {**consumer_env, "EXPORT_CONCURRENCY": "32"})
+    wait_until(
+        lambda: platform_stub.in_flight == 32,
+        timeout=60,
+        message=lambda: f"{platform_stub.in_flight} call(s) in flight; the consumer said:\n{consumer.output()[-3000:]}",
+    )
+    exit_code, stop_seconds = consumer.terminate(timeout=15)
+    output = consumer.output()
+    assert exit_code == 0, output
+    assert f"left group {export_group}" in output
+    # The 32 calls were answered, and recorded before the consumer left.
+    answered = platform_stub.exported_order_ids()
+    assert len(answered) == 32
+    exported = set(OrderExport.objects.filter(status=OrderExport.Status.EXPORTED).values_list("order_id", flat=True))
+    assert exported == set(answered)
+
+    platform_stub.delay = 0
+    successor = spawn("run_export_consumer", consumer_env)
+    wait_until(
+        lambda: OrderExport.objects.filter(status=OrderExport.Status.EXPORTED).count() == len(order_ids),
+        timeout=60,
+        message=lambda: f"the successor said:\n{successor.output()[-3000:]}",
+    )
+    successor.terminate(timeout=15)
+    tally = platform_tally(platform_stub, order_ids)
+    report_figures(
+        "SIGTERM with 32 calls in flight",
+        events_flowed=len(order_ids),
+        in_flight_at_sigterm=32,
+        lost=len(tally["missing"]),
+        doubled=len(tally["doubled"]),
+        repeated_calls_409=tally["statuses"][409],
+        sigterm_exit_seconds=round(stop_seconds, 1),
+    )
+    assert tally["missing"] == [] and tally["doubled"] == [] and tally["wrong_keys"] == []
+    # Nothing the first consumer recorded was sent again.
+    assert tally["statuses"] == Counter({201: len(order_ids)}), tally["statuses"]
+    ends = end_offsets(topic)
+    assert committed_offsets(kafka_admin, export_group, topic) == {p: end for p, end in ends.items() if end > 0}
+
+
+@pytest.mark.skipif(
+    not os.environ.get("DATABASE_URL", "").startswith("postgres"), reason="restarts the project's PostgreSQL"
+)
+def test_postgresql_restarted_under_a_running_consumer_which_keeps_running_and_loses_nothing(
+    settings, export_topics, export_group, consumer_env, platform_stub, spawn
+):
+    import subprocess
+
+    from config.env import BASE_DIR
+
+    settings.KAFKA_PUBLISH_ON_COMMIT = False
+    # Slow enough that the restart lands in the middle of the drain.
+    platform_stub.delay = 0.05
+    order_ids = orders_confirmed_on_the_topic(300)
+    exported = OrderExport.objects.filter(status=OrderExport.Status.EXPORTED)
+
+    consumer = spawn("run_export_consumer", {**consumer_env, "EXPORT_CONCURRENCY": "4"})
+    wait_until(lambda: exported.count() >= 30, timeout=60, message=lambda: consumer.output()[-3000:])
+    postgres = BASE_DIR / "scripts" / "postgres.sh"
+    connections.close_all()
+    subprocess.run([postgres, "down"], check=True, capture_output=True)
+    try:
+        wait_until(
+            lambda: "unexpected error" in consumer.output(),
+            timeout=30,
+            message=lambda: f"the consumer did not notice; it said:\n{consumer.output()[-3000:]}",
+        )
+        calls_while_down = platform_stub.call_count()
+    finally:
+        subprocess.run([postgres, "up"], check=True, capture_output=True)
+    wait_until(
+        lambda: exported.count() == len(order_ids),
+        timeout=120,
+        message=lambda: (
+            f"{exported.count()} of {len(order_ids)} exported; the consumer said:\n{consumer.output()[-3000:]}"
+        ),
+    )
+    assert consumer.process.poll() is None, "the consumer exited"
+    exit_code, _ = consumer.terminate(timeout=15)
+    tally = platform_tally(platform_stub, order_ids)
+    report_figures(
+        "PostgreSQL restarted under the consumer",
+        events_flowed=len(order_ids),
+        lost=len(tally["missing"]),
+        doubled=len(tally["doubled"]),
+        platform_calls_before_restart=calls_while_down,
+        repeated_calls_409=tally["statuses"][409],
+    )
+    assert exit_code == 0
+    assert tally["missing"] == [] and tally["doubled"] == [] and tally["wrong_keys"] == []
+
+
+def test_two_relays_over_a_backlog_of_1000_rows_send_each_event_once(settings, export_topics, spawn):
+    topic, _ = export_topics
+    settings.KAFKA_PUBLISH_ON_COMMIT = False
+    for order_id in orders_create(ORDERS):
+        order_confirm(order_id=order_id)
+    backlog = OutboxEvent.objects.filter(topic=topic, sent_at__isnull=True)
+    assert backlog.count() == ORDERS
+
+    # The backlog starts out held by a relay that died mid-claim, and its claim runs out once both
+    # relays are up: Python's start-up time then cannot hand the whole backlog to the relay that
+    # happened to start first, so the two really compete for it.
+    backlog.update(claimed_by="relay-that-died", claimed_until=timezone.now() + timedelta(hours=1))
+    env = command_env(
+        ORDER_EXPORT_TOPIC=topic,
+        OUTBOX_RELAY_GRACE_SECONDS="0",
+        OUTBOX_RELAY_BATCH_SIZE="50",
+        OUTBOX_RELAY_INTERVAL="0.1",
+    )
+    relays = [spawn("run_outbox_relay", env), spawn("run_outbox_relay", env)]
+    wait_until(
+        lambda: all("relay: started" in relay.output() for relay in relays),
+        timeout=60,
+        message=lambda: "a relay did not start:\n" + "\n".join(relay.output() for relay in relays),
+    )
+    OutboxEvent.objects.filter(claimed_by="relay-that-died").update(claimed_until=timezone.now() - timedelta(seconds=1))
+    wait_until(
+        lambda: not backlog.exists(),
+        timeout=60,
+        message=lambda: (
+            f"{backlog.count()} row(s) still unsent; the relays said:\n"
+            + "\n".join(relay.output()[-2000:] for relay in relays)
+        ),
+    )
+    stops = [relay.terminate(timeout=15) for relay in relays]
+    outputs = [relay.output() for relay in relays]
+    for (exit_code, _), output in zip(stops, outputs):
+        assert exit_code == 0, output
+    sent_by = [int(re.search(r"relay: stopped after sending (\d+) event\(s\)", output).group(1)) for output in outputs]
+
+    records = read_records(topic, expected=ORDERS, timeout=30)
+    outbox = {
+        str(event_id): (pk, key) for pk, event_id, key in OutboxEvent.objects.values_list("pk", "event_id", "key")
+    }
+    record_event_ids = [dict(record.headers)["event_id"].decode() for record in records]
+    per_event = Counter(record_event_ids)
+    outbox_ids_by_key: dict[str, list[int]] = defaultdict(list)
+    for record, event_id in zip(records, record_event_ids):  # records come sorted by (partition, offset)
+        outbox_ids_by_key[record.key.decode()].append(outbox[event_id][0])
+    report_figures(
+        "two relays",
+        events_flowed=len(records),
+        lost=len(set(outbox) - set(per_event)),
+        doubled=sum(n - 1 for n in per_event.values()),
+        sent_per_relay=sent_by,
+        batches_per_relay=[output.count("relay: sent ") for output in outputs],
+    )
+
+    assert len(records) == ORDERS
+    assert len(per_event) == ORDERS
+    assert set(per_event) == set(outbox)
+    assert all(record.key.decode() == outbox[event_id][1] for record, event_id in zip(records, record_event_ids))
+    assert all(ids == sorted(ids) for ids in outbox_ids_by_key.values())
+    assert sum(sent_by) == ORDERS, sent_by
+    assert all(n > 0 for n in sent_by), f"one relay sent everything: {sent_by}"
+    # Each row records where its one send landed.
+    landed = {(record.partition, record.offset) for record in records}
+    assert set(OutboxEvent.objects.values_list("partition", "offset")) == landed

@@ -1,0 +1,66 @@
+"""Settings that stop start-up with a clear error, and one that follows another: each tried in a
+process of its own, the way `manage.py` and the web server start (`django.setup()`)."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from config.env import BASE_DIR
+
+
+def run_django(env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", "import django; django.setup()"],
+        cwd=BASE_DIR,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings", **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_an_unknown_security_protocol_stops_start_up_with_a_clear_error():
+    result = run_django({"KAFKA_SECURITY_PROTOCOL": "TLS"})
+    assert result.returncode == 1
+    assert (
+        "ImproperlyConfigured: KAFKA_SECURITY_PROTOCOL='TLS' is not one of "
+        "PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL" in result.stderr
+    )
+
+
+def test_an_unknown_sasl_mechanism_stops_start_up_with_a_clear_error():
+    result = run_django({"KAFKA_SECURITY_PROTOCOL": "SASL_SSL", "KAFKA_SASL_MECHANISM": "GSSAPI"})
+    assert result.returncode == 1
+    assert "KAFKA_SASL_MECHANISM='GSSAPI' is not one of PLAIN, SCRAM-SHA-256, SCRAM-SHA-512" in result.stderr
+
+
+@pytest.mark.parametrize("address", ["broker", "broker:", "broker:notaport", "broker:70000", ":9092"])
+def test_a_bootstrap_server_that_is_not_host_and_port_stops_start_up_with_a_clear_error(address):
+    result = run_django({"KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:9092,{address}"})
+    assert result.returncode == 1
+    assert f"ImproperlyConfigured: KAFKA_BOOTSTRAP_SERVERS entry {address!r} is not host:port" in result.stderr
+
+
+def test_an_empty_secret_key_with_debug_off_counts_as_the_development_default():
+    result = run_django({"DJANGO_DEBUG": "false", "DJANGO_SECRET_KEY": ""})
+    assert result.returncode == 1
+    assert "ImproperlyConfigured: DJANGO_SECRET_KEY is the development default" in result.stderr
+
+
+def test_the_dlt_topic_follows_the_event_topic_unless_set():
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import django; django.setup(); from django.conf import settings; "
+            "print(settings.ORDER_EXPORT_TOPIC, settings.ORDER_EXPORT_DLT_TOPIC)",
+        ],
+        cwd=BASE_DIR,
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings", "ORDER_EXPORT_TOPIC": "orders-v2"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.stdout.split() == ["orders-v2", "orders-v2.DLT"]
