@@ -244,30 +244,37 @@ def _insert_rows(model, attnames: list[str], rows: list[tuple]) -> None:
     """INSERT `rows` (values in `attnames` order) in a few statements, without preparing every
     field of every object through the ORM as `bulk_create` does (most of a batch's time).
 
-    On PostgreSQL each column travels as one array (`unnest`), so the statement has one
-    parameter per column: psycopg's client-side binding parses the SQL and quotes parameters in
-    Python, and with a placeholder per value that was the batch's largest cost. Elsewhere,
-    multi-row VALUES in chunks the backend allows."""
+    On PostgreSQL, with COPY: psycopg writes the rows to the server as they are, where an
+    INSERT's parameters are quoted into the SQL in Python by its client-side binding (COPY took
+    a third of the time of an `unnest` INSERT of one array per column, which was itself far
+    cheaper than a placeholder per value). Elsewhere, multi-row VALUES in chunks the backend
+    allows."""
     if not rows:
         return
     db = connections[router.db_for_write(model)]
     fields = [model._meta.get_field(name) for name in attnames]
     quote = db.ops.quote_name
-    head = "INSERT INTO {} ({}) ".format(
-        quote(model._meta.db_table), ", ".join(quote(field.column) for field in fields)
-    )
+    table, names = quote(model._meta.db_table), ", ".join(quote(field.column) for field in fields)
     columns = [_adapt_column(field, values, db) for field, values in zip(fields, zip(*rows))]
     with db.cursor() as cursor:
         if db.vendor == "postgresql":
-            arrays = ", ".join(f"%s::{field.cast_db_type(db)}[]" for field in fields)
-            cursor.execute(f"{head}SELECT * FROM unnest({arrays})", [list(column) for column in columns])
+
+            def copy_rows(sql, params, many, context):
+                # Django's cursor has no COPY: psycopg's own, with Django's error classes.
+                with db.wrap_database_errors, cursor.cursor.copy(sql) as copy:
+                    for row in zip(*columns):
+                        copy.write_row(row)
+
+            # Through the connection's execute wrappers, as any statement of Django's goes.
+            cursor._execute_with_wrappers(f"COPY {table} ({names}) FROM STDIN", None, False, copy_rows)
             return
         adapted = list(zip(*columns))
         placeholder = "({})".format(", ".join(["%s"] * len(fields)))
         chunk = max(1, db.ops.bulk_batch_size(fields, adapted))
         for start in range(0, len(adapted), chunk):
             part = adapted[start : start + chunk]
-            cursor.execute(f"{head}VALUES " + ", ".join([placeholder] * len(part)), [v for row in part for v in row])
+            values = ", ".join([placeholder] * len(part))
+            cursor.execute(f"INSERT INTO {table} ({names}) VALUES {values}", [v for row in part for v in row])
 
 
 def _adapt_column(field, values: tuple, db) -> Sequence:
