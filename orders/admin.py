@@ -88,12 +88,11 @@ class OrderAdmin(admin.ModelAdmin):
     actions = ["mark_confirmed"]
     change_form_template = "admin/orders/order/change_form.html"
 
-    def change_view(self, request: HttpRequest, object_id: str, form_url: str = "", extra_context=None):
-        order = self.get_object(request, object_id) if request.method == "GET" else None
-        if order is None or not self.has_view_or_change_permission(request, order):
-            order = None  # the admin answers for it as it would without panels
-        panels = [html for panel in _order_page_panels if order is not None and (html := panel(request, order))]
-        return super().change_view(request, object_id, form_url, {**(extra_context or {}), "order_panels": panels})
+    def render_change_form(self, request: HttpRequest, context, add=False, change=False, form_url="", obj=None):
+        # Here the admin has read the order and checked the user may see it: the panels use both.
+        if obj is not None and request.method == "GET":
+            context["order_panels"] = [html for panel in _order_page_panels if (html := panel(request, obj))]
+        return super().render_change_form(request, context, add, change, form_url, obj)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Order]:
         return super().get_queryset(request).prefetch_related("lines").select_related("export")
