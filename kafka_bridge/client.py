@@ -6,6 +6,7 @@ security variables apply to every connection the project opens.
 
 from __future__ import annotations
 
+import time
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,6 +15,8 @@ from typing import Any
 from django.conf import settings
 from kafka import KafkaAdminClient
 from kafka.errors import (
+    CoordinatorLoadInProgressError,
+    CoordinatorNotAvailableError,
     KafkaConnectionError,
     KafkaError,
     SaslAuthenticationFailedError,
@@ -207,8 +210,41 @@ class ClosedOnFailedBootstrap:
             metrics.close()
 
 
-class _ClosedOnFailedBootstrapAdminClient(ClosedOnFailedBootstrap, KafkaAdminClient):
-    pass
+class _AdminClient(ClosedOnFailedBootstrap, KafkaAdminClient):
+    """kafka-python's admin client, whose group calls wait for the group's coordinator.
+
+    A broker answers FindCoordinator with COORDINATOR_NOT_AVAILABLE while it creates or loads
+    `__consumer_offsets` (the first group a fresh broker meets, a broker just restarted), and
+    with COORDINATOR_LOAD_IN_PROGRESS while it loads the group's partition. Both are retriable
+    and the Java admin client retries them; kafka-python raises the first answer. Here the call
+    is repeated until its request timeout has passed, and only then does the error surface.
+    """
+
+    _COORDINATOR_NOT_READY = (CoordinatorNotAvailableError, CoordinatorLoadInProgressError)
+
+    def describe_groups(self, *args, **kwargs):
+        return self._when_coordinator_ready(super().describe_groups, *args, **kwargs)
+
+    def list_group_offsets(self, *args, **kwargs):
+        return self._when_coordinator_ready(super().list_group_offsets, *args, **kwargs)
+
+    def alter_group_offsets(self, *args, **kwargs):
+        return self._when_coordinator_ready(super().alter_group_offsets, *args, **kwargs)
+
+    def delete_groups(self, *args, **kwargs):
+        return self._when_coordinator_ready(super().delete_groups, *args, **kwargs)
+
+    def _when_coordinator_ready(self, call, *args, **kwargs):
+        deadline = time.monotonic() + self.config["request_timeout_ms"] / 1000
+        backoff = 0.05
+        while True:
+            try:
+                return call(*args, **kwargs)
+            except self._COORDINATOR_NOT_READY:
+                if time.monotonic() + backoff > deadline:
+                    raise
+            time.sleep(backoff)
+            backoff = min(backoff * 2, 1.0)
 
 
 @contextmanager
@@ -222,7 +258,7 @@ def admin_client(*, timeout_ms: int | None = None) -> Iterator[KafkaAdminClient]
     timeout_ms = timeout_ms or settings.KAFKA_ADMIN_TIMEOUT_MS
     config = {"kafka_client": _NetClient, **connection_config()}
     try:
-        client = _ClosedOnFailedBootstrapAdminClient(
+        client = _AdminClient(
             **config,
             client_id="orderflow-admin",
             request_timeout_ms=timeout_ms,
