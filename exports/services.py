@@ -4,7 +4,6 @@ what operators do with exports that failed."""
 from __future__ import annotations
 
 import logging
-import sqlite3
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -13,13 +12,13 @@ from datetime import datetime
 from typing import Literal
 
 from django.conf import settings
-from django.db import connections, router, transaction
-from django.db.models import BooleanField, DateTimeField, F, Q, UUIDField, Window
-from django.db.models.expressions import RawSQL
+from django.db import transaction
+from django.db.models import F, Window
 from django.db.models.functions import RowNumber
 from django.utils import timezone
 
 from exports import metrics
+from exports.bulk_writes import pk_in, rows_insert
 from exports.clients import TransientExportError
 from exports.events import ExportRequest, PoisonRecord
 from exports.models import ExportAttempt, OrderExport, ProcessedEvent, RedriveAudit
@@ -57,7 +56,7 @@ def order_exports_plan(*, requests: Sequence[ExportRequest]) -> list[ExportPlan]
     # The orders and their exports in one query (the export is null until a first attempt).
     known_orders: set[int] = set()
     exports: dict[int, OrderExport] = {}
-    for order_id, export_id, status, event_id, attempts in Order.objects.filter(_id_in(order_ids)).values_list(
+    for order_id, export_id, status, event_id, attempts in Order.objects.filter(pk_in(Order, order_ids)).values_list(
         "pk", "export__id", "export__status", "export__event_id", "export__attempts"
     ):
         known_orders.add(order_id)
@@ -130,20 +129,6 @@ def order_exports_record(
                 metrics.EXPORT_DELAY.observe(max(0.0, (now - plan.request.occurred_at).total_seconds()))
 
 
-def _id_in(ids: set[int]) -> Q:
-    """`pk__in=ids`; on PostgreSQL as `= ANY(array)`, one parameter instead of one per id (see
-    `_insert_rows`)."""
-    if connections[router.db_for_read(Order)].vendor != "postgresql":
-        return Q(pk__in=ids)
-    return Q(
-        RawSQL(
-            f"{connections[router.db_for_read(Order)].ops.quote_name(Order._meta.db_table)}.id = ANY(%s::bigint[])",
-            (sorted(ids),),
-            output_field=BooleanField(),
-        )
-    )
-
-
 def _record_exported(*, sent: Sequence[ExportPlan], now) -> None:
     """The exports marked exported and the event ids recorded as processed, in bulk."""
     same_event, other_event, new = [], [], []
@@ -166,12 +151,12 @@ def _record_exported(*, sent: Sequence[ExportPlan], now) -> None:
         OrderExport.objects.filter(pk__in=same_event).update(**exported)
     for pk, event_id in other_event:
         OrderExport.objects.filter(pk=pk).update(**exported, event_id=event_id)
-    _insert_rows(
+    rows_insert(
         OrderExport,
         ["order_id", "status", "attempts", "event_id", "exported_at", "updated_at"],
         [(r.order_id, OrderExport.Status.EXPORTED.value, 1, r.event_id, now, now) for r in new],
     )
-    _insert_rows(
+    rows_insert(
         ProcessedEvent,
         ["event_id", "order_id", "processed_at"],
         [(plan.request.event_id, plan.request.order_id, now) for plan in sent],
@@ -192,43 +177,46 @@ def _record_failed(*, failed: Sequence[tuple[ExportPlan, Exception]], now) -> No
             by_error[str(error)].append(plan.export.pk)
     for text, pks in by_error.items():
         OrderExport.objects.filter(pk__in=pks).update(attempts=F("attempts") + 1, last_error=text, updated_at=now)
-    _insert_rows(OrderExport, ["order_id", "status", "attempts", "event_id", "last_error", "updated_at"], new)
+    rows_insert(OrderExport, ["order_id", "status", "attempts", "event_id", "last_error", "updated_at"], new)
+
+
+_ATTEMPT_COLUMNS = [
+    "order_id",
+    "event_id",
+    "topic",
+    "partition",
+    "offset",
+    "consumer",
+    "started_at",
+    "duration_ms",
+    "outcome",
+    "error",
+]
 
 
 def _record_attempts(*, calls: Sequence[PlatformCall]) -> None:
     """The calls inserted in bulk; then, for orders that had attempts before (a first attempt
     leaves nothing to prune, and is the common case), all but their newest
     EXPORT_ATTEMPTS_KEPT deleted."""
-    _insert_rows(
-        ExportAttempt,
-        [
-            "order_id",
-            "event_id",
-            "topic",
-            "partition",
-            "offset",
-            "consumer",
-            "started_at",
-            "duration_ms",
-            "outcome",
-            "error",
-        ],
-        [
+    exported, failed = ExportAttempt.Outcome.EXPORTED.value, ExportAttempt.Outcome.FAILED.value
+    rows = []
+    for call in calls:
+        request, error = call.plan.request, call.error
+        rows.append(
             (
-                call.plan.request.order_id,
-                call.plan.request.event_id,
+                request.order_id,
+                request.event_id,
                 call.topic,
                 call.partition,
                 call.offset,
                 call.consumer,
                 call.started_at,
                 round(call.duration * 1000, 3),
-                (ExportAttempt.Outcome.EXPORTED if call.error is None else ExportAttempt.Outcome.FAILED).value,
-                "" if call.error is None else f"{type(call.error).__name__}: {call.error}"[:2000],
+                exported if error is None else failed,
+                "" if error is None else f"{type(error).__name__}: {error}"[:2000],
             )
-            for call in calls
-        ],
-    )
+        )
+    rows_insert(ExportAttempt, _ATTEMPT_COLUMNS, rows)
     retried = {call.plan.request.order_id for call in calls if call.plan.export is not None}
     if retried:
         stale = list(
@@ -239,68 +227,6 @@ def _record_attempts(*, calls: Sequence[PlatformCall]) -> None:
         )
         if stale:
             ExportAttempt.objects.filter(pk__in=stale).delete()
-
-
-def _insert_rows(model, attnames: list[str], rows: list[tuple]) -> None:
-    """INSERT `rows` (values in `attnames` order) in a few statements, without preparing every
-    field of every object through the ORM as `bulk_create` does (most of a batch's time).
-
-    On PostgreSQL, with COPY: psycopg writes the rows to the server as they are, where an
-    INSERT's parameters are quoted into the SQL in Python by its client-side binding (COPY took
-    a third of the time of an `unnest` INSERT of one array per column, which was itself far
-    cheaper than a placeholder per value). Elsewhere, multi-row VALUES in chunks the backend
-    allows."""
-    if not rows:
-        return
-    db = connections[router.db_for_write(model)]
-    fields = [model._meta.get_field(name) for name in attnames]
-    quote = db.ops.quote_name
-    table, names = quote(model._meta.db_table), ", ".join(quote(field.column) for field in fields)
-    columns = [_adapt_column(field, values, db) for field, values in zip(fields, zip(*rows))]
-    with db.cursor() as cursor:
-        if db.vendor == "postgresql":
-
-            def copy_rows(sql, params, many, context):
-                # Django's cursor has no COPY: psycopg's own, with Django's error classes.
-                with db.wrap_database_errors, cursor.cursor.copy(sql) as copy:
-                    for row in zip(*columns):
-                        copy.write_row(row)
-
-            # Through the connection's execute wrappers, as any statement of Django's goes.
-            cursor._execute_with_wrappers(f"COPY {table} ({names}) FROM STDIN", None, False, copy_rows)
-            return
-        adapted = list(zip(*columns))
-        placeholder = "({})".format(", ".join(["%s"] * len(fields)))
-        if db.vendor == "sqlite":
-            # The library's own bound (250,000 here), not the 999 Django assumes for every build:
-            # a batch in one statement instead of one per 99 rows of ten columns.
-            chunk = max(1, db.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // len(fields))
-        else:
-            chunk = max(1, db.ops.bulk_batch_size(fields, adapted))
-        for start in range(0, len(adapted), chunk):
-            part = adapted[start : start + chunk]
-            values = ", ".join([placeholder] * len(part))
-            cursor.execute(f"INSERT INTO {table} ({names}) VALUES {values}", [v for row in part for v in row])
-
-
-def _adapt_column(field, values: tuple, db) -> Sequence:
-    """`field.get_db_prep_save()` for every value of a column, done once per distinct value;
-    a column of distinct UUIDs or aware datetimes (an attempt each) as Django's backend would
-    adapt them, without its checks per value (most of a batch's attempt log otherwise)."""
-    if all(value is None or type(value) in (int, str) for value in values):
-        return values  # what every driver takes as it is
-    if all(type(value) is uuid.UUID for value in values) and isinstance(field, UUIDField):
-        # PostgreSQL has a uuid type; elsewhere Django stores the 32 hex digits.
-        return values if db.features.has_native_uuid_field else [value.hex for value in values]
-    if all(type(value) is datetime and value.tzinfo is not None for value in values) and type(field) is DateTimeField:
-        if db.vendor == "postgresql":
-            return values  # timestamptz takes aware datetimes as they are
-        if db.vendor == "sqlite":
-            # Naive in the connection's time zone, as text: what SQLite's adaptation makes of them.
-            tz = db.timezone
-            return [str(value.astimezone(tz).replace(tzinfo=None)) for value in values]
-    adapted = {value: field.get_db_prep_save(value, db) for value in set(values)}
-    return [adapted[value] for value in values]
 
 
 def order_export_fail(
