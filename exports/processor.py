@@ -12,9 +12,10 @@ from typing import Any
 from django.conf import settings
 from kafka.consumer.fetcher import ConsumerRecord
 
+from exports.attempts import PlatformCall
 from exports.clients import ExportError, ExternalPlatformClient, FakeExternalPlatformClient, platform_client
 from exports.events import EVENT_TYPE, ExportRequest, PoisonRecord, export_request_decode
-from exports.services import ExportPlan, PlatformCall, order_export_fail, order_exports_plan, order_exports_record
+from exports.services import ExportPlan, order_export_fail, order_exports_plan, order_exports_record
 from kafka_bridge.consumer import Call, ConsumerLoop, DeadLetterHook
 from kafka_bridge.consumer_state import consumer_member_name
 from kafka_bridge.dead_letter import DeadLetterPosition, DeadLetterPublisher

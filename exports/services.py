@@ -8,20 +8,18 @@ import uuid
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Literal
 
-from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Window
-from django.db.models.functions import RowNumber
+from django.db.models import F
 from django.utils import timezone
 
 from exports import metrics
+from exports.attempts import PlatformCall, attempts_record
 from exports.bulk_writes import pk_in, rows_insert
 from exports.clients import TransientExportError
 from exports.events import ExportRequest, PoisonRecord
-from exports.models import ExportAttempt, OrderExport, ProcessedEvent, RedriveAudit
+from exports.models import OrderExport, ProcessedEvent, RedriveAudit
 from kafka_bridge.dead_letter import DeadLetterPosition
 from kafka_bridge.outbox import outbox_resend
 from orders.models import Order
@@ -86,21 +84,6 @@ def order_exports_plan(*, requests: Sequence[ExportRequest]) -> list[ExportPlan]
     return plans
 
 
-@dataclass(frozen=True)
-class PlatformCall:
-    """One call to the platform as a consumer made it, for its order's attempt log: the plan it
-    carried out, the record it came from, and what came of it (`error` None: exported)."""
-
-    plan: ExportPlan
-    topic: str
-    partition: int
-    offset: int
-    consumer: str
-    started_at: datetime
-    duration: float
-    error: BaseException | None
-
-
 def order_exports_record(
     *,
     sent: Sequence[ExportPlan] = (),
@@ -118,7 +101,7 @@ def order_exports_record(
         if failed:
             _record_failed(failed=failed, now=now)
         if calls:
-            _record_attempts(calls=calls)
+            attempts_record(calls=calls)
     for _, error in failed:
         kind = "transient" if isinstance(error, TransientExportError) else "permanent"
         metrics.EXPORT_ATTEMPTS_FAILED.labels(kind=kind).inc()
@@ -178,55 +161,6 @@ def _record_failed(*, failed: Sequence[tuple[ExportPlan, Exception]], now) -> No
     for text, pks in by_error.items():
         OrderExport.objects.filter(pk__in=pks).update(attempts=F("attempts") + 1, last_error=text, updated_at=now)
     rows_insert(OrderExport, ["order_id", "status", "attempts", "event_id", "last_error", "updated_at"], new)
-
-
-_ATTEMPT_COLUMNS = [
-    "order_id",
-    "event_id",
-    "topic",
-    "partition",
-    "offset",
-    "consumer",
-    "started_at",
-    "duration_ms",
-    "outcome",
-    "error",
-]
-
-
-def _record_attempts(*, calls: Sequence[PlatformCall]) -> None:
-    """The calls inserted in bulk; then, for orders that had attempts before (a first attempt
-    leaves nothing to prune, and is the common case), all but their newest
-    EXPORT_ATTEMPTS_KEPT deleted."""
-    exported, failed = ExportAttempt.Outcome.EXPORTED.value, ExportAttempt.Outcome.FAILED.value
-    rows = []
-    for call in calls:
-        request, error = call.plan.request, call.error
-        rows.append(
-            (
-                request.order_id,
-                request.event_id,
-                call.topic,
-                call.partition,
-                call.offset,
-                call.consumer,
-                call.started_at,
-                round(call.duration * 1000, 3),
-                exported if error is None else failed,
-                "" if error is None else f"{type(error).__name__}: {error}"[:2000],
-            )
-        )
-    rows_insert(ExportAttempt, _ATTEMPT_COLUMNS, rows)
-    retried = {call.plan.request.order_id for call in calls if call.plan.export is not None}
-    if retried:
-        stale = list(
-            ExportAttempt.objects.filter(order_id__in=retried)
-            .annotate(newer=Window(RowNumber(), partition_by=[F("order_id")], order_by=F("id").desc()))
-            .filter(newer__gt=settings.EXPORT_ATTEMPTS_KEPT)
-            .values_list("pk", flat=True)
-        )
-        if stale:
-            ExportAttempt.objects.filter(pk__in=stale).delete()
 
 
 def order_export_fail(
