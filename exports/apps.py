@@ -5,6 +5,8 @@ from typing import TYPE_CHECKING
 from django.apps import AppConfig
 from django.conf import settings
 
+from exports.record_keys import order_id_from_key
+
 if TYPE_CHECKING:
     from kafka_bridge.browse import RecordView
 
@@ -16,10 +18,10 @@ def order_admin_link(record: RecordView) -> str | None:
 
     if record.topic not in (settings.ORDER_EXPORT_TOPIC, settings.ORDER_EXPORT_DLT_TOPIC):
         return None
-    key = record.key_text
-    if not key or not key.isascii() or not key.isdigit():
+    order_id = order_id_from_key(record.key)
+    if order_id is None:
         return None
-    return reverse("admin:orders_order_change", args=[int(key)])
+    return reverse("admin:orders_order_change", args=[order_id])
 
 
 # The names kafka_bridge is told, read from the settings each time they are used.

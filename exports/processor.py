@@ -15,6 +15,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 from exports.attempts import PlatformCall
 from exports.clients import ExportError, ExternalPlatformClient, FakeExternalPlatformClient, platform_client
 from exports.events import EVENT_TYPE, ExportRequest, PoisonRecord, export_request_decode
+from exports.record_keys import order_id_from_key
 from exports.services import ExportPlan, order_export_fail, order_exports_plan, order_exports_record
 from kafka_bridge.consumer import Call, ConsumerLoop, DeadLetterHook
 from kafka_bridge.consumer_state import consumer_member_name
@@ -54,8 +55,10 @@ def _log_outcome(record: ConsumerRecord, request: ExportRequest, status: str) ->
 def export_log_fields(record: ConsumerRecord) -> dict:
     """The order id of a record the consumer loop logs about, read from its key (the contract's
     key is the order id) without decoding the value."""
-    key = (record.key or b"").decode("utf-8", "replace")
-    return {"order_id": int(key) if key.isascii() and key.isdigit() else key or None}
+    order_id = order_id_from_key(record.key)
+    if order_id is None:
+        return {"order_id": (record.key or b"").decode("utf-8", "replace") or None}
+    return {"order_id": order_id}
 
 
 def export_record_decode(record: ConsumerRecord, *, max_event_bytes: int) -> ExportRequest:

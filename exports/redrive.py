@@ -12,7 +12,6 @@ from __future__ import annotations
 import heapq
 import time
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -20,13 +19,29 @@ from kafka import KafkaConsumer, KafkaProducer
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
+from exports.dead_letters import DeadLetter, dead_letters_list, replay_group, replayed_positions
 from exports.events import PoisonRecord, export_request_decode
-from exports.models import OrderExport, RedriveAudit
+from exports.models import RedriveAudit
 from exports.services import order_export_reopen
 from kafka_bridge.client import connection_config
 from kafka_bridge.dead_letter import DLT_HEADER_PREFIX
 from kafka_bridge.offsets import OffsetReset, ResetTarget, group_offsets_reset
 from kafka_bridge.producer import producer_config
+
+# DeadLetter and dead_letters_list live with the dead letters' other reads in exports.dead_letters,
+# and are still imported from here.
+__all__ = [
+    "REDRIVE_PERMISSION",
+    "DeadLetter",
+    "DeadLetterSelection",
+    "DeadLettersNotFound",
+    "RedriveForbidden",
+    "ReplayItem",
+    "dead_letters_list",
+    "dlt_replay",
+    "export_offsets_reset",
+    "redrive_operator",
+]
 
 REDRIVE_PERMISSION = "exports.redrive_orderexport"
 
@@ -113,14 +128,6 @@ def _item(record: ConsumerRecord) -> ReplayItem:
     )
 
 
-def _replayed_before() -> set[tuple[int, int]]:
-    """DLT positions replayed on their own earlier (a replay of everything moves the replay
-    group past what it replays; a selection leaves the group where it is)."""
-    topic = settings.ORDER_EXPORT_DLT_TOPIC
-    positions = RedriveAudit.objects.filter(action=RedriveAudit.Action.REPLAY_DLT).exclude(dlt_positions=[])
-    return {(p, o) for rows in positions.values_list("dlt_positions", flat=True) for t, p, o in rows if t == topic}
-
-
 def _read_dlt(
     consumer: KafkaConsumer, *, limit: int | None, timeout: float, from_start: bool = False
 ) -> list[ConsumerRecord]:
@@ -162,70 +169,90 @@ def dlt_replay(
     user = redrive_operator(username=operator)
     consumer = KafkaConsumer(
         **connection_config(),
-        group_id=f"{settings.ORDER_EXPORT_CONSUMER_GROUP}.dlt-replay",
+        group_id=replay_group(),
         client_id=settings.KAFKA_CLIENT_ID,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
     )
     try:
-        replayed_before = _replayed_before()
-        if selection:
-            # The whole DLT, wherever the replay group stands: a record may be selected after
-            # newer ones were replayed, and selecting it must not move the group past others.
-            candidates = [
-                r
-                for r in _read_dlt(consumer, limit=None, timeout=timeout, from_start=True)
-                if (r.partition, r.offset) not in replayed_before
-            ]
-            selected = [r for r in candidates if selection.matches(r)]
-            if missing := selection.unmatched(selected):
-                raise DeadLettersNotFound(", ".join(missing))
-            records = selected[:limit] if limit is not None else selected
-        else:
-            records = [
-                r
-                for r in _read_dlt(consumer, limit=None, timeout=timeout)
-                if (r.partition, r.offset) not in replayed_before
-            ]
-            records = records[:limit] if limit is not None else records
+        records = _records_to_replay(consumer, selection=selection, limit=limit, timeout=timeout)
         items = [_item(record) for record in records]
         if dry_run or not records:
             return items
         order_export_reopen(order_ids=[item.order_id for item in items if item.order_id is not None])
-        producer = KafkaProducer(**producer_config(timeout_ms=int(timeout * 1000)))
-        try:
-            futures = [
-                producer.send(
-                    item.target_topic,
-                    key=record.key,
-                    value=record.value,
-                    headers=[(n, v) for n, v in record.headers or [] if not n.startswith(DLT_HEADER_PREFIX)],
-                )
-                for record, item in zip(records, items)
-            ]
-            for future in futures:
-                future.get(timeout=timeout)
-        finally:
-            producer.close(timeout=5)
+        _republish(records, items, timeout=timeout)
         if not selection:
-            next_offsets: dict[TopicPartition, OffsetAndMetadata] = {}
-            for record in records:
-                tp = TopicPartition(record.topic, record.partition)
-                if tp not in next_offsets or next_offsets[tp].offset <= record.offset:
-                    next_offsets[tp] = OffsetAndMetadata(record.offset + 1, "", -1)
-            consumer.commit(next_offsets)
-        RedriveAudit.objects.create(
-            actor=user.get_username(),
-            action=RedriveAudit.Action.REPLAY_DLT,
-            event_ids=[item.event_id for item in items],
-            order_ids=[item.order_id for item in items if item.order_id is not None],
-            dlt_positions=[[record.topic, record.partition, record.offset] for record in records],
-            detail=f"{len(items)} record(s) from {settings.ORDER_EXPORT_DLT_TOPIC}"
-            + (" selected by partition and offset or key" if selection else ""),
-        )
+            _commit_past(consumer, records)
+        _replay_audit(user, records, items, selected=bool(selection))
         return items
     finally:
         consumer.close(autocommit=False)
+
+
+def _records_to_replay(
+    consumer: KafkaConsumer, *, selection: DeadLetterSelection | None, limit: int | None, timeout: float
+) -> list[ConsumerRecord]:
+    """The DLT records `dlt_replay` replays, oldest first: those `selection` names, or all not
+    replayed yet; at most `limit`. Raises `DeadLettersNotFound` as `dlt_replay` does."""
+    replayed_before = replayed_positions()
+    if selection:
+        # The whole DLT, wherever the replay group stands: a record may be selected after
+        # newer ones were replayed, and selecting it must not move the group past others.
+        candidates = [
+            r
+            for r in _read_dlt(consumer, limit=None, timeout=timeout, from_start=True)
+            if (r.partition, r.offset) not in replayed_before
+        ]
+        selected = [r for r in candidates if selection.matches(r)]
+        if missing := selection.unmatched(selected):
+            raise DeadLettersNotFound(", ".join(missing))
+        return selected[:limit] if limit is not None else selected
+    records = [
+        r for r in _read_dlt(consumer, limit=None, timeout=timeout) if (r.partition, r.offset) not in replayed_before
+    ]
+    return records[:limit] if limit is not None else records
+
+
+def _republish(records: list[ConsumerRecord], items: list[ReplayItem], *, timeout: float) -> None:
+    """Send each record to its item's target topic with its key, value and headers (the `dlt.*`
+    ones left out), and wait until the broker has every one."""
+    producer = KafkaProducer(**producer_config(timeout_ms=int(timeout * 1000)))
+    try:
+        futures = [
+            producer.send(
+                item.target_topic,
+                key=record.key,
+                value=record.value,
+                headers=[(n, v) for n, v in record.headers or [] if not n.startswith(DLT_HEADER_PREFIX)],
+            )
+            for record, item in zip(records, items)
+        ]
+        for future in futures:
+            future.get(timeout=timeout)
+    finally:
+        producer.close(timeout=5)
+
+
+def _commit_past(consumer: KafkaConsumer, records: list[ConsumerRecord]) -> None:
+    """Move the replay group past `records` on each of their partitions."""
+    next_offsets: dict[TopicPartition, OffsetAndMetadata] = {}
+    for record in records:
+        tp = TopicPartition(record.topic, record.partition)
+        if tp not in next_offsets or next_offsets[tp].offset <= record.offset:
+            next_offsets[tp] = OffsetAndMetadata(record.offset + 1, "", -1)
+    consumer.commit(next_offsets)
+
+
+def _replay_audit(user, records: list[ConsumerRecord], items: list[ReplayItem], *, selected: bool) -> None:
+    RedriveAudit.objects.create(
+        actor=user.get_username(),
+        action=RedriveAudit.Action.REPLAY_DLT,
+        event_ids=[item.event_id for item in items],
+        order_ids=[item.order_id for item in items if item.order_id is not None],
+        dlt_positions=[[record.topic, record.partition, record.offset] for record in records],
+        detail=f"{len(items)} record(s) from {settings.ORDER_EXPORT_DLT_TOPIC}"
+        + (" selected by partition and offset or key" if selected else ""),
+    )
 
 
 def export_offsets_reset(*, operator: str, target: ResetTarget, dry_run: bool) -> OffsetReset:
@@ -243,77 +270,3 @@ def export_offsets_reset(*, operator: str, target: ResetTarget, dry_run: bool) -
             detail="; ".join([reset.summary(), *map(str, reset.moves)]),
         )
     return reset
-
-
-@dataclass(frozen=True)
-class DeadLetter:
-    """A record on the DLT as the operator's page shows it."""
-
-    partition: int
-    offset: int
-    timestamp_ms: int
-    key: str | None
-    order_id: int | None
-    error: str
-    attempts: str
-    original: str  # "<topic>[<partition>]@<offset>"
-    export_status: str | None  # the order's export, None when there is no such order or export
-    replayed: bool
-
-    @property
-    def position(self) -> str:
-        return f"{self.partition}:{self.offset}"
-
-    @property
-    def time(self) -> datetime:
-        return datetime.fromtimestamp(self.timestamp_ms / 1000, tz=UTC)
-
-
-def dead_letters_list(*, limit: int = 200, timeout_ms: int) -> list[DeadLetter]:
-    """The newest `limit` records of the DLT, newest first, each with its order's export status
-    and whether it was replayed already (two queries, whatever the count). Raises
-    `KafkaBridgeError` when the broker is unreachable or the DLT does not exist."""
-    from kafka_bridge.browse import topic_records_read
-
-    topic = settings.ORDER_EXPORT_DLT_TOPIC
-    result = topic_records_read(topic=topic, limit=limit, max_scanned=limit * 3, timeout_ms=timeout_ms)
-    committed = _replay_group_positions(timeout_ms=timeout_ms)
-    replayed = _replayed_before()
-    keys = [record.key.decode("utf-8", "replace") if record.key is not None else None for record in result.records]
-    order_ids = {int(key) for key in keys if key is not None and key.isascii() and key.isdigit() and len(key) < 19}
-    statuses = dict(OrderExport.objects.filter(order_id__in=order_ids).values_list("order_id", "status"))
-    letters = []
-    for record, key in zip(result.records, keys):
-        headers = {name: (value or b"").decode("utf-8", "replace") for name, value in record.headers}
-        order_id = int(key) if key is not None and key.isascii() and key.isdigit() and len(key) < 19 else None
-        letters.append(
-            DeadLetter(
-                partition=record.partition,
-                offset=record.offset,
-                timestamp_ms=record.timestamp_ms,
-                key=key,
-                order_id=order_id,
-                error=headers.get("dlt.error", ""),
-                attempts=headers.get("dlt.attempts", ""),
-                original=f"{headers.get('dlt.original.topic', '?')}[{headers.get('dlt.original.partition', '?')}]"
-                f"@{headers.get('dlt.original.offset', '?')}",
-                export_status=statuses.get(order_id),
-                replayed=(record.partition, record.offset) in replayed
-                or record.offset < committed.get(record.partition, 0),
-            )
-        )
-    return letters
-
-
-def _replay_group_positions(*, timeout_ms: int) -> dict[int, int]:
-    """The replay group's committed offset per DLT partition: what `replay_dlt` replayed already."""
-    from kafka_bridge.client import admin_client
-
-    group = f"{settings.ORDER_EXPORT_CONSUMER_GROUP}.dlt-replay"
-    with admin_client(timeout_ms=timeout_ms) as admin:
-        committed = admin.list_group_offsets({group: None}).get(group, {})
-    return {
-        tp.partition: meta.offset
-        for tp, meta in committed.items()
-        if tp.topic == settings.ORDER_EXPORT_DLT_TOPIC and meta is not None and meta.offset >= 0
-    }
