@@ -44,8 +44,14 @@ class ExportAttempt(models.Model):
         EXPORTED = "exported", "Exported"
         FAILED = "failed", "Failed"
 
-    # Indexed by `exportattempt_order_newest`, which begins with it.
-    order = models.ForeignKey("orders.Order", on_delete=models.CASCADE, related_name="export_attempts", db_index=False)
+    # Indexed by `exportattempt_order_newest`, which begins with it. No foreign key constraint
+    # in the database: its check at commit was half of what a batch's attempt rows cost
+    # (PostgreSQL, 1,000 rows: 20 ms with it, 9 without). Deleting an order still deletes its
+    # attempts (Django's cascade), and the rows written with them (the processed event, a
+    # first attempt's export) keep their constraints.
+    order = models.ForeignKey(
+        "orders.Order", on_delete=models.CASCADE, related_name="export_attempts", db_index=False, db_constraint=False
+    )
     event_id = models.UUIDField()
     # Where the consumer read the event: the record's topic, partition and offset.
     topic = models.CharField(max_length=249)

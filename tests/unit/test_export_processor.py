@@ -20,6 +20,7 @@ from exports.events import PoisonRecord
 from exports.models import ExportAttempt, OrderExport, ProcessedEvent
 from exports.processor import ExportProcessor
 from exports.services import UnknownOrder, order_export_fail
+from orders.models import Order
 from tests.support.factories import consumer_record_factory, export_record_factory, order_factory
 
 pytestmark = pytest.mark.django_db
@@ -559,6 +560,21 @@ def test_only_the_newest_attempts_of_an_order_are_kept(settings, platform):
         ("exported", ""),
     ]
     assert len(attempts_of(other)) == 1, "another order's attempts are not pruned"
+
+
+def test_deleting_an_order_deletes_its_attempts_and_no_other_orders(processor, platform):
+    # The attempts' order column has no database constraint (see ExportAttempt.order): Django's
+    # cascade is what removes them.
+    record, other = confirmed_records(2)
+    platform.refuse(order_id_of(record), TransientExportError("HTTP 503"))
+    deliver(processor, [record, other])
+    deliver(processor, [record])
+    assert len(attempts_of(record)) == 2
+
+    Order.objects.filter(pk=order_id_of(record)).delete()
+
+    assert attempts_of(record) == []
+    assert len(attempts_of(other)) == 1
 
 
 def test_a_client_error_that_is_no_export_error_is_recorded_as_a_failed_attempt(processor, platform):
