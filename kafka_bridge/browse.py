@@ -9,158 +9,48 @@ a record into a link with `record_linker_register`.
 
 from __future__ import annotations
 
-import json
-import re
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from functools import cached_property
-from typing import Any
+from collections.abc import Callable, Iterable
+from datetime import datetime
 
-from django.conf import settings
-from kafka import KafkaConsumer, TopicPartition
+from kafka import TopicPartition
 from kafka.errors import KafkaError
 from kafka.protocol.consumer import OffsetSpec
 
-from kafka_bridge.client import (
-    BrokerAuthenticationFailed,
-    BrokerUnavailable,
-    ClosedOnFailedBootstrap,
-    KafkaBridgeError,
-    SaslLoginRejected,
-    _NetClient,
-    admin_client,
-    bootstrap_servers,
-    connection_config,
+from kafka_bridge.browse_records import (
+    STOPPED_AT_END,
+    STOPPED_AT_LIMIT,
+    STOPPED_AT_SCAN_BOUND,
+    STOPPED_AT_TIME_BOUND,
+    BrowseResult,
+    PartitionRead,
+    RecordView,
+    TopicNotFound,
+    TopicSummary,
+    bytes_text,
 )
+from kafka_bridge.browse_scan import Scan, partition_offsets, record_matches, remaining_ms, topic_partitions
+from kafka_bridge.client import BrokerUnavailable, admin_client, bootstrap_servers
 
-
-class TopicNotFound(KafkaBridgeError):
-    """The broker does not know the topic (or the partition asked for)."""
-
-
-# How stopping a partition's read is reported.
-STOPPED_AT_END = "end"  # every record up to the end offset read when the page started
-STOPPED_AT_LIMIT = "limit"  # enough matching records found
-STOPPED_AT_SCAN_BOUND = "scan_bound"  # max_scanned records read in all
-STOPPED_AT_TIME_BOUND = "time_bound"  # timeout_ms ran out
-
-
-@dataclass(frozen=True)
-class RecordView:
-    """One record as the broker holds it: key, value and header values are the exact bytes
-    (None for a null key, value or header value)."""
-
-    topic: str
-    partition: int
-    offset: int
-    timestamp_ms: int
-    key: bytes | None
-    value: bytes | None
-    headers: list[tuple[str, bytes | None]] = field(default_factory=list)
-
-    @property
-    def timestamp(self) -> datetime | None:
-        return datetime.fromtimestamp(self.timestamp_ms / 1000, tz=UTC) if self.timestamp_ms >= 0 else None
-
-    @property
-    def key_text(self) -> str | None:
-        """The key as text (bytes that are not UTF-8 escaped as \\xNN); None for a null key."""
-        return bytes_text(self.key)
-
-    @cached_property
-    def value_json(self) -> str | None:
-        """The value pretty-printed, when it is JSON; else None."""
-        if self.value is None:
-            return None
-        try:
-            return json.dumps(json.loads(self.value), indent=2, ensure_ascii=False)
-        # Not UTF-8 (UnicodeDecodeError is a ValueError), not JSON, or nested too deep to parse.
-        except (ValueError, RecursionError):
-            return None
-
-    @property
-    def value_text(self) -> str | None:
-        """The value pretty-printed when it is JSON, else as text (see `bytes_text`); None for a
-        null value."""
-        if self.value is None:
-            return None
-        return self.value_json if self.value_json is not None else bytes_text(self.value)
-
-    @property
-    def value_is_json(self) -> bool:
-        return self.value_json is not None
-
-    @property
-    def header_texts(self) -> list[tuple[str, str | None]]:
-        return [(name, bytes_text(value)) for name, value in self.headers]
-
-
-# Control characters other than tab and line breaks: valid UTF-8, but invisible (or worse) on a
-# page, so a binary value shows them as escapes as well.
-_CONTROL_CHARACTERS = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
-
-
-def bytes_text(data: bytes | None) -> str | None:
-    """UTF-8 text, with bytes that are not valid UTF-8, and control characters, shown as \\xNN."""
-    if data is None:
-        return None
-    text = data.decode("utf-8", errors="backslashreplace")
-    return _CONTROL_CHARACTERS.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
-
-
-@dataclass(frozen=True)
-class PartitionRead:
-    """What was read of one partition: its offsets when the read started, where the read began
-    and the first offset it did not scan, and why it stopped (one of the STOPPED_AT_ values)."""
-
-    partition: int
-    earliest: int
-    latest: int
-    start: int
-    next_offset: int
-    stopped: str
-
-    @property
-    def unsearched_before(self) -> bool:
-        """Older records exist that this read did not look at."""
-        return self.start > self.earliest
-
-    @property
-    def older_search_offset(self) -> int:
-        """Where a forward search of as many records again, just before `start`, would begin."""
-        return max(self.earliest, self.start - (self.latest - self.start))
-
-
-@dataclass(frozen=True)
-class BrowseResult:
-    topic: str
-    records: list[RecordView]
-    partitions: list[PartitionRead]
-    scanned: int
-    # True: the records are the newest (newest first); False: from a start point, oldest first.
-    newest_first: bool
-    # True when a bound, not the data, decided what was searched: the newest records of a
-    # partition were looked at only back to `start` (newest mode), or a read stopped at
-    # `next_offset` (forward mode).
-    scan_bound_reached: bool
-    timed_out: bool
-
-    @property
-    def resume_points(self) -> list[PartitionRead]:
-        """Partitions whose search a bound cut short, for the caller to offer a continuation."""
-        if self.newest_first:
-            return [p for p in self.partitions if p.unsearched_before] if self.scan_bound_reached else []
-        return [p for p in self.partitions if p.stopped in (STOPPED_AT_SCAN_BOUND, STOPPED_AT_TIME_BOUND)]
-
-
-@dataclass(frozen=True)
-class TopicSummary:
-    name: str
-    partitions: int
-    records: int  # latest minus earliest offset, summed over the partitions
+# The record types live in kafka_bridge.browse_records and the scanning in browse_scan; the
+# names callers use are all importable from here.
+__all__ = [
+    "STOPPED_AT_END",
+    "STOPPED_AT_LIMIT",
+    "STOPPED_AT_SCAN_BOUND",
+    "STOPPED_AT_TIME_BOUND",
+    "BrowseResult",
+    "PartitionRead",
+    "RecordView",
+    "TopicNotFound",
+    "TopicSummary",
+    "bytes_text",
+    "record_at",
+    "record_link",
+    "record_linker_register",
+    "topic_records_read",
+    "topics_summarize",
+]
 
 
 # Other apps' ways of linking a record to what it is about (an order, say): each takes a
@@ -190,8 +80,8 @@ def topics_summarize(*, timeout_ms: int) -> list[TopicSummary]:
         with admin_client(timeout_ms=timeout_ms) as admin:
             described = [t for t in admin.describe_topics() if t["error_code"] == 0 and not t["is_internal"]]
             partitions = [TopicPartition(t["name"], p["partition_index"]) for t in described for p in t["partitions"]]
-            earliest = _offsets(admin, partitions, OffsetSpec.EARLIEST, deadline)
-            latest = _offsets(admin, partitions, OffsetSpec.LATEST, deadline)
+            earliest = partition_offsets(admin, partitions, OffsetSpec.EARLIEST, deadline)
+            latest = partition_offsets(admin, partitions, OffsetSpec.LATEST, deadline)
     except KafkaError as exc:
         raise BrokerUnavailable(
             f"the broker at {bootstrap_servers()} did not list its topics ({type(exc).__name__})"
@@ -237,20 +127,72 @@ def topic_records_read(
     needle = contains.encode() if contains else None
     filtered = key_bytes is not None or needle is not None
 
+    tps, earliest, latest, at_time = _offsets_read(topic, partitions, from_timestamp, deadline)
+    # Newest mode: whether the scan bound, rather than `limit`, decided how far back to look.
+    window_bounded = filtered or limit * len(tps) > max_scanned
+    starts = _starts(
+        tps,
+        earliest=earliest,
+        latest=latest,
+        at_time=at_time,
+        from_offset=from_offset,
+        from_timestamp=from_timestamp,
+        window_bounded=window_bounded,
+        limit=limit,
+        max_scanned=max_scanned,
+    )
+    scan = Scan(
+        starts=starts,
+        ends=latest,
+        matches=lambda record: record_matches(record, key_bytes, needle),
+        limit_per_partition=limit if forward else None,
+        max_scanned=max_scanned,
+    )
     try:
-        with admin_client(timeout_ms=max(1, _remaining_ms(deadline))) as admin:
-            tps = _partitions(admin, topic, partitions)
-            earliest = _offsets(admin, tps, OffsetSpec.EARLIEST, deadline)
-            latest = _offsets(admin, tps, OffsetSpec.LATEST, deadline)
-            at_time = _offsets(admin, tps, int(from_timestamp.timestamp() * 1000), deadline) if from_timestamp else {}
+        scan.run(deadline=deadline)
+    except KafkaError as exc:
+        raise BrokerUnavailable(
+            f"the broker at {bootstrap_servers()} stopped answering ({type(exc).__name__})"
+        ) from exc
+    return _result(topic, tps, scan, earliest=earliest, forward=forward, window_bounded=window_bounded, limit=limit)
+
+
+def _offsets_read(
+    topic: str, partitions: Iterable[int] | None, from_timestamp: datetime | None, deadline: float
+) -> tuple[list[TopicPartition], dict[TopicPartition, int], dict[TopicPartition, int], dict[TopicPartition, int]]:
+    """The partitions to read, their earliest and latest offsets, and (with `from_timestamp`)
+    the offset of each one's first record at or after it."""
+    try:
+        with admin_client(timeout_ms=max(1, remaining_ms(deadline))) as admin:
+            tps = topic_partitions(admin, topic, partitions)
+            earliest = partition_offsets(admin, tps, OffsetSpec.EARLIEST, deadline)
+            latest = partition_offsets(admin, tps, OffsetSpec.LATEST, deadline)
+            at_time = (
+                partition_offsets(admin, tps, int(from_timestamp.timestamp() * 1000), deadline)
+                if from_timestamp
+                else {}
+            )
     except KafkaError as exc:
         raise BrokerUnavailable(
             f"the broker at {bootstrap_servers()} did not describe {topic} ({type(exc).__name__})"
         ) from exc
+    return tps, earliest, latest, at_time
 
+
+def _starts(
+    tps: list[TopicPartition],
+    *,
+    earliest: dict[TopicPartition, int],
+    latest: dict[TopicPartition, int],
+    at_time: dict[TopicPartition, int],
+    from_offset: int | None,
+    from_timestamp: datetime | None,
+    window_bounded: bool,
+    limit: int,
+    max_scanned: int,
+) -> dict[TopicPartition, int]:
+    """Where the read of each partition begins."""
     starts: dict[TopicPartition, int] = {}
-    # Newest mode: whether the scan bound, rather than `limit`, decided how far back to look.
-    window_bounded = filtered or limit * len(tps) > max_scanned
     for tp in tps:
         if from_offset is not None:
             starts[tp] = min(max(from_offset, earliest[tp]), latest[tp])
@@ -263,23 +205,22 @@ def topic_records_read(
             # a filter needs more, as far back as the scan bound allows.
             window = max(1, max_scanned // len(tps)) if window_bounded else limit
             starts[tp] = max(earliest[tp], latest[tp] - window)
+    return starts
 
-    scan = _Scan(
-        starts=starts,
-        ends=latest,
-        matches=lambda record: _matches(record, key_bytes, needle),
-        limit_per_partition=limit if forward else None,
-        max_scanned=max_scanned,
-    )
-    try:
-        scan.run(deadline=deadline)
-    except KafkaError as exc:
-        raise BrokerUnavailable(
-            f"the broker at {bootstrap_servers()} stopped answering ({type(exc).__name__})"
-        ) from exc
-    found_records, next_offsets, stopped, scanned = scan.found, scan.next_offsets, scan.stopped, scan.scanned
 
-    records = [r for tp in tps for r in found_records[tp]]
+def _result(
+    topic: str,
+    tps: list[TopicPartition],
+    scan: Scan,
+    *,
+    earliest: dict[TopicPartition, int],
+    forward: bool,
+    window_bounded: bool,
+    limit: int,
+) -> BrowseResult:
+    """The finished scan as a result: the matches in the order asked for, each partition's read,
+    and whether a bound cut the search short."""
+    records = [r for tp in tps for r in scan.found[tp]]
     if forward:
         records.sort(key=lambda r: (r.timestamp_ms, r.partition, r.offset))
     else:
@@ -288,10 +229,10 @@ def topic_records_read(
         PartitionRead(
             partition=tp.partition,
             earliest=earliest[tp],
-            latest=latest[tp],
-            start=starts[tp],
-            next_offset=next_offsets[tp],
-            stopped=stopped[tp],
+            latest=scan.ends[tp],
+            start=scan.starts[tp],
+            next_offset=scan.next_offsets[tp],
+            stopped=scan.stopped[tp],
         )
         for tp in tps
     ]
@@ -304,89 +245,11 @@ def topic_records_read(
         topic=topic,
         records=records[:limit],
         partitions=reads,
-        scanned=scanned,
+        scanned=scan.scanned,
         newest_first=not forward,
         scan_bound_reached=bound_reached,
         timed_out=any(r.stopped == STOPPED_AT_TIME_BOUND for r in reads),
     )
-
-
-class _Scan:
-    """Reads each partition from its start up to its end offset (as it was when the page
-    started, so records arriving meanwhile do not keep the read going), collecting matches,
-    until every partition is done or a bound is reached."""
-
-    def __init__(
-        self,
-        *,
-        starts: dict[TopicPartition, int],
-        ends: dict[TopicPartition, int],
-        matches: Callable[[Any], bool],
-        limit_per_partition: int | None,
-        max_scanned: int,
-    ):
-        self.starts, self.ends, self.matches = starts, ends, matches
-        self.limit_per_partition, self.max_scanned = limit_per_partition, max_scanned
-        self.found: dict[TopicPartition, list[RecordView]] = {tp: [] for tp in starts}
-        self.next_offsets = dict(starts)
-        self.stopped: dict[TopicPartition, str] = {tp: STOPPED_AT_END for tp in starts if starts[tp] >= ends[tp]}
-        self.scanned = 0
-
-    def run(self, *, deadline: float) -> None:
-        pending = [tp for tp in self.starts if tp not in self.stopped]
-        if not pending:
-            return
-        with _consumer(deadline) as consumer:
-            consumer.assign(pending)
-            for tp in pending:
-                consumer.seek(tp, self.starts[tp])
-            while len(self.stopped) < len(self.starts):
-                remaining = _remaining_ms(deadline)
-                if remaining <= 0:
-                    self._stop_the_rest(STOPPED_AT_TIME_BOUND)
-                    return
-                for tp, batch in consumer.poll(timeout_ms=min(remaining, 200)).items():
-                    if tp not in self.stopped:
-                        self._take(tp, batch)
-                for tp in self.starts:
-                    if tp in self.stopped:
-                        continue
-                    # Transaction markers and compacted-away records take offsets no record
-                    # has: the consumer's position, not the last record, says the end is reached.
-                    position = consumer.position(tp, timeout_ms=max(1, _remaining_ms(deadline)))
-                    if position is not None and position >= self.ends[tp]:
-                        self.next_offsets[tp] = self.ends[tp]
-                        self.stopped[tp] = STOPPED_AT_END
-                if self.scanned >= self.max_scanned:
-                    # The bound holds for partitions that had nothing in this poll, too.
-                    self._stop_the_rest(STOPPED_AT_SCAN_BOUND)
-                # Done partitions fetch nothing more, so the others get the fetches.
-                done = [tp for tp in pending if tp in self.stopped]
-                if done:
-                    consumer.pause(*done)
-
-    def _take(self, tp: TopicPartition, batch: list) -> None:
-        for record in batch:
-            if record.offset >= self.ends[tp]:
-                self.stopped[tp] = STOPPED_AT_END
-                return
-            if self.scanned >= self.max_scanned:
-                self.stopped[tp] = STOPPED_AT_SCAN_BOUND
-                return
-            self.scanned += 1
-            self.next_offsets[tp] = record.offset + 1
-            if self.matches(record):
-                self.found[tp].append(_view(record))
-                if self.limit_per_partition is not None and len(self.found[tp]) >= self.limit_per_partition:
-                    self.stopped[tp] = STOPPED_AT_LIMIT
-                    return
-            if self.next_offsets[tp] >= self.ends[tp]:
-                self.stopped[tp] = STOPPED_AT_END
-                return
-
-    def _stop_the_rest(self, reason: str) -> None:
-        for tp in self.starts:
-            self.stopped.setdefault(tp, reason)
 
 
 def record_at(*, topic: str, partition: int, offset: int, timeout_ms: int) -> RecordView | None:
@@ -408,82 +271,3 @@ def record_at(*, topic: str, partition: int, offset: int, timeout_ms: int) -> Re
             f"within {timeout_ms / 1000:g} s"
         )
     return None
-
-
-def _remaining_ms(deadline: float) -> int:
-    return int((deadline - time.monotonic()) * 1000)
-
-
-def _partitions(admin, topic: str, partitions: Iterable[int] | None) -> list[TopicPartition]:
-    described = [t for t in admin.describe_topics([topic]) if t["error_code"] == 0]
-    if not described:
-        raise TopicNotFound(f"no topic named {topic!r}")
-    existing = sorted(p["partition_index"] for p in described[0]["partitions"])
-    if partitions is None:
-        return [TopicPartition(topic, p) for p in existing]
-    missing = sorted(set(partitions) - set(existing))
-    if missing:
-        raise TopicNotFound(f"topic {topic!r} has no partition {', '.join(map(str, missing))} (it has {len(existing)})")
-    return [TopicPartition(topic, p) for p in sorted(set(partitions))]
-
-
-def _offsets(admin, partitions: list[TopicPartition], spec, deadline: float) -> dict[TopicPartition, int]:
-    if not partitions:
-        return {}
-    found = admin.list_partition_offsets(dict.fromkeys(partitions, spec), timeout_ms=max(1, _remaining_ms(deadline)))
-    return {tp: found[tp].offset for tp in partitions}
-
-
-def _matches(record, key: bytes | None, needle: bytes | None) -> bool:
-    if key is not None and record.key != key:
-        return False
-    return needle is None or (record.value is not None and needle in record.value)
-
-
-def _view(record) -> RecordView:
-    return RecordView(
-        topic=record.topic,
-        partition=record.partition,
-        offset=record.offset,
-        timestamp_ms=record.timestamp,
-        key=record.key,
-        value=record.value,
-        headers=[(name, value) for name, value in record.headers or []],
-    )
-
-
-class _ClosedOnFailedBootstrapConsumer(ClosedOnFailedBootstrap, KafkaConsumer):
-    """KafkaConsumer 3.0, like the admin client, leaves its I/O thread running when its
-    bootstrap fails."""
-
-
-@contextmanager
-def _consumer(deadline: float) -> Iterator[KafkaConsumer]:
-    """A consumer outside any group (no offsets committed, nobody rebalanced), closed on every path."""
-    remaining = max(1, _remaining_ms(deadline))
-    config = {"kafka_client": _NetClient, **connection_config()}
-    try:
-        consumer = _ClosedOnFailedBootstrapConsumer(
-            **config,
-            group_id=None,
-            enable_auto_commit=False,
-            client_id=f"{settings.KAFKA_CLIENT_ID}-browse",
-            allow_auto_create_topics=False,
-            # A record deleted by retention between the offset lookup and the fetch: start at the
-            # earliest that is left instead of failing the page.
-            auto_offset_reset="earliest",
-            bootstrap_timeout_ms=remaining,
-            # The fetch wait is the idle time of a poll; the request timeout must exceed it.
-            fetch_max_wait_ms=100,
-            request_timeout_ms=min(max(remaining, 1000), 300_000),
-        )
-    except SaslLoginRejected as exc:
-        raise BrokerAuthenticationFailed(str(exc)) from exc
-    except KafkaError as exc:
-        raise BrokerUnavailable(
-            f"no Kafka broker answered at {bootstrap_servers()} within the time left ({type(exc).__name__})"
-        ) from exc
-    try:
-        yield consumer
-    finally:
-        consumer.close(autocommit=False, timeout_ms=1000)

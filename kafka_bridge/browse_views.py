@@ -33,13 +33,23 @@ from kafka_bridge.browse import (
 from kafka_bridge.client import BrokerUnavailable
 
 BROWSE_PERMISSION = "kafka_bridge.browse_topics"
+# Records a page lists when it does not say: a few screens to read, and (unfiltered, newest
+# first) only this many of each partition to scan.
 DEFAULT_LIMIT = 50
+# The most records a page may ask for: with values cut at VALUE_CUT_AT characters, a page of
+# them stays around a megabyte of HTML.
 MAX_LIMIT = 500
 # Records a filtered page may read before it stops and says where to continue: bounds the
-# broker's and the web process's work per page, whatever the topic's size.
+# broker's and the web process's work per page, whatever the topic's size (10,000 order events
+# of a few lines each are a few megabytes to fetch and match).
 MAX_SCANNED = 10_000
-# Characters of a value shown in the list; the record's own page shows all of it.
+# Characters of a value shown in the list; the record's own page shows all of it. An order's
+# event, pretty-printed, is about 400 characters and 95 more per order line: orders of up to
+# 16 lines show whole, and a huge value does not swamp the list.
 VALUE_CUT_AT = 2_000
+# The longest key or text a search takes: far longer than any key the project writes or text an
+# operator types, and it is looked for in every record scanned.
+MAX_SEARCH_LENGTH = 1_000
 # Kafka's own rule for topic names; anything else cannot be a topic, so it is not looked up.
 TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 
@@ -87,8 +97,8 @@ class RecordQueryForm(forms.Form):
         label="From time (UTC)",
         widget=forms.DateTimeInput(attrs={"type": "datetime-local", "step": 1}, format="%Y-%m-%dT%H:%M:%S"),
     )
-    key = forms.CharField(required=False, max_length=1000, label="Key is")
-    contains = forms.CharField(required=False, max_length=1000, label="Value contains")
+    key = forms.CharField(required=False, max_length=MAX_SEARCH_LENGTH, label="Key is")
+    contains = forms.CharField(required=False, max_length=MAX_SEARCH_LENGTH, label="Value contains")
     full = forms.BooleanField(required=False, widget=forms.HiddenInput)
 
     def clean(self) -> dict[str, Any]:

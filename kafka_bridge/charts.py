@@ -16,6 +16,25 @@ from typing import Literal
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import SafeString
 
+from kafka_bridge.chart_numbers import chart_table_html, format_number
+
+# format_number and chart_table_html live in kafka_bridge.chart_numbers; importable from here too.
+__all__ = [
+    "COLORS",
+    "HEIGHT",
+    "MAX_X_LABELS",
+    "PLOT_BOTTOM",
+    "PLOT_LEFT",
+    "PLOT_RIGHT",
+    "PLOT_TOP",
+    "WIDTH",
+    "Chart",
+    "bar_chart_svg",
+    "chart_table_html",
+    "format_number",
+    "line_chart_svg",
+]
+
 WIDTH = 720
 HEIGHT = 200
 PLOT_LEFT = 64
@@ -66,19 +85,6 @@ class Chart:
         )
 
 
-def format_number(value: float | None, *, unit: str = "") -> str:
-    """A value as a chart shows it: whole numbers as such, others to three significant digits."""
-    if value is None:
-        return "unknown"
-    if float(value).is_integer():
-        text = str(int(value))
-    elif abs(value) >= 1000:
-        text = f"{value:.0f}"
-    else:
-        text = f"{value:.3g}"
-    return f"{text} {unit}" if unit else text
-
-
 def bar_chart_svg(
     *,
     chart_id: str,
@@ -127,36 +133,49 @@ def line_chart_svg(
         if len(values) != len(labels):
             raise ValueError(f"{len(labels)} labels for {len(values)} values of {name!r}")
     top = _nice_ceiling(max((v for values in series.values() for v in values if v is not None), default=0))
+    lines = [
+        _line(name, values, color, labels=labels, top=top, unit=unit)
+        for (name, values), color in zip(series.items(), _colors())
+    ]
+    return _svg(
+        chart_id=chart_id,
+        title=title,
+        body=[_y_axis(top, unit), _legend(series), _join(lines), _x_labels(labels)],
+    )
+
+
+def _line(
+    name: str, values: Sequence[float | None], color: str, *, labels: Sequence[str], top: float, unit: str
+) -> SafeString:
+    """One series of a line chart: its line, broken at every None, and a dot per known value."""
     slot = _slot_width(len(labels))
-    lines = []
-    for (name, values), color in zip(series.items(), _colors()):
-        points = [
-            (PLOT_LEFT + (index + 0.5) * slot, PLOT_BOTTOM - _y_span(max(0.0, value), top))
-            if value is not None
-            else None
-            for index, value in enumerate(values)
-        ]
-        dots = [
-            format_html(
-                '<circle class="point" cx="{}" cy="{}" r="2.5" fill="{}"><title>{}</title></circle>',
-                _coord(point[0]),
-                _coord(point[1]),
-                color,
-                _mark_title(label, name, value, unit),
-            )
-            for label, value, point in zip(labels, values, points)
-            if point is not None
-        ]
-        lines.append(
-            format_html(
-                '<g class="series" data-series="{}"><path class="line" d="{}" fill="none" stroke="{}" stroke-width="1.5"/>{}</g>',
-                name,
-                _path(points),
-                color,
-                _join(dots),
-            )
+    points = [
+        (PLOT_LEFT + (index + 0.5) * slot, PLOT_BOTTOM - _y_span(max(0.0, value), top)) if value is not None else None
+        for index, value in enumerate(values)
+    ]
+    dots = [
+        format_html(
+            '<circle class="point" cx="{}" cy="{}" r="2.5" fill="{}"><title>{}</title></circle>',
+            _coord(point[0]),
+            _coord(point[1]),
+            color,
+            _mark_title(label, name, value, unit),
         )
-    legend = [
+        for label, value, point in zip(labels, values, points)
+        if point is not None
+    ]
+    return format_html(
+        '<g class="series" data-series="{}"><path class="line" d="{}" fill="none" stroke="{}" stroke-width="1.5"/>{}</g>',
+        name,
+        _path(points),
+        color,
+        _join(dots),
+    )
+
+
+def _legend(series: Mapping[str, Sequence[float | None]]) -> SafeString:
+    """A swatch and the name of each series, in a row above the plot."""
+    entries = [
         format_html(
             '<rect class="swatch" x="{}" y="4" width="10" height="10" fill="{}"/><text x="{}" y="13" fill="currentColor">{}</text>',
             PLOT_LEFT + index * 100,
@@ -166,51 +185,7 @@ def line_chart_svg(
         )
         for index, (name, color) in enumerate(zip(series, _colors()))
     ]
-    return _svg(
-        chart_id=chart_id,
-        title=title,
-        body=[
-            _y_axis(top, unit),
-            format_html('<g class="legend">{}</g>', _join(legend)),
-            _join(lines),
-            _x_labels(labels),
-        ],
-    )
-
-
-def chart_table_html(
-    *,
-    chart_id: str,
-    title: str,
-    labels: Sequence[str],
-    series: Mapping[str, Sequence[float | None]],
-    unit: str = "",
-    label_heading: str = "",
-) -> SafeString:
-    """The chart's numbers as a table: a row per label, a column per series."""
-    head = format_html_join("", '<th scope="col">{}</th>', ((name,) for name in series))
-    rows = format_html_join(
-        "",
-        '<tr><th scope="row">{}</th>{}</tr>',
-        (
-            (
-                label,
-                format_html_join(
-                    "", "<td>{}</td>", ((format_number(values[index], unit=unit),) for values in series.values())
-                ),
-            )
-            for index, label in enumerate(labels)
-        ),
-    )
-    return format_html(
-        '<table class="chart-table" id="{}-table"><caption>{}</caption><thead><tr><th scope="col">{}</th>{}</tr></thead>'
-        "<tbody>{}</tbody></table>",
-        chart_id,
-        title,
-        label_heading,
-        head,
-        rows,
-    )
+    return format_html('<g class="legend">{}</g>', _join(entries))
 
 
 def _svg(*, chart_id: str, title: str, body: Iterable[SafeString]) -> SafeString:

@@ -36,69 +36,30 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from django.conf import settings
 from kafka import KafkaProducer
-from kafka.errors import InvalidTopicError, KafkaError
-from kafka.util import ensure_valid_topic_name
+from kafka.errors import KafkaError
 
 from kafka_bridge import metrics
 from kafka_bridge.acknowledgements import AcknowledgementWriter
-from kafka_bridge.client import connection_config
 from kafka_bridge.models import OutboxEvent
-from kafka_bridge.outbox import SendFailure, SentMark, outbox_outcomes_record
-from kafka_bridge.send_failures import error_line, failure_is_the_records_own, shares_a_refused_batch
+from kafka_bridge.outbox import outbox_outcomes_record
+from kafka_bridge.producer_send import SendOutcome, SendRound, producer_close, producer_config, send_row
+from kafka_bridge.send_failures import error_line, failure_is_the_records_own
+
+# The sending itself lives in kafka_bridge.producer_send; its names are importable from here too.
+__all__ = [
+    "OutboxPublisher",
+    "PublishResult",
+    "SendOutcome",
+    "producer_config",
+    "request_publisher",
+    "reset_request_publisher",
+]
 
 logger = logging.getLogger(__name__)
-
-
-def producer_config(*, timeout_ms: int) -> dict:
-    """Producer settings; `timeout_ms` bounds bootstrap, metadata waits and each request."""
-    linger_ms = settings.KAFKA_PRODUCER_LINGER_MS
-    return {
-        **connection_config(),
-        "client_id": settings.KAFKA_CLIENT_ID,
-        "acks": "all",
-        "enable_idempotence": True,
-        "linger_ms": linger_ms,
-        "batch_size": settings.KAFKA_PRODUCER_BATCH_SIZE,
-        "compression_type": settings.KAFKA_PRODUCER_COMPRESSION,
-        "bootstrap_timeout_ms": timeout_ms,
-        "max_block_ms": timeout_ms,
-        "request_timeout_ms": timeout_ms,
-        # The producer gives up on a record soon after the caller stopped waiting for it, so an
-        # unacknowledged outbox row is not also delivered minutes later behind the relay's back.
-        "delivery_timeout_ms": timeout_ms + linger_ms + 1000,
-        # The project's topics are created by ensure_topics; never by a typo in a send.
-        "allow_auto_create_topics": False,
-    }
-
-
-def _send_row(producer: KafkaProducer, row: OutboxEvent):
-    # kafka-python refuses an illegal topic name with a ValueError; it is Kafka's INVALID_TOPIC.
-    try:
-        ensure_valid_topic_name(row.topic)
-    except (TypeError, ValueError) as exc:
-        raise InvalidTopicError(str(exc)) from None
-    return producer.send(
-        row.topic,
-        key=row.key.encode() if row.key is not None else None,
-        value=row.payload.encode(),
-        headers=[(name, value.encode()) for name, value in row.headers],
-    )
-
-
-def _producer_close(producer: KafkaProducer, timeout: float) -> None:
-    # kafka-python 3.0.12's flush (which close() runs first) can trip over a batch it has just
-    # split after a MESSAGE_TOO_LARGE ("Future not done"); the next try does not.
-    for _ in range(3):
-        try:
-            producer.close(timeout=timeout)
-            return
-        except KafkaError as exc:
-            error = exc
-    logger.warning("kafka: could not close a producer cleanly: %s", error_line(error))
 
 
 @dataclass(frozen=True)
@@ -112,28 +73,6 @@ class PublishResult:
     error: str = ""
     refused: int = 0
     quarantined: int = 0
-
-
-@dataclass
-class SendOutcome:
-    """Each row's own outcome of one `send()`."""
-
-    acked: list[SentMark] = field(default_factory=list)
-    refused: list[SendFailure] = field(default_factory=list)
-    failed: list[SendFailure] = field(default_factory=list)
-
-    def ack(self, row: OutboxEvent, metadata) -> None:
-        self.acked.append(SentMark(row.pk, row.resends, metadata.partition, metadata.offset))
-
-    def refuse(self, row: OutboxEvent, exc: BaseException) -> None:
-        self.refused.append(SendFailure(row.pk, row.resends, error_line(exc, row)))
-
-    def fail(self, row: OutboxEvent, error: str) -> None:
-        self.failed.append(SendFailure(row.pk, row.resends, error))
-
-    @property
-    def error(self) -> str:
-        return (self.failed or self.refused)[0].error if (self.failed or self.refused) else ""
 
 
 class OutboxPublisher:
@@ -175,7 +114,7 @@ class OutboxPublisher:
             self._producer = None
             self._retiring = [thread for thread in self._retiring if thread.is_alive()]
             thread = threading.Thread(
-                target=_producer_close, args=(producer, min(self.timeout, 5.0)), name="producer-retire", daemon=True
+                target=producer_close, args=(producer, min(self.timeout, 5.0)), name="producer-retire", daemon=True
             )
             self._retiring.append(thread)
         logger.info("kafka: producer stopped by a failed record; the next send uses a new one")
@@ -188,78 +127,7 @@ class OutboxPublisher:
         under the others; then the rest together. Rows of that send which failed with a
         refusal's error are sent again one at a time: the refusal may have been a batch-mate's
         (or the stopped producer's), and a row refused on its own is refused for itself."""
-        outcome = SendOutcome()
-        deadline = time.monotonic() + self.timeout
-        for row in [row for row in rows if row.refusals]:
-            self._send_batch([row], deadline, outcome)
-        suspects = self._send_batch([row for row in rows if not row.refusals], deadline, outcome)
-        for row in suspects:
-            self._send_batch([row], deadline, outcome)
-        return outcome
-
-    def _send_batch(self, rows: list[OutboxEvent], deadline: float, outcome: SendOutcome) -> list[OutboxEvent]:
-        """Send `rows` together and record each outcome, except for rows whose non-retriable
-        failure may not be their own (more than one record was in flight): those are returned."""
-        if not rows:
-            return []
-        if time.monotonic() >= deadline:
-            for row in rows:
-                outcome.fail(row, f"not sent: the {self.timeout:g} s bound of the round ran out")
-            return []
-        try:
-            producer = self._get_producer()
-        except Exception as exc:
-            if not isinstance(exc, KafkaError):
-                logger.exception("kafka: unexpected error while building the producer")
-            for row in rows:
-                outcome.fail(row, error_line(exc))
-            return []
-        futures = []
-        # A topic whose metadata could not be had costs the wait once per round, not per row.
-        unreachable: dict[str, str] = {}
-        for row in rows:
-            if row.topic in unreachable:
-                outcome.fail(row, unreachable[row.topic])
-                continue
-            try:
-                futures.append((row, _send_row(producer, row)))
-            except Exception as exc:
-                if failure_is_the_records_own(exc):
-                    # Checked in this process before anything was sent: certainly its own.
-                    outcome.refuse(row, exc)
-                    continue
-                if not isinstance(exc, KafkaError):
-                    logger.exception("kafka: unexpected error while publishing")
-                unreachable[row.topic] = error_line(exc)
-                outcome.fail(row, unreachable[row.topic])
-        suspects: list[OutboxEvent] = []
-        stopped = False
-        for row, future in futures:
-            try:
-                metadata = future.get(timeout=max(0.0, deadline - time.monotonic()))
-            except KafkaError as exc:
-                if exc.retriable:
-                    outcome.fail(row, error_line(exc))
-                    continue
-                stopped = True
-                own = failure_is_the_records_own(exc)
-                if len(futures) > 1 and (own or shares_a_refused_batch(exc)):
-                    # Perhaps a batch-mate's refusal, or the stopped producer's: find out alone.
-                    suspects.append(row)
-                elif own:
-                    outcome.refuse(row, exc)
-                else:
-                    outcome.fail(row, error_line(exc))
-            except Exception as exc:
-                # Anything else from the client is a bug to see, but must not kill the caller:
-                # the row stays unsent and is retried.
-                logger.exception("kafka: unexpected error while publishing")
-                outcome.fail(row, error_line(exc))
-            else:
-                outcome.ack(row, metadata)
-        if stopped:
-            self.retire(producer)
-        return suspects
+        return SendRound(timeout=self.timeout, get_producer=self._get_producer, retire=self.retire).run(rows)
 
     def publish(self, rows: Sequence[OutboxEvent]) -> PublishResult:
         """Send `rows`, wait for each one's outcome within the bound, and write them: the
@@ -320,7 +188,7 @@ class OutboxPublisher:
             return
         for index, row in enumerate(rows):
             try:
-                future = _send_row(producer, row)
+                future = send_row(producer, row)
             except Exception as exc:
                 if failure_is_the_records_own(exc):
                     # Too large, an illegal topic name: this row is the relay's to count, and
@@ -370,7 +238,7 @@ class OutboxPublisher:
             marker, self._marker = self._marker, None
             retiring, self._retiring = self._retiring, []
         if producer is not None:
-            _producer_close(producer, timeout)
+            producer_close(producer, timeout)
         for thread in retiring:
             thread.join(timeout=timeout)
         if marker is not None:

@@ -57,17 +57,7 @@ def kafka_status(
         group_ids = sorted(group_ids)
         groups = admin.describe_groups(group_ids) if group_ids else {}
         committed = admin.list_group_offsets(dict.fromkeys(group_ids)) if group_ids else {}
-        # End offsets of partitions some group committed to but that the topic list left out
-        # (when narrowed down); a topic deleted since has none.
-        extra_topics = {tp.topic for offsets in committed.values() for tp in offsets} - {t["name"] for t in described}
-        if extra_topics:
-            existing = {
-                (t["name"], p["partition_index"])
-                for t in admin.describe_topics(sorted(extra_topics))
-                if t["error_code"] == 0
-                for p in t["partitions"]
-            }
-            latest.update(_offsets(admin, [TopicPartition(*tp) for tp in sorted(existing)], OffsetSpec.LATEST))
+        latest.update(_other_latest_offsets(admin, committed, described))
 
     return {
         "brokers": sorted(
@@ -75,25 +65,46 @@ def kafka_status(
             key=lambda b: b["node_id"],
         ),
         "controller_id": cluster["controller_id"],
-        "topics": [
-            {
-                "name": t["name"],
-                "partitions": [
-                    {
-                        "partition": p["partition_index"],
-                        "leader": p["leader_id"],
-                        "replicas": list(p["replica_nodes"]),
-                        "isr": list(p["isr_nodes"]),
-                        "earliest_offset": earliest.get(TopicPartition(t["name"], p["partition_index"])),
-                        "latest_offset": latest.get(TopicPartition(t["name"], p["partition_index"])),
-                    }
-                    for p in sorted(t["partitions"], key=lambda p: p["partition_index"])
-                ],
-            }
-            for t in sorted(described, key=lambda t: t["name"])
-        ],
+        "topics": [_topic(t, earliest, latest) for t in sorted(described, key=lambda t: t["name"])],
         "consumer_groups": [
             _group(group_id, groups.get(group_id, {}), committed.get(group_id, {}), latest) for group_id in group_ids
+        ],
+    }
+
+
+def _other_latest_offsets(
+    admin: KafkaAdminClient, committed: dict, described: list[dict[str, Any]]
+) -> dict[TopicPartition, int]:
+    """End offsets of partitions some group committed to but that the topic list left out
+    (when narrowed down); a topic deleted since has none."""
+    extra_topics = {tp.topic for offsets in committed.values() for tp in offsets} - {t["name"] for t in described}
+    if not extra_topics:
+        return {}
+    existing = {
+        (t["name"], p["partition_index"])
+        for t in admin.describe_topics(sorted(extra_topics))
+        if t["error_code"] == 0
+        for p in t["partitions"]
+    }
+    return _offsets(admin, [TopicPartition(*tp) for tp in sorted(existing)], OffsetSpec.LATEST)
+
+
+def _topic(
+    described: dict[str, Any], earliest: dict[TopicPartition, int], latest: dict[TopicPartition, int]
+) -> dict[str, Any]:
+    name = described["name"]
+    return {
+        "name": name,
+        "partitions": [
+            {
+                "partition": p["partition_index"],
+                "leader": p["leader_id"],
+                "replicas": list(p["replica_nodes"]),
+                "isr": list(p["isr_nodes"]),
+                "earliest_offset": earliest.get(TopicPartition(name, p["partition_index"])),
+                "latest_offset": latest.get(TopicPartition(name, p["partition_index"])),
+            }
+            for p in sorted(described["partitions"], key=lambda p: p["partition_index"])
         ],
     }
 
