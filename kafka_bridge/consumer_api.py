@@ -1,0 +1,86 @@
+"""What the users of `kafka_bridge.consumer.ConsumerLoop` give it and see of it: the errors a
+record's work raises to say what becomes of the record, the processor protocol, the hooks, the
+consumer's configuration and the retries' backoff. `kafka_bridge.consumer` re-exports them all.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from django.conf import settings
+from kafka.consumer.fetcher import ConsumerRecord
+
+from kafka_bridge.client import connection_config
+from kafka_bridge.dead_letter import DeadLetterPosition
+
+# Work for a worker thread: the record's call, made outside the loop thread.
+Call = Callable[[], Any]
+RecordHandler = Callable[[ConsumerRecord], None]
+# Called once a record is given up on: (record, error, attempts, where its dead letter went, or
+# None without a dead-letter topic).
+DeadLetterHook = Callable[[ConsumerRecord, str, int, DeadLetterPosition | None], None]
+LogFields = Callable[[ConsumerRecord], dict]
+
+
+class RetryableError(Exception):
+    """The record may succeed later: retry it with backoff, then dead-letter it. `retry_after`
+    (seconds) is the earliest moment the called system said it takes calls again."""
+
+    def __init__(self, *args: object, retry_after: float | None = None):
+        super().__init__(*args)
+        self.retry_after = retry_after
+
+
+class NonRetryableError(Exception):
+    """No retry can help this record: dead-letter it at once."""
+
+
+class RecordProcessor(Protocol):
+    """What the loop does with records, in two bulk steps on the loop thread around the calls
+    made on worker threads."""
+
+    def prepare(self, records: list[ConsumerRecord]) -> list[Call | BaseException | None]:
+        """Per record: a call to make on a worker thread, an error to act on (retry or
+        dead-letter), or None when it is done with and needs no call."""
+
+    def complete(self, results: list[tuple[ConsumerRecord, Any, BaseException | None]]) -> list[BaseException | None]:
+        """Record the outcome of finished calls, given (record, what the call returned, what it
+        raised). Per record: None when it is done with, or the error to act on."""
+
+
+class CallEach:
+    """A processor that calls `handler(record)` on a worker thread for each record."""
+
+    def __init__(self, handler: RecordHandler):
+        self.handler = handler
+
+    def prepare(self, records):
+        return [functools.partial(self.handler, record) for record in records]
+
+    def complete(self, results):
+        return [error for _, _, error in results]
+
+
+def consumer_config(*, group_id: str) -> dict:
+    return {
+        **connection_config(),
+        "group_id": group_id,
+        "client_id": settings.KAFKA_CLIENT_ID,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "allow_auto_create_topics": False,
+        "max_poll_records": settings.KAFKA_CONSUMER_MAX_POLL_RECORDS,
+        "max_poll_interval_ms": settings.KAFKA_CONSUMER_MAX_POLL_INTERVAL_MS,
+        "session_timeout_ms": settings.KAFKA_CONSUMER_SESSION_TIMEOUT_MS,
+        "heartbeat_interval_ms": settings.KAFKA_CONSUMER_HEARTBEAT_INTERVAL_MS,
+        "fetch_max_wait_ms": settings.KAFKA_CONSUMER_FETCH_MAX_WAIT_MS,
+    }
+
+
+def backoff_delay(*, attempt: int, base: float, cap: float) -> float:
+    """Exponential backoff with full jitter: uniform in [0, min(cap, base * 2^(attempt-1))],
+    so that consumers retrying the same outage do not hit the platform in lockstep."""
+    return random.uniform(0, min(cap, base * 2 ** (attempt - 1)))
