@@ -1,9 +1,12 @@
-"""Settings for orderflow. Every value that varies between deployments is read through
-`config.env.env` and documented in `.env.example` and the README."""
+"""Settings for orderflow (DJANGO_SETTINGS_MODULE=config.settings). Every value that varies
+between deployments is read here, through `config.env.env`, and documented in `.env.example` and
+docs/configuration.md; what no deployment changes (apps, middleware, templates, ...) is in
+`config/settings_base.py`, imported first."""
 
 from django.core.exceptions import ImproperlyConfigured
 
 from config.env import BASE_DIR, env
+from config.settings_base import *  # noqa: F403
 
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
 # Good for development only: with DJANGO_DEBUG=false the process refuses to start with it, since
@@ -36,54 +39,6 @@ SECURE_HSTS_PRELOAD = env.bool("DJANGO_SECURE_HSTS_PRELOAD", default=False)
 # https://orders.example.com
 CSRF_TRUSTED_ORIGINS = env.list("DJANGO_CSRF_TRUSTED_ORIGINS", default=[])
 
-INSTALLED_APPS = [
-    "django.contrib.admin",
-    "django.contrib.auth",
-    "django.contrib.contenttypes",
-    "django.contrib.sessions",
-    "django.contrib.messages",
-    "django.contrib.staticfiles",
-    "rest_framework",
-    "rest_framework.authtoken",
-    "drf_spectacular",
-    "drf_spectacular_sidecar",
-    "django_prometheus",
-    "kafka_bridge",
-    "orders",
-    "exports",
-]
-
-MIDDLEWARE = [
-    # First and last: django-prometheus times the whole stack and counts requests by view.
-    "django_prometheus.middleware.PrometheusBeforeMiddleware",
-    "django.middleware.security.SecurityMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
-    "django.middleware.common.CommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
-    "django.middleware.clickjacking.XFrameOptionsMiddleware",
-    "django_prometheus.middleware.PrometheusAfterMiddleware",
-]
-
-ROOT_URLCONF = "config.urls"
-WSGI_APPLICATION = "config.wsgi.application"
-
-TEMPLATES = [
-    {
-        "BACKEND": "django.template.backends.django.DjangoTemplates",
-        "DIRS": [BASE_DIR / "config" / "templates"],
-        "APP_DIRS": True,
-        "OPTIONS": {
-            "context_processors": [
-                "django.template.context_processors.request",
-                "django.contrib.auth.context_processors.auth",
-                "django.contrib.messages.context_processors.messages",
-            ],
-        },
-    },
-]
-
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The web server, the consumer and the relay write to the same file. WAL lets readers run
@@ -97,22 +52,6 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
             "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
         }
     )
-DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
-
-AUTH_PASSWORD_VALIDATORS = [
-    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
-    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
-    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
-]
-
-LANGUAGE_CODE = "en-us"
-TIME_ZONE = "UTC"
-USE_I18N = True
-USE_TZ = True
-
-STATIC_URL = "static/"
-STATIC_ROOT = BASE_DIR / "staticfiles"
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
@@ -155,17 +94,6 @@ ORDER_MAX_LINES = env.int("ORDER_MAX_LINES", default=500)
 # Request bodies larger than this are refused (413) before they are parsed.
 API_MAX_BODY_BYTES = env.int("API_MAX_BODY_BYTES", default=1024 * 1024)
 DATA_UPLOAD_MAX_MEMORY_SIZE = API_MAX_BODY_BYTES
-
-SPECTACULAR_SETTINGS = {
-    "TITLE": "orderflow API",
-    "DESCRIPTION": "Orders, their confirmation, and the export status of confirmed orders.",
-    "VERSION": "1.0.0",
-    "SERVE_INCLUDE_SCHEMA": False,
-    # Swagger UI's assets from drf-spectacular-sidecar, served locally: no CDN.
-    "SWAGGER_UI_DIST": "SIDECAR",
-    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
-    "REDOC_DIST": "SIDECAR",
-}
 
 # --- Kafka connection -------------------------------------------------------------------------
 KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
@@ -227,9 +155,6 @@ OUTBOX_RELAY_CLAIM_SECONDS = env.float("OUTBOX_RELAY_CLAIM_SECONDS", default=60.
 # A row the broker refuses for a reason of its own (too large, say) is quarantined after this many
 # failed sends: marked with the reason, shown in the admin, and no longer sent.
 OUTBOX_QUARANTINE_ATTEMPTS = env.int("OUTBOX_QUARANTINE_ATTEMPTS", default=3)
-
-# Where `orders` hands its domain events: the Kafka outbox.
-DOMAIN_EVENT_RECORDER = "kafka_bridge.outbox.outbox_record"
 
 # --- Consumer ---------------------------------------------------------------------------------
 KAFKA_CONSUMER_POLL_TIMEOUT_MS = env.int("KAFKA_CONSUMER_POLL_TIMEOUT_MS", default=1000)
