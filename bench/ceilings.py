@@ -20,7 +20,7 @@ from itertools import cycle
 
 from bench.harness import ROOT, BenchError
 from bench.plan import Context
-from bench.stats import figure
+from bench.stats import runs_figure
 
 CONSUME_TIMEOUT = 180.0
 
@@ -348,13 +348,12 @@ def measure(context: Context, parts: tuple[str, ...]) -> list[dict]:
             )
         harness.delete_topics(harness.topics[first_topic:])
     return [
-        figure(
+        runs_figure(
             f"ceilings.{key}",
             label=LABELS[key],
             unit="records/s",
             db=None,
-            runs=[run["rate"] for run in runs],
-            details=runs,
+            runs=runs,
             note=f"{records} records of {payloads['event_bytes']} bytes",
         )
         for key, runs in results.items()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from bench.harness import BenchError
 from bench.plan import DatabaseRun
-from bench.stats import figure
+from bench.stats import runs_figure
 
 READY_TIMEOUT = 120.0
 DRAIN_TIMEOUT = 900.0
@@ -240,52 +240,31 @@ def measure(run: DatabaseRun) -> list[dict]:
         quiet = run_export_consumers(run, {**env, "LOG_LEVELS": "exports.processor=WARNING"}, count=1, records=records)
         results["export-1-quiet"].append(quiet)
     note = f"backlog of {records} events of {prepared['event_bytes']} bytes, 3 partitions"
-    figures = [
-        figure(
+
+    def exports(key: str, name: str, label: str) -> dict:
+        return runs_figure(key, label=label, unit="exports/s", db=run.vendor, runs=results[name], note=note)
+
+    return [
+        runs_figure(
             "consume.raw",
             label="raw kafka-python consume, same backlog",
             unit="records/s",
             db=run.vendor,
-            runs=[r["rate"] for r in results["raw"]],
-            details=results["raw"],
+            runs=results["raw"],
             note=note,
-        )
-    ]
-    for count in sizes.consumers:
-        runs = results[f"export-{count}"]
-        figures.append(
-            figure(
-                f"consume.export.{count}",
-                label=f"export consumer x{count} (fake platform)",
-                unit="exports/s",
-                db=run.vendor,
-                runs=[r["rate"] for r in runs],
-                details=runs,
-                note=note,
-            )
-        )
-    runs = results["export-1-no-attempts"]
-    figures.append(
-        figure(
+        ),
+        *(
+            exports(f"consume.export.{count}", f"export-{count}", f"export consumer x{count} (fake platform)")
+            for count in sizes.consumers
+        ),
+        exports(
             "consume.export.1.no-attempt-log",
-            label="export consumer x1, platform calls not written as ExportAttempt rows",
-            unit="exports/s",
-            db=run.vendor,
-            runs=[r["rate"] for r in runs],
-            details=runs,
-            note=note,
-        )
-    )
-    runs = results["export-1-quiet"]
-    figures.append(
-        figure(
+            "export-1-no-attempts",
+            "export consumer x1, platform calls not written as ExportAttempt rows",
+        ),
+        exports(
             "consume.export.1.quiet",
-            label="export consumer x1, outcome lines off (LOG_LEVELS=exports.processor=WARNING)",
-            unit="exports/s",
-            db=run.vendor,
-            runs=[r["rate"] for r in runs],
-            details=runs,
-            note=note,
-        )
-    )
-    return figures
+            "export-1-quiet",
+            "export consumer x1, outcome lines off (LOG_LEVELS=exports.processor=WARNING)",
+        ),
+    ]

@@ -19,7 +19,7 @@ from pathlib import Path
 from bench.consume import wait_for_files
 from bench.harness import PYTHON, BenchError
 from bench.plan import DatabaseRun
-from bench.stats import cdf, figure, latency_summary, median
+from bench.stats import figure, latency_figures, latency_summary, median, runs_figure
 
 WARMUP = 5
 
@@ -323,16 +323,6 @@ def measure(run: DatabaseRun) -> list[dict]:
         f"{rate:g}/s offered for {sizes.e2e_seconds:g} s ({paced_orders} orders) by {sizes.e2e_processes} processes "
         f"x {sizes.e2e_threads} threads"
     )
-    p99 = figure(
-        "e2e.p99",
-        label=f"end-to-end p99 at {rate:g}/s",
-        unit="ms",
-        db=run.vendor,
-        runs=[r["p99_ms"] for r in paced_runs],
-        details=paced_runs,
-        note=note,
-    )
-    p99["cdf"] = cdf([s * 1000 for s in pooled])
     segments = [
         figure(
             f"e2e.segment.{name}.{q}",
@@ -346,53 +336,49 @@ def measure(run: DatabaseRun) -> list[dict]:
         for q in ("p50", "p99")
     ]
     return [
-        figure(
-            "e2e.p50",
-            label=f"end-to-end p50 at {rate:g}/s",
-            unit="ms",
+        *latency_figures(
+            "e2e",
+            label=f"end-to-end {{}} at {rate:g}/s",
             db=run.vendor,
-            runs=[r["p50_ms"] for r in paced_runs],
+            runs=paced_runs,
+            pooled=pooled,
             note=note,
+            quantiles=("p50", "p95", "p99"),
         ),
-        figure(
-            "e2e.p95",
-            label=f"end-to-end p95 at {rate:g}/s",
-            unit="ms",
-            db=run.vendor,
-            runs=[r["p95_ms"] for r in paced_runs],
-            note=note,
-        ),
-        p99,
         *segments,
-        figure(
+        runs_figure(
             "e2e.offered",
             label="confirms/s achieved at the offered load",
             unit="confirms/s",
             db=run.vendor,
-            runs=[r["rate"] for r in paced_runs],
+            runs=paced_runs,
             note=f"dispatch late by at most {median([r['dispatch_late_max_ms'] for r in paced_runs])} ms",
+            with_details=False,
         ),
-        figure(
+        runs_figure(
             "e2e.saturation",
             label="saturation: orders/s delivered end to end",
             unit="orders/s",
             db=run.vendor,
-            runs=[r["delivered_rate"] for r in flat_runs],
-            details=flat_runs,
+            runs=flat_runs,
+            field="delivered_rate",
             note=f"{sizes.saturation_orders} orders confirmed flat out by {sizes.e2e_processes} processes x {sizes.saturation_threads} threads, consumer and relay running",
         ),
-        figure(
+        runs_figure(
             "e2e.saturation.confirms",
             label="saturation: confirms/s flat out (consumer running)",
             unit="confirms/s",
             db=run.vendor,
-            runs=[r["rate"] for r in flat_runs],
+            runs=flat_runs,
+            with_details=False,
         ),
-        figure(
+        runs_figure(
             "e2e.saturation.p99",
             label="saturation: end-to-end p99",
             unit="ms",
             db=run.vendor,
-            runs=[r["p99_ms"] for r in flat_runs],
+            runs=flat_runs,
+            field="p99_ms",
+            with_details=False,
         ),
     ]

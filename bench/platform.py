@@ -36,7 +36,7 @@ from bench.consume import run_export_consumers
 from bench.e2e import WARMUP, pipeline_run
 from bench.harness import PYTHON, BenchError, Harness, Worker, log_tail
 from bench.plan import DatabaseRun, Sizes
-from bench.stats import cdf, figure, median
+from bench.stats import figure, latency_figures, median, runs_figure
 
 DELAY = 0.02
 SLOW_DELAY = 0.1
@@ -349,7 +349,7 @@ def _figures(
         key: str, *, label: str, short: str, unit: str, runs: list[dict], limit: float, limit_text: str, note: str
     ) -> list[dict]:
         rates = [r["rate"] for r in runs]
-        measured = figure(key, label=label, unit=unit, db=db, runs=rates, details=runs, note=note)
+        measured = runs_figure(key, label=label, unit=unit, db=db, runs=runs, note=note)
         # What the report's platform table and plot draw the figure against.
         measured["limit"], measured["short"] = limit, short
         ratios = [None if rate is None else round(rate / limit, 4) for rate in rates]
@@ -391,33 +391,16 @@ def _figures(
         f"one consumer, default concurrency, HTTP to a {DELAY * 1000:g} ms stub; latency to the client's return"
     )
     label = f"end-to-end {{}} at {rate:g}/s, {DELAY * 1000:g} ms platform over HTTP"
-    p99 = figure(
-        "e2e.platform20.p99",
-        label=label.format("p99"),
-        unit="ms",
-        db=db,
-        runs=[r["p99_ms"] for r in paced_runs],
-        details=paced_runs,
-        note=note,
-    )
-    p99["cdf"] = cdf([s * 1000 for s in pooled])
-    found += [
-        figure(
-            "e2e.platform20.p50",
-            label=label.format("p50"),
-            unit="ms",
-            db=db,
-            runs=[r["p50_ms"] for r in paced_runs],
-            note=note,
-        ),
-        p99,
-        figure(
+    found += latency_figures("e2e.platform20", label=label, db=db, runs=paced_runs, pooled=pooled, note=note)
+    found.append(
+        runs_figure(
             "e2e.platform20.offered",
             label=f"confirms/s achieved at the offered load ({DELAY * 1000:g} ms platform run)",
             unit="confirms/s",
             db=db,
-            runs=[r["rate"] for r in paced_runs],
+            runs=paced_runs,
             note=note,
-        ),
-    ]
+            with_details=False,
+        )
+    )
     return found

@@ -20,7 +20,7 @@ from collections import defaultdict
 
 from bench.harness import PYTHON, BenchError
 from bench.plan import DatabaseRun
-from bench.stats import figure, latency_summary, median
+from bench.stats import latency_summary, median, runs_figure
 
 VARIANTS = {
     "none": "publishing off (no-op recorder)",
@@ -154,13 +154,12 @@ def measure_service(run: DatabaseRun) -> list[dict]:
             f"{run.vendor}: {unsent} event(s) of the 'publishing on' runs were not acknowledged within KAFKA_PUBLISH_TIMEOUT_MS"
         )
     return [
-        figure(
+        runs_figure(
             f"publish.service.{variant}",
             label=f"order_confirm, {SERVICE_VARIANTS[variant]}",
             unit="confirms/s",
             db=run.vendor,
-            runs=[r["rate"] for r in runs],
-            details=runs,
+            runs=runs,
             note=f"{sizes.confirms} sequential confirms",
         )
         for variant, runs in results.items()
@@ -241,13 +240,12 @@ def measure_http(run: DatabaseRun) -> list[dict]:
                 )
             results[variant].append({"variant": variant, **result})
     return [
-        figure(
+        runs_figure(
             f"publish.http.{variant}",
             label=f"POST confirm (gunicorn), {VARIANTS[variant]}",
             unit="confirms/s",
             db=run.vendor,
-            runs=[r["rate"] for r in runs],
-            details=runs,
+            runs=runs,
             note=f"{sizes.http_requests} requests, {sizes.http_concurrency} connections, "
             f"{GUNICORN_WORKERS} gthread workers x {GUNICORN_THREADS} threads; p99 {median([r['p99_ms'] for r in runs])} ms",
         )

@@ -122,6 +122,14 @@ def _number(value: float | None) -> str:
     return f"{value:.2g}"  # a small ratio keeps two significant digits: 0.0066, not 0.01
 
 
+def _table_head(fixed: list[str], columns: list[str]) -> list[str]:
+    """A markdown table's header row and rule: the `fixed` columns, then one per database."""
+    return [
+        "| " + " | ".join(fixed) + " | " + " | ".join(columns) + " |",
+        "|" + " --- |" * len(fixed) + " --- |" * len(columns),
+    ]
+
+
 def markdown(results: dict) -> str:
     figures, databases = results["figures"], results["databases_measured"]
     targeted = [db for db in results["targets"] if any(v is not None for v in results["targets"][db].values())]
@@ -140,12 +148,7 @@ def markdown(results: dict) -> str:
         "",
     ]
     if targeted:
-        lines += [
-            "## Targets",
-            "",
-            "| target | bound | " + " | ".join(targeted) + " |",
-            "| --- | --- |" + " --- |" * len(targeted),
-        ]
+        lines += ["## Targets", "", *_table_head(["target", "bound"], targeted)]
         for name, spec in TARGETS.items():
             cells = []
             for db in targeted:
@@ -170,8 +173,7 @@ def markdown(results: dict) -> str:
         lines += [
             "## Against a platform of fixed latency (limit: calls in flight ÷ latency)",
             "",
-            "| measurement | limit | " + " | ".join(databases) + " |",
-            "| --- | --- |" + " --- |" * len(databases),
+            *_table_head(["measurement", "limit"], databases),
         ]
         for key in limited:
             first = next(f for f in figures if f["key"] == key)
@@ -189,12 +191,7 @@ def markdown(results: dict) -> str:
     shown = set(limited) | {f"{key}.vs_limit" for key in limited}
     keys = list(dict.fromkeys(f["key"] for f in figures if f["db"] is not None and f["key"] not in shown))
     if keys:
-        lines += [
-            "## Publish, consume, end to end",
-            "",
-            "| measurement | unit | " + " | ".join(databases) + " |",
-            "| --- | --- |" + " --- |" * len(databases),
-        ]
+        lines += ["## Publish, consume, end to end", "", *_table_head(["measurement", "unit"], databases)]
         for key in keys:
             first = next(f for f in figures if f["key"] == key)
             lines.append(
@@ -205,7 +202,7 @@ def markdown(results: dict) -> str:
         lines.append("")
         ratio_rows = [name for name in RATIOS if any(results["ratios"][db].get(name) is not None for db in databases)]
         if ratio_rows:
-            lines += ["| other ratio | " + " | ".join(databases) + " |", "| --- |" + " --- |" * len(databases)]
+            lines += _table_head(["other ratio"], databases)
             lines += [
                 f"| `{name}` | " + " | ".join(_number(results["ratios"][db][name]) for db in databases) + " |"
                 for name in ratio_rows
@@ -262,15 +259,8 @@ def plots(results: dict, stem: Path) -> list[str]:
         for y, f in zip(positions, figures):
             right = max(r for r in f["runs"] if r is not None)
             ax.text(right * 1.12, y, f"{_number(f['median'])} {f['unit']}", va="center", fontsize=6)
-        ax.set_title(
-            f"orderflow throughput, {results['timestamp']}" + (" (quick run)" if results["config"]["quick"] else ""),
-            fontsize=9,
-        )
-        fig.tight_layout()
-        path = stem.parent / f"{stem.name}-throughput.png"
-        fig.savefig(path, dpi=130)
-        plt.close(fig)
-        written.append(str(path))
+        ax.set_title(f"orderflow throughput, {results['timestamp']}{_quick(results)}", fontsize=9)
+        written.append(_save(plt, fig, stem, "throughput"))
     path = _platform_plot(plt, results, stem)
     if path:
         written.append(path)
@@ -296,12 +286,22 @@ def plots(results: dict, stem: Path) -> list[str]:
         ax.set_title(
             f"end-to-end latency at {results['config']['sizes']['e2e_rate']:g} confirms/s, all runs pooled", fontsize=9
         )
-        fig.tight_layout()
-        path = stem.parent / f"{stem.name}-latency-cdf.png"
-        fig.savefig(path, dpi=130)
-        plt.close(fig)
-        written.append(str(path))
+        written.append(_save(plt, fig, stem, "latency-cdf"))
     return written
+
+
+def _quick(results: dict) -> str:
+    """What a plot's title adds for a --quick run."""
+    return " (quick run)" if results["config"]["quick"] else ""
+
+
+def _save(plt, fig, stem: Path, name: str) -> str:
+    """Lay `fig` out, write it as <stem>-<name>.png and close it; returns the file's path."""
+    fig.tight_layout()
+    path = stem.parent / f"{stem.name}-{name}.png"
+    fig.savefig(path, dpi=130)
+    plt.close(fig)
+    return str(path)
 
 
 DB_COLOURS = {"sqlite": "#1f77b4", "postgresql": "#d62728"}
@@ -359,16 +359,8 @@ def _platform_plot(plt, results: dict, stem: Path) -> str | None:
     ax.set_ylabel("calls or exports per second (median of runs), log scale")
     ax.grid(True, axis="y", which="both", alpha=0.3)
     ax.legend(fontsize=8)
-    ax.set_title(
-        f"against a platform of fixed latency, {results['timestamp']}"
-        + (" (quick run)" if results["config"]["quick"] else ""),
-        fontsize=9,
-    )
-    fig.tight_layout()
-    path = stem.parent / f"{stem.name}-platform.png"
-    fig.savefig(path, dpi=130)
-    plt.close(fig)
-    return str(path)
+    ax.set_title(f"against a platform of fixed latency, {results['timestamp']}{_quick(results)}", fontsize=9)
+    return _save(plt, fig, stem, "platform")
 
 
 def main(argv: list[str]) -> int:

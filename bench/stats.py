@@ -1,4 +1,5 @@
-"""Small statistics without numpy: medians, percentiles, CDFs, and the figure record."""
+"""Small statistics without numpy: medians, percentiles, CDFs, and the figure record (with the
+figures built from run results: `runs_figure`, `latency_figures`)."""
 
 from __future__ import annotations
 
@@ -70,3 +71,59 @@ def figure(
         "details": details or [],
         "note": note,
     }
+
+
+def runs_figure(
+    key: str,
+    *,
+    label: str,
+    unit: str,
+    db: str | None,
+    runs: list[dict],
+    field: str = "rate",
+    note: str = "",
+    with_details: bool = True,
+) -> dict:
+    """A figure of one field of each run's result (`rate` unless told), in repeat order. The
+    results themselves are its details, unless `with_details` is off: another figure of the same
+    runs carries them."""
+    return figure(
+        key,
+        label=label,
+        unit=unit,
+        db=db,
+        runs=[r[field] for r in runs],
+        details=runs if with_details else None,
+        note=note,
+    )
+
+
+def latency_figures(
+    prefix: str,
+    *,
+    label: str,
+    db: str | None,
+    runs: list[dict],
+    pooled: list[float],
+    note: str,
+    quantiles: tuple[str, ...] = ("p50", "p99"),
+) -> list[dict]:
+    """`<prefix>.<q>` (ms) for each quantile of paced runs (each run's `<q>_ms`), labelled `label`
+    with the quantile in its `{}`. The p99 carries the runs as its details, and the CDF of
+    `pooled` (every run's latencies, in seconds) for the latency plot."""
+    found = []
+    for q in quantiles:
+        measured = runs_figure(
+            f"{prefix}.{q}",
+            label=label.format(q),
+            unit="ms",
+            db=db,
+            runs=runs,
+            field=f"{q}_ms",
+            note=note,
+            with_details=q == "p99",
+        )
+        if q == "p99":
+            measured["cdf"] = cdf([s * 1000 for s in pooled])
+        found.append(measured)
+    return found
