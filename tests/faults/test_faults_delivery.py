@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections import Counter
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -28,7 +27,15 @@ from kafka_bridge.runner import StopFlag
 from orders.services import order_confirm
 from tests.support.consumers import LoopThread
 from tests.support.factories import export_event_factory, export_event_headers
-from tests.support.faults import event_ids_by_order, orders_create, outbox_backlog_publish, platform_tally, unsent_rows
+from tests.support.faults import (
+    event_ids_by_order,
+    exported_count,
+    orders_create,
+    outbox_backlog_publish,
+    platform_tally,
+    records_per_event,
+    unsent_rows,
+)
 from tests.support.figures import report_figures
 from tests.support.helpers import wait_until
 from tests.support.records import committed_offsets, end_offsets, produce_records, read_records
@@ -78,10 +85,6 @@ def orders_confirm(order_ids: list[int]) -> list[float]:
     return durations
 
 
-def exported_count() -> int:
-    return OrderExport.objects.filter(status=OrderExport.Status.EXPORTED).count()
-
-
 def wait_for_exports(count: int, stub) -> None:
     wait_until(
         lambda: exported_count() == count,
@@ -106,10 +109,6 @@ def assert_each_order_exported_once(tally: dict[str, object], order_ids: list[in
 
 def group_member_ids(kafka_admin, group: str) -> list[str]:
     return sorted(member["member_id"] for member in kafka_admin.describe_groups([group])[group]["members"])
-
-
-def records_per_event(records) -> Counter:
-    return Counter(dict(record.headers)["event_id"].decode() for record in records)
 
 
 def expected_partition(key: str, partitions: int = 3) -> int:

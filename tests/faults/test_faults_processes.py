@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import re
-import threading
 from collections import Counter, defaultdict
 from datetime import timedelta
 
@@ -23,11 +22,22 @@ from django.utils import timezone
 from exports.models import OrderExport
 from kafka_bridge.models import OutboxEvent
 from orders.services import order_confirm
-from tests.support.faults import orders_confirmed_on_the_topic, orders_create, outbox_backlog_publish, platform_tally
+from tests.support.faults import (
+    Confirmer,
+    assert_committed_to_the_end,
+    assert_exported_once,
+    orders_confirmed_on_the_topic,
+    orders_create,
+    outbox_backlog_publish,
+    platform_figures,
+    platform_tally,
+    records_per_event,
+    wait_until_exported,
+)
 from tests.support.figures import report_figures
 from tests.support.helpers import wait_until
-from tests.support.processes import database_url_of_test_db
-from tests.support.records import committed_offsets, end_offsets, read_records
+from tests.support.processes import command_env, export_consumer_env
+from tests.support.records import end_offsets, read_records
 
 pytestmark = [pytest.mark.kafka, pytest.mark.django_db(transaction=True)]
 
@@ -39,48 +49,9 @@ KILLED_ORDERS = 2000
 # --- processes --------------------------------------------------------------------------------
 
 
-def command_env(**extra: str) -> dict[str, str]:
-    """The environment of a child process that works on this test's database."""
-    return {**os.environ, "DATABASE_URL": database_url_of_test_db(), **extra}
-
-
 @pytest.fixture
 def consumer_env(export_topics, export_group, platform_stub) -> dict[str, str]:
-    topic, dlt = export_topics
-    return command_env(
-        ORDER_EXPORT_TOPIC=topic,
-        ORDER_EXPORT_DLT_TOPIC=dlt,
-        ORDER_EXPORT_CONSUMER_GROUP=export_group,
-        EXPORT_PLATFORM_URL=platform_stub.url,
-        EXPORT_PLATFORM="http",
-    )
-
-
-# --- data -------------------------------------------------------------------------------------
-
-
-class Confirmer(threading.Thread):
-    """Confirms orders one by one while the consumers run, so events really flow: each confirm
-    commits and hands its event to the on-commit fast path."""
-
-    def __init__(self, order_ids: list[int]):
-        super().__init__(name="confirmer", daemon=True)
-        self.order_ids = order_ids
-        self.confirmed = 0
-        self.stop = threading.Event()
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            for order_id in self.order_ids:
-                if self.stop.is_set():
-                    return
-                order_confirm(order_id=order_id)
-                self.confirmed += 1
-        except BaseException as exc:  # surfaced by the test
-            self.error = exc
-        finally:
-            connections.close_all()
+    return export_consumer_env(export_topics, export_group, platform_stub.url)
 
 
 # --- the tests --------------------------------------------------------------------------------
@@ -123,22 +94,12 @@ def test_consumer_sigkilled_three_times_with_64_calls_in_flight_every_order_expo
             killed_at.append(len(platform_stub.exported_order_ids()))
             consumer = spawn("run_export_consumer", env)
             consumers.append(consumer)
-        confirmer.join(timeout=60)
-        assert not confirmer.is_alive(), f"confirming stalled after {confirmer.confirmed} orders"
-        assert confirmer.error is None, f"confirming failed: {confirmer.error!r}"
+        confirmer.finish()
     finally:
-        confirmer.stop.set()
-        confirmer.join(timeout=30)
+        confirmer.stop_and_join()
 
     relayed = outbox_backlog_publish()
-    wait_until(
-        lambda: OrderExport.objects.filter(status=OrderExport.Status.EXPORTED).count() == ORDERS,
-        timeout=90,
-        message=lambda: (
-            f"{OrderExport.objects.filter(status=OrderExport.Status.EXPORTED).count()} of {ORDERS} exported; "
-            f"the last consumer said:\n{consumer.output()[-3000:]}"
-        ),
-    )
+    wait_until_exported(ORDERS, timeout=90, said=lambda: f"the last consumer said:\n{consumer.output()[-3000:]}")
     exit_code, stop_seconds = consumer.terminate()
 
     output = consumer.output()
@@ -147,7 +108,7 @@ def test_consumer_sigkilled_three_times_with_64_calls_in_flight_every_order_expo
     event_ids = {int(key): str(event_id) for key, event_id in OutboxEvent.objects.values_list("key", "event_id")}
     tally = platform_tally(platform_stub, order_ids, event_ids)
     records = read_records(topic, expected=ORDERS, timeout=60)
-    records_per_event = Counter(dict(record.headers)["event_id"].decode() for record in records)
+    per_event = records_per_event(records)
     # A redelivery of a record whose export had committed is dropped before any platform call;
     # one killed between the platform's answer and the local commit reaches the platform again,
     # which answers 409.
@@ -156,12 +117,9 @@ def test_consumer_sigkilled_three_times_with_64_calls_in_flight_every_order_expo
     report_figures(
         "consumer SIGKILLed with 64 calls in flight",
         events_flowed=len(records),
-        doubled_on_topic=sum(n - 1 for n in records_per_event.values()),
+        doubled_on_topic=sum(n - 1 for n in per_event.values()),
         relayed_after_fast_path=relayed,
-        lost=len(tally["missing"]),
-        doubled_at_platform=len(tally["doubled"]),
-        platform_calls=sum(tally["statuses"].values()),
-        repeated_calls_409=tally["statuses"][409],
+        **platform_figures(tally),
         redeliveries_deduplicated_locally=redelivered_locally,
         kills=len(killed_at),
         most_calls_in_flight_at_platform=platform_stub.max_in_flight,
@@ -171,18 +129,12 @@ def test_consumer_sigkilled_three_times_with_64_calls_in_flight_every_order_expo
     )
 
     assert len(killed_at) >= 3 and all(n < ORDERS for n in killed_at), killed_at
-    assert tally["missing"] == [], f"{len(tally['missing'])} order(s) never reached the platform"
-    assert tally["doubled"] == [], f"order(s) exported twice: {tally['doubled'][:20]}"
-    assert tally["unexpected"] == []
-    assert tally["wrong_keys"] == [], f"order(s) sent with another Idempotency-Key: {tally['wrong_keys'][:20]}"
-    assert set(tally["statuses"]) <= {201, 409}, tally["statuses"]
-    assert tally["statuses"][201] == ORDERS
-    assert set(records_per_event) == set(event_ids.values())
+    assert_exported_once(tally, ORDERS)
+    assert set(per_event) == set(event_ids.values())
     assert OrderExport.objects.filter(status=OrderExport.Status.EXPORTED).count() == ORDERS
     assert not OrderExport.objects.exclude(status=OrderExport.Status.EXPORTED).exists()
     assert end_offsets(dlt) == {0: 0, 1: 0, 2: 0}
-    ends = end_offsets(topic)
-    assert committed_offsets(kafka_admin, export_group, topic) == {p: end for p, end in ends.items() if end > 0}
+    assert_committed_to_the_end(kafka_admin, export_group, topic)
 
 
 def test_sigterm_during_a_slow_platform_call_completes_and_commits_the_export(
@@ -215,8 +167,7 @@ def test_sigterm_during_a_slow_platform_call_completes_and_commits_the_export(
     assert platform_stub.exported_order_ids() == [order_id]
     export = OrderExport.objects.get(order_id=order_id)
     assert (export.status, export.attempts, str(export.event_id)) == ("exported", 1, str(row.event_id))
-    ends = end_offsets(topic)
-    assert committed_offsets(kafka_admin, export_group, topic) == {p: end for p, end in ends.items() if end > 0}
+    assert_committed_to_the_end(kafka_admin, export_group, topic)
 
     # A new member of the group starts from the commit: nothing to redeliver.
     successor = spawn("run_export_consumer", {**consumer_env, "KAFKA_CONSUMER_STATS_INTERVAL": "1"})
@@ -273,11 +224,7 @@ def test_sigterm_with_32_calls_in_flight_exits_0_within_15_s_after_recording_the
 
     platform_stub.delay = 0
     successor = spawn("run_export_consumer", consumer_env)
-    wait_until(
-        lambda: OrderExport.objects.filter(status=OrderExport.Status.EXPORTED).count() == len(order_ids),
-        timeout=60,
-        message=lambda: f"the successor said:\n{successor.output()[-3000:]}",
-    )
+    wait_until_exported(len(order_ids), timeout=60, said=lambda: f"the successor said:\n{successor.output()[-3000:]}")
     successor.terminate(timeout=15)
     tally = platform_tally(platform_stub, order_ids)
     report_figures(
@@ -292,8 +239,7 @@ def test_sigterm_with_32_calls_in_flight_exits_0_within_15_s_after_recording_the
     assert tally["missing"] == [] and tally["doubled"] == [] and tally["wrong_keys"] == []
     # Nothing the first consumer recorded was sent again.
     assert tally["statuses"] == Counter({201: len(order_ids)}), tally["statuses"]
-    ends = end_offsets(topic)
-    assert committed_offsets(kafka_admin, export_group, topic) == {p: end for p, end in ends.items() if end > 0}
+    assert_committed_to_the_end(kafka_admin, export_group, topic)
 
 
 @pytest.mark.skipif(
@@ -392,7 +338,7 @@ def test_two_relays_over_a_backlog_of_1000_rows_send_each_event_once(settings, e
         str(event_id): (pk, key) for pk, event_id, key in OutboxEvent.objects.values_list("pk", "event_id", "key")
     }
     record_event_ids = [dict(record.headers)["event_id"].decode() for record in records]
-    per_event = Counter(record_event_ids)
+    per_event = records_per_event(records)
     outbox_ids_by_key: dict[str, list[int]] = defaultdict(list)
     for record, event_id in zip(records, record_event_ids):  # records come sorted by (partition, offset)
         outbox_ids_by_key[record.key.decode()].append(outbox[event_id][0])

@@ -19,16 +19,17 @@ from collections.abc import Callable
 from datetime import timedelta
 
 import pytest
-from django.db import OperationalError, connection, connections
+from django.db import OperationalError, connections
 from django.utils import timezone
 
 from kafka_bridge.models import OutboxEvent
 from kafka_bridge.relay import OutboxRelay
 from kafka_bridge.runner import StopFlag
 from orders.services import order_confirm
-from tests.support.faults import orders_create
+from tests.support.consumers import LoopThread
+from tests.support.faults import orders_create, records_per_event
 from tests.support.helpers import wait_until
-from tests.support.processes import database_url_of_test_db
+from tests.support.processes import command_env
 from tests.support.records import end_offsets, read_records
 
 pytestmark = [pytest.mark.kafka, pytest.mark.django_db(transaction=True)]
@@ -55,46 +56,23 @@ class DatabaseOutage:
         return execute(sql, params, many, context)
 
 
-class RelayThread(threading.Thread):
-    """`OutboxRelay.run()` in a thread whose database calls go through `outage`."""
-
-    def __init__(self, outage: DatabaseOutage, **options):
-        super().__init__(name="relay", daemon=True)
-        self.outage = outage
-        self.stop = StopFlag()
-        self.relay = OutboxRelay(stop=self.stop, grace=0, **options)
-        self.error: BaseException | None = None
-
-    def run(self) -> None:
-        try:
-            with connection.execute_wrapper(self.outage):
-                self.relay.run()
-        except BaseException as exc:  # surfaced by the test
-            self.error = exc
-        finally:
-            connections.close_all()
-
-    def stop_and_join(self) -> None:
-        self.stop.set()
-        self.join(timeout=30)
-        assert not self.is_alive(), "the relay did not stop"
-        assert self.error is None, f"the relay loop raised {self.error!r}"
-
-
 @pytest.fixture
 def relay_thread():
-    started: list[RelayThread] = []
+    """`relay_thread(outage, **options)`: `OutboxRelay.run()` (no grace, `options` to the relay) in
+    a thread whose database calls go through `outage`; stopped and checked after the test."""
+    started: list[LoopThread] = []
 
-    def start(outage: DatabaseOutage, **options) -> RelayThread:
-        thread = RelayThread(outage, **options)
-        started.append(thread)
-        thread.start()
-        return thread
+    def start(outage: DatabaseOutage, **options) -> LoopThread:
+        relay = OutboxRelay(stop=StopFlag(), grace=0, **options)
+        running = LoopThread(relay, name="relay", execute_wrapper=outage)
+        started.append(running.start())
+        return running
 
     yield start
-    for thread in started:
-        if thread.is_alive():
-            thread.stop_and_join()
+    for running in started:
+        if running.is_alive():
+            running.stop()
+            running.check_stopped()
 
 
 def outbox_rows(topic: str, count: int) -> list[OutboxEvent]:
@@ -137,11 +115,12 @@ def test_the_relay_rides_out_a_database_outage_with_a_capped_backoff_and_then_se
             timeout=10,
             message=lambda: f"the relay did not retry: {caplog.text}",
         )
-        assert relay.is_alive() and relay.error is None
+        assert relay.is_alive() and not relay.errors
         assert end_offsets(kafka_topic) == {0: 0}
         outage.down.clear()
         wait_until(lambda: not unsent().exists(), timeout=20, message=lambda: f"{unsent().count()} row(s) unsent")
-        relay.stop_and_join()
+        relay.stop()
+        relay.check_stopped()
 
     failures = [r.getMessage() for r in caplog.records if "database unavailable" in r.getMessage()]
     # One line per failed round, with no traceback, and the wait doubling up to its cap.
@@ -150,7 +129,7 @@ def test_the_relay_rides_out_a_database_outage_with_a_capped_backoff_and_then_se
     assert waits[:5] == [0.1, 0.2, 0.4, 0.8, 0.8]
     assert "OperationalError: server closed the connection unexpectedly" in failures[0]
     on_the_topic_once_each(kafka_topic, rows)
-    assert relay.relay.total_sent == len(rows)
+    assert relay.loop.total_sent == len(rows)
 
 
 def test_the_database_lost_between_a_send_and_its_marking_sends_nothing_twice(kafka_topic, relay_thread):
@@ -165,10 +144,11 @@ def test_the_database_lost_between_a_send_and_its_marking_sends_nothing_twice(ka
     assert unsent().count() == len(rows)
     outage.down.clear()
     wait_until(lambda: not unsent().exists(), timeout=20, message=lambda: f"{unsent().count()} row(s) unsent")
-    relay.stop_and_join()
+    relay.stop()
+    relay.check_stopped()
 
     on_the_topic_once_each(kafka_topic, rows)
-    assert relay.relay.total_sent == len(rows)
+    assert relay.loop.total_sent == len(rows)
     assert set(OutboxEvent.objects.values_list("attempts", "claimed_by")) == {(1, "")}
 
 
@@ -185,14 +165,12 @@ def test_postgresql_restarted_under_a_running_relay_which_keeps_running_and_send
 
     topic, _ = export_topics
     settings.KAFKA_PUBLISH_ON_COMMIT = False
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url_of_test_db(),
-        "ORDER_EXPORT_TOPIC": topic,
-        "OUTBOX_RELAY_GRACE_SECONDS": "0",
-        "OUTBOX_RELAY_INTERVAL": "0.1",
-        "OUTBOX_RELAY_MAX_BACKOFF": "1",
-    }
+    env = command_env(
+        ORDER_EXPORT_TOPIC=topic,
+        OUTBOX_RELAY_GRACE_SECONDS="0",
+        OUTBOX_RELAY_INTERVAL="0.1",
+        OUTBOX_RELAY_MAX_BACKOFF="1",
+    )
     relay = spawn("run_outbox_relay", env)
     before = orders_create(20)
     for order_id in before:
@@ -224,7 +202,7 @@ def test_postgresql_restarted_under_a_running_relay_which_keeps_running_and_send
     output = relay.output()
 
     records = read_records(topic, expected=50)
-    per_event = Counter(dict(record.headers)["event_id"].decode() for record in records)
+    per_event = records_per_event(records)
     assert set(per_event.values()) == {1} and set(per_event) == {
         str(e) for e in OutboxEvent.objects.values_list("event_id", flat=True)
     }

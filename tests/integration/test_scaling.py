@@ -13,9 +13,7 @@ shows it).
 from __future__ import annotations
 
 import io
-import os
 import re
-import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -23,18 +21,26 @@ from dataclasses import dataclass
 
 import pytest
 from django.core.management import call_command
-from django.db import connections
 
-from exports.models import OrderExport
 from kafka_bridge.models import OutboxEvent
 from kafka_bridge.producer import reset_request_publisher
 from kafka_bridge.status import kafka_status
 from orders.services import order_confirm
-from tests.support.faults import orders_create, outbox_backlog_publish, platform_tally
+from tests.support.faults import (
+    Confirmer,
+    assert_committed_to_the_end,
+    assert_exported_once,
+    orders_create,
+    outbox_backlog_publish,
+    platform_figures,
+    platform_tally,
+    records_per_event,
+    wait_until_exported,
+)
 from tests.support.figures import report_figures
 from tests.support.helpers import wait_until
-from tests.support.processes import ManagedProcess, database_url_of_test_db
-from tests.support.records import committed_offsets, end_offsets, read_records
+from tests.support.processes import ManagedProcess, export_consumer_env
+from tests.support.records import read_records
 
 pytestmark = [pytest.mark.kafka, pytest.mark.django_db(transaction=True)]
 
@@ -72,22 +78,17 @@ class ConsumerProcess(ManagedProcess):
 def start_consumer(export_topics, export_group, platform_stub) -> Iterator[Callable[[str], ConsumerProcess]]:
     """`start_consumer(name)` runs a consumer of this test's topic and group, exporting to the
     platform stub; whatever still runs after the test is killed."""
-    topic, dlt = export_topics
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url_of_test_db(),
-        "ORDER_EXPORT_TOPIC": topic,
-        "ORDER_EXPORT_DLT_TOPIC": dlt,
-        "ORDER_EXPORT_CONSUMER_GROUP": export_group,
-        "EXPORT_PLATFORM_URL": platform_stub.url,
-        "EXPORT_PLATFORM": "http",
+    env = export_consumer_env(
+        export_topics,
+        export_group,
+        platform_stub.url,
         **QUICK_REBALANCE,
         # The assertions read the consumers' plain log lines; one metrics port per host would
         # clash between four processes.
-        "LOG_FORMAT": "plain",
-        "LOG_LEVEL": "INFO",
-        "EXPORT_CONSUMER_METRICS_PORT": "0",
-    }
+        LOG_FORMAT="plain",
+        LOG_LEVEL="INFO",
+        EXPORT_CONSUMER_METRICS_PORT="0",
+    )
     started: list[ConsumerProcess] = []
 
     def start(name: str) -> ConsumerProcess:
@@ -99,9 +100,7 @@ def start_consumer(export_topics, export_group, platform_stub) -> Iterator[Calla
         yield start
     finally:
         for consumer in started:
-            if consumer.process.poll() is None:
-                consumer.process.kill()
-                consumer.process.wait(timeout=10)
+            consumer.stop_if_running()
 
 
 # --- who owns what ----------------------------------------------------------------------------
@@ -157,55 +156,6 @@ def wait_for_assignment(
     )
 
 
-# --- orders and counting ----------------------------------------------------------------------
-
-
-class FlowingConfirms(threading.Thread):
-    """Confirms orders one by one while the consumers run, staying at most `ahead` events in
-    front of the platform: events keep flowing before, during and after a rebalance, and the
-    ones confirmed while the group rebalances wait on the topic for the new owners."""
-
-    def __init__(self, order_ids: list[int], platform_stub, *, ahead: int):
-        super().__init__(name="confirmer", daemon=True)
-        self.order_ids = order_ids
-        self.platform_stub = platform_stub
-        self.ahead = ahead
-        self.confirmed = 0
-        self.stop = threading.Event()
-        self.error: BaseException | None = None
-
-    def in_flight(self) -> int:
-        unsent = OutboxEvent.objects.filter(sent_at__isnull=True).count()
-        return self.confirmed - len(self.platform_stub.exported_order_ids()) - unsent
-
-    def run(self) -> None:
-        try:
-            for order_id in self.order_ids:
-                wait_until(
-                    lambda: self.stop.is_set() or self.in_flight() < self.ahead,
-                    timeout=60,
-                    interval=0.01,
-                    message=lambda: f"the platform stopped taking orders ({self.in_flight()} in flight)",
-                )
-                if self.stop.is_set():
-                    return
-                order_confirm(order_id=order_id)
-                self.confirmed += 1
-        except BaseException as exc:  # surfaced by the test
-            self.error = exc
-        finally:
-            connections.close_all()
-
-
-def assert_exported_once(tally: dict[str, object], count: int) -> None:
-    assert tally["missing"] == [], f"{len(tally['missing'])} order(s) never reached the platform"
-    assert tally["doubled"] == [], f"order(s) exported twice: {tally['doubled'][:20]}"
-    assert tally["unexpected"] == []
-    assert tally["wrong_keys"] == [], f"order(s) sent with another Idempotency-Key: {tally['wrong_keys'][:20]}"
-    assert set(tally["statuses"]) <= {201, 409}, tally["statuses"]
-    assert tally["statuses"][201] == count
-
-
 # --- the tests --------------------------------------------------------------------------------
 
 
@@ -234,7 +184,7 @@ def test_three_consumers_own_one_partition_each_and_a_fourth_sits_idle(
         timeout=45,
         message=lambda: f"the platform has {len(platform_stub.exported_order_ids())} of {orders} orders",
     )
-    wait_until(lambda: OrderExport.objects.filter(status=OrderExport.Status.EXPORTED).count() == orders, timeout=30)
+    wait_until_exported(orders, timeout=30)
 
     # Each consumer exported only what its own partition holds; the idle one nothing.
     partition_of = {int(key): partition for key, partition in OutboxEvent.objects.values_list("key", "partition")}
@@ -261,13 +211,11 @@ def test_three_consumers_own_one_partition_each_and_a_fourth_sits_idle(
         events_flowed=len(records),
         relayed_after_fast_path=relayed,
         exported_per_consumer={c.name: len(c.exports()) for c in consumers},
-        lost=len(tally["missing"]),
-        doubled_at_platform=len(tally["doubled"]),
-        platform_calls=sum(tally["statuses"].values()),
+        **platform_figures(tally, repeats=False),
     )
     assert_exported_once(tally, orders)
     assert len(records) == orders
-    assert committed_offsets(kafka_admin, export_group, topic) == {p: e for p, e in end_offsets(topic).items() if e > 0}
+    assert_committed_to_the_end(kafka_admin, export_group, topic)
 
 
 def test_when_a_consumer_leaves_its_partition_moves_to_the_others_and_nothing_is_lost_or_doubled(
@@ -282,7 +230,7 @@ def test_when_a_consumer_leaves_its_partition_moves_to_the_others_and_nothing_is
     consumers = [start_consumer(f"scaling-{n}") for n in (1, 2, 3)]
     before = wait_for_assignment(export_group, topic, consumers, timeout=45)
 
-    flow = FlowingConfirms(order_ids, platform_stub, ahead=30)
+    flow = Confirmer(order_ids, platform_stub=platform_stub, ahead=30)
     flow.start()
     try:
         exported = lambda: len(platform_stub.exported_order_ids())  # noqa: E731
@@ -311,28 +259,19 @@ def test_when_a_consumer_leaves_its_partition_moves_to_the_others_and_nothing_is
             timeout=45,
             message=lambda: f"{new_owner.name} exported nothing from partition 1 ({exported()} exported)",
         )
-        flow.join(timeout=60)
-        assert not flow.is_alive(), f"confirming stalled after {flow.confirmed} orders"
-        assert flow.error is None, f"confirming failed: {flow.error!r}"
+        flow.finish()
     finally:
-        flow.stop.set()
-        flow.join(timeout=30)
+        flow.stop_and_join()
 
     relayed = outbox_backlog_publish()
-    wait_until(
-        lambda: OrderExport.objects.filter(status=OrderExport.Status.EXPORTED).count() == orders,
-        timeout=45,
-        message=lambda: (
-            f"{OrderExport.objects.filter(status=OrderExport.Status.EXPORTED).count()} of {orders} exported"
-        ),
-    )
+    wait_until_exported(orders, timeout=45)
     stops = [c.terminate() for c in survivors]
     for consumer, (code, _) in zip(survivors, stops):
         assert code == 0, consumer.output()[-3000:]
 
     tally = platform_tally(platform_stub, order_ids)
     records = read_records(topic, expected=orders, timeout=30)
-    per_event = Counter(dict(record.headers)["event_id"].decode() for record in records)
+    per_event = records_per_event(records)
     handled = [entry for c in consumers for entry in c.exports()]
     report_figures(
         "one of three leaves",
@@ -346,11 +285,8 @@ def test_when_a_consumer_leaves_its_partition_moves_to_the_others_and_nothing_is
         rebalance_seconds=round(rebalance_seconds, 1),
         assignment_before=before.owners,
         assignment_after=after.owners,
-        lost=len(tally["missing"]),
-        doubled_at_platform=len(tally["doubled"]),
         doubled_on_topic=sum(n - 1 for n in per_event.values()),
-        platform_calls=sum(tally["statuses"].values()),
-        repeated_calls_409=tally["statuses"][409],
+        **platform_figures(tally),
         redeliveries_deduplicated_locally=sum(1 for *_, outcome in handled if outcome == "duplicate"),
     )
     assert_exported_once(tally, orders)
@@ -360,7 +296,7 @@ def test_when_a_consumer_leaves_its_partition_moves_to_the_others_and_nothing_is
     # The leaver only ever handled its own partition; the new owner took it over.
     assert {p for _, p, _ in leaver.exports()} == {1}
     assert {o for o, p, _ in new_owner.exports() if p == 1}
-    assert committed_offsets(kafka_admin, export_group, topic) == {p: e for p, e in end_offsets(topic).items() if e > 0}
+    assert_committed_to_the_end(kafka_admin, export_group, topic)
 
 
 def test_growing_the_topic_gives_an_idle_consumer_a_partition_at_the_next_rebalance(
@@ -395,13 +331,7 @@ def test_growing_the_topic_gives_an_idle_consumer_a_partition_at_the_next_rebala
     for order_id in order_ids:
         order_confirm(order_id=order_id)
     relayed = outbox_backlog_publish()
-    wait_until(
-        lambda: OrderExport.objects.filter(status=OrderExport.Status.EXPORTED).count() == orders,
-        timeout=45,
-        message=lambda: (
-            f"{OrderExport.objects.filter(status=OrderExport.Status.EXPORTED).count()} of {orders} exported"
-        ),
-    )
+    wait_until_exported(orders, timeout=45)
     [owner_of_3] = [c for c in consumers if after.owners[c.name] == [3]]
     on_3 = OutboxEvent.objects.filter(partition=3).count()
     stops = [c.terminate() for c in consumers]
@@ -416,12 +346,11 @@ def test_growing_the_topic_gives_an_idle_consumer_a_partition_at_the_next_rebala
         events_flowed=orders,
         events_on_new_partition=on_3,
         relayed_after_fast_path=relayed,
-        lost=len(tally["missing"]),
-        doubled_at_platform=len(tally["doubled"]),
+        **platform_figures(tally, calls=False, repeats=False),
     )
     assert_exported_once(tally, orders)
     assert on_3 > 0, "no order landed on the new partition: the test proves less than it says"
     assert sorted(o for o, p, _ in owner_of_3.exports() if p == 3) == sorted(
         int(key) for key in OutboxEvent.objects.filter(partition=3).values_list("key", flat=True)
     )
-    assert committed_offsets(kafka_admin, export_group, topic) == {p: e for p, e in end_offsets(topic).items() if e > 0}
+    assert_committed_to_the_end(kafka_admin, export_group, topic)

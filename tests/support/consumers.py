@@ -1,30 +1,38 @@
 """A loop in a thread: a `ConsumerLoop` (the export consumer's, or one of a test's own) or an
 `OutboxRelay`, run the way its management command runs it and stopped the way a signal stops it
-(its stop flag), then checked to have stopped within 30 s without crashing."""
+(its stop flag), then checked to have stopped within 30 s without crashing. Its database
+statements may go through an execute wrapper of the test's, e.g. a simulated outage."""
 
 from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from django.db import connections
+from django.db import connection, connections
 
 STOP_TIMEOUT = 30.0
 
 
 class LoopThread:
-    """`loop.run()` in a daemon thread; `loop.stop` is the loop's StopFlag."""
+    """`loop.run()` in a daemon thread; `loop.stop` is the loop's StopFlag. With
+    `execute_wrapper`, every database statement of the thread goes through it
+    (`connection.execute_wrapper`)."""
 
-    def __init__(self, loop: Any, *, name: str = "consumer-loop"):
+    def __init__(self, loop: Any, *, name: str = "consumer-loop", execute_wrapper: Callable | None = None):
         self.loop = loop
+        self.execute_wrapper = execute_wrapper
         self.errors: list[BaseException] = []
         self.thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def _run(self) -> None:
         try:
-            self.loop.run()
+            if self.execute_wrapper is None:
+                self.loop.run()
+            else:
+                with connection.execute_wrapper(self.execute_wrapper):
+                    self.loop.run()
         except BaseException as exc:  # surfaced by check_stopped()
             self.errors.append(exc)
         finally:

@@ -1,8 +1,9 @@
-"""Management commands as child processes, for tests of what a process does on a signal, and the
-database they share with the test."""
+"""Management commands as child processes, for tests of what a process does on a signal, the
+database they share with the test, and their environment."""
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -72,3 +73,23 @@ def database_url_of_test_db() -> str:
         return f"sqlite:///{db['NAME']}"
     auth = db["USER"] + (f":{db['PASSWORD']}" if db["PASSWORD"] else "")
     return f"postgres://{auth}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
+
+
+def command_env(**extra: str) -> dict[str, str]:
+    """The environment of a child process that works on this test's database: this process's,
+    with `extra` on top."""
+    return {**os.environ, "DATABASE_URL": database_url_of_test_db(), **extra}
+
+
+def export_consumer_env(topics: tuple[str, str], group: str, platform_url: str, **extra: str) -> dict[str, str]:
+    """The environment of a `run_export_consumer` child: this test's database, its topic and DLT
+    (`export_topics`) and its group, exporting over HTTP to the platform at `platform_url`."""
+    topic, dlt = topics
+    return command_env(
+        ORDER_EXPORT_TOPIC=topic,
+        ORDER_EXPORT_DLT_TOPIC=dlt,
+        ORDER_EXPORT_CONSUMER_GROUP=group,
+        EXPORT_PLATFORM_URL=platform_url,
+        EXPORT_PLATFORM="http",
+        **extra,
+    )
