@@ -1,7 +1,7 @@
 """Clients of the external platform: the `ExternalPlatformClient` interface and its errors, the
 fake one for development and tests, and `platform_client()`, which gives the one the settings
 choose (`platform_kind` says which). The HTTP one, used when EXPORT_PLATFORM_URL is set, is
-`exports.http_client.HttpExternalPlatformClient`, also importable from here."""
+`exports.http_client.HttpExternalPlatformClient`."""
 
 from __future__ import annotations
 
@@ -22,7 +22,6 @@ __all__ = [
     "ExportError",
     "ExternalPlatformClient",
     "FakeExternalPlatformClient",
-    "HttpExternalPlatformClient",
     "PermanentExportError",
     "TransientExportError",
     "fake_platform_client",
@@ -115,6 +114,7 @@ def platform_client() -> ExternalPlatformClient:
     ImproperlyConfigured as `platform_kind` does."""
     if platform_kind() == "fake":
         return _fake_client
+    # Imported here: the HTTP client's module builds on this one's interface and errors.
     from exports.http_client import HttpExternalPlatformClient
 
     url = settings.EXPORT_PLATFORM_URL
@@ -130,13 +130,3 @@ def platform_client() -> ExternalPlatformClient:
 
 def fake_platform_client() -> FakeExternalPlatformClient:
     return _fake_client
-
-
-def __getattr__(name: str) -> Any:
-    # HttpExternalPlatformClient is still imported from here. Its module builds on this one's
-    # interface and errors, so it is imported when first asked for, not when this one loads.
-    if name == "HttpExternalPlatformClient":
-        from exports.http_client import HttpExternalPlatformClient
-
-        return HttpExternalPlatformClient
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

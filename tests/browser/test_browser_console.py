@@ -16,7 +16,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select
 
-from exports.clients import HttpExternalPlatformClient
+from exports.http_client import HttpExternalPlatformClient
 from exports.models import OrderExport
 from orders.models import Order
 from orders.services import LineInput, order_create

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 import pytest
 from kafka.partitioner.default import murmur2
 
-from exports.clients import HttpExternalPlatformClient
+from exports.http_client import HttpExternalPlatformClient
 from exports.models import OrderExport
 from exports.processor import export_consumer
 from kafka_bridge.consumer import ConsumerLoop

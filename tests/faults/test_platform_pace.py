@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from exports.clients import HttpExternalPlatformClient
+from exports.http_client import HttpExternalPlatformClient
 from exports.models import OrderExport
 from exports.processor import export_consumer
 from kafka_bridge.consumer import ConsumerLoop

@@ -345,7 +345,7 @@ def test_a_partition_held_too_far_past_its_committed_offset_is_paused_and_resume
 def test_on_a_rebalance_the_calls_in_flight_finish_and_are_committed_before_the_partitions_move(
     settings, export_topics, export_group, platform_stub, kafka_admin
 ):
-    from exports.clients import HttpExternalPlatformClient
+    from exports.http_client import HttpExternalPlatformClient
     from exports.processor import export_consumer
 
     topic, _ = export_topics

@@ -14,7 +14,7 @@ from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 
 from config.logging import JsonFormatter
-from exports.clients import HttpExternalPlatformClient
+from exports.http_client import HttpExternalPlatformClient
 from exports.models import OrderExport
 from orders.services import LineInput, order_confirm, order_create
 from tests.support.consumers import export_consumer_running

@@ -23,13 +23,13 @@ from django.core.exceptions import ImproperlyConfigured
 
 from exports.clients import (
     FakeExternalPlatformClient,
-    HttpExternalPlatformClient,
     PermanentExportError,
     TransientExportError,
     fake_platform_client,
     platform_client,
     platform_kind,
 )
+from exports.http_client import HttpExternalPlatformClient
 from tests.support.helpers import wait_until
 from tests.support.platform_stub import PlatformServer, PlatformStub
 
