@@ -1,4 +1,5 @@
 from django.db import models
+from django.utils import timezone
 
 
 class OrderExport(models.Model):
@@ -102,7 +103,9 @@ class RedriveAudit(models.Model):
     # own is not replayed again by a later replay of everything.
     dlt_positions = models.JSONField(default=list, blank=True)
     detail = models.TextField(blank=True, default="")
-    created_at = models.DateTimeField(auto_now_add=True)
+    # When the redrive began, which a replay sets itself: its row is written once the records
+    # are back on the topic, and a consumer may have exported them by then.
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
 
     class Meta:
         ordering = ["-id"]

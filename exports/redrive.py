@@ -12,9 +12,11 @@ from __future__ import annotations
 import heapq
 import time
 from dataclasses import dataclass
+from datetime import datetime
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.utils import timezone
 from kafka import KafkaConsumer, KafkaProducer
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.structs import OffsetAndMetadata, TopicPartition
@@ -179,11 +181,12 @@ def dlt_replay(
         items = [_item(record) for record in records]
         if dry_run or not records:
             return items
+        began_at = timezone.now()
         order_export_reopen(order_ids=[item.order_id for item in items if item.order_id is not None])
         _republish(records, items, timeout=timeout)
         if not selection:
             _commit_past(consumer, records)
-        _replay_audit(user, records, items, selected=bool(selection))
+        _replay_audit(user, records, items, selected=bool(selection), began_at=began_at)
         return items
     finally:
         consumer.close(autocommit=False)
@@ -243,8 +246,11 @@ def _commit_past(consumer: KafkaConsumer, records: list[ConsumerRecord]) -> None
     consumer.commit(next_offsets)
 
 
-def _replay_audit(user, records: list[ConsumerRecord], items: list[ReplayItem], *, selected: bool) -> None:
+def _replay_audit(
+    user, records: list[ConsumerRecord], items: list[ReplayItem], *, selected: bool, began_at: datetime
+) -> None:
     RedriveAudit.objects.create(
+        created_at=began_at,
         actor=user.get_username(),
         action=RedriveAudit.Action.REPLAY_DLT,
         event_ids=[item.event_id for item in items],

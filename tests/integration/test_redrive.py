@@ -139,6 +139,10 @@ def test_replay_dlt_sends_the_event_again_and_it_is_exported_once(consumer, expo
         [event_id],
         [order.pk],
     )
+    # Dated when the redrive began, not when its row was written: before its copy was on the
+    # topic (a record's timestamp has milliseconds) and so before the export it led to.
+    assert audit.created_at.timestamp() * 1000 <= records[-1].timestamp + 1
+    assert audit.created_at <= OrderExport.objects.get(order=order).exported_at
     # Replayed once: a second run finds nothing left.
     assert replay("--operator", "ops").strip() == "0 record(s) replayed"
 
