@@ -104,11 +104,23 @@ def export_consumer_run(
     else:
         client = TimingPlatformClient()
     loop = export_consumer(stop=stop, client=client)
-    if not attempt_log:
-        import exports.processor
+    import exports.processor
 
-        record = exports.processor.order_exports_record
-        exports.processor.order_exports_record = lambda **outcomes: record(**{**outcomes, "calls": ()})
+    record = exports.processor.order_exports_record
+    recording = {"seconds": 0.0, "batches": 0}
+
+    def timed_record(**outcomes):
+        # What recording the outcomes takes (the attempt log's writes are part of it).
+        if not attempt_log:
+            outcomes["calls"] = ()
+        started = time.perf_counter()
+        try:
+            return record(**outcomes)
+        finally:
+            recording["seconds"] += time.perf_counter() - started
+            recording["batches"] += 1
+
+    exports.processor.order_exports_record = timed_record
     handed: list[tuple[str, float, float]] = []  # (key, the record's CreateTime, handed to the handler)
     if stamps:
         prepare = loop.processor.prepare
@@ -141,6 +153,8 @@ def export_consumer_run(
         "dead_lettered": loop.dead_lettered_total,
         "assignments": loop.assignments,
         "max_in_flight": loop.max_in_flight_seen,
+        "record_seconds": round(recording["seconds"], 4),
+        "record_batches": recording["batches"],
     }
 
 
@@ -201,6 +215,9 @@ def run_export_consumers(
         "assignments": [result["assignments"] for result in results],
         "dead_lettered": sum(result["dead_lettered"] for result in results),
         "max_in_flight": [result.get("max_in_flight") for result in results],
+        # Each consumer's seconds spent recording outcomes (order_exports_record), and batches.
+        "record_seconds": [result.get("record_seconds") for result in results],
+        "record_batches": [result.get("record_batches") for result in results],
     }
 
 

@@ -46,19 +46,36 @@ def rows_insert(model: type[Model], attnames: list[str], rows: list[tuple]) -> N
     with db.cursor() as cursor:
         if db.vendor == "postgresql":
             _copy(db, cursor, table, names, fields, columns)
-            return
-        adapted = list(zip(*columns))
-        placeholder = "({})".format(", ".join(["%s"] * len(fields)))
-        if db.vendor == "sqlite":
-            # The library's own bound (250,000 here), not the 999 Django assumes for every build:
-            # a batch in one statement instead of one per 99 rows of ten columns.
-            chunk = max(1, db.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // len(fields))
+        elif db.vendor == "sqlite":
+            _sqlite_insert(db, cursor, table, names, columns)
         else:
+            adapted = list(zip(*columns))
+            placeholder = "({})".format(", ".join(["%s"] * len(fields)))
             chunk = max(1, db.ops.bulk_batch_size(fields, adapted))
-        for start in range(0, len(adapted), chunk):
-            part = adapted[start : start + chunk]
-            values = ", ".join([placeholder] * len(part))
-            cursor.execute(f"INSERT INTO {table} ({names}) VALUES {values}", [v for row in part for v in row])
+            for start in range(0, len(adapted), chunk):
+                part = adapted[start : start + chunk]
+                values = ", ".join([placeholder] * len(part))
+                cursor.execute(f"INSERT INTO {table} ({names}) VALUES {values}", [v for row in part for v in row])
+
+
+def _sqlite_insert(db, cursor, table: str, names: str, columns: list[Sequence]) -> None:
+    """Multi-row VALUES in SQLite's own "?" placeholders, on the connection itself: Django's
+    cursor would first rewrite each of a batch's thousands of "%s" with a regular expression.
+    As many rows per statement as the library's own bound allows (250,000 parameters here),
+    not the 999 Django assumes for every build."""
+    rows = list(zip(*columns))
+    width = len(columns)
+    chunk = max(1, db.connection.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // width)
+    placeholder = "({})".format(", ".join("?" * width))
+
+    def insert(sql, params, many, context):
+        with db.wrap_database_errors:
+            return db.connection.execute(sql, params)
+
+    for start in range(0, len(rows), chunk):
+        part = rows[start : start + chunk]
+        sql = f"INSERT INTO {table} ({names}) VALUES " + ", ".join([placeholder] * len(part))
+        _through_execute_wrappers(db, cursor, insert, sql, [value for row in part for value in row])
 
 
 def _copy(db, cursor, table: str, names: str, fields, columns: list[Sequence]) -> None:
@@ -76,12 +93,15 @@ def _copy(db, cursor, table: str, names: str, fields, columns: list[Sequence]) -
             for row in zip(*columns):
                 copy.write_row(row)
 
-    # What Django's CursorWrapper does for execute(): each wrapper around the next, the
-    # connection's first wrapper outermost.
-    executor = copy_rows
+    _through_execute_wrappers(db, cursor, copy_rows, sql, None)
+
+
+def _through_execute_wrappers(db, cursor, execute, sql: str, params) -> None:
+    """Run `execute` as Django's cursor runs a statement: inside each of the connection's
+    execute wrappers, the first one outermost."""
     for wrapper in reversed(db.execute_wrappers):
-        executor = functools.partial(wrapper, executor)
-    executor(sql, None, False, {"connection": db, "cursor": cursor})
+        execute = functools.partial(wrapper, execute)
+    execute(sql, params, False, {"connection": db, "cursor": cursor})
 
 
 def _column_adapt(field, values: tuple, db) -> Sequence:
@@ -101,6 +121,8 @@ def _column_adapt(field, values: tuple, db) -> Sequence:
         if db.vendor == "sqlite":
             # Naive in the connection's time zone, as text: what SQLite's adaptation makes of them.
             tz = db.timezone
+            if set(map(attrgetter("tzinfo"), values)) == {tz}:
+                return [str(value.replace(tzinfo=None)) for value in values]
             return [str(value.astimezone(tz).replace(tzinfo=None)) for value in values]
     adapted = {value: field.get_db_prep_save(value, db) for value in set(values)}
     return [adapted[value] for value in values]

@@ -41,9 +41,10 @@ ODD_TEXTS = [
 ]
 
 
-def test_odd_values_are_read_back_as_they_were_given():
+@pytest.mark.parametrize("zones", ["UTC and another", "UTC only"])
+def test_odd_values_are_read_back_as_they_were_given(zones):
     order = order_factory()
-    berlin = timezone(timedelta(hours=1))
+    berlin = timezone(timedelta(hours=1)) if zones == "UTC and another" else UTC
     rows = [
         (
             order.pk,
