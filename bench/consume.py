@@ -121,6 +121,20 @@ def export_consumer_run(
             recording["batches"] += 1
 
     exports.processor.order_exports_record = timed_record
+    import exports.services
+
+    attempts_record = exports.services.attempts_record
+    recording["attempt_log_seconds"] = 0.0
+
+    def timed_attempts(**kwargs):
+        # Within recording: what writing the attempt log takes, measured in the same run.
+        started = time.perf_counter()
+        try:
+            return attempts_record(**kwargs)
+        finally:
+            recording["attempt_log_seconds"] += time.perf_counter() - started
+
+    exports.services.attempts_record = timed_attempts
     handed: list[tuple[str, float, float]] = []  # (key, the record's CreateTime, handed to the handler)
     if stamps:
         prepare = loop.processor.prepare
@@ -155,6 +169,7 @@ def export_consumer_run(
         "max_in_flight": loop.max_in_flight_seen,
         "record_seconds": round(recording["seconds"], 4),
         "record_batches": recording["batches"],
+        "attempt_log_seconds": round(recording["attempt_log_seconds"], 4),
     }
 
 
@@ -218,6 +233,13 @@ def run_export_consumers(
         # Each consumer's seconds spent recording outcomes (order_exports_record), and batches.
         "record_seconds": [result.get("record_seconds") for result in results],
         "record_batches": [result.get("record_batches") for result in results],
+        "attempt_log_seconds": [result.get("attempt_log_seconds") for result in results],
+        # The attempt log's share of the consumers' time from first to last export, in percent.
+        "attempt_log_percent": (
+            round(100 * sum(result.get("attempt_log_seconds") or 0 for result in results) / (seconds * count), 2)
+            if seconds
+            else None
+        ),
     }
 
 
@@ -284,6 +306,16 @@ def measure(run: DatabaseRun) -> list[dict]:
         *(
             exports(f"consume.export.{count}", f"export-{count}", f"export consumer x{count} (fake platform)")
             for count in sizes.consumers
+        ),
+        runs_figure(
+            "consume.export.1.attempt-log-time",
+            label="export consumer x1: time writing the attempt log, same runs",
+            unit="% of the time",
+            db=run.vendor,
+            runs=results["export-1"],
+            field="attempt_log_percent",
+            note=note,
+            with_details=False,
         ),
         exports(
             "consume.export.1.no-attempt-log",
