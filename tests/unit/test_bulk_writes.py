@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from django.db import DEFAULT_DB_ALIAS, connection, connections
 
+from exports.attempts import ATTEMPT_COLUMNS
 from exports.bulk_writes import pk_in, rows_insert
 from exports.models import ExportAttempt, OrderExport
 from orders.models import Order
@@ -16,18 +17,6 @@ from tests.support.factories import order_factory
 
 pytestmark = pytest.mark.django_db
 
-ATTEMPT_COLUMNS = [
-    "order_id",
-    "event_id",
-    "topic",
-    "partition",
-    "offset",
-    "consumer",
-    "started_at",
-    "duration_ms",
-    "outcome",
-    "error",
-]
 # What a text COPY or a hand-built statement could mangle: its separators, escapes and quotes,
 # NUL-free control characters, non-ASCII, and SQL.
 ODD_TEXTS = [
