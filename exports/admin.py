@@ -1,3 +1,5 @@
+import logging
+
 from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
@@ -6,6 +8,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect
 from django.template.response import TemplateResponse
 from django.urls import path
+from kafka.errors import KafkaError
 
 from exports.models import ExportAttempt, OrderExport, ProcessedEvent, RedriveAudit
 from exports.redrive import (
@@ -19,6 +22,11 @@ from exports.redrive import (
 from exports.services import order_export_retry
 from kafka_bridge.client import KafkaBridgeError
 from kafka_bridge.offsets import ResetTarget, target_describe
+
+logger = logging.getLogger(__name__)
+
+# The dead letters page lists the DLT's newest this many, and redrives at most as many at once.
+DEAD_LETTERS_SHOWN = 200
 
 
 class OffsetResetForm(forms.Form):
@@ -92,26 +100,54 @@ class OrderExportAdmin(ReadOnlyAdmin):
             if not positions:
                 self.message_user(request, "Select the dead letters to redrive.", messages.WARNING)
             else:
-                try:
-                    items = dlt_replay(
-                        operator=request.user.get_username(),
-                        selection=DeadLetterSelection(positions=frozenset(positions)),
-                    )
-                except (DeadLettersNotFound, KafkaBridgeError, TimeoutError) as exc:
-                    self.message_user(request, f"Nothing redriven: {exc}", messages.ERROR)
-                else:
-                    self.message_user(
-                        request,
-                        f"Redrove {len(items)} dead letter(s): " + "; ".join(str(item) for item in items),
-                        messages.SUCCESS,
-                    )
+                self._redrive(request, positions)
             return redirect("admin:exports_dead_letters")
         context = {**self.admin_site.each_context(request), "title": "Dead letters", "opts": self.model._meta}
         try:
-            context["dead_letters"] = dead_letters_list(timeout_ms=settings.KAFKA_STATUS_TIMEOUT_MS)
+            context["dead_letters"] = dead_letters_list(
+                limit=DEAD_LETTERS_SHOWN, timeout_ms=settings.KAFKA_STATUS_TIMEOUT_MS
+            )
+            context["refused_count"] = sum(1 for letter in context["dead_letters"] if letter.refusal)
         except KafkaBridgeError as exc:
             context["error"] = str(exc)
         return TemplateResponse(request, "admin/exports/orderexport/dead_letters.html", context)
+
+    def _redrive(self, request: HttpRequest, positions: set[tuple[int, int]]) -> None:
+        """Redrive the selected dead letters and say what became of each: whatever goes wrong is
+        a message on the page, never a server error."""
+        if len(positions) > DEAD_LETTERS_SHOWN:
+            self.message_user(
+                request,
+                f"Nothing redriven: at most {DEAD_LETTERS_SHOWN} dead letters at once from this page "
+                f"({len(positions)} selected); replay_dlt redrives more.",
+                messages.ERROR,
+            )
+            return
+        try:
+            result = dlt_replay(
+                operator=request.user.get_username(),
+                selection=DeadLetterSelection(positions=frozenset(positions)),
+                timeout=settings.KAFKA_STATUS_TIMEOUT_MS / 1000,
+            )
+        except (DeadLettersNotFound, KafkaBridgeError, KafkaError, TimeoutError) as exc:
+            self.message_user(request, f"Nothing redriven: {exc}", messages.ERROR)
+            return
+        except Exception as exc:
+            logger.exception("redrive of %s failed", sorted(positions))
+            self.message_user(request, f"Nothing redriven: {type(exc).__name__}: {exc}", messages.ERROR)
+            return
+        if result.items:
+            self.message_user(
+                request,
+                f"Redrove {len(result.items)} dead letter(s): " + "; ".join(str(item) for item in result.items),
+                messages.SUCCESS,
+            )
+        if result.refused:
+            self.message_user(
+                request,
+                f"Refused {len(result.refused)} dead letter(s): " + "; ".join(str(r) for r in result.refused),
+                messages.ERROR,
+            )
 
     def reset_offsets_view(self, request: HttpRequest) -> HttpResponse:
         """Move the export group's offsets: a preview of old -> new per partition first, then

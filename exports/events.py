@@ -11,9 +11,14 @@ from typing import Any
 from django.utils.dateparse import parse_datetime
 
 from kafka_bridge.consumer import NonRetryableError
+from kafka_bridge.dead_letter import DeadLetterPosition
 
 EVENT_TYPE = "OrderExportRequested"
 SCHEMA_VERSION = 1
+# On a record a redrive republished: the dead letter it is a copy of, "<DLT>:<partition>:<offset>".
+# The copy keeps the original's key, value and headers byte for byte; this one header is added,
+# so that the consumer sends a failed export again for that copy only (exports.services).
+REDRIVE_HEADER = "redrive.from"
 
 
 class PoisonRecord(NonRetryableError):
@@ -60,3 +65,20 @@ def _moment(value: Any) -> datetime | None:
     except ValueError:
         return None
     return moment if moment is not None and moment.tzinfo is not None else None
+
+
+def redrive_header(position: DeadLetterPosition) -> tuple[str, bytes]:
+    return REDRIVE_HEADER, f"{position.topic}:{position.partition}:{position.offset}".encode()
+
+
+def redriven_from(headers: list[tuple[str, bytes | None]] | None) -> DeadLetterPosition | None:
+    """The dead letter a record is a redrive of, from its `REDRIVE_HEADER`; None when it has no
+    such header, or one that does not parse."""
+    value = next((v for name, v in headers or () if name == REDRIVE_HEADER), None)
+    if value is None:
+        return None
+    topic, _, rest = value.decode("utf-8", "replace").rpartition(":")
+    topic, _, partition = topic.rpartition(":")
+    if not (topic and partition.isascii() and partition.isdigit() and rest.isascii() and rest.isdigit()):
+        return None
+    return DeadLetterPosition(topic, int(partition), int(rest))

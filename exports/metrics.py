@@ -19,3 +19,9 @@ EXPORT_DELAY = Histogram(
     "From the confirm (the event's occurred_at) to the platform's acknowledgement.",
     buckets=(0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600),
 )
+REDRIVES_REFUSED = Counter(
+    "orderflow_redrives_refused",
+    "Dead letters a redrive would not or could not republish, by reason (target: not an event topic of this "
+    "app; cut: a bounded dead letter; send: the broker refused it).",
+    ["reason"],
+)

@@ -14,7 +14,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 
 from exports.attempts import PlatformCall
 from exports.clients import ExportError, ExternalPlatformClient, FakeExternalPlatformClient, platform_client
-from exports.events import EVENT_TYPE, ExportRequest, PoisonRecord, export_request_decode
+from exports.events import EVENT_TYPE, ExportRequest, PoisonRecord, export_request_decode, redriven_from
 from exports.record_keys import order_id_from_key
 from exports.services import ExportPlan, order_export_fail, order_exports_plan, order_exports_record
 from kafka_bridge.consumer import Call, ConsumerLoop, DeadLetterHook
@@ -109,7 +109,10 @@ class ExportProcessor:
                 steps[index] = exc
         if not decoded:
             return steps
-        plans = order_exports_plan(requests=[request for _, request in decoded])
+        plans = order_exports_plan(
+            requests=[request for _, request in decoded],
+            redriven_from=[redriven_from(records[index].headers) for index, _ in decoded],
+        )
         # One INFO line per outcome; LOG_LEVELS=exports.processor=WARNING leaves them out.
         log_outcomes = logger.isEnabledFor(logging.INFO)
         for (index, request), plan in zip(decoded, plans):
@@ -181,6 +184,8 @@ def export_dead_lettered(
         # Not an event of ours: whatever order its value names, that order's own event decides
         # its export.
         return
+    if dead_letter is not None and dead_letter.cut:
+        reason = f"{reason} (the dead letter is a bounded stand-in: {dead_letter.cut})"
     export = order_export_fail(
         order_id=request.order_id, event_id=request.event_id, reason=reason, dead_letter=dead_letter
     )

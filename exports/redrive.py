@@ -1,34 +1,61 @@
-"""Sending dead-lettered events through again: `manage.py replay_dlt` and its permission check.
+"""Sending dead-lettered events through again: `manage.py replay_dlt`, the dead letters page's
+redrive, and their permission check.
 
-Replayed records go back to the topic they came from (the `dlt.original.topic` header) with
-their original key, value and headers, so the event keeps its event_id and the platform its
-Idempotency-Key. Exports of the replayed orders are reopened first, so the consumer tries them
-again instead of acknowledging them as dead-lettered earlier. The DLT is read in a consumer
-group of its own, so a record is replayed once, and every replay leaves an audit row.
+Replayed records go back to the topic they came from (the `dlt.original.topic` header, if it
+names an event topic this app registered, and only then) through the path that wrote them to the
+DLT (`kafka_bridge.dead_letter.RecordCopier`): key, value and headers byte for byte, null ones
+included, the `dlt.*` headers left out and `redrive.from` added, so the event keeps its event_id
+and the platform its Idempotency-Key.
+
+An export is reopened only together with its record being on the topic: the records are
+republished first, then the exports reopened and the audit row written in one transaction. The
+consumer does not wait for that: a failed export is sent again for the copy of its latest dead
+letter (`redrive.from`, `exports.services.order_exports_plan`), and the reopening leaves alone an
+export the consumer has taken up again meanwhile. A crash between the two leaves the copies on
+the topic and the exports failed until the consumer reads them: never pending with nothing on
+the way.
+
+A selection (the page's, `--offset`) is read by seeking to each position; `--key` and a replay
+of everything read the DLT in chunks of `REPLAY_CHUNK`, each republished before the next is read.
+A record that cannot be republished is named with its reason and the others go on; the replay
+group (which marks what a replay of everything has done) never moves past it.
 """
 
 from __future__ import annotations
 
 import heapq
-import time
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.db import transaction
 from django.utils import timezone
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaConsumer
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
-from exports.dead_letters import DeadLetter, dead_letters_list, replay_group, replayed_positions
-from exports.events import PoisonRecord, export_request_decode
+from exports import metrics
+from exports.dead_letters import (
+    REPLAY_CHUNK,
+    REPLAY_FETCH_BYTES,
+    DeadLetter,
+    dead_letters_list,
+    dlt_records_at,
+    dlt_records_scan,
+    redrive_refusal,
+    redrive_targets,
+    replay_group,
+    replayed_positions,
+)
+from exports.events import REDRIVE_HEADER, PoisonRecord, export_request_decode, redrive_header
 from exports.models import RedriveAudit
-from exports.services import order_export_reopen
+from exports.services import order_exports_reopen
 from kafka_bridge.client import connection_config
-from kafka_bridge.dead_letter import DLT_HEADER_PREFIX
+from kafka_bridge.dead_letter import DLT_HEADER_PREFIX, DeadLetterPosition, RecordCopier
 from kafka_bridge.offsets import OffsetReset, ResetTarget, group_offsets_reset
-from kafka_bridge.producer import producer_config
+from kafka_bridge.send_failures import error_line
 
 # DeadLetter and dead_letters_list live with the dead letters' other reads in exports.dead_letters,
 # and are still imported from here.
@@ -38,11 +65,15 @@ __all__ = [
     "DeadLetterSelection",
     "DeadLettersNotFound",
     "RedriveForbidden",
+    "Refusal",
     "ReplayItem",
+    "ReplayResult",
     "dead_letters_list",
     "dlt_replay",
     "export_offsets_reset",
     "redrive_operator",
+    "redrive_refusal",
+    "redrive_targets",
 ]
 
 REDRIVE_PERMISSION = "exports.redrive_orderexport"
@@ -96,6 +127,26 @@ class ReplayItem:
         )
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """A dead letter a replay could not republish, and why."""
+
+    partition: int
+    offset: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.partition}:{self.offset}: {self.reason}"
+
+
+@dataclass
+class ReplayResult:
+    """What a replay did: `items` republished (or, on a dry run, that would be), `refused` not."""
+
+    items: list[ReplayItem] = field(default_factory=list)
+    refused: list[Refusal] = field(default_factory=list)
+
+
 def redrive_operator(*, username: str):
     """The active user `username` if they may redrive; raises `RedriveForbidden` otherwise."""
     user = get_user_model().objects.filter(username=username, is_active=True).first()
@@ -108,7 +159,7 @@ def redrive_operator(*, username: str):
 
 def _header(record: ConsumerRecord, name: str) -> str | None:
     for header, value in record.headers or []:
-        if header == name:
+        if header == name and value is not None:
             return value.decode("utf-8", "replace")
     return None
 
@@ -130,33 +181,6 @@ def _item(record: ConsumerRecord) -> ReplayItem:
     )
 
 
-def _read_dlt(
-    consumer: KafkaConsumer, *, limit: int | None, timeout: float, from_start: bool = False
-) -> list[ConsumerRecord]:
-    """Records from the replay group's position (or the DLT's start) up to the DLT's current
-    end, at most `limit`."""
-    topic = settings.ORDER_EXPORT_DLT_TOPIC
-    partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
-    consumer.assign(partitions)
-    if from_start:
-        consumer.seek_to_beginning(*partitions)
-    end = consumer.end_offsets(partitions)
-    records: list[ConsumerRecord] = []
-    deadline = time.monotonic() + timeout
-    while any(consumer.position(tp) < end[tp] for tp in partitions):
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"could not read {topic} to its end within {timeout:g} s")
-        for tp, batch in consumer.poll(timeout_ms=500).items():
-            records.extend(r for r in batch if r.offset < end[tp])
-    # Oldest first across partitions, and in offset order within each: a limit then takes a
-    # prefix of every partition, so committing past the replayed records skips none.
-    by_partition: dict[int, list[ConsumerRecord]] = {}
-    for record in sorted(records, key=lambda r: (r.partition, r.offset)):
-        by_partition.setdefault(record.partition, []).append(record)
-    merged = list(heapq.merge(*by_partition.values(), key=lambda r: r.timestamp))
-    return merged[:limit] if limit is not None else merged
-
-
 def dlt_replay(
     *,
     operator: str,
@@ -164,100 +188,208 @@ def dlt_replay(
     limit: int | None = None,
     selection: DeadLetterSelection | None = None,
     timeout: float = 30.0,
-) -> list[ReplayItem]:
-    """Replay dead-lettered records to their original topic: all not replayed yet (the oldest
-    `limit`), or only those `selection` names. A selection naming a record that is not on the
-    DLT, or was replayed before, replays nothing and raises `DeadLettersNotFound`."""
+    progress: Callable[[str], None] | None = None,
+) -> ReplayResult:
+    """Replay dead-lettered records to their original topic: all not replayed yet (at most
+    `limit`, oldest first, each partition's in offset order), or only those `selection` names. A
+    selection naming a record that is not on the DLT, or was replayed before, replays nothing and
+    raises `DeadLettersNotFound`. A record that cannot be republished (a target that is not an
+    event topic of this app, a bounded dead letter, a refusal by the broker, whatever its error)
+    is named in the result's `refused`, and the others go on. `progress` is told how a scan of
+    the DLT advances; `timeout` bounds each step of reading it."""
     user = redrive_operator(username=operator)
-    consumer = KafkaConsumer(
-        **connection_config(),
-        group_id=replay_group(),
-        client_id=settings.KAFKA_CLIENT_ID,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-    )
+    consumer = KafkaConsumer(**_replay_consumer_config())
+    result = ReplayResult()
     try:
-        records = _records_to_replay(consumer, selection=selection, limit=limit, timeout=timeout)
-        items = [_item(record) for record in records]
-        if dry_run or not records:
-            return items
-        began_at = timezone.now()
-        order_export_reopen(order_ids=[item.order_id for item in items if item.order_id is not None])
-        _republish(records, items, timeout=timeout)
-        if not selection:
-            _commit_past(consumer, records)
-        _replay_audit(user, records, items, selected=bool(selection), began_at=began_at)
-        return items
+        for chunk in _chunks_to_replay(consumer, selection=selection, limit=limit, timeout=timeout, progress=progress):
+            _replay_chunk(chunk, user=user, result=result, dry_run=dry_run, selected=bool(selection), timeout=timeout)
+            if not selection and not dry_run:
+                _commit_past(consumer, chunk, refused=result.refused)
+        return result
     finally:
         consumer.close(autocommit=False)
 
 
-def _records_to_replay(
-    consumer: KafkaConsumer, *, selection: DeadLetterSelection | None, limit: int | None, timeout: float
-) -> list[ConsumerRecord]:
-    """The DLT records `dlt_replay` replays, oldest first: those `selection` names, or all not
-    replayed yet; at most `limit`. Raises `DeadLettersNotFound` as `dlt_replay` does."""
+def _replay_consumer_config() -> dict:
+    return {
+        **connection_config(),
+        "group_id": replay_group(),
+        "client_id": settings.KAFKA_CLIENT_ID,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        # Dead letters may be giants compressed to kilobytes: a fetch is bounded in bytes (each
+        # partition's, and the whole), and a poll in records.
+        "max_partition_fetch_bytes": REPLAY_FETCH_BYTES,
+        "fetch_max_bytes": REPLAY_FETCH_BYTES,
+        "max_poll_records": REPLAY_CHUNK,
+    }
+
+
+def _chunks_to_replay(
+    consumer: KafkaConsumer,
+    *,
+    selection: DeadLetterSelection | None,
+    limit: int | None,
+    timeout: float,
+    progress: Callable[[str], None] | None,
+) -> Iterator[list[ConsumerRecord]]:
+    """The DLT records `dlt_replay` replays, chunk by chunk: those `selection` names (one chunk:
+    read where they are, or, for keys, found by a scan from the DLT's start), or all not replayed
+    yet, from the replay group's position. Raises `DeadLettersNotFound` as `dlt_replay` does."""
     replayed_before = replayed_positions()
     if selection:
-        # The whole DLT, wherever the replay group stands: a record may be selected after
-        # newer ones were replayed, and selecting it must not move the group past others.
-        candidates = [
-            r
-            for r in _read_dlt(consumer, limit=None, timeout=timeout, from_start=True)
-            if (r.partition, r.offset) not in replayed_before
-        ]
-        selected = [r for r in candidates if selection.matches(r)]
+        if selection.keys:
+            chunks = dlt_records_scan(
+                consumer, from_start=True, keep=selection.matches, timeout=timeout, progress=progress
+            )
+            selected = [record for chunk in chunks for record in chunk]
+        else:
+            selected = dlt_records_at(consumer, positions=selection.positions, timeout=timeout)
+        selected = [r for r in selected if (r.partition, r.offset) not in replayed_before]
         if missing := selection.unmatched(selected):
             raise DeadLettersNotFound(", ".join(missing))
-        return selected[:limit] if limit is not None else selected
-    records = [
-        r for r in _read_dlt(consumer, limit=None, timeout=timeout) if (r.partition, r.offset) not in replayed_before
-    ]
-    return records[:limit] if limit is not None else records
+        yield selected[:limit] if limit is not None else selected
+        return
+    remaining = limit
+    for chunk in dlt_records_scan(
+        consumer,
+        from_start=False,
+        keep=lambda r: (r.partition, r.offset) not in replayed_before,
+        timeout=timeout,
+        progress=progress,
+    ):
+        chunk = _per_partition_prefix(chunk, remaining)
+        yield chunk
+        if remaining is not None:
+            remaining -= len(chunk)
+            if remaining <= 0:
+                return
 
 
-def _republish(records: list[ConsumerRecord], items: list[ReplayItem], *, timeout: float) -> None:
-    """Send each record to its item's target topic with its key, value and headers (the `dlt.*`
-    ones left out), and wait until the broker has every one."""
-    producer = KafkaProducer(**producer_config(timeout_ms=int(timeout * 1000)))
-    try:
-        futures = [
-            producer.send(
-                item.target_topic,
-                key=record.key,
-                value=record.value,
-                headers=[(n, v) for n, v in record.headers or [] if not n.startswith(DLT_HEADER_PREFIX)],
+def _replay_chunk(
+    records: list[ConsumerRecord], *, user, result: ReplayResult, dry_run: bool, selected: bool, timeout: float
+) -> None:
+    """Republish `records` (those that may be), then reopen their exports and audit them in one
+    transaction; add what was done and refused to `result`."""
+    targets = redrive_targets()
+    republishable, refused = [], []
+    for record in records:
+        item = _item(record)
+        reason = redrive_refusal(target_topic=item.target_topic, headers=record.headers, targets=targets)
+        if reason:
+            refused.append(Refusal(record.partition, record.offset, reason))
+            if not dry_run:
+                metrics.REDRIVES_REFUSED.labels(reason="target" if item.target_topic not in targets else "cut").inc()
+        else:
+            republishable.append((record, item))
+    if dry_run:
+        result.items += [item for _, item in republishable]
+        result.refused += refused
+        return
+    began_at = timezone.now()
+    replayed = _republish(republishable, refused=refused, timeout=timeout) if republishable else []
+    if replayed:
+        with transaction.atomic():
+            order_exports_reopen(
+                dead_letters=[
+                    (item.order_id, DeadLetterPosition(record.topic, record.partition, record.offset))
+                    for record, item in replayed
+                    if item.order_id is not None
+                ]
             )
-            for record, item in zip(records, items)
-        ]
-        for future in futures:
-            future.get(timeout=timeout)
+            _replay_audit(user, replayed, selected=selected, began_at=began_at, refused=refused)
+    result.items += [item for _, item in replayed]
+    result.refused += refused
+
+
+def _per_partition_prefix(records: list[ConsumerRecord], limit: int | None) -> list[ConsumerRecord]:
+    """At most `limit` of `records`, oldest first across partitions, each partition's in offset
+    order: committing past them then skips none."""
+    by_partition: dict[int, list[ConsumerRecord]] = {}
+    for record in sorted(records, key=lambda r: (r.partition, r.offset)):
+        by_partition.setdefault(record.partition, []).append(record)
+    merged = list(heapq.merge(*by_partition.values(), key=lambda r: r.timestamp))
+    return merged[:limit] if limit is not None else merged
+
+
+def _republish(
+    republishable: list[tuple[ConsumerRecord, ReplayItem]], *, refused: list[Refusal], timeout: float
+) -> list[tuple[ConsumerRecord, ReplayItem]]:
+    """Send each record to its item's target topic through the path that wrote it to the DLT
+    (`RecordCopier`): its key, value and headers byte for byte, nulls included, the `dlt.*` ones
+    left out and `REDRIVE_HEADER` added. Returns those the broker acknowledged; each other is
+    added to `refused` with its error, whatever the error, and the rest go on."""
+    copier = RecordCopier(timeout=timeout)
+    replayed = []
+    try:
+        for record, item in republishable:
+            headers = [
+                (n, v) for n, v in record.headers or [] if not n.startswith(DLT_HEADER_PREFIX) and n != REDRIVE_HEADER
+            ]
+            headers.append(redrive_header(DeadLetterPosition(record.topic, record.partition, record.offset)))
+            try:
+                copier.send(
+                    item.target_topic,
+                    partition=_original_partition(record),
+                    key=record.key,
+                    value=record.value,
+                    headers=headers,
+                )
+            except Exception as exc:
+                refused.append(Refusal(record.partition, record.offset, f"not republished: {error_line(exc)}"))
+                metrics.REDRIVES_REFUSED.labels(reason="send").inc()
+                continue
+            replayed.append((record, item))
     finally:
-        producer.close(timeout=5)
+        copier.close()
+    return replayed
 
 
-def _commit_past(consumer: KafkaConsumer, records: list[ConsumerRecord]) -> None:
-    """Move the replay group past `records` on each of their partitions."""
+def _original_partition(record: ConsumerRecord) -> int | None:
+    """The partition the record came from, where its key (the order id) had put it; None lets
+    the copier place it by its key."""
+    value = _header(record, "dlt.original.partition")
+    return int(value) if value is not None and value.isascii() and value.isdigit() else None
+
+
+def _commit_past(consumer: KafkaConsumer, records: list[ConsumerRecord], *, refused: list[Refusal]) -> None:
+    """Move the replay group past `records` on each of their partitions, but never past a
+    refused one: a later replay of everything names it again."""
+    first_refused: dict[int, int] = {}
+    for refusal in refused:
+        first_refused[refusal.partition] = min(refusal.offset, first_refused.get(refusal.partition, refusal.offset))
     next_offsets: dict[TopicPartition, OffsetAndMetadata] = {}
     for record in records:
+        if record.offset >= first_refused.get(record.partition, record.offset + 1):
+            continue
         tp = TopicPartition(record.topic, record.partition)
         if tp not in next_offsets or next_offsets[tp].offset <= record.offset:
             next_offsets[tp] = OffsetAndMetadata(record.offset + 1, "", -1)
-    consumer.commit(next_offsets)
+    if next_offsets:
+        consumer.commit(next_offsets)
 
 
 def _replay_audit(
-    user, records: list[ConsumerRecord], items: list[ReplayItem], *, selected: bool, began_at: datetime
+    user,
+    replayed: list[tuple[ConsumerRecord, ReplayItem]],
+    *,
+    selected: bool,
+    began_at: datetime,
+    refused: list[Refusal],
 ) -> None:
+    detail = f"{len(replayed)} record(s) from {settings.ORDER_EXPORT_DLT_TOPIC}" + (
+        " selected by partition and offset or key" if selected else ""
+    )
+    if refused:
+        detail += f"; {len(refused)} refused: " + "; ".join(map(str, refused))
     RedriveAudit.objects.create(
         created_at=began_at,
         actor=user.get_username(),
         action=RedriveAudit.Action.REPLAY_DLT,
-        event_ids=[item.event_id for item in items],
-        order_ids=[item.order_id for item in items if item.order_id is not None],
-        dlt_positions=[[record.topic, record.partition, record.offset] for record in records],
-        detail=f"{len(items)} record(s) from {settings.ORDER_EXPORT_DLT_TOPIC}"
-        + (" selected by partition and offset or key" if selected else ""),
+        event_ids=[item.event_id for _, item in replayed],
+        order_ids=[item.order_id for _, item in replayed if item.order_id is not None],
+        dlt_positions=[[record.topic, record.partition, record.offset] for record, _ in replayed],
+        detail=detail,
     )
 
 

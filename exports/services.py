@@ -44,9 +44,15 @@ class ExportPlan:
     export: OrderExport | None = None
 
 
-def order_exports_plan(*, requests: Sequence[ExportRequest]) -> list[ExportPlan]:
+def order_exports_plan(
+    *, requests: Sequence[ExportRequest], redriven_from: Sequence[DeadLetterPosition | None] = ()
+) -> list[ExportPlan]:
     """Decide, for many requests at once, which must go to the platform: one read of the orders
     with their exports, and one of the processed event ids only for orders that have an export.
+
+    `redriven_from` gives, per request, the dead letter it is a redrive of (`exports.redrive`
+    marks the copies it republishes): a failed export is sent again only for the copy of its own
+    latest dead letter, and a redrive need not reopen it before its copy is on the topic.
 
     The caller sends at most one request per order at a time and records each outcome with
     `order_exports_record` before the next request of that order is planned."""
@@ -54,13 +60,29 @@ def order_exports_plan(*, requests: Sequence[ExportRequest]) -> list[ExportPlan]
     # The orders and their exports in one query (the export is null until a first attempt).
     known_orders: set[int] = set()
     exports: dict[int, OrderExport] = {}
-    for order_id, export_id, status, event_id, attempts in Order.objects.filter(pk_in(Order, order_ids)).values_list(
-        "pk", "export__id", "export__status", "export__event_id", "export__attempts"
+    for order_id, export_id, status, event_id, attempts, dlt_topic, dlt_partition, dlt_offset in Order.objects.filter(
+        pk_in(Order, order_ids)
+    ).values_list(
+        "pk",
+        "export__id",
+        "export__status",
+        "export__event_id",
+        "export__attempts",
+        "export__dead_letter_topic",
+        "export__dead_letter_partition",
+        "export__dead_letter_offset",
     ):
         known_orders.add(order_id)
         if export_id is not None:
             exports[order_id] = OrderExport(
-                id=export_id, order_id=order_id, status=status, event_id=event_id, attempts=attempts
+                id=export_id,
+                order_id=order_id,
+                status=status,
+                event_id=event_id,
+                attempts=attempts,
+                dead_letter_topic=dlt_topic,
+                dead_letter_partition=dlt_partition,
+                dead_letter_offset=dlt_offset,
             )
     # A processed event is written with its order's export, in one transaction, so only events
     # of orders that have an export can have been processed: on a first delivery, none.
@@ -71,17 +93,30 @@ def order_exports_plan(*, requests: Sequence[ExportRequest]) -> list[ExportPlan]
         else set()
     )
     plans = []
-    for request in requests:
+    redriven_from = list(redriven_from) or [None] * len(requests)
+    for request, redrive in zip(requests, redriven_from):
         export = exports.get(request.order_id)
         if request.order_id not in known_orders:
             plans.append(ExportPlan(request, None, UnknownOrder(f"order {request.order_id} does not exist")))
         elif request.event_id in processed or (export is not None and export.status == OrderExport.Status.EXPORTED):
             plans.append(ExportPlan(request, "duplicate", export=export))
-        elif export is not None and export.status == OrderExport.Status.FAILED:
+        elif (
+            export is not None
+            and export.status == OrderExport.Status.FAILED
+            and not _is_its_latest_dead_letter(export, redrive)
+        ):
             plans.append(ExportPlan(request, "dead_lettered_earlier", export=export))
         else:
             plans.append(ExportPlan(request, "send", export=export))
     return plans
+
+
+def _is_its_latest_dead_letter(export: OrderExport, position: DeadLetterPosition | None) -> bool:
+    return position is not None and (
+        export.dead_letter_topic,
+        export.dead_letter_partition,
+        export.dead_letter_offset,
+    ) == (position.topic, position.partition, position.offset)
 
 
 def order_exports_record(
@@ -220,16 +255,21 @@ def order_export_retry(*, export_ids: Iterable[int], actor: str) -> RetryResult:
     return result
 
 
-def order_export_reopen(*, order_ids: Iterable[int]) -> list[int]:
-    """Put failed exports of these orders back to pending before their events are replayed;
-    returns the order ids reopened."""
-    order_ids = list(order_ids)
-    reopened = list(
-        OrderExport.objects.filter(order_id__in=order_ids, status=OrderExport.Status.FAILED).values_list(
-            "order_id", flat=True
-        )
+def order_exports_reopen(*, dead_letters: Iterable[tuple[int, DeadLetterPosition]]) -> list[int]:
+    """Put failed exports back to pending once the redrive has their dead letters' copies on the
+    topic: each `(order id, dead letter)` whose export is still failed *at that dead letter*. An
+    export the consumer already took up again from the copy (exported, or failed anew at a later
+    dead letter) is left as it is. Returns the order ids reopened."""
+    wanted: dict[int, set[tuple[str, int, int]]] = defaultdict(set)
+    for order_id, position in dead_letters:
+        wanted[order_id].add((position.topic, position.partition, position.offset))
+    if not wanted:
+        return []
+    failed = OrderExport.objects.filter(order_id__in=list(wanted), status=OrderExport.Status.FAILED).values_list(
+        "order_id", "dead_letter_topic", "dead_letter_partition", "dead_letter_offset"
     )
-    OrderExport.objects.filter(order_id__in=reopened).update(
+    reopened = [order_id for order_id, *position in failed if tuple(position) in wanted[order_id]]
+    OrderExport.objects.filter(order_id__in=reopened, status=OrderExport.Status.FAILED).update(
         status=OrderExport.Status.PENDING, attempts=0, last_error=None, updated_at=timezone.now()
     )
     return reopened

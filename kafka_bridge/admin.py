@@ -1,7 +1,7 @@
 from django.contrib import admin, messages
 from django.utils.translation import ngettext
 
-from kafka_bridge.models import OutboxEvent
+from kafka_bridge.models import CutDeadLetter, OutboxEvent
 from kafka_bridge.outbox import outbox_quarantine_release
 
 
@@ -86,3 +86,27 @@ class OutboxEventAdmin(admin.ModelAdmin):
             + (f" {skipped} not quarantined, left alone." if skipped else ""),
             messages.SUCCESS if released else messages.WARNING,
         )
+
+
+@admin.register(CutDeadLetter)
+class CutDeadLetterAdmin(admin.ModelAdmin):
+    """Written by the consumers only: the admin shows them."""
+
+    list_display = [
+        "created_at",
+        "group_id",
+        "topic",
+        "partition",
+        "offset",
+        "value_size",
+        "reason",
+        "dead_letter_offset",
+    ]
+    list_filter = ["group_id", "topic"]
+    ordering = ["-id"]
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False

@@ -165,6 +165,7 @@ class ConsumerLoop(PollingMixin, CallsMixin, FailuresMixin, PartitionsMixin, Rep
         self.member = consumer_member_name(self.name) if report_status else None
         self.processed_total = 0
         self.dead_lettered_total = 0
+        self.dead_letters_cut_total = 0
         # How many times the group handed this consumer a non-empty set of partitions: 1 in a
         # run without rebalances.
         self.assignments = 0

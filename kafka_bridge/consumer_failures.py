@@ -19,6 +19,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 from kafka_bridge import metrics
 from kafka_bridge.consumer_api import NonRetryableError, RetryableError, backoff_delay
 from kafka_bridge.consumer_calls import DEAD_LETTER, Item, where
+from kafka_bridge.dead_letter import DeadLetterPosition, dead_letter_cut_record
 
 # The loop's lines keep the one logger name, whichever of its modules writes them: LOG_LEVELS
 # and the log captures name that logger.
@@ -96,8 +97,9 @@ class FailuresMixin:
             return
         error = future.exception()
         if error is not None:
-            # Not on the DLT yet (broker down, a record it refused): keep the record and try
-            # again later; its key waits, nothing else does.
+            # Not on the DLT yet (the broker unreachable, not the leader, timed out; a record
+            # refused for its own sake comes back as a bounded dead letter instead): keep the
+            # record and try again later; its key waits, nothing else does.
             delay = backoff_delay(attempt=max(1, item.attempts), base=self.backoff_base, cap=self.backoff_max)
             self._scheduler.retry_at(key, time.monotonic() + max(delay, self.backoff_base))
             logger.warning(
@@ -110,6 +112,7 @@ class FailuresMixin:
                 extra=self._fields(item.record),
             )
             return
+        position = future.result()
         logger.error(
             "%s: dead-lettered %s after %d attempt(s): %s",
             self.name,
@@ -118,11 +121,45 @@ class FailuresMixin:
             item.error,
             extra=self._fields(item.record),
         )
+        if position.cut:
+            self._dead_letter_cut(item, position)
         self.dead_lettered_total += 1
-        item.dead_letter_position = future.result()
+        item.dead_letter_position = position
         metrics.EVENTS_DEAD_LETTERED.labels(group=self.group_id, topic=item.record.topic).inc()
         item.dead_lettered = True
         self._run_dead_letter_hook(key, item)
+
+    def _dead_letter_cut(self, item: Item, position: DeadLetterPosition) -> None:
+        """The DLT refused the record itself: a bounded dead letter names it instead. Said once,
+        at ERROR, counted, and kept in the database for the status page; the commit point moves
+        on, and the record stays on its topic."""
+        record = item.record
+        logger.error(
+            "%s: %s (%d byte value) could not be kept on the dead-letter topic: %s; a bounded dead letter "
+            "at %s[%d]@%d names it, and it stays on its topic",
+            self.name,
+            where(record),
+            len(record.value or b""),
+            position.cut,
+            position.topic,
+            position.partition,
+            position.offset,
+            extra=self._fields(record),
+        )
+        self.dead_letters_cut_total += 1
+        metrics.DEAD_LETTERS_CUT.labels(group=self.group_id, topic=record.topic).inc()
+        try:
+            dead_letter_cut_record(group_id=self.group_id, record=record, position=position)
+        except Exception as exc:
+            # The bounded dead letter on the DLT holds the same facts: only the count is lost.
+            logger.warning(
+                "%s: recording the cut dead letter of %s failed: %s: %s",
+                self.name,
+                where(record),
+                type(exc).__name__,
+                exc,
+                extra=self._fields(record),
+            )
 
     def _run_dead_letter_hook(self, key: Hashable, item: Item) -> None:
         if self.on_dead_letter is not None:

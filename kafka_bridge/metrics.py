@@ -31,6 +31,11 @@ EVENTS_DEAD_LETTERED = Counter(
     "Records a consumer loop gave up on (sent to the dead-letter topic).",
     ["group", "topic"],
 )
+DEAD_LETTERS_CUT = Counter(
+    "orderflow_dead_letters_cut",
+    "Records the dead-letter topic refused to keep even compressed: a bounded dead letter names each instead.",
+    ["group", "topic"],
+)
 CONSUMER_LAG = Gauge(
     "orderflow_consumer_lag",
     "Records between a consumer's commit point (the first record it is not done with) and the partition's end, as the consumer last saw them.",

@@ -89,3 +89,28 @@ class KafkaTopic(models.Model):
 
     def __str__(self) -> str:
         return "Kafka topics"
+
+
+class CutDeadLetter(models.Model):
+    """A record the dead-letter topic refused to keep even compressed (too large, invalid): a
+    bounded dead letter stands in for it on the DLT, and this row keeps the same facts where the
+    status page counts them. The record itself is still on its topic, at its offset."""
+
+    group_id = models.CharField(max_length=249)
+    topic = models.CharField(max_length=249)
+    partition = models.IntegerField()
+    offset = models.BigIntegerField()
+    value_size = models.BigIntegerField(help_text="the record's value, in bytes (uncompressed)")
+    value_sha256 = models.CharField(max_length=64)
+    reason = models.TextField(help_text="why the record itself could not be dead-lettered")
+    # Where the bounded dead letter is.
+    dead_letter_topic = models.CharField(max_length=249)
+    dead_letter_partition = models.IntegerField()
+    dead_letter_offset = models.BigIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return f"{self.topic}[{self.partition}]@{self.offset}, {self.value_size:,} bytes: {self.reason}"

@@ -49,6 +49,11 @@ def event_topic(*, event_type: str) -> str:
         raise LookupError(f"no topic registered for event type {event_type!r}") from None
 
 
+def event_topics() -> list[str]:
+    """Every event topic the apps registered, by name."""
+    return [topic() for topic in _event_topics.values()]
+
+
 def topic_specs_register(*, specs: TopicSpecs) -> None:
     if specs not in _topic_specs:
         _topic_specs.append(specs)

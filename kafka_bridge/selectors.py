@@ -1,11 +1,11 @@
-"""Reads of the outbox."""
+"""Reads of the outbox, and of the dead letters the DLT could not keep whole."""
 
 from __future__ import annotations
 
 from django.db.models import Count, Min, Q
 from django.utils import timezone
 
-from kafka_bridge.models import OutboxEvent
+from kafka_bridge.models import CutDeadLetter, OutboxEvent
 
 
 def outbox_backlog() -> dict:
@@ -23,3 +23,15 @@ def outbox_backlog() -> dict:
         "oldest_unsent_age_seconds": (timezone.now() - oldest).total_seconds() if oldest else None,
         "quarantined": unsent["quarantined"],
     }
+
+
+def dead_letters_cut_count(*, dead_letter_topics: list[str]) -> dict[str, int]:
+    """Per dead-letter topic, how many of its dead letters are bounded stand-ins for records it
+    refused to keep (one query)."""
+    counts = dict(
+        CutDeadLetter.objects.filter(dead_letter_topic__in=dead_letter_topics)
+        .values_list("dead_letter_topic")
+        .annotate(count=Count("id"))
+        .values_list("dead_letter_topic", "count")
+    )
+    return {topic: counts.get(topic, 0) for topic in dead_letter_topics}

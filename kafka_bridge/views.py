@@ -13,7 +13,7 @@ from kafka_bridge.charts import Chart
 from kafka_bridge.client import BrokerUnavailable
 from kafka_bridge.consumer_state import consumer_states_by_group
 from kafka_bridge.registry import status_panels, watched_groups
-from kafka_bridge.selectors import outbox_backlog
+from kafka_bridge.selectors import dead_letters_cut_count, outbox_backlog
 from kafka_bridge.status import kafka_status
 
 
@@ -75,6 +75,9 @@ def kafka_status_page(request: HttpRequest) -> HttpResponse:
             group = next((g for g in context["groups"] if g["group_id"] == w["group"]), None)
             w["lag_chart"] = group_lag_chart(group=group, chart_id=f"{w['name']}-lag") if group else None
     context["outbox"] = outbox_backlog()
+    cut = dead_letters_cut_count(dead_letter_topics=[w["dlt_topic"] for w in watched if w["dlt_topic"]])
+    for w in watched:
+        w["dlt_cut"] = cut.get(w["dlt_topic"], 0)
     # A panel may show more to some users than to others: it is told who is looking.
     context["panels"] = [panel(user=request.user) for panel in status_panels()]
     return render(request, "kafka_bridge/status.html", context)

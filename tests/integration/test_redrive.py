@@ -249,7 +249,7 @@ def test_the_dead_letters_page_lists_each_with_its_headers_and_redrives_only_the
         assert (
             f"#{order.pk} failed PermanentExportError: HTTP 422 from the platform: unknown customer 1 {topic}[" in row
         )
-        assert row.endswith(" no")
+        assert row.endswith(" no —")
 
     refusing_platform.refusing = False
     response = client.post(DEAD_LETTERS_URL, {"position": [position]})
@@ -265,8 +265,8 @@ def test_the_dead_letters_page_lists_each_with_its_headers_and_redrives_only_the
     audit = RedriveAudit.objects.get()
     assert (audit.actor, audit.order_ids) == ("ops", [second.pk])
     rows = dead_letter_rows(client.get(DEAD_LETTERS_URL))
-    assert rows[0].startswith(f"{position} ") and rows[0].endswith(" yes")
-    assert rows[1].endswith(" no")
+    assert rows[0].startswith(f"{position} ") and rows[0].endswith(" yes —")
+    assert rows[1].endswith(" no —")
 
 
 def test_the_dead_letters_page_needs_the_redrive_permission(client, consumer, export_topics):

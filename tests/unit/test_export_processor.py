@@ -16,10 +16,11 @@ from django.test.utils import CaptureQueriesContext
 from kafka.consumer.fetcher import ConsumerRecord
 
 from exports.clients import FakeExternalPlatformClient, PermanentExportError, TransientExportError
-from exports.events import PoisonRecord
+from exports.events import PoisonRecord, redrive_header, redriven_from
 from exports.models import ExportAttempt, OrderExport, ProcessedEvent
 from exports.processor import ExportProcessor
 from exports.services import UnknownOrder, order_export_fail
+from kafka_bridge.dead_letter import DeadLetterPosition
 from orders.models import Order
 from tests.support.factories import consumer_record_factory, export_record_factory, order_factory
 
@@ -321,6 +322,42 @@ def test_an_export_dead_lettered_before_any_attempt_is_not_sent(processor, platf
     assert processor.prepare([record]) == [None]
 
     assert platform.calls == []
+
+
+def redrive_of(record: ConsumerRecord, position: DeadLetterPosition) -> ConsumerRecord:
+    """`record` as a redrive republishes it: its headers and the one naming its dead letter."""
+    return record._replace(offset=record.offset + 100, headers=[*record.headers, redrive_header(position)])
+
+
+def test_a_redrive_of_a_failed_exports_latest_dead_letter_is_sent_before_the_export_is_reopened(processor, platform):
+    (record,) = confirmed_records(1)
+    dead_letter = DeadLetterPosition("order-export.DLT", 1, 40)
+    order_export_fail(order_id=order_id_of(record), event_id=event_id_of(record), reason="422", dead_letter=dead_letter)
+
+    deliver(processor, [redrive_of(record, dead_letter)])
+
+    assert platform.calls == [sent_as(record)]
+    assert export_of(record).status == OrderExport.Status.EXPORTED
+
+
+@pytest.mark.parametrize(
+    "marker",
+    [DeadLetterPosition("order-export.DLT", 1, 39), DeadLetterPosition("other.DLT", 1, 40)],
+    ids=["an-earlier-dead-letter", "another-topic"],
+)
+def test_a_redrive_of_any_other_dead_letter_leaves_a_failed_export_alone(processor, platform, marker):
+    (record,) = confirmed_records(1)
+    latest = DeadLetterPosition("order-export.DLT", 1, 40)
+    order_export_fail(order_id=order_id_of(record), event_id=event_id_of(record), reason="422", dead_letter=latest)
+
+    assert processor.prepare([redrive_of(record, marker)]) == [None]
+    assert platform.calls == []
+
+
+@pytest.mark.parametrize("value", [b"order-export.DLT:1", b"order-export.DLT:x:4", b":1:2", None])
+def test_a_redrive_header_that_does_not_parse_names_no_dead_letter(value):
+    assert redriven_from([("redrive.from", value)]) is None
+    assert redriven_from([("redrive.from", b"a:b.DLT:1:2")]) == DeadLetterPosition("a:b.DLT", 1, 2)
 
 
 # --- records no export can come of ----------------------------------------------------------

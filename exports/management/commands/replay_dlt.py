@@ -47,14 +47,24 @@ class Command(BaseCommand):
             raise CommandError(f"--limit must be at least 1, not {limit}", returncode=2)
         selection = DeadLetterSelection(positions=frozenset(offset), keys=frozenset(key))
         try:
-            items = dlt_replay(operator=operator, dry_run=dry_run, limit=limit, selection=selection)
+            result = dlt_replay(
+                operator=operator,
+                dry_run=dry_run,
+                limit=limit,
+                selection=selection,
+                progress=lambda line: self.stderr.write(line),
+            )
         except RedriveForbidden as exc:
             raise CommandError(f"not allowed: {exc}", returncode=1) from exc
         except DeadLettersNotFound as exc:
             raise CommandError(f"nothing replayed: not on the DLT or replayed before: {exc}", returncode=1) from exc
         except (KafkaBridgeError, KafkaError, TimeoutError) as exc:
             raise CommandError(f"Kafka: {exc}", returncode=1) from exc
-        for item in items:
+        for item in result.items:
             self.stdout.write(("would replay " if dry_run else "replayed ") + str(item))
+        for refusal in result.refused:
+            self.stderr.write(f"refused {refusal}")
         verb = "would be replayed (dry run)" if dry_run else "replayed"
-        self.stdout.write(f"{len(items)} record(s) {verb}")
+        self.stdout.write(f"{len(result.items)} record(s) {verb}")
+        if result.refused:
+            raise CommandError(f"{len(result.refused)} record(s) refused", returncode=1)
