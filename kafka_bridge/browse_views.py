@@ -1,7 +1,8 @@
 """The admin's topic browser: the topics with their record counts, and one topic's records.
 
 Records carry order data, so both pages need the `kafka_bridge.browse_topics` permission on top
-of staff status (the status page needs staff status only). The reading is `kafka_bridge.browse`.
+of staff status (the status page needs staff status only). They show the apps' own topics and
+those of KAFKA_BROWSE_TOPICS, never Kafka's internal ones. The reading is `kafka_bridge.browse`.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from kafka_bridge.browse import (
     topics_summarize,
 )
 from kafka_bridge.client import BrokerUnavailable
+from kafka_bridge.registry import registered_topics
 
 BROWSE_PERMISSION = "kafka_bridge.browse_topics"
 # Records a page lists when it does not say: a few screens to read, and (unfiltered, newest
@@ -52,6 +54,9 @@ VALUE_CUT_AT = 2_000
 MAX_SEARCH_LENGTH = 1_000
 # Kafka's own rule for topic names; anything else cannot be a topic, so it is not looked up.
 TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
+# Kafka names its internal topics so (`__consumer_offsets`, `__transaction_state`, ...); the
+# broker's `is_internal` is checked too, when the topic is read.
+INTERNAL_TOPIC_PREFIX = "__"
 
 
 def browse_permission_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
@@ -65,6 +70,14 @@ def browse_permission_required(view: Callable[..., HttpResponse]) -> Callable[..
         return view(request, *args, **kwargs)
 
     return checked
+
+
+def browsable_topics() -> set[str]:
+    """The topics the browser shows: the apps' own (their event topics and the topics they have
+    `ensure_topics` manage, dead-letter topics among them) and KAFKA_BROWSE_TOPICS, never an
+    internal one: `__consumer_offsets` holds every group's members, hosts and offsets."""
+    names = registered_topics() | set(settings.KAFKA_BROWSE_TOPICS)
+    return {name for name in names if not name.startswith(INTERNAL_TOPIC_PREFIX)}
 
 
 class UtcDateTimeField(forms.DateTimeField):
@@ -114,7 +127,7 @@ class RecordQueryForm(forms.Form):
 def topic_list_page(request: HttpRequest) -> HttpResponse:
     context = {**admin.site.each_context(request), "title": "Topics"}
     try:
-        context["topics"] = topics_summarize(timeout_ms=settings.KAFKA_STATUS_TIMEOUT_MS)
+        context["topics"] = topics_summarize(names=browsable_topics(), timeout_ms=settings.KAFKA_STATUS_TIMEOUT_MS)
     except BrokerUnavailable as exc:
         context["kafka_error"] = str(exc)
     return render(request, "kafka_bridge/topics.html", context)
@@ -124,6 +137,9 @@ def topic_list_page(request: HttpRequest) -> HttpResponse:
 def topic_records_page(request: HttpRequest, name: str) -> HttpResponse:
     if not TOPIC_NAME.fullmatch(name):
         raise Http404("not a topic name")
+    if name not in browsable_topics():
+        # Before any broker call: what the broker has beyond these is not for this page to say.
+        raise Http404("not a topic the browser shows")
     form = RecordQueryForm(request.GET)
     context: dict[str, Any] = {
         **admin.site.each_context(request),
