@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import UTC
+from datetime import UTC, datetime
 from functools import wraps
 from typing import Any
 from urllib.parse import urlencode
@@ -57,6 +57,10 @@ TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
 # Kafka names its internal topics so (`__consumer_offsets`, `__transaction_state`, ...); the
 # broker's `is_internal` is checked too, when the topic is read.
 INTERNAL_TOPIC_PREFIX = "__"
+# Kafka's record timestamps count milliseconds from here; an earlier time would be a negative
+# timestamp, which the offsets lookup takes for one of its special offsets (-1 latest, -2
+# earliest, -3 the largest timestamp) instead of a time.
+EARLIEST_TIME = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def browse_permission_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
@@ -113,6 +117,15 @@ class RecordQueryForm(forms.Form):
     key = forms.CharField(required=False, max_length=MAX_SEARCH_LENGTH, label="Key is")
     contains = forms.CharField(required=False, max_length=MAX_SEARCH_LENGTH, label="Value contains")
     full = forms.BooleanField(required=False, widget=forms.HiddenInput)
+
+    def clean_since(self) -> datetime | None:
+        since = self.cleaned_data["since"]
+        if since is not None and since < EARLIEST_TIME:
+            raise forms.ValidationError(
+                "From time must be 1970-01-01 00:00:00 UTC or later: record timestamps start there.",
+                code="before_1970",
+            )
+        return since
 
     def clean(self) -> dict[str, Any]:
         data = super().clean()

@@ -578,3 +578,41 @@ def test_the_reading_refuses_a_topic_the_broker_says_is_internal_whatever_its_na
     with pytest.raises(TopicNotFound):
         topic_records_read(topic="__consumer_offsets", limit=1, max_scanned=1, timeout_ms=3000)
     assert record_at(topic="__consumer_offsets", partition=0, offset=0, timeout_ms=3000) is None
+
+
+# --- "From time" ----------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "since",
+    [
+        # As milliseconds since 1970, -1, -2 and -3: Kafka's latest, earliest and largest timestamp.
+        "1969-12-31T23:59:59.999",
+        "1969-12-31T23:59:59.998",
+        "1969-12-31T23:59:59.997",
+        "1969-12-31T23:59:59",
+        "1900-01-01T00:00",
+    ],
+)
+def test_a_time_before_1970_is_a_form_error_on_from_time_not_a_special_offset(operator, interleaved_topic, since):
+    topic, _ = interleaved_topic
+
+    page = operator.get(records_url(topic), {"since": since})
+
+    assert page.status_code == 200
+    assert page.context["form"].errors == {
+        "since": ["From time must be 1970-01-01 00:00:00 UTC or later: record timestamps start there."]
+    }
+    assert "From time must be 1970-01-01 00:00:00 UTC or later" in page.content.decode()
+    assert shown(page) == []
+
+
+@pytest.mark.django_db
+def test_from_time_1970_01_01_reads_every_record_oldest_first(operator, interleaved_topic):
+    topic, _ = interleaved_topic
+
+    page = operator.get(records_url(topic), {"since": "1970-01-01T00:00:00"})
+
+    assert len(shown(page)) == 9
+    assert "oldest first" in page.content.decode()
