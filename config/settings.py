@@ -111,6 +111,10 @@ KAFKA_ADMIN_TIMEOUT_MS = env.int("KAFKA_ADMIN_TIMEOUT_MS", default=5000)
 KAFKA_RECONNECT_BACKOFF_MAX_MS = env.int("KAFKA_RECONNECT_BACKOFF_MAX_MS", default=1000)
 # Bound on the admin's Kafka status page: it says the broker is unreachable instead of hanging.
 KAFKA_STATUS_TIMEOUT_MS = env.int("KAFKA_STATUS_TIMEOUT_MS", default=3000)
+# Topics the admin's topic browser shows besides the apps' own (their event topics and DLTs).
+# Kafka's internal topics (`__consumer_offsets`: every group's members, hosts and offsets) are
+# never shown, even when listed here.
+KAFKA_BROWSE_TOPICS = env.list("KAFKA_BROWSE_TOPICS", default=[])
 
 for _address in KAFKA_BOOTSTRAP_SERVERS:
     # kafka-python fails on a malformed address only when a client is built (a health check's 500).

@@ -1,6 +1,8 @@
 from django.contrib import admin, messages
+from django.db.models.constants import LOOKUP_SEP
 from django.utils.translation import ngettext
 
+from kafka_bridge.browse_views import BROWSE_PERMISSION
 from kafka_bridge.models import CutDeadLetter, OutboxEvent
 from kafka_bridge.outbox import outbox_quarantine_release
 
@@ -55,6 +57,28 @@ class OutboxEventAdmin(admin.ModelAdmin):
     search_fields = ["event_id", "key"]
     ordering = ["-id"]
     actions = ["release_quarantined"]
+
+    # The record an event becomes: its value and headers carry order data, so they are shown
+    # only to those who may read the records on the topic (the topic browser's permission).
+    record_fields = ("payload", "headers")
+
+    def may_read_records(self, request) -> bool:
+        return request.user.has_perm(BROWSE_PERMISSION)
+
+    def get_exclude(self, request, obj=None):
+        exclude = list(super().get_exclude(request, obj) or [])
+        if not self.may_read_records(request):
+            exclude.extend(self.record_fields)
+        return exclude
+
+    def lookup_allowed(self, lookup, value, request=None):
+        # Django lets the changelist's URL filter on any field (?payload__contains=...): rows
+        # found or not would tell what the value holds.
+        if lookup.split(LOOKUP_SEP)[0] in self.record_fields and (
+            request is None or not self.may_read_records(request)
+        ):
+            return False
+        return super().lookup_allowed(lookup, value, request)
 
     @admin.display(boolean=True, description="quarantined", ordering="quarantined_at")
     def is_quarantined(self, obj: OutboxEvent) -> bool:

@@ -10,7 +10,7 @@ a record into a link with `record_linker_register`.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from datetime import datetime
 
 from kafka import TopicPartition
@@ -73,12 +73,16 @@ def record_link(*, record: RecordView) -> str | None:
     return None
 
 
-def topics_summarize(*, timeout_ms: int) -> list[TopicSummary]:
-    """Every topic but the broker's internal ones, by name. Raises `BrokerUnavailable`."""
+def topics_summarize(*, names: Collection[str], timeout_ms: int) -> list[TopicSummary]:
+    """The topics of `names` the broker has, by name, but never its internal ones. Raises
+    `BrokerUnavailable`."""
     deadline = time.monotonic() + timeout_ms / 1000
     try:
         with admin_client(timeout_ms=timeout_ms) as admin:
-            described = [t for t in admin.describe_topics() if t["error_code"] == 0 and not t["is_internal"]]
+            # Only the topics asked for: an empty list describes none (None would be all).
+            described = [
+                t for t in admin.describe_topics(sorted(names)) if t["error_code"] == 0 and not t["is_internal"]
+            ]
             partitions = [TopicPartition(t["name"], p["partition_index"]) for t in described for p in t["partitions"]]
             earliest = partition_offsets(admin, partitions, OffsetSpec.EARLIEST, deadline)
             latest = partition_offsets(admin, partitions, OffsetSpec.LATEST, deadline)

@@ -133,8 +133,10 @@ def remaining_ms(deadline: float) -> int:
 
 
 def topic_partitions(admin, topic: str, partitions: Iterable[int] | None) -> list[TopicPartition]:
-    """`topic`'s partitions (those in `partitions`, or all). Raises `TopicNotFound`."""
-    described = [t for t in admin.describe_topics([topic]) if t["error_code"] == 0]
+    """`topic`'s partitions (those in `partitions`, or all). Raises `TopicNotFound`, also for
+    the broker's internal topics, which are not read: `__consumer_offsets` holds every group's
+    members, hosts and offsets."""
+    described = [t for t in admin.describe_topics([topic]) if t["error_code"] == 0 and not t["is_internal"]]
     if not described:
         raise TopicNotFound(f"no topic named {topic!r}")
     existing = sorted(p["partition_index"] for p in described[0]["partitions"])

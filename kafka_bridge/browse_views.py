@@ -1,14 +1,15 @@
 """The admin's topic browser: the topics with their record counts, and one topic's records.
 
 Records carry order data, so both pages need the `kafka_bridge.browse_topics` permission on top
-of staff status (the status page needs staff status only). The reading is `kafka_bridge.browse`.
+of staff status (the status page needs staff status only). They show the apps' own topics and
+those of KAFKA_BROWSE_TOPICS, never Kafka's internal ones. The reading is `kafka_bridge.browse`.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from datetime import UTC
+from datetime import UTC, datetime
 from functools import wraps
 from typing import Any
 from urllib.parse import urlencode
@@ -31,6 +32,7 @@ from kafka_bridge.browse import (
     topics_summarize,
 )
 from kafka_bridge.client import BrokerUnavailable
+from kafka_bridge.registry import registered_topics
 
 BROWSE_PERMISSION = "kafka_bridge.browse_topics"
 # Records a page lists when it does not say: a few screens to read, and (unfiltered, newest
@@ -52,6 +54,13 @@ VALUE_CUT_AT = 2_000
 MAX_SEARCH_LENGTH = 1_000
 # Kafka's own rule for topic names; anything else cannot be a topic, so it is not looked up.
 TOPIC_NAME = re.compile(r"[A-Za-z0-9._-]{1,249}")
+# Kafka names its internal topics so (`__consumer_offsets`, `__transaction_state`, ...); the
+# broker's `is_internal` is checked too, when the topic is read.
+INTERNAL_TOPIC_PREFIX = "__"
+# Kafka's record timestamps count milliseconds from here; an earlier time would be a negative
+# timestamp, which the offsets lookup takes for one of its special offsets (-1 latest, -2
+# earliest, -3 the largest timestamp) instead of a time.
+EARLIEST_TIME = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def browse_permission_required(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
@@ -65,6 +74,14 @@ def browse_permission_required(view: Callable[..., HttpResponse]) -> Callable[..
         return view(request, *args, **kwargs)
 
     return checked
+
+
+def browsable_topics() -> set[str]:
+    """The topics the browser shows: the apps' own (their event topics and the topics they have
+    `ensure_topics` manage, dead-letter topics among them) and KAFKA_BROWSE_TOPICS, never an
+    internal one: `__consumer_offsets` holds every group's members, hosts and offsets."""
+    names = registered_topics() | set(settings.KAFKA_BROWSE_TOPICS)
+    return {name for name in names if not name.startswith(INTERNAL_TOPIC_PREFIX)}
 
 
 class UtcDateTimeField(forms.DateTimeField):
@@ -101,6 +118,15 @@ class RecordQueryForm(forms.Form):
     contains = forms.CharField(required=False, max_length=MAX_SEARCH_LENGTH, label="Value contains")
     full = forms.BooleanField(required=False, widget=forms.HiddenInput)
 
+    def clean_since(self) -> datetime | None:
+        since = self.cleaned_data["since"]
+        if since is not None and since < EARLIEST_TIME:
+            raise forms.ValidationError(
+                "From time must be 1970-01-01 00:00:00 UTC or later: record timestamps start there.",
+                code="before_1970",
+            )
+        return since
+
     def clean(self) -> dict[str, Any]:
         data = super().clean()
         if data.get("offset") is not None and data.get("since") is not None:
@@ -114,7 +140,7 @@ class RecordQueryForm(forms.Form):
 def topic_list_page(request: HttpRequest) -> HttpResponse:
     context = {**admin.site.each_context(request), "title": "Topics"}
     try:
-        context["topics"] = topics_summarize(timeout_ms=settings.KAFKA_STATUS_TIMEOUT_MS)
+        context["topics"] = topics_summarize(names=browsable_topics(), timeout_ms=settings.KAFKA_STATUS_TIMEOUT_MS)
     except BrokerUnavailable as exc:
         context["kafka_error"] = str(exc)
     return render(request, "kafka_bridge/topics.html", context)
@@ -124,6 +150,9 @@ def topic_list_page(request: HttpRequest) -> HttpResponse:
 def topic_records_page(request: HttpRequest, name: str) -> HttpResponse:
     if not TOPIC_NAME.fullmatch(name):
         raise Http404("not a topic name")
+    if name not in browsable_topics():
+        # Before any broker call: what the broker has beyond these is not for this page to say.
+        raise Http404("not a topic the browser shows")
     form = RecordQueryForm(request.GET)
     context: dict[str, Any] = {
         **admin.site.each_context(request),

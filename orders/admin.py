@@ -2,6 +2,7 @@ from collections.abc import Callable
 
 from django.conf import settings
 from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest
@@ -22,15 +23,24 @@ def order_page_panel_register(*, panel: OrderPagePanel) -> None:
         _order_page_panels.append(panel)
 
 
+# Said on a confirmed order's page above its lines, and to a post that tries to add one.
+CONFIRMED_LINES_LOCKED = "A confirmed order's lines cannot change: its event has left with them."
+
+
 def _is_confirmed(order: Order | None) -> bool:
     return order is not None and order.status == Order.Status.CONFIRMED
 
 
 class OrderLineFormSet(BaseInlineFormSet):
-    """The API's rules on an order's lines, for the admin too: one line per SKU."""
+    """The API's rules on an order's lines, for the admin too: one line per SKU, and none added
+    to a confirmed order."""
 
     def clean(self) -> None:
         super().clean()
+        if _is_confirmed(self.instance) and any(form.changed_data for form in self.extra_forms):
+            # Without add permission Django's inline forms report no change and the line would
+            # be dropped while the page says "changed successfully"; say no instead.
+            raise ValidationError(CONFIRMED_LINES_LOCKED, code="confirmed")
         first_line_of: dict[str, int] = {}
         for index, form in enumerate(self.forms):
             if (
@@ -60,12 +70,17 @@ class OrderLineInline(admin.TabularInline):
     extra = 1
     min_num = 1
 
+    def get_extra(self, request: HttpRequest, obj: Order | None = None, **kwargs) -> int:
+        return 0 if _is_confirmed(obj) else super().get_extra(request, obj, **kwargs)
+
     def get_max_num(self, request: HttpRequest, obj: Order | None = None, **kwargs) -> int:
-        return settings.ORDER_MAX_LINES
+        # 0: a confirmed order's page offers no "Add another" (its lines are shown all the same).
+        return 0 if _is_confirmed(obj) else settings.ORDER_MAX_LINES
 
     def get_formset(self, request: HttpRequest, obj: Order | None = None, **kwargs):
         # max_num alone only stops the page from offering more rows; a post may still hold more.
-        return super().get_formset(request, obj, validate_max=True, **kwargs)
+        # A confirmed order's posted lines are refused by the formset's clean(), with the reason.
+        return super().get_formset(request, obj, validate_max=not _is_confirmed(obj), **kwargs)
 
     def has_add_permission(self, request: HttpRequest, obj: Order | None = None) -> bool:
         return not _is_confirmed(obj) and super().has_add_permission(request, obj)
@@ -92,6 +107,8 @@ class OrderAdmin(admin.ModelAdmin):
         # Here the admin has read the order and checked the user may see it: the panels use both.
         if obj is not None and request.method == "GET":
             context["order_panels"] = [html for panel in _order_page_panels if (html := panel(request, obj))]
+        if _is_confirmed(obj):
+            context["lines_locked"] = CONFIRMED_LINES_LOCKED
         return super().render_change_form(request, context, add, change, form_url, obj)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[Order]:

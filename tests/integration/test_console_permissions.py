@@ -7,6 +7,8 @@ Four kinds of user meet each page and action:
 - staff-with: staff holding the page's permission and no other console permission.
 The first two are sent to the admin's login, the third is refused with a 403, the fourth gets in
 and sees what the others must not (a record's value, a dead letter's error, a topic's name).
+The outbox's pages are for staff who may view the outbox; of them, only those who may browse the
+topics see an event's record (its payload and headers), as on the topic.
 
 Admin actions refuse differently: Django runs only the actions it offers the user, and staff
 without the permission are offered none on these changelists, so their post is answered with the
@@ -17,6 +19,7 @@ as the `console` fixture made it and an allowed one changes in its own part only
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -24,6 +27,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+from django.utils.html import escape
 from kafka import KafkaAdminClient, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
@@ -41,6 +45,7 @@ BROWSE = "kafka_bridge.browse_topics"
 REDRIVE = "exports.redrive_orderexport"
 CONFIRM = "orders.confirm_order"
 VIEW_EXPORTS = "exports.view_orderexport"
+VIEW_OUTBOX = "kafka_bridge.view_outboxevent"
 CONSOLE_PERMISSIONS = (BROWSE, REDRIVE, CONFIRM)
 
 ADMIN_LOGIN = "/admin/login/"
@@ -162,6 +167,12 @@ OFFERS = {
     ),
     # The status page is for all staff; the orders and errors of failed exports are not.
     "status-failed-exports": Offer("/admin/kafka-status/", VIEW_EXPORTS, ('<table class="failed-exports">',)),
+    "outbox-event-record": Offer(
+        lambda c: f"/admin/kafka_bridge/outboxevent/{outbox_event(c).pk}/change/",
+        BROWSE,
+        ('class="form-row field-payload"', 'class="form-row field-headers"'),
+        needs=(VIEW_OUTBOX,),
+    ),
     "order-delivery-panel": Offer(
         lambda c: f"/admin/orders/order/{c.failed_export.order_id}/change/",
         VIEW_EXPORTS,
@@ -220,6 +231,11 @@ def answer(response, url: str) -> str:
             return "login"
         return f"302 {location.path}"
     return str(response.status_code)
+
+
+def outbox_event(console: Console) -> OutboxEvent:
+    """The failed export's event in the outbox."""
+    return OutboxEvent.objects.get(event_id=console.failed_export.event_id)
 
 
 def console_state(console: Console, admin: KafkaAdminClient) -> dict[str, Any]:
@@ -314,3 +330,40 @@ def test_the_console_links_to_a_page_or_offers_an_action_only_with_its_permissio
     assert response.status_code == 200
     text = response.content.decode()
     assert {item: item in text for item in offer.offered} == dict.fromkeys(offer.offered, kind == STAFF_WITH)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_an_outbox_events_record_is_shown_only_to_staff_who_may_browse_the_topics(client, console, kind):
+    event = outbox_event(console)
+    url = f"/admin/kafka_bridge/outboxevent/{event.pk}/change/"
+    log_in(client, kind, permission=BROWSE, needs=(VIEW_OUTBOX,))
+
+    response = client.get(url)
+
+    text = response.content.decode()
+    assert (
+        answer(response, url) == {ANONYMOUS: "login", NOT_STAFF: "login", STAFF_WITHOUT: "200", STAFF_WITH: "200"}[kind]
+    )
+    assert (escape(event.payload) in text) == (kind == STAFF_WITH)
+    assert (escape(json.dumps(event.headers, ensure_ascii=False)) in text) == (kind == STAFF_WITH)
+    if kind == STAFF_WITHOUT:
+        assert f"OrderExportRequested {event.event_id}" in text  # the row, without its record
+
+
+@pytest.mark.parametrize("lookup", ["payload__contains", "headers__icontains", "payload"])
+@pytest.mark.parametrize("kind", (STAFF_WITHOUT, STAFF_WITH))
+def test_the_outbox_list_filters_on_an_events_record_only_for_staff_who_may_browse_the_topics(
+    client, console, kind, lookup
+):
+    """Rows found or not by a filter on the payload would tell what it holds, one guess at a time."""
+    event = outbox_event(console)
+    value = event.payload if lookup == "payload" else "OrderExportRequested"
+    log_in(client, kind, permission=BROWSE, needs=(VIEW_OUTBOX,))
+
+    response = client.get("/admin/kafka_bridge/outboxevent/", {lookup: value})
+
+    if kind == STAFF_WITH:
+        assert response.status_code == 200
+        assert [row.pk for row in response.context["cl"].result_list] == [event.pk]
+    else:
+        assert response.status_code == 400

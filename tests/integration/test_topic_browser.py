@@ -1,5 +1,6 @@
-"""The admin's topic browser against the real broker: which records a page shows and in what
-order, how it shows what is not plain text, the bounds it keeps, and who may see it."""
+"""The admin's topic browser against the real broker: which topics it shows, which records a
+page shows and in what order, how it shows what is not plain text, the bounds it keeps, and who
+may see it."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ import time
 from datetime import UTC, datetime
 
 import pytest
+from kafka import KafkaAdminClient, TopicPartition
+from kafka.structs import OffsetAndMetadata
 
 from kafka_bridge import browse_views
-from kafka_bridge.browse import record_at, topic_records_read
+from kafka_bridge.browse import TopicNotFound, record_at, topic_records_read
 from tests.support.factories import user_factory
 from tests.support.helpers import wait_until
 from tests.support.records import produce_records
@@ -32,6 +35,21 @@ def shown(page) -> list[tuple[int, int]]:
 
 def records_url(topic: str) -> str:
     return f"/admin/kafka/topics/{topic}/"
+
+
+@pytest.fixture
+def kafka_topic_factory(kafka_topic_factory, settings):
+    """The suite's factory, each topic added to KAFKA_BROWSE_TOPICS (the browser shows only the
+    apps' topics and those listed) unless `browsable=False`."""
+    settings.KAFKA_BROWSE_TOPICS = []
+
+    def create(*, browsable: bool = True, **options) -> str:
+        topic = kafka_topic_factory(**options)
+        if browsable:
+            settings.KAFKA_BROWSE_TOPICS = [*settings.KAFKA_BROWSE_TOPICS, topic]
+        return topic
+
+    return create
 
 
 @pytest.fixture
@@ -135,8 +153,11 @@ def test_a_partition_the_topic_does_not_have_is_a_404_that_says_so(operator, int
 
 
 @pytest.mark.django_db
-def test_an_unknown_topic_is_a_404_that_says_so(operator, unique_name):
-    page = operator.get(records_url(unique_name("absent")))
+def test_an_unknown_topic_is_a_404_that_says_so(operator, unique_name, settings):
+    absent = unique_name("absent")
+    settings.KAFKA_BROWSE_TOPICS = [absent]
+
+    page = operator.get(records_url(absent))
 
     assert page.status_code == 404
     assert "No topic named" in page.content.decode()
@@ -339,7 +360,10 @@ def test_browsing_joins_no_consumer_group_and_leaves_no_thread_running(operator,
     for query in ({}, {"offset": 0}, {"key": "k1"}, {"partition": 0, "offset": 0, "full": 1}):
         assert operator.get(records_url(topic), query).status_code == 200
 
-    assert {g["group_id"] for g in kafka_admin.list_groups()} - groups_before == set()
+    new_groups = {g["group_id"] for g in kafka_admin.list_groups()} - groups_before
+    # Other tests on the shared broker (this run's or another worktree's) make groups meanwhile,
+    # each named by `unique_name` ("<prefix>-<test>-<8 hex>", maybe with a suffix): not the browser's.
+    assert {g for g in new_groups if not re.search(r"-[0-9a-f]{8}(\.|$)", g)} == set()
     wait_until(
         lambda: threading.active_count() <= threads_before,
         timeout=5,
@@ -480,3 +504,115 @@ def test_a_value_nested_too_deep_for_the_json_parser_is_shown_as_text():
 
     assert not record.value_is_json
     assert record.value_text == deep.decode()
+
+
+# --- which topics ---------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_the_apps_event_topic_and_its_dlt_are_browsable_without_listing_them(operator, export_topics, settings):
+    topic, dlt = export_topics
+    settings.KAFKA_BROWSE_TOPICS = []
+    produce_records(topic, [{"partition": 0, "key": b"1", "value": b"event-value"}])
+    produce_records(dlt, [{"partition": 0, "key": b"1", "value": b"dead-letter-value"}])
+
+    listed = operator.get("/admin/kafka/topics/").content.decode()
+
+    assert f'data-topic="{topic}"' in listed and f'data-topic="{dlt}"' in listed
+    assert "event-value" in operator.get(records_url(topic)).content.decode()
+    assert "dead-letter-value" in operator.get(records_url(dlt)).content.decode()
+
+
+@pytest.mark.django_db
+def test_a_topic_neither_the_apps_nor_listed_is_a_404_by_url_and_absent_from_the_list(
+    operator, kafka_topic_factory, settings
+):
+    other = kafka_topic_factory(browsable=False)
+    produce_records(other, [{"value": b"another-apps-secret"}])
+
+    refused = [
+        operator.get(url)
+        for url in (records_url(other), records_url(other) + "?partition=0&offset=0&full=1", records_url(other) + "x/")
+    ]
+    listed = operator.get("/admin/kafka/topics/").content.decode()
+
+    assert [page.status_code for page in refused] == [404, 404, 404]
+    assert not any("another-apps-secret" in page.content.decode() for page in refused)
+    assert other not in listed
+
+    settings.KAFKA_BROWSE_TOPICS = [other]
+
+    assert "another-apps-secret" in operator.get(records_url(other)).content.decode()
+    assert f'data-topic="{other}"' in operator.get("/admin/kafka/topics/").content.decode()
+
+
+@pytest.mark.django_db
+def test_kafkas_internal_topics_are_never_browsable_even_when_listed(
+    operator, settings, consumer_group, kafka_topic, kafka_admin: KafkaAdminClient
+):
+    # A group of this test's own, whose offsets are now records of __consumer_offsets.
+    kafka_admin.alter_group_offsets(consumer_group, {TopicPartition(kafka_topic, 0): OffsetAndMetadata(0, "", None)})
+    internal = [t["name"] for t in kafka_admin.describe_topics() if t["error_code"] == 0 and t["is_internal"]]
+    assert "__consumer_offsets" in internal
+    settings.KAFKA_BROWSE_TOPICS = [*internal, "__consumer_offsets"]
+
+    listed = operator.get("/admin/kafka/topics/").content.decode()
+    refused = [
+        operator.get(url)
+        for name in internal
+        for url in (
+            records_url(name),
+            records_url(name) + "?offset=0",
+            records_url(name) + "?partition=0&offset=0&full=1",
+            records_url(name) + "members/",
+        )
+    ]
+
+    assert not any(f'data-topic="{name}"' in listed for name in internal)
+    assert {page.status_code for page in refused} == {404}
+    assert not any(consumer_group in page.content.decode() for page in refused)
+
+
+def test_the_reading_refuses_a_topic_the_broker_says_is_internal_whatever_its_name(kafka_admin):
+    """Below the pages' check of the name: the broker's own `is_internal`."""
+    with pytest.raises(TopicNotFound):
+        topic_records_read(topic="__consumer_offsets", limit=1, max_scanned=1, timeout_ms=3000)
+    assert record_at(topic="__consumer_offsets", partition=0, offset=0, timeout_ms=3000) is None
+
+
+# --- "From time" ----------------------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "since",
+    [
+        # As milliseconds since 1970, -1, -2 and -3: Kafka's latest, earliest and largest timestamp.
+        "1969-12-31T23:59:59.999",
+        "1969-12-31T23:59:59.998",
+        "1969-12-31T23:59:59.997",
+        "1969-12-31T23:59:59",
+        "1900-01-01T00:00",
+    ],
+)
+def test_a_time_before_1970_is_a_form_error_on_from_time_not_a_special_offset(operator, interleaved_topic, since):
+    topic, _ = interleaved_topic
+
+    page = operator.get(records_url(topic), {"since": since})
+
+    assert page.status_code == 200
+    assert page.context["form"].errors == {
+        "since": ["From time must be 1970-01-01 00:00:00 UTC or later: record timestamps start there."]
+    }
+    assert "From time must be 1970-01-01 00:00:00 UTC or later" in page.content.decode()
+    assert shown(page) == []
+
+
+@pytest.mark.django_db
+def test_from_time_1970_01_01_reads_every_record_oldest_first(operator, interleaved_topic):
+    topic, _ = interleaved_topic
+
+    page = operator.get(records_url(topic), {"since": "1970-01-01T00:00:00"})
+
+    assert len(shown(page)) == 9
+    assert "oldest first" in page.content.decode()

@@ -104,13 +104,13 @@ def test_a_pending_orders_page_keeps_its_customer_and_lines_editable(admin_clien
     assert 'name="lines-0-sku"' in html
 
 
-def change_form_post(order: Order, *, delete_first_line: bool = False) -> dict:
+def change_form_post(order: Order, *, delete_first_line: bool = False, add_line: bool = True) -> dict:
     """What the change page would post to make the customer "c-changed", edit (or delete) the
-    first line and add a line "SKU-ADDED"."""
+    first line and (unless `add_line` is false) add a line "SKU-ADDED"."""
     line = order.lines.get()
     data = {
         "customer_id": "c-changed",
-        "lines-TOTAL_FORMS": "2",
+        "lines-TOTAL_FORMS": "2" if add_line else "1",
         "lines-INITIAL_FORMS": "1",
         "lines-MIN_NUM_FORMS": "1",
         "lines-MAX_NUM_FORMS": "1000",
@@ -127,6 +127,8 @@ def change_form_post(order: Order, *, delete_first_line: bool = False) -> dict:
     }
     if delete_first_line:
         data["lines-0-DELETE"] = "on"
+    if not add_line:
+        data = {name: value for name, value in data.items() if not name.startswith("lines-1-")}
     return data
 
 
@@ -140,10 +142,61 @@ def test_posting_changes_to_a_confirmed_order_changes_nothing(admin_client, dele
     order = order_factory(customer_id="c-sent", confirmed=True)
     before = order_contents(order)
 
-    response = admin_client.post(change_url(order), change_form_post(order, delete_first_line=delete_first_line))
+    response = admin_client.post(
+        change_url(order), change_form_post(order, delete_first_line=delete_first_line, add_line=False)
+    )
 
-    assert response.status_code == 302  # saved, with nothing of this to save
+    assert response.status_code == 302  # saved, with nothing of this to save: the page offers none of it
     assert order_contents(order) == before == ("c-sent", [("SKU-1", 2, "10.00")])
+
+
+def test_a_confirmed_orders_page_offers_no_row_to_add_a_line_and_says_why(admin_client):
+    order = order_factory(confirmed=True)
+
+    response = admin_client.get(change_url(order))
+
+    html = response.content.decode()
+    lines = lines_formset(response)
+    assert [form.original for form in lines] == list(order.lines.all())  # its line, and no empty row
+    # The admin's script offers "Add another Order line" while TOTAL_FORMS is below MAX_NUM_FORMS.
+    assert 'name="lines-TOTAL_FORMS" value="1"' in html
+    assert 'name="lines-MAX_NUM_FORMS" value="0"' in html
+    assert 'name="lines-1-sku"' not in html and "lines-empty" not in html
+    assert (
+        '<p class="help" id="lines-locked">A confirmed order&#x27;s lines cannot change: its event has left with them.</p>'
+        in html
+    )
+
+
+def test_a_pending_orders_page_offers_an_empty_row_and_says_nothing_of_locked_lines(admin_client, settings):
+    order = order_factory()
+
+    response = admin_client.get(change_url(order))
+
+    html = response.content.decode()
+    assert 'name="lines-TOTAL_FORMS" value="2"' in html  # its line and an empty row
+    assert f'name="lines-MAX_NUM_FORMS" value="{settings.ORDER_MAX_LINES}"' in html
+    assert 'name="lines-1-sku"' in html
+    assert 'id="lines-locked"' not in html
+
+
+def test_a_line_posted_to_a_confirmed_order_is_refused_with_the_reason_not_dropped_with_a_success(admin_client):
+    """What a user of the old page did: filled in its empty row and saved. The admin said
+    "changed successfully" and dropped the line."""
+    order = order_factory(customer_id="c-sent", confirmed=True)
+    form = change_form_post(order)
+    form["customer_id"] = "c-sent"
+    form.update({"lines-0-sku": "SKU-1", "lines-0-quantity": "2", "lines-0-unit_price": "10.00"})
+
+    response = admin_client.post(change_url(order), form, follow=True)
+
+    assert response.status_code == 200
+    assert response.redirect_chain == []  # the form again, not the changelist
+    html = response.content.decode()
+    assert "Please correct the error below." in html
+    assert "A confirmed order&#x27;s lines cannot change: its event has left with them." in html
+    assert not [str(m) for m in response.context["messages"] if "changed successfully" in str(m)]
+    assert order_contents(order) == ("c-sent", [("SKU-1", 2, "10.00")])
 
 
 def test_posting_changes_to_a_pending_order_changes_it(admin_client):
