@@ -67,7 +67,7 @@ def managed_topic_specs(*, partitions: int | None = None) -> list[TopicSpec]:
 def registered_topics() -> set[str]:
     """Every topic the apps named: their event types' topics, the topics `ensure_topics` manages
     for them and their watched groups' dead-letter topics."""
-    names = {topic() for topic in _event_topics.values()}
+    names = set(event_topics())
     names.update(spec.name for spec in managed_topic_specs())
     names.update(watched.dead_letter_topic() for watched in _watched_groups if watched.dead_letter_topic)
     return names
