@@ -257,7 +257,10 @@ def test_a_long_value_is_cut_and_its_link_shows_the_whole_record(operator, kafka
     text = page.content.decode()
     assert "THE-END" not in text
     assert "x" * browse_views.VALUE_CUT_AT in text
-    assert f"Cut at {browse_views.VALUE_CUT_AT} of {len(long_value)} characters" in text
+    assert (
+        f'The first {browse_views.VALUE_CUT_AT} characters of <span class="value-size">{len(long_value)}</span> bytes'
+        in text
+    )
     href = html.unescape(re.search(r'<a class="full-link" href="([^"]+)"', text).group(1))
     assert href == "?partition=0&offset=0&full=1"
 
@@ -437,7 +440,8 @@ def test_record_at_gives_the_exact_key_value_and_headers_the_broker_holds(kafka_
     record = record_at(topic=topic, partition=1, offset=sent.offset, timeout_ms=5000)
 
     assert (record.topic, record.partition, record.offset) == (topic, 1, 1)
-    assert (record.key, record.value, record.headers) == (b"7", b'{"a": 1}', headers)
+    assert (record.key, record.value_head, record.headers) == (b"7", b'{"a": 1}', headers)
+    assert record.value_complete and record.value_length == len(b'{"a": 1}')
     assert record.timestamp_ms == sent_at
 
 
@@ -462,7 +466,7 @@ def test_a_null_header_value_is_shown_as_null_and_an_empty_one_as_empty():
         offset=0,
         timestamp_ms=0,
         key=b"k",
-        value=b"v",
+        value_head=b"v",
         headers=[("nothing", None), ("empty", b"")],
     )
 
@@ -476,7 +480,7 @@ def test_a_value_nested_too_deep_for_the_json_parser_is_shown_as_text():
     from kafka_bridge.browse import RecordView
 
     deep = b"[" * 100_000 + b"]" * 100_000
-    record = RecordView(topic="t", partition=0, offset=0, timestamp_ms=0, key=None, value=deep)
+    record = RecordView(topic="t", partition=0, offset=0, timestamp_ms=0, key=None, value_head=deep)
 
     assert not record.value_is_json
     assert record.value_text == deep.decode()
