@@ -12,13 +12,18 @@ from config.views import (
     health,
     metrics,
 )
-from kafka_bridge.browse_views import topic_list_page, topic_records_page
+from kafka_bridge.browse_views import record_value_download, topic_list_page, topic_records_page
 from kafka_bridge.views import kafka_status_page
 
 urlpatterns = [
     path("admin/kafka-status/", admin.site.admin_view(kafka_status_page), name="kafka-status"),
     path("admin/kafka/topics/", admin.site.admin_view(topic_list_page), name="kafka-topics"),
     path("admin/kafka/topics/<str:name>/", admin.site.admin_view(topic_records_page), name="kafka-topic-records"),
+    path(
+        "admin/kafka/topics/<str:name>/<int:partition>/<int:offset>/value",
+        admin.site.admin_view(record_value_download),
+        name="kafka-record-value",
+    ),
     # The login pages, throttled, ahead of the routes they come from (admin/ and
     # rest_framework.urls): reversing "admin:login" and "rest_framework:login" still gives these
     # paths, which now resolve here.

@@ -15,11 +15,12 @@ from exports.redrive import REDRIVE_PERMISSION
 from exports.selectors import export_status_panel
 from exports.trace import RecordRead, order_trace
 from exports.trace_output import duration_text
-from kafka_bridge.browse_views import BROWSE_PERMISSION
+from kafka_bridge.browse_views import BROWSE_PERMISSION, record_value_url
 from orders.models import Order
 
 VIEW_EXPORTS_PERMISSION = "exports.view_orderexport"
-# Characters of the record's value shown on the panel; the topic browser has the rest.
+# Characters of the record's value shown on the panel (of the first VALUE_HEAD_BYTES read); the
+# topic browser and the download have the rest.
 VALUE_SHOWN = 2000
 
 
@@ -107,9 +108,15 @@ def _record_context(read: RecordRead | None, *, same_as: RecordRead | None = Non
     return {
         "read": read,
         "record": record,
-        "same_value": original is not None and original.value == record.value,
+        # Compared by hash and size: neither value is kept whole (kafka_bridge.browse).
+        "same_value": original is not None
+        and original.value_head is not None
+        and record.value_head is not None
+        and (original.value_length, original.value_sha256) == (record.value_length, record.value_sha256),
         "value": value[:VALUE_SHOWN] if value is not None else None,
-        "cut": value is not None and len(value) > VALUE_SHOWN,
+        "value_size": record.value_length,
+        "cut": value is not None and (len(value) > VALUE_SHOWN or not record.value_complete),
         "full_url": f"{reverse('kafka-topic-records', args=[read.topic])}?"
         + urlencode({"partition": read.partition, "offset": read.offset, "full": 1}),
+        "download_url": record_value_url(record=record),
     }

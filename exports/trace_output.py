@@ -76,6 +76,8 @@ def _record_lines(title: str, read: RecordRead | None) -> list[str]:
     lines.append(f"  timestamp {_when(record.timestamp) if record.timestamp else 'none'}, key {record.key_text!r}")
     lines += [f"  header {name}={'null' if text is None else text}" for name, text in record.header_texts]
     lines += ["  " + line for line in (record.value_text or "null").splitlines()]
+    if not record.value_complete:
+        lines.append(f"  (the first {len(record.value_head)} of {record.value_length} bytes)")
     return lines
 
 
@@ -161,13 +163,16 @@ def _record_data(read: RecordRead | None) -> dict[str, Any] | None:
         return {**data, "missing": read.missing}
     value: Any = record.value_text
     if record.value_is_json:
-        value = json.loads(record.value)
+        value = json.loads(record.value_head)
     return {
         **data,
         "timestamp": _iso(record.timestamp),
         "key": record.key_text,
         "headers": [[name, text] for name, text in record.header_texts],
+        # A value longer than what was read of it is its first bytes as text.
         "value": value,
+        "value_bytes": record.value_length,
+        "value_complete": record.value_complete,
     }
 
 

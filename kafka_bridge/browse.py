@@ -1,8 +1,9 @@
 """Reading a topic's records for people: the newest ones, or from an offset or a timestamp, in one
 partition or all, filtered by key or by text in the value.
 
-Every read is bounded in wall time and in records scanned, joins no consumer group and commits
-nothing: offsets and partitions come from the admin client, records from a consumer that is
+Every read is bounded in wall time, in records scanned and in the bytes it keeps of each record
+(`browse_records.VALUE_HEAD_BYTES` and the rest; see `browse_scan` for its memory), joins no
+consumer group and commits nothing: offsets and partitions come from the admin client, records from a consumer that is
 assigned its partitions and seeks. Nothing here knows what the records mean; other apps may turn
 a record into a link with `record_linker_register`.
 """
@@ -18,10 +19,13 @@ from kafka.errors import KafkaError
 from kafka.protocol.consumer import OffsetSpec
 
 from kafka_bridge.browse_records import (
+    HEADER_HEAD_BYTES,
+    KEY_HEAD_BYTES,
     STOPPED_AT_END,
     STOPPED_AT_LIMIT,
     STOPPED_AT_SCAN_BOUND,
     STOPPED_AT_TIME_BOUND,
+    VALUE_HEAD_BYTES,
     BrowseResult,
     PartitionRead,
     RecordView,
@@ -29,12 +33,14 @@ from kafka_bridge.browse_records import (
     TopicSummary,
     bytes_text,
 )
-from kafka_bridge.browse_scan import Scan, partition_offsets, record_matches, remaining_ms, topic_partitions
+from kafka_bridge.browse_scan import Scan, partition_offsets, remaining_ms, topic_partitions
 from kafka_bridge.client import BrokerUnavailable, admin_client, bootstrap_servers
 
 # The record types live in kafka_bridge.browse_records and the scanning in browse_scan; the
 # names callers use are all importable from here.
 __all__ = [
+    "HEADER_HEAD_BYTES",
+    "KEY_HEAD_BYTES",
     "STOPPED_AT_END",
     "STOPPED_AT_LIMIT",
     "STOPPED_AT_SCAN_BOUND",
@@ -44,6 +50,7 @@ __all__ = [
     "RecordView",
     "TopicNotFound",
     "TopicSummary",
+    "VALUE_HEAD_BYTES",
     "bytes_text",
     "record_at",
     "record_link",
@@ -114,6 +121,7 @@ def topic_records_read(
     limit: int,
     max_scanned: int,
     timeout_ms: int,
+    value_bytes: int | None = VALUE_HEAD_BYTES,
 ) -> BrowseResult:
     """Records of `topic` (all partitions, or those in `partitions`) matching `key` (the exact
     key, as UTF-8) and `contains` (bytes of the value, as UTF-8), at most `limit` of them.
@@ -122,7 +130,8 @@ def topic_records_read(
     at or after it), the first matches from there, oldest first; otherwise the newest matches,
     newest first. Both orders are by record timestamp, then partition and offset. At most
     `max_scanned` records are read and the whole call takes about `timeout_ms` at most; the
-    result says when either bound cut the search short. Raises `BrokerUnavailable` and
+    result says when either bound cut the search short. Each record keeps the first
+    `value_bytes` of its value (None: all of it) and its size. Raises `BrokerUnavailable` and
     `TopicNotFound`.
     """
     deadline = time.monotonic() + timeout_ms / 1000
@@ -148,7 +157,9 @@ def topic_records_read(
     scan = Scan(
         starts=starts,
         ends=latest,
-        matches=lambda record: record_matches(record, key_bytes, needle),
+        key=key_bytes,
+        contains=needle,
+        value_head_bytes=value_bytes,
         limit_per_partition=limit if forward else None,
         max_scanned=max_scanned,
     )
@@ -256,13 +267,22 @@ def _result(
     )
 
 
-def record_at(*, topic: str, partition: int, offset: int, timeout_ms: int) -> RecordView | None:
-    """The record at `offset` of `topic`'s `partition`, exactly as the broker holds it; None when
-    there is no such topic, partition or offset (past the end, deleted, or compacted away).
-    Raises `BrokerUnavailable`, also when the broker did not hand the record over in time."""
+def record_at(
+    *, topic: str, partition: int, offset: int, timeout_ms: int, value_bytes: int | None = VALUE_HEAD_BYTES
+) -> RecordView | None:
+    """The record at `offset` of `topic`'s `partition`, exactly as the broker holds it, its value
+    to its first `value_bytes` (None: all of it, for a download); None when there is no such
+    topic, partition or offset (past the end, deleted, or compacted away). Raises
+    `BrokerUnavailable`, also when the broker did not hand the record over in time."""
     try:
         result = topic_records_read(
-            topic=topic, partitions=[partition], from_offset=offset, limit=1, max_scanned=1, timeout_ms=timeout_ms
+            topic=topic,
+            partitions=[partition],
+            from_offset=offset,
+            limit=1,
+            max_scanned=1,
+            timeout_ms=timeout_ms,
+            value_bytes=value_bytes,
         )
     except TopicNotFound:
         return None

@@ -1,6 +1,7 @@
-"""The admin's topic browser: the topics with their record counts, and one topic's records.
+"""The admin's topic browser: the topics with their record counts, one topic's records, and one
+record's value as a download.
 
-Records carry order data, so both pages need the `kafka_bridge.browse_topics` permission on top
+Records carry order data, so these pages need the `kafka_bridge.browse_topics` permission on top
 of staff status (the status page needs staff status only). They show the apps' own topics and
 those of KAFKA_BROWSE_TOPICS, never Kafka's internal ones. The reading is `kafka_bridge.browse`.
 """
@@ -20,7 +21,9 @@ from django.contrib import admin
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.urls import reverse
 from django.utils import timezone
+from django.utils.http import content_disposition_header
 
 from kafka_bridge.browse import (
     BrowseResult,
@@ -45,10 +48,14 @@ MAX_LIMIT = 500
 # broker's and the web process's work per page, whatever the topic's size (10,000 order events
 # of a few lines each are a few megabytes to fetch and match).
 MAX_SCANNED = 10_000
-# Characters of a value shown in the list; the record's own page shows all of it. An order's
+# Characters of a value shown in the list; the record's own page shows more of it. An order's
 # event, pretty-printed, is about 400 characters and 95 more per order line: orders of up to
-# 16 lines show whole, and a huge value does not swamp the list.
+# 16 lines show whole, and a huge value does not swamp the list. What is read of each value is
+# bounded before that, in bytes (browse_records.VALUE_HEAD_BYTES).
 VALUE_CUT_AT = 2_000
+# Bytes of the value the record's own page reads and shows (pretty-printed when that is all of
+# it: a quarter of a megabyte of JSON takes some 20 ms). Past that, the value is a download.
+FULL_VALUE_BYTES = 256 * 1024
 # The longest key or text a search takes: far longer than any key the project writes or text an
 # operator types, and it is looked for in every record scanned.
 MAX_SEARCH_LENGTH = 1_000
@@ -172,6 +179,7 @@ def topic_records_page(request: HttpRequest, name: str) -> HttpResponse:
                     partition=query["partition"],
                     offset=query["offset"],
                     timeout_ms=settings.KAFKA_STATUS_TIMEOUT_MS,
+                    value_bytes=FULL_VALUE_BYTES,
                 )
                 context["full_record"] = _row(record, cut_at=None) if record else None
                 context["full_wanted"] = (query["partition"], query["offset"])
@@ -220,17 +228,59 @@ def _result_context(result: BrowseResult, *, query: dict[str, Any]) -> dict[str,
 
 def _row(record: RecordView, *, cut_at: int | None) -> dict[str, Any]:
     value = record.value_text
-    cut = cut_at is not None and value is not None and len(value) > cut_at
+    cut_here = cut_at is not None and value is not None and len(value) > cut_at
+    shown = value[:cut_at] if cut_here else value
     timestamp = record.timestamp
     return {
         "record": record,
         "timestamp": f"{timestamp:%Y-%m-%d %H:%M:%S}.{timestamp.microsecond // 1000:03d} UTC" if timestamp else None,
         "key": record.key_text,
-        "value": value[:cut_at] if cut else value,
+        "value": shown,
         "value_is_json": record.value_is_json,
-        "value_length": len(value) if value is not None else 0,
-        "cut": cut,
-        "full_url": "?" + urlencode({"partition": record.partition, "offset": record.offset, "full": 1}),
+        "value_size": record.value_length,
+        "shown_length": len(shown) if shown is not None else 0,
+        # Not all of the value is on the page: cut here, or only its head was read.
+        "cut": cut_here or not record.value_complete,
+        # The record's own page shows more of it, unless it showed all it read already.
+        "full_url": "?" + urlencode({"partition": record.partition, "offset": record.offset, "full": 1})
+        if cut_at is not None
+        else "",
+        "download_url": record_value_url(record=record),
         "headers": record.header_texts,
         "link": record_link(record=record),
     }
+
+
+def record_value_url(*, record: RecordView) -> str:
+    """Where the whole of `record`'s value is downloaded (for users with BROWSE_PERMISSION)."""
+    return reverse("kafka-record-value", args=[record.topic, record.partition, record.offset])
+
+
+@browse_permission_required
+def record_value_download(request: HttpRequest, name: str, partition: int, offset: int) -> HttpResponse:
+    """The whole value of one record, byte for byte, as a file: the pages show a bounded part of
+    it. It is read alone, by seeking to it, within KAFKA_STATUS_TIMEOUT_MS; it is held in memory
+    once (with the batch it came in, decompressed) while it is sent."""
+    if not TOPIC_NAME.fullmatch(name):
+        raise Http404("not a topic name")
+    if name not in browsable_topics():
+        raise Http404("not a topic the browser shows")
+    try:
+        record = record_at(
+            topic=name,
+            partition=partition,
+            offset=offset,
+            timeout_ms=settings.KAFKA_STATUS_TIMEOUT_MS,
+            value_bytes=None,
+        )
+    except BrokerUnavailable as exc:
+        return HttpResponse(f"Kafka is unreachable: {exc}\n", status=503, content_type="text/plain; charset=utf-8")
+    if record is None:
+        raise Http404("no record there")
+    if record.value_head is None:
+        raise Http404("the record's value is null")
+    response = HttpResponse(record.value_head, content_type="application/octet-stream")
+    response["Content-Disposition"] = content_disposition_header(
+        as_attachment=True, filename=f"{name}-{partition}-{offset}.bin"
+    )
+    return response

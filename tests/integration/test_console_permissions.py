@@ -106,6 +106,7 @@ PAGES = {
     "topic-list": Page("/admin/kafka/topics/", BROWSE, lambda c: f'data-topic="{c.topic}"'),
     "topic-records": Page(records_url, BROWSE, lambda c: c.record_value),
     "one-record": Page(lambda c: f"{records_url(c)}?partition=0&offset=0&full=1", BROWSE, lambda c: c.record_value),
+    "record-value-download": Page(lambda c: f"{records_url(c)}0/0/value", BROWSE, lambda c: c.record_value),
     "dead-letters": Page("/admin/exports/orderexport/dead-letters/", REDRIVE, lambda c: c.dead_letter_error),
     "reset-offsets": Page("/admin/exports/orderexport/reset-offsets/", REDRIVE, lambda c: 'name="target"'),
 }

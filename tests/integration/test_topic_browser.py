@@ -278,7 +278,10 @@ def test_a_long_value_is_cut_and_its_link_shows_the_whole_record(operator, kafka
     text = page.content.decode()
     assert "THE-END" not in text
     assert "x" * browse_views.VALUE_CUT_AT in text
-    assert f"Cut at {browse_views.VALUE_CUT_AT} of {len(long_value)} characters" in text
+    assert (
+        f'The first {browse_views.VALUE_CUT_AT} characters of <span class="value-size">{len(long_value)}</span> bytes'
+        in text
+    )
     href = html.unescape(re.search(r'<a class="full-link" href="([^"]+)"', text).group(1))
     assert href == "?partition=0&offset=0&full=1"
 
@@ -461,7 +464,8 @@ def test_record_at_gives_the_exact_key_value_and_headers_the_broker_holds(kafka_
     record = record_at(topic=topic, partition=1, offset=sent.offset, timeout_ms=5000)
 
     assert (record.topic, record.partition, record.offset) == (topic, 1, 1)
-    assert (record.key, record.value, record.headers) == (b"7", b'{"a": 1}', headers)
+    assert (record.key, record.value_head, record.headers) == (b"7", b'{"a": 1}', headers)
+    assert record.value_complete and record.value_length == len(b'{"a": 1}')
     assert record.timestamp_ms == sent_at
 
 
@@ -486,7 +490,7 @@ def test_a_null_header_value_is_shown_as_null_and_an_empty_one_as_empty():
         offset=0,
         timestamp_ms=0,
         key=b"k",
-        value=b"v",
+        value_head=b"v",
         headers=[("nothing", None), ("empty", b"")],
     )
 
@@ -500,7 +504,7 @@ def test_a_value_nested_too_deep_for_the_json_parser_is_shown_as_text():
     from kafka_bridge.browse import RecordView
 
     deep = b"[" * 100_000 + b"]" * 100_000
-    record = RecordView(topic="t", partition=0, offset=0, timestamp_ms=0, key=None, value=deep)
+    record = RecordView(topic="t", partition=0, offset=0, timestamp_ms=0, key=None, value_head=deep)
 
     assert not record.value_is_json
     assert record.value_text == deep.decode()
@@ -532,17 +536,23 @@ def test_a_topic_neither_the_apps_nor_listed_is_a_404_by_url_and_absent_from_the
 
     refused = [
         operator.get(url)
-        for url in (records_url(other), records_url(other) + "?partition=0&offset=0&full=1", records_url(other) + "x/")
+        for url in (
+            records_url(other),
+            records_url(other) + "?partition=0&offset=0&full=1",
+            records_url(other) + "x/",
+            records_url(other) + "0/0/value",
+        )
     ]
     listed = operator.get("/admin/kafka/topics/").content.decode()
 
-    assert [page.status_code for page in refused] == [404, 404, 404]
+    assert [page.status_code for page in refused] == [404, 404, 404, 404]
     assert not any("another-apps-secret" in page.content.decode() for page in refused)
     assert other not in listed
 
     settings.KAFKA_BROWSE_TOPICS = [other]
 
     assert "another-apps-secret" in operator.get(records_url(other)).content.decode()
+    assert operator.get(records_url(other) + "0/0/value").content == b"another-apps-secret"
     assert f'data-topic="{other}"' in operator.get("/admin/kafka/topics/").content.decode()
 
 
@@ -565,6 +575,7 @@ def test_kafkas_internal_topics_are_never_browsable_even_when_listed(
             records_url(name) + "?offset=0",
             records_url(name) + "?partition=0&offset=0&full=1",
             records_url(name) + "members/",
+            records_url(name) + "0/0/value",
         )
     ]
 
