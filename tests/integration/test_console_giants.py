@@ -88,8 +88,10 @@ def time_bound(settings) -> float:
 
 
 @pytest.fixture
-def giants_topic(kafka_topic_factory) -> str:
+def giants_topic(kafka_topic_factory, settings) -> str:
+    """A topic of giants, listed in KAFKA_BROWSE_TOPICS so that the browser shows it."""
     topic = kafka_topic_factory()
+    settings.KAFKA_BROWSE_TOPICS = [topic]
     produce_giants(topic)
     return topic
 

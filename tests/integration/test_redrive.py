@@ -5,11 +5,8 @@ import io
 import re
 import uuid
 from datetime import timedelta
-from decimal import Decimal
 
 import pytest
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Permission
 from django.core.management import CommandError, call_command
 from django.utils import timezone
 
@@ -17,9 +14,9 @@ from exports.models import OrderExport, RedriveAudit
 from kafka_bridge.models import OutboxEvent
 from kafka_bridge.relay import OutboxRelay
 from kafka_bridge.runner import StopFlag
-from orders.services import LineInput, order_confirm, order_create
 from tests.support.helpers import wait_until
 from tests.support.records import end_offsets, read_records
+from tests.support.redrive import DEAD_LETTERS_URL, dead_letter_position, dead_lettered_order, user_with
 
 pytestmark = [pytest.mark.kafka, pytest.mark.django_db(transaction=True)]
 
@@ -27,25 +24,6 @@ pytestmark = [pytest.mark.kafka, pytest.mark.django_db(transaction=True)]
 @pytest.fixture
 def consumer(refusing_consumer):
     return refusing_consumer
-
-
-def user_with(username: str, *, may_redrive: bool, staff: bool = True):
-    user = get_user_model().objects.create_user(username=username, password="pw", is_staff=staff)
-    perms = ["view_orderexport"] + (["redrive_orderexport"] if may_redrive else [])
-    user.user_permissions.add(*Permission.objects.filter(content_type__app_label="exports", codename__in=perms))
-    return user
-
-
-def dead_lettered_order(export_topics):
-    """An order whose export the platform refused, so its event sits on the DLT."""
-    order = order_create(customer_id="c-dlt", lines=[LineInput(sku="S", quantity=1, unit_price=Decimal("5.00"))])
-    order_confirm(order_id=order.pk)
-    wait_until(
-        lambda: OrderExport.objects.filter(order=order, status="failed").exists(),
-        timeout=30,
-        message="the refused export was not marked failed",
-    )
-    return order
 
 
 def replay(*args) -> str:
@@ -147,12 +125,6 @@ def test_replay_dlt_sends_the_event_again_and_it_is_exported_once(consumer, expo
     assert replay("--operator", "ops").strip() == "0 record(s) replayed"
 
 
-def dead_letter_position(dlt: str, order, *, records_on_the_dlt: int) -> str:
-    """`P:O` of the order's record on the DLT."""
-    [record] = [r for r in read_records(dlt, expected=records_on_the_dlt) if r.key == str(order.pk).encode()]
-    return f"{record.partition}:{record.offset}"
-
-
 def test_replay_dlt_offset_replays_only_that_record_and_a_later_replay_of_all_skips_it(
     consumer, export_topics, refusing_platform
 ):
@@ -220,9 +192,6 @@ def test_replay_dlt_rejects_an_offset_that_is_not_partition_and_offset(value):
         replay("--operator", "ops", "--offset", value)
 
     assert "is not PARTITION:OFFSET" in str(excinfo.value)
-
-
-DEAD_LETTERS_URL = "/admin/exports/orderexport/dead-letters/"
 
 
 def dead_letter_rows(response) -> list[str]:

@@ -18,9 +18,9 @@ from exports.dead_letters import REPLAY_CHUNK
 from exports.models import OrderExport, RedriveAudit
 from kafka_bridge.client import connection_config
 from kafka_bridge.dead_letter import _RecordCopyProducer
-from tests.integration.test_redrive import DEAD_LETTERS_URL, dead_letter_position, dead_lettered_order, user_with
 from tests.support.helpers import wait_until
 from tests.support.records import end_offsets, read_records
+from tests.support.redrive import DEAD_LETTERS_URL, dead_letter_position, dead_lettered_order, user_with
 
 pytestmark = [pytest.mark.kafka, pytest.mark.django_db(transaction=True)]
 
