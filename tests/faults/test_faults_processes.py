@@ -242,6 +242,9 @@ def test_sigterm_with_32_calls_in_flight_exits_0_within_15_s_after_recording_the
     assert_committed_to_the_end(kafka_admin, export_group, topic)
 
 
+# Restarts the server every test database lives on: run alone (`make test` runs the serial
+# tests first, then the rest in parallel).
+@pytest.mark.serial
 @pytest.mark.skipif(
     not os.environ.get("DATABASE_URL", "").startswith("postgres"), reason="restarts the project's PostgreSQL"
 )

@@ -155,6 +155,9 @@ def test_the_database_lost_between_a_send_and_its_marking_sends_nothing_twice(ka
 # --- PostgreSQL restarted under a running relay process ----------------------------------------
 
 
+# Restarts the server every test database lives on: run alone (`make test` runs the serial
+# tests first, then the rest in parallel).
+@pytest.mark.serial
 @pytest.mark.skipif(
     not os.environ.get("DATABASE_URL", "").startswith("postgres"), reason="restarts the project's PostgreSQL"
 )
