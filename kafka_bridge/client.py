@@ -222,6 +222,11 @@ class _AdminClient(ClosedOnFailedBootstrap, KafkaAdminClient):
 
     _COORDINATOR_NOT_READY = (CoordinatorNotAvailableError, CoordinatorLoadInProgressError)
 
+    def list_groups(self, *args, **kwargs):
+        # A broker loading its `__consumer_offsets` partitions answers ListGroups with
+        # COORDINATOR_LOAD_IN_PROGRESS too: the status page on a broker just started.
+        return self._when_coordinator_ready(super().list_groups, *args, **kwargs)
+
     def describe_groups(self, *args, **kwargs):
         return self._when_coordinator_ready(super().describe_groups, *args, **kwargs)
 

@@ -2,6 +2,7 @@
 request timeout, and surface every other error at once."""
 
 import pytest
+from kafka import KafkaAdminClient
 from kafka.errors import CoordinatorLoadInProgressError, CoordinatorNotAvailableError, GroupAuthorizationFailedError
 
 from kafka_bridge.client import _AdminClient
@@ -56,3 +57,14 @@ def test_any_other_error_is_raised_at_the_first_answer():
         _admin(request_timeout_ms=10_000)._when_coordinator_ready(call)
 
     assert len(calls) == 1
+
+
+@pytest.mark.parametrize(
+    "method", ["list_groups", "describe_groups", "list_group_offsets", "alter_group_offsets", "delete_groups"]
+)
+def test_every_group_call_waits_for_a_coordinator_loading_its_groups(method, monkeypatch):
+    call, calls = _answers(CoordinatorLoadInProgressError("loading"), ["answer"])
+    monkeypatch.setattr(KafkaAdminClient, method, lambda self, *args, **kwargs: call(*args, **kwargs))
+
+    assert getattr(_admin(request_timeout_ms=10_000), method)() == ["answer"]
+    assert len(calls) == 2
