@@ -151,7 +151,8 @@ class ExportProcessor:
             if plan is not None and timing is not None:
                 calls.append(
                     PlatformCall(
-                        plan=plan,
+                        request=plan.request,
+                        first_attempt=plan.export is None,
                         topic=record.topic,
                         partition=record.partition,
                         offset=record.offset,
