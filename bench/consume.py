@@ -91,8 +91,7 @@ def export_consumer_run(
     from django.conf import settings
 
     from bench.fake_platform import TimingClient, TimingPlatformClient
-    from exports.clients import platform_client
-    from exports.processor import export_consumer
+    from exports.processor import export_consumer, platform_client
     from kafka_bridge.runner import StopFlag
 
     stop = StopFlag()

@@ -84,4 +84,4 @@ SPECTACULAR_SETTINGS = {
 }
 
 # Where `orders` hands its domain events: the Kafka outbox.
-DOMAIN_EVENT_RECORDER = "kafka_bridge.outbox.outbox_record"
+DOMAIN_EVENT_RECORDER = "kafka_bridge.recorder.outbox_record"

@@ -6,25 +6,24 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db.models import F, Window
 from django.db.models.functions import RowNumber
 
 from exports.bulk_writes import rows_insert
+from exports.events import ExportRequest
 from exports.models import ExportAttempt
-
-if TYPE_CHECKING:
-    from exports.services import ExportPlan
 
 
 @dataclass(frozen=True)
 class PlatformCall:
-    """One call to the platform as a consumer made it, for its order's attempt log: the plan it
-    carried out, the record it came from, and what came of it (`error` None: exported)."""
+    """One call to the platform as a consumer made it, for its order's attempt log: the request
+    it sent, the record it came from, and what came of it (`error` None: exported).
+    `first_attempt`: the order had no export before this call, so no older attempts to prune."""
 
-    plan: ExportPlan
+    request: ExportRequest
+    first_attempt: bool
     topic: str
     partition: int
     offset: int
@@ -55,7 +54,7 @@ def attempts_record(*, calls: Sequence[PlatformCall]) -> None:
     exported, failed = ExportAttempt.Outcome.EXPORTED.value, ExportAttempt.Outcome.FAILED.value
     rows = []
     for call in calls:
-        request, error = call.plan.request, call.error
+        request, error = call.request, call.error
         rows.append(
             (
                 request.order_id,
@@ -71,7 +70,7 @@ def attempts_record(*, calls: Sequence[PlatformCall]) -> None:
             )
         )
     rows_insert(ExportAttempt, ATTEMPT_COLUMNS, rows)
-    retried = {call.plan.request.order_id for call in calls if call.plan.export is not None}
+    retried = {call.request.order_id for call in calls if not call.first_attempt}
     if retried:
         stale = list(
             ExportAttempt.objects.filter(order_id__in=retried)

@@ -1,22 +1,16 @@
-"""Clients of the external platform: the `ExternalPlatformClient` interface and its errors, the
-fake one for development and tests, and `platform_client()`, which gives the one the settings
-choose (`platform_kind` says which). The HTTP one, used when EXPORT_PLATFORM_URL is set, is
-`exports.http_client.HttpExternalPlatformClient`."""
+"""Clients of the external platform: the `ExternalPlatformClient` interface and its errors, and
+the fake one for development and tests. The HTTP one, used when EXPORT_PLATFORM_URL is set, is
+`exports.http_client.HttpExternalPlatformClient`, built on this module; which of the two the
+settings choose is `exports.processor.platform_client`."""
 
 from __future__ import annotations
 
 import abc
 import threading
 from collections import deque
-from typing import TYPE_CHECKING, Any
-
-from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
+from typing import Any
 
 from kafka_bridge.consumer import NonRetryableError, RetryableError
-
-if TYPE_CHECKING:
-    from exports.http_client import HttpExternalPlatformClient
 
 __all__ = [
     "ExportError",
@@ -25,8 +19,6 @@ __all__ = [
     "PermanentExportError",
     "TransientExportError",
     "fake_platform_client",
-    "platform_client",
-    "platform_kind",
 ]
 
 
@@ -56,7 +48,7 @@ class ExternalPlatformClient(abc.ABC):
 class FakeExternalPlatformClient(ExternalPlatformClient):
     """Takes every order and sends it nowhere, so that every order it is given ends up marked
     exported: for development and tests, and never chosen in production unless
-    EXPORT_PLATFORM=fake says so (see `platform_kind`).
+    EXPORT_PLATFORM=fake says so (see `exports.processor.platform_kind`).
 
     It remembers the last `max_received` calls (100,000 by default, about 20 MB), in arrival
     order, for tests and the benchmarks to read; older ones are forgotten, so that a consumer
@@ -90,43 +82,9 @@ class FakeExternalPlatformClient(ExternalPlatformClient):
 
 
 _fake_client = FakeExternalPlatformClient()
-_http_clients: dict[tuple[str, float, int], HttpExternalPlatformClient] = {}
-_http_clients_lock = threading.Lock()
-
-
-def platform_kind() -> str:
-    """ "http" when EXPORT_PLATFORM_URL is set; "fake" when EXPORT_PLATFORM=fake asks for it, or
-    in development (DJANGO_DEBUG=true). Otherwise raises ImproperlyConfigured: a production
-    consumer on the fake would mark every order exported and send none to the platform."""
-    if settings.EXPORT_PLATFORM_URL:
-        return "http"
-    if settings.EXPORT_PLATFORM == "fake" or settings.DEBUG:
-        return "fake"
-    raise ImproperlyConfigured(
-        "EXPORT_PLATFORM_URL is not set: set it to the platform's URL, or set EXPORT_PLATFORM=fake "
-        "for the fake platform, which marks orders exported and sends them nowhere"
-    )
-
-
-def platform_client() -> ExternalPlatformClient:
-    """The client `platform_kind` chooses: the HTTP client of EXPORT_PLATFORM_URL, or the
-    process-wide fake (so tests and the admin can read what it received). Raises
-    ImproperlyConfigured as `platform_kind` does."""
-    if platform_kind() == "fake":
-        return _fake_client
-    # Imported here: the HTTP client's module builds on this one's interface and errors.
-    from exports.http_client import HttpExternalPlatformClient
-
-    url = settings.EXPORT_PLATFORM_URL
-    pool_size = getattr(settings, "EXPORT_CONCURRENCY", 32)
-    key = (url, settings.EXPORT_PLATFORM_TIMEOUT, pool_size)
-    with _http_clients_lock:
-        if key not in _http_clients:
-            _http_clients[key] = HttpExternalPlatformClient(
-                url=url, timeout=settings.EXPORT_PLATFORM_TIMEOUT, pool_size=pool_size
-            )
-        return _http_clients[key]
 
 
 def fake_platform_client() -> FakeExternalPlatformClient:
+    """The process-wide fake that `exports.processor.platform_client` gives when the settings
+    choose no platform URL."""
     return _fake_client

@@ -17,7 +17,14 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from exports.clients import ExternalPlatformClient, PermanentExportError, TransientExportError
-from exports.http_deadlines import _Call, _Connection, _DeadlinePassed, _deadlines, _is_dropped, _TLSConnection
+from exports.http_deadlines import (
+    DeadlineConnection,
+    DeadlinePassed,
+    DeadlineTLSConnection,
+    HttpCall,
+    deadline_watcher,
+    socket_is_dropped,
+)
 
 TRANSIENT_STATUSES = {408, 429}
 # Statuses whose Retry-After is read: "slow down" and "down for a while".
@@ -93,11 +100,11 @@ class HttpExternalPlatformClient(ExternalPlatformClient):
         return f"<HttpExternalPlatformClient {self._safe_url} timeout={self.timeout:g}s pool_size={self.pool_size}>"
 
     def send(self, *, order: dict[str, Any], idempotency_key: str) -> None:
-        call = _Call(time.monotonic() + self.timeout)
+        call = HttpCall(time.monotonic() + self.timeout)
         body = json.dumps(order, separators=(",", ":")).encode("utf-8")
         try:
             status, retry_after, text = self._post(call, body, idempotency_key)
-        except _DeadlinePassed:
+        except DeadlinePassed:
             raise TransientExportError(f"timeout after {self.timeout:g} s") from None
         if 200 <= status < 300 or status == 409:
             return
@@ -117,11 +124,11 @@ class HttpExternalPlatformClient(ExternalPlatformClient):
 
     # --- one call ---------------------------------------------------------------------------
 
-    def _post(self, call: _Call, body: bytes, key: str) -> tuple[int, float | None, str]:
-        _deadlines.watch(call)
+    def _post(self, call: HttpCall, body: bytes, key: str) -> tuple[int, float | None, str]:
+        deadline_watcher.watch(call)
         try:
             if not self._slots.acquire(timeout=call.time_left()):
-                raise _DeadlinePassed
+                raise DeadlinePassed
             try:
                 return self._post_on_a_connection(call, body, key)
             finally:
@@ -129,7 +136,7 @@ class HttpExternalPlatformClient(ExternalPlatformClient):
         finally:
             call.finish()
 
-    def _post_on_a_connection(self, call: _Call, body: bytes, key: str) -> tuple[int, float | None, str]:
+    def _post_on_a_connection(self, call: HttpCall, body: bytes, key: str) -> tuple[int, float | None, str]:
         conn = self._take_idle()
         reused = conn is not None
         while True:
@@ -143,11 +150,11 @@ class HttpExternalPlatformClient(ExternalPlatformClient):
                 # descriptor that may already belong to another socket.
                 call.unwatch()
                 _discard(conn)
-                if not isinstance(exc, (_DeadlinePassed, OSError, http.client.HTTPException)):
+                if not isinstance(exc, (DeadlinePassed, OSError, http.client.HTTPException)):
                     raise
                 # Socket timeouts are set to the time left: one firing means the deadline.
-                if call.expired or isinstance(exc, (_DeadlinePassed, TimeoutError)):
-                    raise _DeadlinePassed from None
+                if call.expired or isinstance(exc, (DeadlinePassed, TimeoutError)):
+                    raise DeadlinePassed from None
                 # The platform may close an idle connection just as it is taken, and the
                 # request then never reached it: once more on a new connection. Should it have
                 # arrived after all, the Idempotency-Key makes the repeat harmless.
@@ -159,7 +166,7 @@ class HttpExternalPlatformClient(ExternalPlatformClient):
             # it; expired meanwhile, the socket may have been shut down under the last read.
             if call.finish():
                 _discard(conn)
-                raise _DeadlinePassed
+                raise DeadlinePassed
             if keep:
                 self._give_back(conn)
             else:
@@ -167,7 +174,7 @@ class HttpExternalPlatformClient(ExternalPlatformClient):
             return status, retry_after, text
 
     def _exchange(
-        self, conn: http.client.HTTPConnection, call: _Call, body: bytes, key: str
+        self, conn: http.client.HTTPConnection, call: HttpCall, body: bytes, key: str
     ) -> tuple[int, float | None, str, bool]:
         if conn.sock is None:
             conn.connect()
@@ -207,8 +214,8 @@ class HttpExternalPlatformClient(ExternalPlatformClient):
 
     def _new_connection(self) -> http.client.HTTPConnection:
         if self._tls_context is not None:
-            return _TLSConnection(self._host, self._port, context=self._tls_context)
-        return _Connection(self._host, self._port)
+            return DeadlineTLSConnection(self._host, self._port, context=self._tls_context)
+        return DeadlineConnection(self._host, self._port)
 
     def _take_idle(self) -> http.client.HTTPConnection | None:
         while True:
@@ -218,7 +225,7 @@ class HttpExternalPlatformClient(ExternalPlatformClient):
                 # Last in, first out: the most recently used connection is the likeliest to be
                 # alive, and the ones at the bottom age out on the platform's side.
                 conn = self._idle.pop()
-            if conn.sock is not None and not _is_dropped(conn.sock):
+            if conn.sock is not None and not socket_is_dropped(conn.sock):
                 return conn
             _discard(conn)
 

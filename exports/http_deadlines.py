@@ -1,7 +1,9 @@
-"""The HTTP client's sockets and connections, bound by each call's deadline: `_Call` (one
-`send()` and the socket it is busy with), `_DeadlineWatcher` (the thread that shuts a call's
-socket down at its deadline), the connection classes that connect and write within it, and
-`_is_dropped` (is an idle keep-alive socket still usable)."""
+"""The HTTP client's sockets and connections, bound by each call's deadline: `HttpCall` (one
+`send()` and the socket it is busy with), `deadline_watcher` (the thread that shuts a call's
+socket down at its deadline), the connection classes that connect and write within it
+(`DeadlineConnection`, `DeadlineTLSConnection`), `DeadlinePassed` (how a call learns its time is
+up), and `socket_is_dropped` (is an idle keep-alive socket still usable). The client,
+`exports.http_client`, uses these names and nothing else of this module."""
 
 from __future__ import annotations
 
@@ -15,11 +17,11 @@ import threading
 import time
 
 
-class _DeadlinePassed(Exception):
+class DeadlinePassed(Exception):
     """The call's deadline passed; it ends as a timeout whatever it was doing."""
 
 
-class _Call:
+class HttpCall:
     """One `send()`: its deadline, and the socket the deadline thread shuts down if the call is
     still busy with it by then. The lock makes "finished" and "shut down" exclusive, so that a
     socket already back in the pool (or closed, its descriptor reused) is never touched."""
@@ -36,13 +38,13 @@ class _Call:
     def time_left(self) -> float:
         left = self.deadline - time.monotonic()
         if left <= 0 or self.expired:
-            raise _DeadlinePassed
+            raise DeadlinePassed
         return left
 
     def watch(self, sock: socket.socket) -> None:
         with self._lock:
             if self.expired:
-                raise _DeadlinePassed
+                raise DeadlinePassed
             self._sock = sock
 
     def unwatch(self) -> None:
@@ -86,11 +88,11 @@ class _DeadlineWatcher:
 
     def _reset(self) -> None:
         self._cond = threading.Condition(threading.Lock())
-        self._heap: list[tuple[float, int, _Call]] = []
+        self._heap: list[tuple[float, int, HttpCall]] = []
         self._seq = itertools.count()
         self._thread: threading.Thread | None = None
 
-    def watch(self, call: _Call) -> None:
+    def watch(self, call: HttpCall) -> None:
         with self._cond:
             heapq.heappush(self._heap, (call.deadline, next(self._seq), call))
             if self._thread is None:
@@ -119,10 +121,11 @@ class _DeadlineWatcher:
                 call.expire()
 
 
-_deadlines = _DeadlineWatcher()
+# The process's one watcher: every call is handed to it (`watch`) when it starts.
+deadline_watcher = _DeadlineWatcher()
 
 
-def _open_socket(host: str, port: int, call: _Call) -> socket.socket:
+def _open_socket(host: str, port: int, call: HttpCall) -> socket.socket:
     """socket.create_connection with the call's time left, each socket watched while it
     connects. Name resolution is the one step only the system resolver bounds."""
     error: OSError | None = None
@@ -137,7 +140,7 @@ def _open_socket(host: str, port: int, call: _Call) -> socket.socket:
             call.unwatch()
             sock.close()
             if call.expired:
-                raise _DeadlinePassed from exc
+                raise DeadlinePassed from exc
             error = exc
         except BaseException:
             call.unwatch()
@@ -150,7 +153,7 @@ class _DeadlineConnectionMixin:
     """What both connection classes share: connect within the call's deadline (`call` is set
     by the client for each use), and write the request in one piece."""
 
-    call: _Call | None = None
+    call: HttpCall | None = None
     # The last answer read on this connection.
     response: http.client.HTTPResponse | None = None
 
@@ -169,11 +172,13 @@ class _DeadlineConnectionMixin:
         self.send(data)
 
 
-class _Connection(_DeadlineConnectionMixin, http.client.HTTPConnection):
-    pass
+class DeadlineConnection(_DeadlineConnectionMixin, http.client.HTTPConnection):
+    """A plain HTTP connection that connects and writes within its `call`'s deadline."""
 
 
-class _TLSConnection(_DeadlineConnectionMixin, http.client.HTTPSConnection):
+class DeadlineTLSConnection(_DeadlineConnectionMixin, http.client.HTTPSConnection):
+    """An HTTPS connection that connects, shakes hands and writes within its `call`'s deadline."""
+
     def connect(self) -> None:
         _DeadlineConnectionMixin.connect(self)
         # The handshake after wrapping, so the deadline thread can end a stalled one too.
@@ -184,7 +189,7 @@ class _TLSConnection(_DeadlineConnectionMixin, http.client.HTTPSConnection):
         sock.do_handshake()
 
 
-def _is_dropped(sock: socket.socket) -> bool:
+def socket_is_dropped(sock: socket.socket) -> bool:
     """An idle keep-alive socket that is readable was closed by the platform (or holds bytes
     nobody asked for): either way it cannot carry the next request."""
     try:

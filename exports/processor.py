@@ -1,20 +1,24 @@
 """What `run_export_consumer` does with the records of the event topic: the export processor
-that `kafka_bridge.consumer.ConsumerLoop` drives, and the loop as the settings configure it."""
+that `kafka_bridge.consumer.ConsumerLoop` drives, and the loop as the settings configure it,
+with the platform client they choose."""
 
 from __future__ import annotations
 
 import functools
 import logging
+import threading
 import time
 from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from kafka.consumer.fetcher import ConsumerRecord
 
 from exports.attempts import PlatformCall
-from exports.clients import ExportError, ExternalPlatformClient, FakeExternalPlatformClient, platform_client
+from exports.clients import ExportError, ExternalPlatformClient, FakeExternalPlatformClient, fake_platform_client
 from exports.events import EVENT_TYPE, ExportRequest, PoisonRecord, export_request_decode, redriven_from
+from exports.http_client import HttpExternalPlatformClient
 from exports.record_keys import order_id_from_key
 from exports.services import ExportPlan, order_export_fail, order_exports_plan, order_exports_record
 from kafka_bridge.consumer import Call, ConsumerLoop, DeadLetterHook
@@ -147,7 +151,8 @@ class ExportProcessor:
             if plan is not None and timing is not None:
                 calls.append(
                     PlatformCall(
-                        plan=plan,
+                        request=plan.request,
+                        first_attempt=plan.export is None,
                         topic=record.topic,
                         partition=record.partition,
                         offset=record.offset,
@@ -198,6 +203,41 @@ def export_dead_lettered(
             reason,
             extra=_fields(record, request),
         )
+
+
+_http_clients: dict[tuple[str, float, int], HttpExternalPlatformClient] = {}
+_http_clients_lock = threading.Lock()
+
+
+def platform_kind() -> str:
+    """ "http" when EXPORT_PLATFORM_URL is set; "fake" when EXPORT_PLATFORM=fake asks for it, or
+    in development (DJANGO_DEBUG=true). Otherwise raises ImproperlyConfigured: a production
+    consumer on the fake would mark every order exported and send none to the platform."""
+    if settings.EXPORT_PLATFORM_URL:
+        return "http"
+    if settings.EXPORT_PLATFORM == "fake" or settings.DEBUG:
+        return "fake"
+    raise ImproperlyConfigured(
+        "EXPORT_PLATFORM_URL is not set: set it to the platform's URL, or set EXPORT_PLATFORM=fake "
+        "for the fake platform, which marks orders exported and sends them nowhere"
+    )
+
+
+def platform_client() -> ExternalPlatformClient:
+    """The client `platform_kind` chooses: the HTTP client of EXPORT_PLATFORM_URL, or the
+    process-wide fake (so tests and the admin can read what it received). Raises
+    ImproperlyConfigured as `platform_kind` does."""
+    if platform_kind() == "fake":
+        return fake_platform_client()
+    url = settings.EXPORT_PLATFORM_URL
+    pool_size = getattr(settings, "EXPORT_CONCURRENCY", 32)
+    key = (url, settings.EXPORT_PLATFORM_TIMEOUT, pool_size)
+    with _http_clients_lock:
+        if key not in _http_clients:
+            _http_clients[key] = HttpExternalPlatformClient(
+                url=url, timeout=settings.EXPORT_PLATFORM_TIMEOUT, pool_size=pool_size
+            )
+        return _http_clients[key]
 
 
 def export_pacer() -> Pacer:

@@ -37,9 +37,8 @@ from kafka_bridge.client import (
     BrokerUnavailable,
     ClosedOnFailedBootstrap,
     SaslLoginRejected,
-    _NetClient,
     bootstrap_servers,
-    connection_config,
+    short_lived_client_config,
 )
 
 # The longest one poll of a scan waits for records (never past the deadline). The scan checks
@@ -290,10 +289,9 @@ def _consumer(
 ) -> Iterator[KafkaConsumer]:
     """A consumer outside any group (no offsets committed, nobody rebalanced), closed on every path."""
     remaining = max(1, remaining_ms(deadline))
-    config = {"kafka_client": _NetClient, **connection_config()}
     try:
         consumer = _ClosedOnFailedBootstrapConsumer(
-            **config,
+            **short_lived_client_config(),
             group_id=None,
             enable_auto_commit=False,
             client_id=f"{settings.KAFKA_CLIENT_ID}-browse",

@@ -67,6 +67,13 @@ def connection_config() -> dict[str, Any]:
     return config
 
 
+def short_lived_client_config() -> dict[str, Any]:
+    """`connection_config()` for a client built for one page or check and closed after it (the
+    admin client, the topic browser's consumer), with `_NetClient`: each page or check against
+    an absent broker builds one, and must leave no socket or selector of it open."""
+    return {"kafka_client": _NetClient, **connection_config()}
+
+
 class SaslLoginRejected(SaslAuthenticationFailedError):
     """A bootstrap server refused the SASL login. Its text is one line naming the mechanism, the
     user (never the password), the servers and the broker's reason."""
@@ -261,10 +268,9 @@ def admin_client(*, timeout_ms: int | None = None) -> Iterator[KafkaAdminClient]
     path, a failed bootstrap included, the client's I/O thread and sockets are closed.
     """
     timeout_ms = timeout_ms or settings.KAFKA_ADMIN_TIMEOUT_MS
-    config = {"kafka_client": _NetClient, **connection_config()}
     try:
         client = _AdminClient(
-            **config,
+            **short_lived_client_config(),
             client_id="orderflow-admin",
             request_timeout_ms=timeout_ms,
             bootstrap_timeout_ms=timeout_ms,

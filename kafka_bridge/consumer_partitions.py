@@ -11,15 +11,11 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 from django.db import connections
 from kafka.consumer.subscription_state import AsyncConsumerRebalanceListener
 from kafka.errors import CommitFailedError, KafkaError
 from kafka.structs import OffsetAndMetadata, TopicPartition
-
-if TYPE_CHECKING:
-    from kafka_bridge.consumer import ConsumerLoop
 
 # The loop's lines keep the one logger name, whichever of its modules writes them: LOG_LEVELS
 # and the log captures name that logger.
@@ -37,9 +33,12 @@ class Rebalances(AsyncConsumerRebalanceListener):
     the loop thread waits inside `poll()`. Giving up partitions therefore happens here: the
     results of their calls in flight are taken and recorded as they come (the loop's state
     under its lock), their offsets committed with the coordinator's own coroutine, then they
-    go. The listener awaits between checks, so the heartbeats go on meanwhile."""
+    go. The listener awaits between checks, so the heartbeats go on meanwhile.
 
-    def __init__(self, loop: ConsumerLoop):
+    `loop` is the `ConsumerLoop` that subscribed with it; the listener calls only what its
+    `PartitionsMixin` part (below) does with the loop's state."""
+
+    def __init__(self, loop: PartitionsMixin):
         self.loop = loop
 
     async def on_partitions_revoked(self, revoked):

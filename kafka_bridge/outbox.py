@@ -1,13 +1,15 @@
 """The transactional outbox: events are written with the change that caused them and sent to
 Kafka after the commit.
 
-`outbox_record` is the recorder that `DOMAIN_EVENT_RECORDER` names. It knows nothing of what an
-event means: it needs `event_id`, `event_type`, `key` and `to_dict()`, and finds the topic
-that an app registered for the event type (`kafka_bridge.registry`).
+`outbox_insert` writes an event's row for the recorder that `DOMAIN_EVENT_RECORDER` names
+(`kafka_bridge.recorder`). It knows nothing of what an event means: it needs `event_id`,
+`event_type`, `key` and `to_dict()`, and finds the topic that an app registered for the event
+type (`kafka_bridge.registry`).
 
-Every write to `OutboxEvent` lives here: record, claim, release, mark sent, mark failed, mark
+Every write to `OutboxEvent` lives here: insert, claim, release, mark sent, mark failed, mark
 refused (and quarantine), resend, purge. The producer and the relay decide what happened to a
-send; this module decides what that means for the row.
+send; this module decides what that means for the row. It sends nothing itself, so the
+producer, which writes its outcomes here, builds on it and not the other way round.
 
 What happens to a send, and to its row:
 
@@ -68,14 +70,10 @@ class SendFailure(NamedTuple):
     error: str
 
 
-def outbox_record(*, event: DomainEvent) -> OutboxEvent:
-    """Write `event` to the outbox in the current transaction; after the commit, hand it to the
-    producer without waiting for the broker (the row is marked sent when the broker
-    acknowledges it). A rolled-back transaction takes the row and the send with it."""
-    # Imported here: the producer writes its outcomes through this module.
-    from kafka_bridge.producer import request_publisher
-
-    row = OutboxEvent.objects.create(
+def outbox_insert(*, event: DomainEvent) -> OutboxEvent:
+    """Write `event`'s row in the current transaction, unsent: a rolled-back transaction takes
+    it with it."""
+    return OutboxEvent.objects.create(
         event_id=event.event_id,
         event_type=event.event_type,
         topic=event_topic(event_type=event.event_type),
@@ -83,11 +81,6 @@ def outbox_record(*, event: DomainEvent) -> OutboxEvent:
         payload=json.dumps(event.to_dict(), separators=(",", ":"), ensure_ascii=False),
         headers=[["event_type", event.event_type], ["event_id", str(event.event_id)]],
     )
-    if settings.KAFKA_PUBLISH_ON_COMMIT:
-        # robust: the commit has happened; a failure to publish must not turn the response into
-        # an error. The row stays unsent and the relay sends it.
-        transaction.on_commit(lambda: request_publisher().publish_nowait([row]), robust=True)
-    return row
 
 
 def outbox_waiting() -> QuerySet[OutboxEvent]:

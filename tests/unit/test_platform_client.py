@@ -26,10 +26,9 @@ from exports.clients import (
     PermanentExportError,
     TransientExportError,
     fake_platform_client,
-    platform_client,
-    platform_kind,
 )
 from exports.http_client import HttpExternalPlatformClient
+from exports.processor import platform_client, platform_kind
 from tests.support.helpers import wait_until
 from tests.support.platform_stub import PlatformServer, PlatformStub
 
