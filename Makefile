@@ -34,10 +34,33 @@ venv: $(RUNTIME_INSTALLED) ## create .venv and install requirements.txt (what th
 
 dev: $(DEV_INSTALLED) ## venv, plus requirements-dev.txt (tests, honcho, ruff)
 
-# Procfile.dev's release (migrations, topics), a development superuser, then its web, consumer
-# and relay under honcho; Ctrl-C stops them all and exits 0.
-run: dev kafka-up ## run everything: broker, migrations, topics, web server, consumer, relay
-	$(PY) scripts/devstack.py
+# The development settings: written when there is no .env, never overwritten, git-ignored. Every
+# manage.py command run in this folder reads them (config/env.py); the tests and
+# docs/production.env never do (DJANGO_READ_DOT_ENV_FILE=false).
+.env:
+	@umask 077 && printf '%s\n' \
+	  '# Development settings, written by `make` because there was no .env; edit freely (.env.example' \
+	  '# lists every variable), but never deploy them: DEBUG on. The tests never read this file.' \
+	  'DJANGO_DEBUG=true' \
+	  "DJANGO_SECRET_KEY=$$($(BASE_PYTHON) -c 'import secrets; print(secrets.token_urlsafe(50))')" >$@
+	@echo "Wrote $@: development settings (DJANGO_DEBUG=true, a secret key of its own)"
+
+# honcho on Procfile.dev, whose lines say `python` (this virtualenv's, first on the PATH). No env
+# file for honcho: Django reads .env itself, where the environment wins; honcho's would win over it.
+HONCHO := $(PY) -m honcho --procfile Procfile.dev --env /dev/null
+
+# Procfile.dev's release (migrations, topics), the development superuser and its API token, then
+# web, consumer and relay under honcho, which prefixes their lines and stops them all when one
+# exits (and `make run` fails). scripts/foreground.py hands honcho the terminal, so that Ctrl-C
+# stops them all and `make run` exits 0.
+run: export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+run: export PYTHONUNBUFFERED := 1
+run: export WEB_ADDRESS ?= 127.0.0.1:8000
+run: dev kafka-up .env ## run everything: broker, migrations, topics, web server, consumer, relay
+	$(HONCHO) start release
+	@$(PY) manage.py ensure_dev_superuser --web-address $(WEB_ADDRESS)
+	@echo "Starting web, consumer and relay; Ctrl-C stops them all."
+	@$(PY) scripts/foreground.py $(HONCHO) start web consumer relay
 
 # `make test` runs on SQLite (or on DATABASE_URL when set); `make test DB=postgres` starts the
 # project's PostgreSQL and runs on it.
@@ -67,19 +90,15 @@ tools: ## install the Debian tools the tests use (kcat) when missing
 test-postgres: ## same as `make test DB=postgres`
 	@$(MAKE) --no-print-directory test DB=postgres
 
-# Development commands run with DJANGO_DEBUG=true unless the environment (or .env) says otherwise:
-# with it false, the settings refuse the development secret key.
-DEV_ENV := DJANGO_DEBUG=$${DJANGO_DEBUG:-true}
-
 lint: dev ## ruff: the lint rules and the formatting pyproject.toml sets (no changes made)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-check: venv ## Django's system checks
-	$(DEV_ENV) $(PY) manage.py check
+check: venv .env ## Django's system checks
+	$(PY) manage.py check
 
-topics: venv kafka-up ## create or grow the event topic and its dead-letter topic
-	$(DEV_ENV) $(PY) manage.py ensure_topics
+topics: venv kafka-up .env ## create or grow the event topic and its dead-letter topic
+	$(PY) manage.py ensure_topics
 
 kafka-up: venv ## start the local broker (or reuse one that answers); returns when it answers
 	@kafka/broker.sh up

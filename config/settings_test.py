@@ -4,8 +4,10 @@ import os
 import tempfile
 
 # Set in the environment, so the consumers and relays the tests start as processes get them too:
-# a key that is not the development default (DEBUG is off, as in production), and the fake
-# platform asked for explicitly.
+# no `.env` (`make run` writes one for development: DEBUG on, a key of its own), a key that is not
+# the development default (DEBUG is off, as in production), and the fake platform asked for
+# explicitly.
+os.environ["DJANGO_READ_DOT_ENV_FILE"] = "false"
 os.environ.setdefault("DJANGO_SECRET_KEY", "orderflow-tests-only-not-a-secret")
 os.environ.setdefault("EXPORT_PLATFORM", "fake")
 

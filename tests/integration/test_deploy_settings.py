@@ -10,8 +10,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from config.env import BASE_DIR
 
 PRODUCTION_ENV = BASE_DIR / "docs" / "production.env"
@@ -32,8 +30,8 @@ def read_env_file(path: Path) -> dict[str, str]:
 
 def production_env(**overrides: str) -> dict[str, str]:
     """docs/production.env and nothing else of the test's own environment (which asks for the
-    fake platform and a test key), with the real settings module. A `.env` at the project root
-    is read too, but each variable set here wins over it."""
+    fake platform and a test key), with the real settings module. production.env says not to
+    read a `.env` at the project root."""
     env = {name: os.environ[name] for name in MACHINE_VARIABLES if name in os.environ}
     return {**env, **read_env_file(PRODUCTION_ENV), "DJANGO_SETTINGS_MODULE": "config.settings", **overrides}
 
@@ -115,13 +113,8 @@ def test_other_https_values_in_the_environment_are_taken_as_given():
     assert printed["CSRF_TRUSTED_ORIGINS"] == ["list", ["https://orders.example.com", "https://admin.example.com"]]
 
 
-@pytest.fixture
-def no_env_file():
-    if (BASE_DIR / ".env").exists():
-        pytest.skip("a .env at the project root may set DJANGO_SECRET_KEY for every process")
-
-
-def test_with_debug_off_the_development_key_is_refused_in_one_line(no_env_file):
+def test_with_debug_off_the_development_key_is_refused_in_one_line():
+    # The test settings' environment says not to read a `.env`, which may hold a key.
     env = {name: value for name, value in os.environ.items() if name != "DJANGO_SECRET_KEY"}
     env.update(DJANGO_SETTINGS_MODULE="config.settings", DJANGO_DEBUG="false")
 
