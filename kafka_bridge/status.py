@@ -36,9 +36,13 @@ def kafka_status(
     group_ids: Iterable[str] | None = None,
     include_internal: bool = False,
     timeout_ms: int | None = None,
+    also_groups: Iterable[str] = (),
 ) -> dict[str, Any]:
     """The cluster as the contract's JSON shape. `topics` and `group_ids` narrow it down
     (default: every topic, internal ones only with `include_internal`, and every group).
+    `also_groups` are described even when the broker's group list leaves them out (a broker
+    still loading `__consumer_offsets` lists only the groups of the partitions it has loaded),
+    and shown if they exist (members or committed offsets).
     Raises `BrokerUnavailable` when no broker answers within the bound."""
     with admin_client(timeout_ms=timeout_ms) as admin:
         cluster = admin.describe_cluster()
@@ -54,9 +58,11 @@ def kafka_status(
 
         if group_ids is None:
             group_ids = [g["group_id"] for g in admin.list_groups() if g.get("protocol_type") in ("consumer", "")]
-        group_ids = sorted(group_ids)
+        unlisted = set(also_groups) - set(group_ids)
+        group_ids = sorted({*group_ids, *unlisted})
         groups = admin.describe_groups(group_ids) if group_ids else {}
         committed = admin.list_group_offsets(dict.fromkeys(group_ids)) if group_ids else {}
+        group_ids = [g for g in group_ids if g not in unlisted or committed.get(g) or groups.get(g, {}).get("members")]
         latest.update(_other_latest_offsets(admin, committed, described))
 
     return {

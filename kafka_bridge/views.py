@@ -50,7 +50,11 @@ def kafka_status_page(request: HttpRequest) -> HttpResponse:
     ]
     context = {**admin.site.each_context(request), "title": "Kafka status", "watched": watched}
     try:
-        status = kafka_status(include_internal=True, timeout_ms=settings.KAFKA_STATUS_TIMEOUT_MS)
+        status = kafka_status(
+            include_internal=True,
+            timeout_ms=settings.KAFKA_STATUS_TIMEOUT_MS,
+            also_groups=[w["group"] for w in watched],
+        )
     except BrokerUnavailable as exc:
         context["kafka_error"] = str(exc)
     else:
