@@ -56,6 +56,21 @@ def produce_then_valid(topic: str, *, key: bytes, value: bytes, order_ids: list[
         producer.close()
 
 
+def exported_and_committed(platform, order_ids, kafka_admin, group: str, topic: str, *, past: str) -> None:
+    """Until the platform has every one of `order_ids` and `group` committed `topic` to its end."""
+    wait_until(
+        lambda: sorted(platform.received_order_ids()) == sorted(order_ids),
+        timeout=60,
+        message=lambda: f"exported {sorted(platform.received_order_ids())} of {sorted(order_ids)}",
+    )
+    ends = end_offsets(topic)
+    wait_until(
+        lambda: committed_offsets(kafka_admin, group, topic) == {p: e for p, e in ends.items() if e},
+        timeout=30,
+        message=f"the partition was not committed past {past}",
+    )
+
+
 def cut_count(group: str, topic: str) -> float:
     return REGISTRY.get_sample_value("orderflow_dead_letters_cut_total", {"group": group, "topic": topic}) or 0.0
 
@@ -67,17 +82,7 @@ def test_a_compressed_giant_the_event_topic_accepted_reaches_the_dlt_at_its_firs
     order_ids = orders_create(3)
     produce_then_valid(topic, key=b"giant", value=GIANT_VALUE, order_ids=order_ids)
     with export_consumer_running(fake_platform):
-        wait_until(
-            lambda: sorted(fake_platform.received_order_ids()) == sorted(order_ids),
-            timeout=60,
-            message=lambda: f"exported {sorted(fake_platform.received_order_ids())} of {sorted(order_ids)}",
-        )
-        ends = end_offsets(topic)
-        wait_until(
-            lambda: committed_offsets(kafka_admin, export_group, topic) == {p: e for p, e in ends.items() if e},
-            timeout=30,
-            message="the partition was not committed past the giant",
-        )
+        exported_and_committed(fake_platform, order_ids, kafka_admin, export_group, topic, past="the giant")
     [letter] = read_records(dlt, expected=1)
     headers = dict(letter.headers)
     assert (letter.key, letter.value) == (b"giant", GIANT_VALUE)
@@ -111,17 +116,7 @@ def test_a_record_the_dlt_refuses_even_compressed_is_replaced_by_a_bounded_dead_
     produce_then_valid(topic, key=b"incompressible", value=value, order_ids=order_ids)
     cut_before = cut_count(export_group, topic)
     with caplog.at_level(logging.ERROR, logger="kafka_bridge.consumer"), export_consumer_running(fake_platform):
-        wait_until(
-            lambda: sorted(fake_platform.received_order_ids()) == sorted(order_ids),
-            timeout=60,
-            message=lambda: f"exported {sorted(fake_platform.received_order_ids())} of {sorted(order_ids)}",
-        )
-        ends = end_offsets(topic)
-        wait_until(
-            lambda: committed_offsets(kafka_admin, export_group, topic) == {p: e for p, e in ends.items() if e},
-            timeout=30,
-            message="the partition was not committed past the refused record",
-        )
+        exported_and_committed(fake_platform, order_ids, kafka_admin, export_group, topic, past="the refused record")
     [letter] = read_records(dlt, expected=1)
     headers = dict(letter.headers)
     assert (letter.key, letter.value) == (b"incompressible", None)
