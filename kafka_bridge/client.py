@@ -19,6 +19,8 @@ from kafka.errors import (
     CoordinatorNotAvailableError,
     KafkaConnectionError,
     KafkaError,
+    NoError,
+    NotCoordinatorError,
     SaslAuthenticationFailedError,
     UnsupportedSaslMechanismError,
 )
@@ -227,7 +229,10 @@ class _AdminClient(ClosedOnFailedBootstrap, KafkaAdminClient):
     is repeated until its request timeout has passed, and only then does the error surface.
     """
 
-    _COORDINATOR_NOT_READY = (CoordinatorNotAvailableError, CoordinatorLoadInProgressError)
+    # NOT_COORDINATOR too: a broker that has just created `__consumer_offsets` names itself the
+    # coordinator of a group before its partition is active there, and then answers the group's
+    # own requests with NOT_COORDINATOR for a moment; the Java client finds the coordinator again.
+    _COORDINATOR_NOT_READY = (CoordinatorNotAvailableError, CoordinatorLoadInProgressError, NotCoordinatorError)
 
     def list_groups(self, *args, **kwargs):
         # A broker loading its `__consumer_offsets` partitions answers ListGroups with
@@ -241,7 +246,16 @@ class _AdminClient(ClosedOnFailedBootstrap, KafkaAdminClient):
         return self._when_coordinator_ready(super().list_group_offsets, *args, **kwargs)
 
     def alter_group_offsets(self, *args, **kwargs):
-        return self._when_coordinator_ready(super().alter_group_offsets, *args, **kwargs)
+        # Its answer carries an error per partition instead of raising one: a coordinator not
+        # ready fails every partition, and is waited out like the other calls' errors.
+        def altered():
+            results = super(_AdminClient, self).alter_group_offsets(*args, **kwargs)
+            errors = {error for error in results.values() if error is not NoError}
+            if errors and all(issubclass(error, self._COORDINATOR_NOT_READY) for error in errors):
+                raise next(iter(errors))(f"OffsetCommit failed for every partition of group {args[0]!r}")
+            return results
+
+        return self._when_coordinator_ready(altered)
 
     def delete_groups(self, *args, **kwargs):
         return self._when_coordinator_ready(super().delete_groups, *args, **kwargs)

@@ -41,7 +41,7 @@ def kafka_status(
     """The cluster as the contract's JSON shape. `topics` and `group_ids` narrow it down
     (default: every topic, internal ones only with `include_internal`, and every group).
     `also_groups` are described even when the broker's group list leaves them out (a broker
-    still loading `__consumer_offsets` lists only the groups of the partitions it has loaded),
+    still loading `__consumer_offsets` may leave out the groups of partitions it has not loaded),
     and shown if they exist (members or committed offsets).
     Raises `BrokerUnavailable` when no broker answers within the bound."""
     with admin_client(timeout_ms=timeout_ms) as admin:

@@ -3,7 +3,15 @@ request timeout, and surface every other error at once."""
 
 import pytest
 from kafka import KafkaAdminClient
-from kafka.errors import CoordinatorLoadInProgressError, CoordinatorNotAvailableError, GroupAuthorizationFailedError
+from kafka.errors import (
+    CoordinatorLoadInProgressError,
+    CoordinatorNotAvailableError,
+    GroupAuthorizationFailedError,
+    NoError,
+    NotCoordinatorError,
+    UnknownMemberIdError,
+)
+from kafka.structs import TopicPartition
 
 from kafka_bridge.client import _AdminClient
 
@@ -63,8 +71,26 @@ def test_any_other_error_is_raised_at_the_first_answer():
     "method", ["list_groups", "describe_groups", "list_group_offsets", "alter_group_offsets", "delete_groups"]
 )
 def test_every_group_call_waits_for_a_coordinator_loading_its_groups(method, monkeypatch):
-    call, calls = _answers(CoordinatorLoadInProgressError("loading"), ["answer"])
+    call, calls = _answers(CoordinatorLoadInProgressError("loading"), {"answer": NoError})
     monkeypatch.setattr(KafkaAdminClient, method, lambda self, *args, **kwargs: call(*args, **kwargs))
 
-    assert getattr(_admin(request_timeout_ms=10_000), method)() == ["answer"]
+    assert getattr(_admin(request_timeout_ms=10_000), method)("g") == {"answer": NoError}
     assert len(calls) == 2
+
+
+def test_an_offsets_change_failed_on_every_partition_by_a_coordinator_not_ready_is_made_again(monkeypatch):
+    partitions = [TopicPartition("t", 0), TopicPartition("t", 1)]
+    call, calls = _answers(dict.fromkeys(partitions, NotCoordinatorError), dict.fromkeys(partitions, NoError))
+    monkeypatch.setattr(KafkaAdminClient, "alter_group_offsets", lambda self, *args, **kwargs: call(*args, **kwargs))
+
+    assert _admin(request_timeout_ms=10_000).alter_group_offsets("g", {}) == dict.fromkeys(partitions, NoError)
+    assert len(calls) == 2
+
+
+def test_an_offsets_change_refused_for_another_reason_is_answered_as_it_came(monkeypatch):
+    answer = {TopicPartition("t", 0): UnknownMemberIdError, TopicPartition("t", 1): NotCoordinatorError}
+    call, calls = _answers(answer)
+    monkeypatch.setattr(KafkaAdminClient, "alter_group_offsets", lambda self, *args, **kwargs: call(*args, **kwargs))
+
+    assert _admin(request_timeout_ms=10_000).alter_group_offsets("g", {}) == answer
+    assert len(calls) == 1
