@@ -19,7 +19,7 @@ from exports.redrive import (
     dlt_replay,
     export_offsets_reset,
 )
-from exports.services import order_export_retry
+from exports.services import OutboxRedrive, order_exports_redrive
 from kafka_bridge.client import KafkaBridgeError
 from kafka_bridge.offsets import ResetTarget, target_describe
 
@@ -182,10 +182,15 @@ class OrderExportAdmin(ReadOnlyAdmin):
     def retry_failed(self, request, queryset):
         """Send the selected failed exports again with their original event (same
         Idempotency-Key); recorded in the redrive audit."""
-        result = order_export_retry(export_ids=queryset.values_list("pk", flat=True), actor=request.user.get_username())
-        if result.retried:
-            ids = ", ".join(f"#{order_id}" for order_id in result.retried)
-            self.message_user(request, f"Queued {len(result.retried)} export(s) again: orders {ids}.", messages.SUCCESS)
+        result = order_exports_redrive(
+            actor=request.user.get_username(),
+            source=OutboxRedrive(export_ids=tuple(queryset.values_list("pk", flat=True))),
+        )
+        if result.reopened:
+            ids = ", ".join(f"#{order_id}" for order_id in result.reopened)
+            self.message_user(
+                request, f"Queued {len(result.reopened)} export(s) again: orders {ids}.", messages.SUCCESS
+            )
         if result.skipped:
             self.message_user(request, f"Skipped {len(result.skipped)}: {'; '.join(result.skipped)}.", messages.WARNING)
 

@@ -26,11 +26,9 @@ from __future__ import annotations
 import heapq
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.db import transaction
 from django.utils import timezone
 from kafka import KafkaConsumer
 from kafka.consumer.fetcher import ConsumerRecord
@@ -51,7 +49,7 @@ from exports.dead_letters import (
 )
 from exports.events import REDRIVE_HEADER, PoisonRecord, export_request_decode, redrive_header
 from exports.models import RedriveAudit
-from exports.services import order_exports_reopen
+from exports.services import DeadLetterRedrive, ReplayedDeadLetter, order_exports_redrive
 from kafka_bridge.client import connection_config
 from kafka_bridge.dead_letter import DLT_HEADER_PREFIX, DeadLetterPosition, RecordCopier
 from kafka_bridge.offsets import OffsetReset, ResetTarget, group_offsets_reset
@@ -269,8 +267,8 @@ def _chunks_to_replay(
 def _replay_chunk(
     records: list[ConsumerRecord], *, user, result: ReplayResult, dry_run: bool, selected: bool, timeout: float
 ) -> None:
-    """Republish `records` (those that may be), then reopen their exports and audit them in one
-    transaction; add what was done and refused to `result`."""
+    """Republish `records` (those that may be), then reopen their exports and audit them
+    (`order_exports_redrive`, one transaction); add what was done and refused to `result`."""
     targets = redrive_targets()
     republishable, refused = [], []
     for record in records:
@@ -289,15 +287,20 @@ def _replay_chunk(
     began_at = timezone.now()
     replayed = _republish(republishable, refused=refused, timeout=timeout) if republishable else []
     if replayed:
-        with transaction.atomic():
-            order_exports_reopen(
-                dead_letters=[
-                    (item.order_id, DeadLetterPosition(record.topic, record.partition, record.offset))
+        order_exports_redrive(
+            actor=user.get_username(),
+            source=DeadLetterRedrive(
+                replayed=tuple(
+                    ReplayedDeadLetter(
+                        DeadLetterPosition(record.topic, record.partition, record.offset), item.event_id, item.order_id
+                    )
                     for record, item in replayed
-                    if item.order_id is not None
-                ]
-            )
-            _replay_audit(user, replayed, selected=selected, began_at=began_at, refused=refused)
+                ),
+                began_at=began_at,
+                selected=selected,
+                refused=tuple(map(str, refused)),
+            ),
+        )
     result.items += [item for _, item in replayed]
     result.refused += refused
 
@@ -367,30 +370,6 @@ def _commit_past(consumer: KafkaConsumer, records: list[ConsumerRecord], *, refu
             next_offsets[tp] = OffsetAndMetadata(record.offset + 1, "", -1)
     if next_offsets:
         consumer.commit(next_offsets)
-
-
-def _replay_audit(
-    user,
-    replayed: list[tuple[ConsumerRecord, ReplayItem]],
-    *,
-    selected: bool,
-    began_at: datetime,
-    refused: list[Refusal],
-) -> None:
-    detail = f"{len(replayed)} record(s) from {settings.ORDER_EXPORT_DLT_TOPIC}" + (
-        " selected by partition and offset or key" if selected else ""
-    )
-    if refused:
-        detail += f"; {len(refused)} refused: " + "; ".join(map(str, refused))
-    RedriveAudit.objects.create(
-        created_at=began_at,
-        actor=user.get_username(),
-        action=RedriveAudit.Action.REPLAY_DLT,
-        event_ids=[item.event_id for _, item in replayed],
-        order_ids=[item.order_id for _, item in replayed if item.order_id is not None],
-        dlt_positions=[[record.topic, record.partition, record.offset] for record, _ in replayed],
-        detail=detail,
-    )
 
 
 def export_offsets_reset(*, operator: str, target: ResetTarget, dry_run: bool) -> OffsetReset:

@@ -6,10 +6,12 @@ from __future__ import annotations
 import logging
 import uuid
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Literal
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
@@ -222,54 +224,137 @@ def order_export_fail(
     return export
 
 
+@dataclass(frozen=True)
+class OutboxRedrive:
+    """Failed exports an operator chose (the admin's "Retry failed exports"), sent again from
+    their outbox events: same event id, so the same Idempotency-Key."""
+
+    export_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ReplayedDeadLetter:
+    """A dead letter whose copy the broker acknowledged on its topic; `event_id` and `order_id`
+    as read from it (None when it is not an export request)."""
+
+    position: DeadLetterPosition
+    event_id: str | None
+    order_id: int | None
+
+
+@dataclass(frozen=True)
+class DeadLetterRedrive:
+    """Dead letters a replay has republished (`exports.redrive.dlt_replay`), from the time it
+    `began_at`; `selected` when an operator named them, `refused` what it could not republish."""
+
+    replayed: tuple[ReplayedDeadLetter, ...]
+    began_at: datetime
+    selected: bool = False
+    refused: tuple[str, ...] = ()
+
+
 @dataclass
-class RetryResult:
-    retried: list[int] = field(default_factory=list)
+class RedriveResult:
+    """The orders whose exports were reopened, and the ones named but left as they were, each
+    with its reason."""
+
+    reopened: list[int] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
 
 
-def order_export_retry(*, export_ids: Iterable[int], actor: str) -> RetryResult:
-    """Send failed exports again: each goes back to pending, its outbox event is queued for the
-    relay (same event id, so the same Idempotency-Key), and an audit row records who did it."""
-    result = RetryResult()
-    event_ids: list[str] = []
+def order_exports_redrive(*, actor: str, source: OutboxRedrive | DeadLetterRedrive) -> RedriveResult:
+    """Put failed exports back to pending (no attempts, no error) and audit who did it, in one
+    transaction: the redrive's one reset of an export and one audit row, whatever sends it again.
+
+    From the outbox, each chosen export that is failed and whose event is still in the outbox
+    is reopened and its event queued for the relay; any other is skipped with a reason. From
+    dead letters, which must already be on the topic again, an export is reopened only while it
+    is still failed *at that dead letter*: one the consumer took up again from the copy
+    (exported, or failed anew at a later dead letter) is left as it is."""
     with transaction.atomic():
-        for export in OrderExport.objects.select_for_update().filter(pk__in=list(export_ids)).order_by("pk"):
-            if export.status != OrderExport.Status.FAILED:
-                result.skipped.append(f"order {export.order_id} ({export.status}, not failed)")
-                continue
-            if export.event_id is None or not outbox_resend(event_ids=[export.event_id]):
-                result.skipped.append(f"order {export.order_id} (its event is not in the outbox)")
-                continue
-            export.status, export.attempts, export.last_error = OrderExport.Status.PENDING, 0, None
-            export.save(update_fields=["status", "attempts", "last_error", "updated_at"])
-            result.retried.append(export.order_id)
-            event_ids.append(str(export.event_id))
-        if result.retried:
-            RedriveAudit.objects.create(
-                actor=actor,
-                action=RedriveAudit.Action.ADMIN_RETRY,
-                event_ids=event_ids,
-                order_ids=result.retried,
-            )
-    return result
+        if isinstance(source, OutboxRedrive):
+            chosen, skipped = _outbox_requeue(source)
+        else:
+            chosen, skipped = _still_failed_at(source)
+        OrderExport.objects.filter(pk__in=[export.pk for export in chosen], status=OrderExport.Status.FAILED).update(
+            status=OrderExport.Status.PENDING, attempts=0, last_error=None, updated_at=timezone.now()
+        )
+        if audit := _redrive_audit(actor=actor, source=source, reopened=chosen):
+            audit.save()
+    return RedriveResult(reopened=[export.order_id for export in chosen], skipped=skipped)
 
 
-def order_exports_reopen(*, dead_letters: Iterable[tuple[int, DeadLetterPosition]]) -> list[int]:
-    """Put failed exports back to pending once the redrive has their dead letters' copies on the
-    topic: each `(order id, dead letter)` whose export is still failed *at that dead letter*. An
-    export the consumer already took up again from the copy (exported, or failed anew at a later
-    dead letter) is left as it is. Returns the order ids reopened."""
+def _outbox_requeue(source: OutboxRedrive) -> tuple[list[OrderExport], list[str]]:
+    """The chosen exports that are failed and whose event the outbox queued again, locked; and
+    why each other is skipped."""
+    chosen, skipped = [], []
+    for export in OrderExport.objects.select_for_update().filter(pk__in=list(source.export_ids)).order_by("pk"):
+        if export.status != OrderExport.Status.FAILED:
+            skipped.append(f"order {export.order_id} ({export.status}, not failed)")
+        elif export.event_id is None or not outbox_resend(event_ids=[export.event_id]):
+            skipped.append(f"order {export.order_id} (its event is not in the outbox)")
+        else:
+            chosen.append(export)
+    return chosen, skipped
+
+
+def _still_failed_at(source: DeadLetterRedrive) -> tuple[list[OrderExport], list[str]]:
+    """The exports of the replayed dead letters still failed at one of them, locked; and why
+    each other order named is left as it is."""
     wanted: dict[int, set[tuple[str, int, int]]] = defaultdict(set)
-    for order_id, position in dead_letters:
-        wanted[order_id].add((position.topic, position.partition, position.offset))
+    for dead_letter in source.replayed:
+        if dead_letter.order_id is not None:
+            wanted[dead_letter.order_id].add(tuple(_position(dead_letter.position)))
     if not wanted:
-        return []
-    failed = OrderExport.objects.filter(order_id__in=list(wanted), status=OrderExport.Status.FAILED).values_list(
-        "order_id", "dead_letter_topic", "dead_letter_partition", "dead_letter_offset"
+        return [], []
+    chosen = [
+        export
+        for export in OrderExport.objects.select_for_update()
+        .filter(order_id__in=list(wanted), status=OrderExport.Status.FAILED)
+        .order_by("pk")
+        if (export.dead_letter_topic, export.dead_letter_partition, export.dead_letter_offset)
+        in wanted[export.order_id]
+    ]
+    reopened = {export.order_id for export in chosen}
+    skipped = [
+        f"order {order_id} (not failed at that dead letter)" for order_id in sorted(wanted) if order_id not in reopened
+    ]
+    return chosen, skipped
+
+
+def _redrive_audit(
+    *, actor: str, source: OutboxRedrive | DeadLetterRedrive, reopened: list[OrderExport]
+) -> RedriveAudit | None:
+    """The audit row of a redrive: from the outbox, the exports reopened (none, no row); from
+    dead letters, every record replayed, whether its export was reopened or not."""
+    if isinstance(source, OutboxRedrive):
+        if not reopened:
+            return None
+        return RedriveAudit(
+            actor=actor,
+            action=RedriveAudit.Action.ADMIN_RETRY,
+            event_ids=[str(export.event_id) for export in reopened],
+            order_ids=[export.order_id for export in reopened],
+        )
+    if not source.replayed:
+        return None
+    detail = f"{len(source.replayed)} record(s) from {settings.ORDER_EXPORT_DLT_TOPIC}" + (
+        " selected by partition and offset or key" if source.selected else ""
     )
-    reopened = [order_id for order_id, *position in failed if tuple(position) in wanted[order_id]]
-    OrderExport.objects.filter(order_id__in=reopened, status=OrderExport.Status.FAILED).update(
-        status=OrderExport.Status.PENDING, attempts=0, last_error=None, updated_at=timezone.now()
+    if source.refused:
+        detail += f"; {len(source.refused)} refused: " + "; ".join(source.refused)
+    return RedriveAudit(
+        # Dated when the redrive began: the row is written once the copies are on the topic, and
+        # a consumer may have exported them by then.
+        created_at=source.began_at,
+        actor=actor,
+        action=RedriveAudit.Action.REPLAY_DLT,
+        event_ids=[dead_letter.event_id for dead_letter in source.replayed],
+        order_ids=[dead_letter.order_id for dead_letter in source.replayed if dead_letter.order_id is not None],
+        dlt_positions=[_position(dead_letter.position) for dead_letter in source.replayed],
+        detail=detail,
     )
-    return reopened
+
+
+def _position(position: DeadLetterPosition) -> list:
+    return [position.topic, position.partition, position.offset]

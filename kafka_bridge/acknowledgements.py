@@ -16,7 +16,7 @@ from kafka import KafkaProducer
 from kafka_bridge import metrics
 from kafka_bridge.models import OutboxEvent
 from kafka_bridge.outbox import SendFailure, SentMark, outbox_outcomes_record
-from kafka_bridge.send_failures import error_line, failure_is_the_records_own, shares_a_refused_batch
+from kafka_bridge.send_failures import SendFailureKind, error_line, send_failure_kind
 
 logger = logging.getLogger(__name__)
 
@@ -84,7 +84,8 @@ class AcknowledgementWriter:
             self._wake_if_needed()
 
     def _errored(self, pk: int, resends: int, producer: KafkaProducer, exc: Exception) -> None:
-        if not (failure_is_the_records_own(exc) or shares_a_refused_batch(exc)):
+        # Only the broker's failures (and the client's own trouble) pause the path for everyone.
+        if send_failure_kind(exc) not in (SendFailureKind.RECORDS_OWN, SendFailureKind.BATCH_MATES):
             self.publisher.suspend()
         if not getattr(exc, "retriable", False):
             self.publisher.retire(producer)

@@ -25,12 +25,12 @@ from typing import NamedTuple
 
 from kafka import KafkaProducer
 from kafka.consumer.fetcher import ConsumerRecord
-from kafka.errors import IllegalStateError, KafkaError
+from kafka.errors import IllegalStateError
 from kafka.producer.future import FutureRecordMetadata
 from kafka.structs import TopicPartition
 
 from kafka_bridge.producer_send import producer_config
-from kafka_bridge.send_failures import error_line, failure_is_the_records_own
+from kafka_bridge.send_failures import SendFailureKind, error_line, send_failure_kind
 from kafka_bridge.text import one_line
 
 logger = logging.getLogger(__name__)
@@ -112,8 +112,10 @@ def dead_letter_cut_record(*, group_id: str, record: ConsumerRecord, position: D
 def refused_for_its_own_sake(exc: BaseException) -> bool:
     """True when sending a record again unchanged would fail again (the broker refused it for
     what it is, or the client could not encode it); False for the broker's failures (unreachable,
-    not the leader, timed out), which are worth retrying."""
-    return failure_is_the_records_own(exc) or not isinstance(exc, KafkaError)
+    not the leader, timed out), which are worth retrying. A copy's bytes are whatever the DLT or
+    the event topic held, so the client's own failure (`SendFailureKind.CLIENTS`) is the record's
+    here."""
+    return send_failure_kind(exc) in (SendFailureKind.RECORDS_OWN, SendFailureKind.CLIENTS)
 
 
 class _HeadersWithNulls(list):

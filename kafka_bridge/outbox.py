@@ -18,7 +18,7 @@ What happens to a send, and to its row:
   row's place on the topic.
 - failed for the broker's reason (unreachable, timed out, not enough replicas, a topic that
   does not exist yet): `attempts` + 1 and `last_error`; the row is sent again, without limit.
-- refused for a reason of the record's own (see `kafka_bridge.send_failures.failure_is_the_records_own`):
+- refused for a reason of the record's own (see `kafka_bridge.send_failures.send_failure_kind`):
   `attempts` + 1, `refusals` + 1 and `last_error`; at `OUTBOX_QUARANTINE_ATTEMPTS` refusals the
   row is quarantined: it keeps its reason in `last_error`, is no longer sent or counted as
   backlog, and waits for an operator (the admin's release action, or `outbox_resend`).

@@ -15,11 +15,12 @@ one of two ways:
 
 What could not be sent stays unsent for `run_outbox_relay`.
 
-Two kinds of failure are told apart (`failure_is_the_records_own`). The broker's (unreachable,
-timed out, not enough replicas, no such topic yet) would fail any record: the fast path pauses
-for everyone and the relay backs off. The record's own (too large for the producer or the
-topic, invalid, an illegal topic name) would fail this record again and no other: nothing
-pauses, and the relay counts it against the row until the row is quarantined.
+Two kinds of failure are told apart (`kafka_bridge.send_failures.send_failure_kind`, every
+sender's one classification). The broker's (unreachable, timed out, not enough replicas, no such
+topic yet) would fail any record: the fast path pauses for everyone and the relay backs off.
+The record's own (too large for the producer or the topic, invalid, an illegal topic name) would
+fail this record again and no other: nothing pauses, and the relay counts it against the row
+until the row is quarantined.
 
 kafka-python 3.0.12 stops an idempotent producer for good once the broker refuses one of its
 batches with a non-retriable error (a record over the topic's `max.message.bytes`, say): every
@@ -47,7 +48,7 @@ from kafka_bridge.acknowledgements import AcknowledgementWriter
 from kafka_bridge.models import OutboxEvent
 from kafka_bridge.outbox import outbox_outcomes_record
 from kafka_bridge.producer_send import SendOutcome, SendRound, producer_close, producer_config, send_row
-from kafka_bridge.send_failures import error_line, failure_is_the_records_own
+from kafka_bridge.send_failures import SendFailureKind, error_line, send_failure_kind
 
 # The sending itself lives in kafka_bridge.producer_send; its names are importable from here too.
 __all__ = [
@@ -182,7 +183,7 @@ class OutboxPublisher:
             producer = self._get_producer()
         except Exception as exc:
             # Broker unreachable at bootstrap, or the client's own trouble: all the relay's.
-            if not isinstance(exc, KafkaError):
+            if send_failure_kind(exc) is SendFailureKind.CLIENTS:
                 logger.exception("kafka: unexpected error while publishing")
             marker.failed(rows, error_line(exc), brokers=True)
             return
@@ -190,14 +191,15 @@ class OutboxPublisher:
             try:
                 future = send_row(producer, row)
             except Exception as exc:
-                if failure_is_the_records_own(exc):
+                kind = send_failure_kind(exc)
+                if kind is SendFailureKind.RECORDS_OWN:
                     # Too large, an illegal topic name: this row is the relay's to count, and
                     # the rows after it go on.
                     marker.failed([row], error_line(exc, row), brokers=False)
                     continue
                 # Metadata not available within max_block_ms, or the client's own trouble: what
                 # was not handed over is the relay's.
-                if not isinstance(exc, KafkaError):
+                if kind is SendFailureKind.CLIENTS:
                     logger.exception("kafka: unexpected error while publishing")
                 marker.failed(rows[index:], error_line(exc), brokers=True)
                 return

@@ -18,7 +18,7 @@ from kafka.util import ensure_valid_topic_name
 from kafka_bridge.client import connection_config
 from kafka_bridge.models import OutboxEvent
 from kafka_bridge.outbox import SendFailure, SentMark
-from kafka_bridge.send_failures import error_line, failure_is_the_records_own, shares_a_refused_batch
+from kafka_bridge.send_failures import SendFailureKind, error_line, send_failure_kind
 
 # The same logger as the publisher's: these lines are its sends'.
 logger = logging.getLogger("kafka_bridge.producer")
@@ -133,7 +133,7 @@ class SendRound:
         try:
             producer = self.get_producer()
         except Exception as exc:
-            if not isinstance(exc, KafkaError):
+            if send_failure_kind(exc) is SendFailureKind.CLIENTS:
                 logger.exception("kafka: unexpected error while building the producer")
             for row in rows:
                 self.outcome.fail(row, error_line(exc))
@@ -155,11 +155,12 @@ class SendRound:
             try:
                 futures.append((row, send_row(producer, row)))
             except Exception as exc:
-                if failure_is_the_records_own(exc):
+                kind = send_failure_kind(exc)
+                if kind is SendFailureKind.RECORDS_OWN:
                     # Checked in this process before anything was sent: certainly its own.
                     self.outcome.refuse(row, exc)
                     continue
-                if not isinstance(exc, KafkaError):
+                if kind is SendFailureKind.CLIENTS:
                     logger.exception("kafka: unexpected error while publishing")
                 unreachable[row.topic] = error_line(exc)
                 self.outcome.fail(row, unreachable[row.topic])
@@ -173,24 +174,25 @@ class SendRound:
         for row, future in futures:
             try:
                 metadata = future.get(timeout=max(0.0, self.deadline - time.monotonic()))
-            except KafkaError as exc:
+            except Exception as exc:
+                kind = send_failure_kind(exc)
+                if kind is SendFailureKind.CLIENTS:
+                    # Not Kafka's answer: a bug to see, but it must not kill the caller; the row
+                    # stays unsent and is retried.
+                    logger.exception("kafka: unexpected error while publishing")
+                    self.outcome.fail(row, error_line(exc))
+                    continue
                 if exc.retriable:
                     self.outcome.fail(row, error_line(exc))
                     continue
                 stopped = True
-                own = failure_is_the_records_own(exc)
-                if len(futures) > 1 and (own or shares_a_refused_batch(exc)):
+                if len(futures) > 1 and kind in (SendFailureKind.RECORDS_OWN, SendFailureKind.BATCH_MATES):
                     # Perhaps a batch-mate's refusal, or the stopped producer's: find out alone.
                     suspects.append(row)
-                elif own:
+                elif kind is SendFailureKind.RECORDS_OWN:
                     self.outcome.refuse(row, exc)
                 else:
                     self.outcome.fail(row, error_line(exc))
-            except Exception as exc:
-                # Anything else from the client is a bug to see, but must not kill the caller:
-                # the row stays unsent and is retried.
-                logger.exception("kafka: unexpected error while publishing")
-                self.outcome.fail(row, error_line(exc))
             else:
                 self.outcome.ack(row, metadata)
         return suspects, stopped

@@ -1,8 +1,11 @@
-"""Why a send failed: for the record's own reason (it would fail again, and no other record
-would), or for the broker's (any record would have failed); and the failure as one line."""
+"""What a failed send means, decided here for every sender (the publisher's two paths, the
+dead-letter and redrive copier): the record's own fault (it would fail again, and no other record
+would), the broker's (any record would have failed), a refused batch-mate's, or the client's own
+error; and the failure as one line."""
 
 from __future__ import annotations
 
+from enum import Enum
 from typing import TYPE_CHECKING
 
 from kafka.errors import (
@@ -26,16 +29,30 @@ if TYPE_CHECKING:
 RECORD_ERRORS = (MessageSizeTooLargeError, RecordListTooLargeError, InvalidRecordError, InvalidTopicError)
 
 
-def failure_is_the_records_own(exc: BaseException) -> bool:
-    """True when `exc` refuses the record for what it is (the row's own failure), False when it
-    is the broker's (any record would have failed)."""
-    return isinstance(exc, RECORD_ERRORS)
+class SendFailureKind(Enum):
+    """Whose failure a failed send is."""
 
-
-def shares_a_refused_batch(exc: BaseException) -> bool:
+    # Refused for what the record is (RECORD_ERRORS): sent again unchanged, it fails again.
+    RECORDS_OWN = "the record's own"
+    # A Kafka failure any record would have had (unreachable, timed out, not the leader, not
+    # enough replicas, no such topic yet, not authorized): worth retrying.
+    BROKERS = "the broker's"
     # kafka-python fails a refused record's batch-mates with a bare KafkaError: neither theirs
-    # nor the broker's.
-    return type(exc) is KafkaError
+    # nor the broker's, and only a send of the record alone tells.
+    BATCH_MATES = "a refused batch-mate's"
+    # Not a Kafka error at all: the client could not encode the record, or a bug of its own.
+    CLIENTS = "the client's"
+
+
+def send_failure_kind(exc: BaseException) -> SendFailureKind:
+    """Whose failure `exc`, raised by a send or by waiting for its acknowledgement, is."""
+    if isinstance(exc, RECORD_ERRORS):
+        return SendFailureKind.RECORDS_OWN
+    if type(exc) is KafkaError:
+        return SendFailureKind.BATCH_MATES
+    if isinstance(exc, KafkaError):
+        return SendFailureKind.BROKERS
+    return SendFailureKind.CLIENTS
 
 
 def error_line(exc: BaseException, row: OutboxEvent | None = None) -> str:
