@@ -149,44 +149,61 @@ def _open_socket(host: str, port: int, call: HttpCall) -> socket.socket:
     raise error or OSError(f"no address found for {host}")
 
 
-class _DeadlineConnectionMixin:
-    """What both connection classes share: connect within the call's deadline (`call` is set
-    by the client for each use), and write the request in one piece."""
+def _connect_within_deadline(connection: http.client.HTTPConnection, call: HttpCall) -> socket.socket:
+    """The connection's socket, connected within the call's deadline."""
+    sock = _open_socket(connection.host, connection.port, call)
+    # Requests are written in one piece and answers awaited: Nagle would only delay them.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
+def _request_in_one_piece(buffer: list[bytes], message_body: bytes | None) -> bytes:
+    # http.client writes the headers and the body separately; one write means the deadline
+    # check just before it covers every byte of the request, and one segment per request.
+    buffer.extend((b"", message_body or b""))
+    data = b"\r\n".join(buffer)
+    del buffer[:]
+    return data
+
+
+class DeadlineConnection(http.client.HTTPConnection):
+    """A plain HTTP connection that connects and writes within its `call`'s deadline (`call` is
+    set by the client for each use), the request in one piece."""
 
     call: HttpCall | None = None
     # The last answer read on this connection.
     response: http.client.HTTPResponse | None = None
 
     def connect(self) -> None:
-        self.sock = _open_socket(self.host, self.port, self.call)
-        # Requests are written in one piece and answers awaited: Nagle would only delay them.
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.sock = _connect_within_deadline(self, self.call)
 
     def _send_output(self, message_body=None, encode_chunked=False) -> None:
-        # http.client writes the headers and the body separately; one write means the deadline
-        # check just before it covers every byte of the request, and one segment per request.
-        self._buffer.extend((b"", message_body or b""))
-        data = b"\r\n".join(self._buffer)
-        del self._buffer[:]
+        data = _request_in_one_piece(self._buffer, message_body)
         self.call.time_left()
         self.send(data)
 
 
-class DeadlineConnection(_DeadlineConnectionMixin, http.client.HTTPConnection):
-    """A plain HTTP connection that connects and writes within its `call`'s deadline."""
+class DeadlineTLSConnection(http.client.HTTPSConnection):
+    """An HTTPS connection that connects, shakes hands and writes within its `call`'s deadline,
+    the request in one piece."""
 
-
-class DeadlineTLSConnection(_DeadlineConnectionMixin, http.client.HTTPSConnection):
-    """An HTTPS connection that connects, shakes hands and writes within its `call`'s deadline."""
+    call: HttpCall | None = None
+    # The last answer read on this connection.
+    response: http.client.HTTPResponse | None = None
 
     def connect(self) -> None:
-        _DeadlineConnectionMixin.connect(self)
+        self.sock = _connect_within_deadline(self, self.call)
         # The handshake after wrapping, so the deadline thread can end a stalled one too.
         sock = self._context.wrap_socket(self.sock, server_hostname=self.host, do_handshake_on_connect=False)
         self.sock = sock
         self.call.watch(sock)
         sock.settimeout(self.call.time_left())
         sock.do_handshake()
+
+    def _send_output(self, message_body=None, encode_chunked=False) -> None:
+        data = _request_in_one_piece(self._buffer, message_body)
+        self.call.time_left()
+        self.send(data)
 
 
 def socket_is_dropped(sock: socket.socket) -> bool:

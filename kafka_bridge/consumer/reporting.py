@@ -1,20 +1,23 @@
-"""What the consumer loop (`kafka_bridge.consumer.ConsumerLoop`) reports about itself: its
-gauges (calls in flight, retries waiting, the breaker, lag and records done but not committed per
-partition), its status snapshot (`status()`, also recorded in the database for the admin's status
-page) and its periodic stats line.
+"""What the consumer loop reports about itself: its gauges (calls in flight, retries waiting, the
+breaker, lag and records done but not committed per partition), its status snapshot (also
+recorded in the database for the admin's status page) and its periodic stats line.
 
-`ReportingMixin` is a part of `ConsumerLoop`, which holds the state it uses; its methods run on
-the loop thread (`_forget_partition_gauges` also on the I/O thread, for revoked partitions).
+`Reporter` is given the loop's `status()` (a consistent snapshot, taken under the loop's lock)
+and reads the consumer's own view for the lag; it runs on the loop thread (`forget` also on the
+I/O thread, for revoked partitions).
 """
 
 from __future__ import annotations
 
 import logging
+import time
+from collections.abc import Callable, Iterable
 
 from kafka.errors import IllegalStateError, KafkaError
 from kafka.structs import TopicPartition
 
 from kafka_bridge import metrics
+from kafka_bridge.consumer.kafka_client import LoopConsumer
 from kafka_bridge.consumer_state import consumer_state_forget, consumer_state_record
 from kafka_bridge.pacing import STATE_VALUES
 
@@ -26,8 +29,41 @@ logger = logging.getLogger("kafka_bridge.consumer")
 GAUGE_INTERVAL = 1.0
 
 
-class ReportingMixin:
-    def _report(self, *, now: float) -> None:
+class Reporter:
+    """Counts the records done, and reports. `member`: the name under which the status is
+    recorded in the database (None: not recorded)."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        group_id: str,
+        stats_interval: float,
+        member: str | None,
+        status: Callable[[], dict],
+    ):
+        self.name = name
+        self.group_id = group_id
+        self.stats_interval = stats_interval
+        self.member = member
+        self.status = status
+        self.processed_total = 0
+        self._consumer: LoopConsumer | None = None
+        self._window_start = time.monotonic()
+        self._window_count = 0
+        self._gauges_due = 0.0
+        self._lag_partitions: set[TopicPartition] = set()
+        self._uncommitted_partitions: set[TopicPartition] = set()
+
+    def attach(self, consumer: LoopConsumer) -> None:
+        self._consumer = consumer
+
+    def record_done(self, tp: TopicPartition) -> None:
+        self.processed_total += 1
+        self._window_count += 1
+        metrics.EVENTS_CONSUMED.labels(group=self.group_id, topic=tp.topic).inc()
+
+    def report(self, *, now: float, dead_lettered: int, calls_in_flight: int) -> None:
         """The gauges and the status snapshot once a `GAUGE_INTERVAL`, the stats line once a
         `stats_interval`."""
         if now >= self._gauges_due:
@@ -42,52 +78,24 @@ class ReportingMixin:
                 elapsed,
                 self._window_count / elapsed,
                 self.processed_total,
-                self.dead_lettered_total,
-                self._calls_in_flight,
+                dead_lettered,
+                calls_in_flight,
             )
             self._window_start, self._window_count = now, 0
 
-    def status(self) -> dict:
-        """What the loop holds now: calls in flight, keys waiting on a retry, records done but
-        not yet committable per partition, the pacer's state."""
-        with self._lock:
-            return self._status()
-
-    def _status(self) -> dict:
-        return {
-            "group_id": self.group_id,
-            "concurrency": self.concurrency,
-            "calls_in_flight": self._calls_in_flight,
-            "retries_waiting": self._scheduler.waiting,
-            "records_queued": self._scheduler.queued,
-            "calls_prepared": len(self._prepared),
-            "breaker": self.pacer.state if self.pacer is not None else None,
-            "partitions": [
-                {
-                    "topic": tp.topic,
-                    "partition": tp.partition,
-                    "commit_point": self._tracker.commit_point(tp),
-                    "uncommitted": self._tracker.uncommitted(tp),
-                    "done_uncommitted": self._tracker.done_ahead(tp),
-                    "paused": tp in self._paused,
-                }
-                for tp in sorted(self._tracker.partitions())
-            ],
-        }
-
     def _update_gauges(self) -> None:
         group = self.group_id
-        with self._lock:
-            status = self.status()
-            done_ahead = {tp: self._tracker.done_ahead(tp) for tp in self._tracker.partitions()}
-            commit_points = {tp: self._tracker.commit_point(tp) for tp in done_ahead}
+        status = self.status()
         metrics.CONSUMER_CALLS_IN_FLIGHT.labels(group).set(status["calls_in_flight"])
         metrics.CONSUMER_RETRIES_WAITING.labels(group).set(status["retries_waiting"])
-        if self.pacer is not None:
-            metrics.CONSUMER_BREAKER_STATE.labels(group).set(STATE_VALUES[self.pacer.state])
-        for tp, count in done_ahead.items():
-            metrics.CONSUMER_DONE_UNCOMMITTED.labels(group, tp.topic, str(tp.partition)).set(count)
+        if status["breaker"] is not None:
+            metrics.CONSUMER_BREAKER_STATE.labels(group).set(STATE_VALUES[status["breaker"]])
+        commit_points = {}
+        for row in status["partitions"]:
+            tp = TopicPartition(row["topic"], row["partition"])
+            metrics.CONSUMER_DONE_UNCOMMITTED.labels(group, tp.topic, str(tp.partition)).set(row["done_uncommitted"])
             self._uncommitted_partitions.add(tp)
+            commit_points[tp] = row["commit_point"]
         self._update_lag(commit_points)
         if self.member is not None:
             try:
@@ -112,7 +120,7 @@ class ReportingMixin:
             metrics.CONSUMER_LAG.labels(self.group_id, tp.topic, str(tp.partition)).set(max(0, highwater - position))
             self._lag_partitions.add(tp)
 
-    def _forget_partition_gauges(self, partitions) -> None:
+    def forget(self, partitions: Iterable[TopicPartition]) -> None:
         """Partitions this consumer no longer owns: their figures are the new owner's to report."""
         for gauge, owned in (
             (metrics.CONSUMER_LAG, self._lag_partitions),
@@ -125,9 +133,9 @@ class ReportingMixin:
                 except KeyError:
                     pass
 
-    def _stop_reporting(self) -> None:
+    def stop(self) -> None:
         """On a stop: this consumer's figures go, and so does its recorded status."""
-        self._forget_partition_gauges(list(self._lag_partitions | self._uncommitted_partitions))
+        self.forget(list(self._lag_partitions | self._uncommitted_partitions))
         metrics.CONSUMER_CALLS_IN_FLIGHT.labels(self.group_id).set(0)
         metrics.CONSUMER_RETRIES_WAITING.labels(self.group_id).set(0)
         if self.member is not None:

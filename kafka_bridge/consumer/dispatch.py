@@ -1,0 +1,243 @@
+"""Who works on the consumer loop's records, and when: `Dispatcher` holds the records ready per
+key (`KeyScheduler`), the calls prepared for a free worker, the worker threads and the
+dead-letter thread, the count of what is in flight, and the queue on which their outcomes come
+back to the loop thread. The pacer is asked before each call starts and told each one's outcome.
+
+Its methods run on the loop thread holding the loop's lock (or, during a revocation, on the
+consumer's I/O thread holding it), unless said otherwise.
+"""
+
+from __future__ import annotations
+
+import functools
+import queue
+import time
+from collections import deque
+from collections.abc import Callable, Hashable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from kafka.consumer.fetcher import ConsumerRecord
+from kafka.structs import TopicPartition
+
+from kafka_bridge.consumer.api import Call, NonRetryableError
+from kafka_bridge.dead_letter import DeadLetterPosition
+from kafka_bridge.pacing import Pacer
+from kafka_bridge.scheduling import KeyScheduler
+
+# Records taken per step when calls are made inline (they never wait): a poll's worth.
+INLINE_BATCH = 1000
+
+# While calls are in flight the loop polls with this timeout, so their results are taken up
+# soon after they arrive (the broker's fetch responses wake the poll earlier anyway).
+BUSY_POLL_MS = 2
+
+# What workers and the dead-letter thread hand back to the loop thread.
+CALL, DEAD_LETTER = "call", "dead_letter"
+
+
+@dataclass(eq=False)
+class Item:
+    record: ConsumerRecord
+    tp: TopicPartition
+    # The partition's assignment it belongs to: results of an earlier one are not acted on.
+    generation: int
+    attempts: int = 0
+    # Given up on: to be sent to the dead-letter topic (again, if a send failed).
+    giving_up: bool = False
+    # On the dead-letter topic already; only the dead-letter hook is left to run.
+    dead_lettered: bool = False
+    dead_letter_position: DeadLetterPosition | None = None
+    # Its call is the circuit breaker's probe.
+    probe: bool = False
+    error: str = ""
+
+
+def where(record: ConsumerRecord) -> str:
+    return f"{record.topic}[{record.partition}]@{record.offset}"
+
+
+# A finished call: (key, item, what it returned, what it raised).
+CallResult = tuple[Hashable, Item, Any, BaseException | None]
+# A finished dead-letter send: (key, item, its future).
+DeadLetterResult = tuple[Hashable, Item, Future]
+
+
+class Dispatcher:
+    """Records ready per key, calls prepared, and the threads that make them. `concurrency` calls
+    at most run at once (`inline_calls`: made on the loop thread, for calls that never wait)."""
+
+    def __init__(self, *, name: str, concurrency: int, inline_calls: bool, pacer: Pacer | None):
+        self.name = name
+        self.concurrency = concurrency
+        self.inline_calls = inline_calls
+        self.pacer = pacer
+        self.calls_in_flight = 0
+        self.dead_letters_in_flight = 0
+        self.max_in_flight_seen = 0
+        self._scheduler: KeyScheduler[Item] = KeyScheduler()
+        # Calls prepared and waiting for a free worker: (key, item, call).
+        self._prepared: deque[tuple[Hashable, Item, Call]] = deque()
+        self._in_flight: dict[TopicPartition, int] = {}
+        self._results: queue.SimpleQueue = queue.SimpleQueue()
+        self._workers: ThreadPoolExecutor | None = None
+        self._dead_letter_worker: ThreadPoolExecutor | None = None
+
+    def open(self) -> None:
+        self._workers = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix=f"{self.name}-call")
+        self._dead_letter_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.name}-dlt")
+
+    def shutdown(self) -> None:
+        """Without waiting: what is still running past the drain timeout is abandoned."""
+        self._workers.shutdown(wait=False, cancel_futures=True)
+        self._dead_letter_worker.shutdown(wait=False, cancel_futures=True)
+
+    # --- records ready per key --------------------------------------------------------------
+
+    def add(self, key: Hashable, item: Item) -> None:
+        self._scheduler.add(key, item)
+
+    def take(self, *, now: float) -> list[tuple[Hashable, Item]]:
+        """Ready records to prepare: up to one call per worker is held prepared, besides the
+        free workers' own."""
+        room = self.concurrency + self.free_workers() - len(self._prepared)
+        if room <= 0:
+            return []
+        return self._scheduler.take(limit=room, now=now)
+
+    def finished(self, key: Hashable) -> None:
+        self._scheduler.finished(key)
+
+    def retry_at(self, key: Hashable, due: float) -> None:
+        self._scheduler.retry_at(key, due)
+
+    def forget(self, partitions: set[TopicPartition]) -> None:
+        """Partitions that went: their records, prepared calls and in-flight counts."""
+        for tp in partitions:
+            self._in_flight.pop(tp, None)
+        self._scheduler.drop(lambda key: key[0] in partitions)
+        self._prepared = deque(entry for entry in self._prepared if entry[1].tp not in partitions)
+
+    # --- calls ------------------------------------------------------------------------------
+
+    def free_workers(self) -> int:
+        if self.inline_calls:
+            return INLINE_BATCH
+        return self.concurrency - self.calls_in_flight
+
+    def hold(self, key: Hashable, item: Item, call: Call) -> None:
+        self._prepared.append((key, item, call))
+
+    def start_calls(self, *, current: Callable[[Item], bool]) -> None:
+        """Hand prepared calls to free workers, as far as the pacer allows; calls of a partition
+        that went meanwhile (`current` false) are dropped."""
+        while self._prepared and self.free_workers() > 0:
+            if self.pacer is not None and self.pacer.wait() > 0:
+                return
+            key, item, call = self._prepared.popleft()
+            if not current(item):
+                continue
+            self._call(key, item, call)
+
+    def _call(self, key: Hashable, item: Item, call: Call) -> None:
+        item.attempts += 1
+        item.probe = self.pacer.started() if self.pacer is not None else False
+        self.calls_in_flight += 1
+        self._in_flight[item.tp] = self._in_flight.get(item.tp, 0) + 1
+        self.max_in_flight_seen = max(self.max_in_flight_seen, self.calls_in_flight)
+        if self.inline_calls:
+            # A call that never waits (an in-process client): made here, its outcome taken up
+            # with the others, without a worker thread's hand-over per record.
+            future: Future = Future()
+            try:
+                future.set_result(call())
+            except Exception as exc:
+                future.set_exception(exc)
+            self._results.put((CALL, key, item, future))
+            return
+        future = self._workers.submit(call)
+        future.add_done_callback(functools.partial(self._hand_back, CALL, key, item))
+
+    def send_dead_letter(self, key: Hashable, item: Item, send: Callable[[], DeadLetterPosition]) -> None:
+        """`send` on the dead-letter thread; its outcome comes back with the calls'."""
+        self.dead_letters_in_flight += 1
+        future = self._dead_letter_worker.submit(send)
+        future.add_done_callback(functools.partial(self._hand_back, DEAD_LETTER, key, item))
+
+    def _hand_back(self, kind: str, key: Hashable, item: Item, future: Future) -> None:
+        # On the worker or dead-letter thread: only hand the outcome over.
+        self._results.put((kind, key, item, future))
+
+    # --- results ----------------------------------------------------------------------------
+
+    def results(self, *, timeout: float = 0.0) -> tuple[list[CallResult], list[DeadLetterResult]]:
+        """What finished (waiting up to `timeout` for something): the workers are freed and the
+        pacer told of each call's outcome; what is left is to record them. Need not hold the
+        lock while it waits."""
+        finished = []
+        try:
+            finished.append(self._results.get(timeout=timeout) if timeout else self._results.get_nowait())
+            while True:
+                finished.append(self._results.get_nowait())
+        except queue.Empty:
+            pass
+        return self._release(finished)
+
+    def _release(self, finished: list[tuple]) -> tuple[list[CallResult], list[DeadLetterResult]]:
+        calls, dead_letters = [], []
+        for kind, key, item, future in finished:
+            if kind == DEAD_LETTER:
+                self.dead_letters_in_flight -= 1
+                dead_letters.append((key, item, future))
+                continue
+            self.calls_in_flight -= 1
+            if item.tp in self._in_flight:
+                self._in_flight[item.tp] -= 1
+            error = future.exception()
+            if self.pacer is not None:
+                if error is None or isinstance(error, NonRetryableError):
+                    self.pacer.succeeded(probe=item.probe)
+                else:
+                    self.pacer.failed(retry_after=getattr(error, "retry_after", None), probe=item.probe)
+            calls.append((key, item, None if error is not None else future.result(), error))
+        return calls, dead_letters
+
+    # --- what the loop asks of it -----------------------------------------------------------
+
+    def busy(self) -> bool:
+        return bool(self.calls_in_flight or self.dead_letters_in_flight)
+
+    def outstanding(self, partitions: Iterable[TopicPartition] | None = None) -> int:
+        """Calls in flight (of `partitions`, or all) and dead letters being sent."""
+        calls = self.calls_in_flight if partitions is None else sum(self._in_flight.get(tp, 0) for tp in partitions)
+        return calls + self.dead_letters_in_flight
+
+    def poll_timeout_ms(self, *, idle_ms: int) -> int:
+        """How long the loop's poll may wait: not at all while results wait or a call could
+        start, briefly while calls are in flight, else until the next retry is due (or the pacer
+        lets a call start), at most `idle_ms`."""
+        now = time.monotonic()
+        if not self._results.empty() or (self.free_workers() and self._can_start(now)):
+            return 0
+        if self.busy():
+            return BUSY_POLL_MS
+        until = idle_ms / 1000
+        due = self._scheduler.next_due()
+        if due is not None:
+            until = min(until, due - now)
+        if self._scheduler.has_ready(now) and self.pacer is not None:
+            until = min(until, self.pacer.wait())
+        return max(0, int(until * 1000) + 1)
+
+    def _can_start(self, now: float) -> bool:
+        ready = bool(self._prepared) or self._scheduler.has_ready(now)
+        return ready and (self.pacer is None or self.pacer.wait() == 0)
+
+    def status(self) -> dict:
+        return {
+            "calls_in_flight": self.calls_in_flight,
+            "retries_waiting": self._scheduler.waiting,
+            "records_queued": self._scheduler.queued,
+            "calls_prepared": len(self._prepared),
+        }
