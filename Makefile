@@ -70,14 +70,15 @@ TEST_ENV := DATABASE_URL=$$(scripts/postgres.sh url)
 endif
 
 # The tests marked `serial` (they restart what all tests share) run first and alone; then the
-# rest on TEST_WORKERS processes (pytest-xdist), each with its own test database. Every test
+# rest on TEST_WORKERS processes (pytest-xdist; an idle worker takes over tests queued for a busy
+# one, so the long fault tests do not leave it waiting at the end), each with its own test database. Every test
 # isolates itself on the broker with names of its own, so they can share it. TEST_WORKERS=0 runs
 # everything in this one process. A run that selects no serial test is not a failure (exit 5).
 TEST_WORKERS ?= 2
 
 test: dev tools kafka-up $(TEST_SERVICES) ## run the suite against the real broker; DB=postgres for PostgreSQL
 	$(TEST_ENV) $(PY) -m pytest -m serial $(PYTEST_ARGS) || [ $$? -eq 5 ]
-	$(TEST_ENV) $(PY) -m pytest -m "not serial" -n $(TEST_WORKERS) $(PYTEST_ARGS)
+	$(TEST_ENV) $(PY) -m pytest -m "not serial" -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 # The unit tests alone (tests/unit/, marked `unit` by folder): no broker to start, no tools to
 # install, no process started.
