@@ -9,11 +9,9 @@ in production, an in-memory one in the unit tests.
 
 from kafka_bridge.consumer.api import (
     Call,
-    CallEach,
     DeadLetterHook,
     LogFields,
     NonRetryableError,
-    RecordHandler,
     RecordProcessor,
     RetryableError,
     backoff_delay,
@@ -24,7 +22,6 @@ from kafka_bridge.consumer.loop import ConsumerFactory, ConsumerLoop
 
 __all__ = [
     "Call",
-    "CallEach",
     "ConsumerFactory",
     "ConsumerLoop",
     "DeadLetterHook",
@@ -33,7 +30,6 @@ __all__ = [
     "LoopConsumer",
     "NonRetryableError",
     "RebalanceListener",
-    "RecordHandler",
     "RecordProcessor",
     "RetryableError",
     "backoff_delay",

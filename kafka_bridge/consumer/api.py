@@ -5,7 +5,6 @@ consumer's configuration and the retries' backoff. `kafka_bridge.consumer` re-ex
 
 from __future__ import annotations
 
-import functools
 import random
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -18,7 +17,6 @@ from kafka_bridge.dead_letter import DeadLetterPosition
 
 # Work for a worker thread: the record's call, made outside the loop thread.
 Call = Callable[[], Any]
-RecordHandler = Callable[[ConsumerRecord], None]
 # Called once a record is given up on: (record, error, attempts, where its dead letter went, or
 # None without a dead-letter topic).
 DeadLetterHook = Callable[[ConsumerRecord, str, int, DeadLetterPosition | None], None]
@@ -49,19 +47,6 @@ class RecordProcessor(Protocol):
     def complete(self, results: list[tuple[ConsumerRecord, Any, BaseException | None]]) -> list[BaseException | None]:
         """Record the outcome of finished calls, given (record, what the call returned, what it
         raised). Per record: None when it is done with, or the error to act on."""
-
-
-class CallEach:
-    """A processor that calls `handler(record)` on a worker thread for each record."""
-
-    def __init__(self, handler: RecordHandler):
-        self.handler = handler
-
-    def prepare(self, records):
-        return [functools.partial(self.handler, record) for record in records]
-
-    def complete(self, results):
-        return [error for _, _, error in results]
 
 
 def consumer_config(*, group_id: str) -> dict:

@@ -48,7 +48,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import AuthorizationError, KafkaError, SaslAuthenticationFailedError
 from kafka.structs import TopicPartition
 
-from kafka_bridge.consumer.api import CallEach, DeadLetterHook, LogFields, RecordHandler, RecordProcessor
+from kafka_bridge.consumer.api import DeadLetterHook, LogFields, RecordProcessor
 from kafka_bridge.consumer.dispatch import CallResult, DeadLetterResult, Dispatcher, Item
 from kafka_bridge.consumer.failures import FailurePolicy
 from kafka_bridge.consumer.kafka_client import KafkaLoopConsumer, LoopConsumer
@@ -72,8 +72,8 @@ ConsumerFactory = Callable[[], LoopConsumer]
 
 
 class ConsumerLoop:
-    """Polls `topics` in `group_id` and hands each record to `processor` (or, for simple uses,
-    to `handler(record)` on a worker thread)."""
+    """Polls `topics` in `group_id` and hands the records to `processor`: its `prepare` gives the
+    calls to make on worker threads, its `complete` records what they did."""
 
     def __init__(
         self,
@@ -81,8 +81,7 @@ class ConsumerLoop:
         topics: Sequence[str],
         group_id: str,
         stop: StopFlag,
-        processor: RecordProcessor | None = None,
-        handler: RecordHandler | None = None,
+        processor: RecordProcessor,
         concurrency: int = 1,
         max_uncommitted: int | None = None,
         pacer: Pacer | None = None,
@@ -99,13 +98,11 @@ class ConsumerLoop:
         report_status: bool = False,
         consumer_factory: ConsumerFactory | None = None,
     ):
-        if (processor is None) == (handler is None):
-            raise ValueError("give either a processor or a handler")
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, not {concurrency}")
         self.topics = list(topics)
         self.group_id = group_id
-        self.processor = processor if processor is not None else CallEach(handler)
+        self.processor = processor
         self.stop = stop
         self.name = name
         self.concurrency = concurrency

@@ -8,7 +8,7 @@ import pytest
 from kafka_bridge.consumer import ConsumerLoop, NonRetryableError, RetryableError
 from kafka_bridge.dead_letter import DeadLetterPublisher
 from kafka_bridge.runner import StopFlag
-from tests.support.consumers import LoopThread
+from tests.support.consumers import CallEach, LoopThread
 from tests.support.helpers import wait_until
 from tests.support.records import produce_records, read_records
 
@@ -46,7 +46,7 @@ def run_loop(kafka_topic_factory, consumer_group):
         loop = ConsumerLoop(
             topics=[topic],
             group_id=consumer_group,
-            handler=handler,
+            processor=CallEach(handler),
             stop=StopFlag(),
             backoff_base=0.05,
             backoff_max=0.2,

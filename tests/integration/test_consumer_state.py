@@ -27,6 +27,7 @@ from kafka_bridge.consumer_state import (
 )
 from kafka_bridge.models import ConsumerState
 from kafka_bridge.runner import StopFlag
+from tests.support.consumers import CallEach
 
 STATUS_PAGE = "/admin/kafka-status/"
 
@@ -93,7 +94,9 @@ def test_recording_again_is_one_update_of_the_same_row(django_assert_num_queries
 
 @pytest.mark.django_db
 def test_a_real_loops_status_can_be_recorded():
-    loop = ConsumerLoop(topics=["t"], group_id="g-loop", stop=StopFlag(), handler=lambda record: None, concurrency=4)
+    loop = ConsumerLoop(
+        topics=["t"], group_id="g-loop", stop=StopFlag(), processor=CallEach(lambda record: None), concurrency=4
+    )
 
     consumer_state_record(member="loop@h:1", state=loop.status())
 

@@ -27,7 +27,7 @@ from kafka_bridge.producer import request_publisher
 from kafka_bridge.relay import OutboxRelay
 from kafka_bridge.runner import StopFlag
 from orders.services import order_confirm
-from tests.support.consumers import loop_running
+from tests.support.consumers import CallEach, loop_running
 from tests.support.factories import order_factory
 from tests.support.helpers import wait_until
 from tests.support.ports import free_port
@@ -176,7 +176,7 @@ def test_the_lag_gauge_counts_records_behind_a_stuck_partition_and_goes_when_the
     loop = ConsumerLoop(
         topics=[kafka_topic],
         group_id=consumer_group,
-        handler=never,
+        processor=CallEach(never),
         stop=StopFlag(),
         max_attempts=1000,
         backoff_base=0.05,
@@ -208,7 +208,7 @@ def test_the_pipeline_gauges_show_a_retried_key_records_done_behind_it_and_calls
     loop = ConsumerLoop(
         topics=[kafka_topic],
         group_id=consumer_group,
-        handler=handler,
+        processor=CallEach(handler),
         stop=StopFlag(),
         concurrency=4,
         pacer=Pacer(breaker_failures=0),

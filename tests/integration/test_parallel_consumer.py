@@ -19,7 +19,7 @@ from kafka_bridge.consumer import ConsumerLoop
 from kafka_bridge.dead_letter import DeadLetterPublisher
 from kafka_bridge.models import OutboxEvent
 from kafka_bridge.runner import StopFlag
-from tests.support.consumers import LoopThread, export_consumer_running, loop_running
+from tests.support.consumers import CallEach, LoopThread, export_consumer_running, loop_running
 from tests.support.factories import export_event_factory, export_event_headers
 from tests.support.faults import orders_confirmed_on_the_topic, orders_create, platform_tally
 from tests.support.figures import report_figures
@@ -88,7 +88,7 @@ def test_per_key_offset_order_and_never_two_of_one_key_at_once_while_keys_run_in
     )
     handler = RecordingHandler()
 
-    loop = run_loop(topics=[topic], handler=handler, concurrency=16)
+    loop = run_loop(topics=[topic], processor=CallEach(handler), concurrency=16)
 
     total = len(keys) * per_key
     wait_until(lambda: handler.handled == total, timeout=60, message=lambda: f"handled {handler.handled} of {total}")
@@ -257,7 +257,7 @@ def test_a_dead_letter_that_cannot_be_sent_is_retried_until_it_can_and_nothing_e
             raise NonRetryableError("not an event")
         handled.append(record.value)
 
-    loop = run_loop(topics=[topic], handler=handler, dead_letter=DeadLetterPublisher(topic=dlt, timeout=1))
+    loop = run_loop(topics=[topic], processor=CallEach(handler), dead_letter=DeadLetterPublisher(topic=dlt, timeout=1))
     wait_until(lambda: handled == [b"fine"], timeout=30, message=lambda: f"handled {handled}")
     assert loop.dead_lettered_total == 0
     kafka_admin.create_topics({dlt: {"num_partitions": 1, "replication_factor": 1}}, wait_for_metadata=True)
@@ -285,7 +285,9 @@ def test_a_frozen_broker_under_the_loop_times_out_its_commits_and_the_loop_rides
             gate.wait(30)
         handled.append(record.offset)
 
-    loop = ConsumerLoop(topics=["frozen"], group_id="frozen-group", handler=handler, stop=StopFlag(), concurrency=4)
+    loop = ConsumerLoop(
+        topics=["frozen"], group_id="frozen-group", processor=CallEach(handler), stop=StopFlag(), concurrency=4
+    )
     with loop_running(loop) as running:
         wait_until(lambda: len(handled) >= 50, timeout=60, message="the loop did not start")
         with private_broker.frozen():
@@ -324,7 +326,7 @@ def test_a_partition_held_too_far_past_its_committed_offset_is_paused_and_resume
             raise RetryableError("later")
         handled.append(record.key)
 
-    loop = run_loop(topics=[topic], handler=handler, concurrency=4, max_uncommitted=10, max_attempts=1000)
+    loop = run_loop(topics=[topic], processor=CallEach(handler), concurrency=4, max_uncommitted=10, max_attempts=1000)
     wait_until(
         lambda: loop.status()["partitions"] and loop.status()["partitions"][0]["paused"],
         timeout=30,
@@ -420,7 +422,9 @@ def test_partitions_paused_at_the_bound_with_fetched_records_parked_are_read_aga
         with lock:
             handled.append((record.partition, record.offset))
 
-    loop = run_loop(topics=[topic], handler=handler, concurrency=8, max_uncommitted=200, max_attempts=10_000)
+    loop = run_loop(
+        topics=[topic], processor=CallEach(handler), concurrency=8, max_uncommitted=200, max_attempts=10_000
+    )
     wait_until(
         lambda: sum(1 for p, _ in handled if p == 1) == 3000,
         timeout=120,

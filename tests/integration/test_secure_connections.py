@@ -20,7 +20,7 @@ from kafka_bridge.models import OutboxEvent
 from kafka_bridge.producer import OutboxPublisher
 from kafka_bridge.runner import StopFlag
 from tests.support.brokers import PrivateBroker
-from tests.support.consumers import loop_running
+from tests.support.consumers import CallEach, loop_running
 from tests.support.factories import order_factory
 from tests.support.helpers import logged_text, wait_until
 
@@ -113,7 +113,7 @@ def test_the_right_credentials_carry_an_outbox_event_from_topic_creation_to_the_
     loop = ConsumerLoop(
         topics=[sasl_settings.ORDER_EXPORT_TOPIC],
         group_id=sasl_settings.ORDER_EXPORT_CONSUMER_GROUP,
-        handler=received.append,
+        processor=CallEach(received.append),
         stop=StopFlag(),
     )
     with loop_running(loop, name="sasl-consumer"):
@@ -162,7 +162,7 @@ def test_wrong_credentials_stop_a_consumer_loop_at_once(wrong_credentials):
     loop = ConsumerLoop(
         topics=[wrong_credentials.ORDER_EXPORT_TOPIC],
         group_id=wrong_credentials.ORDER_EXPORT_CONSUMER_GROUP,
-        handler=lambda record: None,
+        processor=CallEach(lambda record: None),
         stop=StopFlag(),
     )
     started = time.monotonic()

@@ -6,6 +6,7 @@ statements may go through an execute wrapper of the test's, e.g. a simulated out
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -13,6 +14,20 @@ from typing import Any
 from django.db import connection, connections
 
 STOP_TIMEOUT = 30.0
+
+
+class CallEach:
+    """A processor for the loop's tests: `handler(record)` on a worker thread for each record,
+    what it raises is what becomes of the record."""
+
+    def __init__(self, handler: Callable[[Any], None]):
+        self.handler = handler
+
+    def prepare(self, records):
+        return [functools.partial(self.handler, record) for record in records]
+
+    def complete(self, results):
+        return [error for _, _, error in results]
 
 
 class LoopThread:
