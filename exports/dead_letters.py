@@ -11,6 +11,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from django.conf import settings
 from kafka import KafkaConsumer
@@ -65,17 +66,30 @@ def redrive_targets() -> set[str]:
     return set(event_topics())
 
 
-def redrive_refusal(*, target_topic: str, headers: list[tuple[str, bytes | None]] | None, targets: set[str]) -> str:
-    """Why a dead letter cannot be redriven ("" when it can)."""
+class RedriveRefusal(NamedTuple):
+    """Why a dead letter cannot be redriven: `kind` for the metric ("cut", "target"), `reason`
+    in words for the operator."""
+
+    kind: str
+    reason: str
+
+
+def redrive_refusal(
+    *, target_topic: str, headers: list[tuple[str, bytes | None]] | None, targets: set[str]
+) -> RedriveRefusal | None:
+    """Why a dead letter cannot be redriven (None when it can)."""
     cut = next((v for n, v in headers or () if n == CUT_HEADER), None)
     if cut is not None:
-        return (
+        return RedriveRefusal(
+            "cut",
             "a bounded dead letter, not the record: the DLT could not keep it "
-            f"({cut.decode('utf-8', 'replace')}); the record is still on its topic"
+            f"({cut.decode('utf-8', 'replace')}); the record is still on its topic",
         )
     if target_topic not in targets:
-        return f"its dlt.original.topic {target_topic!r} is not an event topic of this app; refused"
-    return ""
+        return RedriveRefusal(
+            "target", f"its dlt.original.topic {target_topic!r} is not an event topic of this app; refused"
+        )
+    return None
 
 
 def replay_group() -> str:
@@ -109,6 +123,11 @@ def dead_letters_list(*, limit: int = 200, timeout_ms: int) -> list[DeadLetter]:
     letters = []
     for record, key, order_id in zip(result.records, keys, order_ids):
         headers = {name: (value or b"").decode("utf-8", "replace") for name, value in record.headers}
+        refusal = redrive_refusal(
+            target_topic=headers.get("dlt.original.topic") or settings.ORDER_EXPORT_TOPIC,
+            headers=record.headers,
+            targets=targets,
+        )
         letters.append(
             DeadLetter(
                 partition=record.partition,
@@ -123,11 +142,7 @@ def dead_letters_list(*, limit: int = 200, timeout_ms: int) -> list[DeadLetter]:
                 export_status=statuses.get(order_id),
                 replayed=(record.partition, record.offset) in replayed
                 or record.offset < committed.get(record.partition, 0),
-                refusal=redrive_refusal(
-                    target_topic=headers.get("dlt.original.topic") or settings.ORDER_EXPORT_TOPIC,
-                    headers=record.headers,
-                    targets=targets,
-                ),
+                refusal=refusal.reason if refusal else "",
             )
         )
     return letters

@@ -273,11 +273,11 @@ def _replay_chunk(
     republishable, refused = [], []
     for record in records:
         item = _item(record)
-        reason = redrive_refusal(target_topic=item.target_topic, headers=record.headers, targets=targets)
-        if reason:
-            refused.append(Refusal(record.partition, record.offset, reason))
+        refusal = redrive_refusal(target_topic=item.target_topic, headers=record.headers, targets=targets)
+        if refusal:
+            refused.append(Refusal(record.partition, record.offset, refusal.reason))
             if not dry_run:
-                metrics.REDRIVES_REFUSED.labels(reason="target" if item.target_topic not in targets else "cut").inc()
+                metrics.REDRIVES_REFUSED.labels(reason=refusal.kind).inc()
         else:
             republishable.append((record, item))
     if dry_run:

@@ -215,7 +215,6 @@ class DeadLetterPublisher:
 
     def __init__(self, *, topic: str, timeout: float = 10.0, copier: RecordCopier | None = None):
         self.topic = topic
-        self.timeout = timeout
         self._copier = copier or RecordCopier(timeout=timeout)
 
     def publish(self, record: ConsumerRecord, *, error: str, attempts: int) -> DeadLetterPosition:

@@ -29,13 +29,12 @@ from rest_framework.test import APIClient
 
 from config.env import BASE_DIR
 from exports.events import PoisonRecord, export_request_decode
-from exports.models import OrderExport
 from exports.processor import export_record_decode
 from kafka_bridge.topics import DLT_MAX_MESSAGE_BYTES
 from orders.services import LineInput, order_confirm, order_create
 from tests.support.factories import event_record_factory
-from tests.support.helpers import wait_until
 from tests.support.records import produce_records, read_records
+from tests.support.redrive import dead_lettered_order
 
 CONTRACTS = BASE_DIR / "contracts"
 EVENT_SCHEMA_FILE = CONTRACTS / "order-export-requested.v1.schema.json"
@@ -183,18 +182,6 @@ def test_real_events_on_the_topic_satisfy_the_schema_and_the_asyncapi_message(ex
     assert [line["unit_price"] for line in several["lines"]] == ["10.00", "0.00", "9999999999.99", "0.10"]
     assert several["total_amount"] == "21474836469978525183.83"
     assert json.loads(by_key[str(orders["a free order"].pk)].value)["order"]["total_amount"] == "0.00"
-
-
-def dead_lettered_order():
-    """An order whose export the (refusing) platform turned down, so its event sits on the DLT."""
-    order = order_create(customer_id="c-dlt", lines=[LineInput(sku="S", quantity=1, unit_price=Decimal("5.00"))])
-    order_confirm(order_id=order.pk)
-    wait_until(
-        lambda: OrderExport.objects.filter(order=order, status="failed").exists(),
-        timeout=30,
-        message="the refused export was not marked failed",
-    )
-    return order
 
 
 def assert_is_the_contracts_dead_letter(dead) -> dict[str, str | None]:

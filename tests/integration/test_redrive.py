@@ -34,7 +34,7 @@ def replay(*args) -> str:
 
 def test_a_permanent_refusal_is_dead_lettered_and_marked_failed(consumer, export_topics, refusing_platform):
     topic, dlt = export_topics
-    order = dead_lettered_order(export_topics)
+    order = dead_lettered_order()
 
     [dead] = read_records(dlt, expected=1)
     [original] = read_records(topic, expected=1)
@@ -50,7 +50,7 @@ def test_a_permanent_refusal_is_dead_lettered_and_marked_failed(consumer, export
 
 def test_a_dead_lettered_export_records_where_its_dead_letter_is(consumer, export_topics, refusing_platform):
     _, dlt = export_topics
-    order = dead_lettered_order(export_topics)
+    order = dead_lettered_order()
 
     [dead] = read_records(dlt, expected=1)
     export = OrderExport.objects.get(order=order)
@@ -65,7 +65,7 @@ def test_a_dead_lettered_export_records_where_its_dead_letter_is(consumer, expor
 
 
 def test_replay_dlt_needs_a_user_with_the_redrive_permission(consumer, export_topics):
-    dead_lettered_order(export_topics)
+    dead_lettered_order()
     user_with("viewer", may_redrive=False)
 
     with pytest.raises(CommandError) as excinfo:
@@ -78,7 +78,7 @@ def test_replay_dlt_needs_a_user_with_the_redrive_permission(consumer, export_to
 
 def test_replay_dlt_dry_run_lists_and_changes_nothing(consumer, export_topics):
     topic, _ = export_topics
-    order = dead_lettered_order(export_topics)
+    order = dead_lettered_order()
     user_with("ops", may_redrive=True)
     before = end_offsets(topic)
 
@@ -93,7 +93,7 @@ def test_replay_dlt_dry_run_lists_and_changes_nothing(consumer, export_topics):
 
 def test_replay_dlt_sends_the_event_again_and_it_is_exported_once(consumer, export_topics, refusing_platform):
     topic, dlt = export_topics
-    order = dead_lettered_order(export_topics)
+    order = dead_lettered_order()
     event_id = str(OutboxEvent.objects.get(key=str(order.pk)).event_id)
     user_with("ops", may_redrive=True)
     refusing_platform.refusing = False
@@ -129,7 +129,7 @@ def test_replay_dlt_offset_replays_only_that_record_and_a_later_replay_of_all_sk
     consumer, export_topics, refusing_platform
 ):
     _, dlt = export_topics
-    first, second = dead_lettered_order(export_topics), dead_lettered_order(export_topics)
+    first, second = dead_lettered_order(), dead_lettered_order()
     position = dead_letter_position(dlt, second, records_on_the_dlt=2)
     user_with("ops", may_redrive=True)
     refusing_platform.refusing = False
@@ -158,7 +158,7 @@ def test_replay_dlt_offset_replays_only_that_record_and_a_later_replay_of_all_sk
 
 
 def test_replay_dlt_key_selects_the_dead_letters_of_that_order(consumer, export_topics, refusing_platform):
-    first, second = dead_lettered_order(export_topics), dead_lettered_order(export_topics)
+    first, second = dead_lettered_order(), dead_lettered_order()
     user_with("ops", may_redrive=True)
 
     output = replay("--operator", "ops", "--key", str(first.pk), "--dry-run")
@@ -169,7 +169,7 @@ def test_replay_dlt_key_selects_the_dead_letters_of_that_order(consumer, export_
 
 def test_replay_dlt_refuses_a_selection_naming_what_is_not_on_the_dlt_and_replays_nothing(consumer, export_topics):
     topic, dlt = export_topics
-    order = dead_lettered_order(export_topics)
+    order = dead_lettered_order()
     position = dead_letter_position(dlt, order, records_on_the_dlt=1)
     user_with("ops", may_redrive=True)
     before = end_offsets(topic)
@@ -205,7 +205,7 @@ def test_the_dead_letters_page_lists_each_with_its_headers_and_redrives_only_the
     client, consumer, export_topics, refusing_platform
 ):
     topic, dlt = export_topics
-    first, second = dead_lettered_order(export_topics), dead_lettered_order(export_topics)
+    first, second = dead_lettered_order(), dead_lettered_order()
     position = dead_letter_position(dlt, second, records_on_the_dlt=2)
     client.force_login(user_with("ops", may_redrive=True))
 
@@ -248,7 +248,7 @@ def test_the_dead_letters_page_needs_the_redrive_permission(client, consumer, ex
 
 
 def test_the_admin_retry_action_sends_a_failed_export_again(client, consumer, export_topics, refusing_platform):
-    order = dead_lettered_order(export_topics)
+    order = dead_lettered_order()
     export = OrderExport.objects.get(order=order)
     client.force_login(user_with("ops", may_redrive=True))
     refusing_platform.refusing = False
@@ -272,7 +272,7 @@ def test_the_admin_retry_action_sends_a_failed_export_again(client, consumer, ex
 
 
 def test_the_admin_retry_action_is_refused_without_the_permission(client, consumer, export_topics):
-    order = dead_lettered_order(export_topics)
+    order = dead_lettered_order()
     export = OrderExport.objects.get(order=order)
     client.force_login(user_with("viewer", may_redrive=False))
 

@@ -77,7 +77,7 @@ def test_a_mixed_redrive_republishes_a_null_header_dead_letter_byte_for_byte_and
     client, consumer, export_topics, refusing_platform
 ):
     topic, dlt = export_topics
-    order = dead_lettered_order(export_topics)
+    order = dead_lettered_order()
     genuine = dead_letter_position(dlt, order, records_on_the_dlt=1)
     nulls = forge_dead_letter(
         dlt, key=None, value=b"not an event", headers=[("origin", None), ("note", b"")], original_topic=topic
@@ -109,7 +109,7 @@ def test_a_record_the_broker_refuses_is_named_the_others_are_replayed_and_a_late
     consumer, export_topics, refusing_platform
 ):
     topic, dlt = export_topics
-    order = dead_lettered_order(export_topics)
+    order = dead_lettered_order()
     # Random bytes do not compress: 2 MiB fits the DLT (4 MiB) but not the event topic (1 MiB).
     refused = forge_dead_letter(
         dlt, key=b"noise", value=os.urandom(2 * 1024 * 1024), headers=[], original_topic=topic, partition=2
@@ -147,7 +147,7 @@ def test_a_dead_letter_naming_a_topic_that_is_not_this_apps_is_refused_by_name_c
     client, consumer, export_topics, kafka_topic, refusing_platform
 ):
     topic, dlt = export_topics
-    order = dead_lettered_order(export_topics)
+    order = dead_lettered_order()
     genuine = dead_letter_position(dlt, order, records_on_the_dlt=1)
     forged = forge_dead_letter(dlt, key=b"1", value=b'{"steal": true}', headers=[], original_topic=kafka_topic)
     client.force_login(user_with("ops", may_redrive=True))
@@ -213,7 +213,7 @@ def test_a_selective_redrive_reads_only_where_its_selection_is_and_a_full_one_re
         producer.flush(timeout=30)
     finally:
         producer.close()
-    order = dead_lettered_order(export_topics)
+    order = dead_lettered_order()
     position = dead_letter_position(dlt, order, records_on_the_dlt=filler + 1)
     assert int(position.split(":")[1]) == per_partition
     user_with("ops", may_redrive=True)

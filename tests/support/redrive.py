@@ -23,7 +23,7 @@ def user_with(username: str, *, may_redrive: bool, staff: bool = True):
     return user
 
 
-def dead_lettered_order(export_topics):
+def dead_lettered_order():
     """An order whose export the platform refused, so its event sits on the DLT."""
     order = order_create(customer_id="c-dlt", lines=[LineInput(sku="S", quantity=1, unit_price=Decimal("5.00"))])
     order_confirm(order_id=order.pk)
