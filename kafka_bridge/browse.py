@@ -35,6 +35,7 @@ from kafka_bridge.browse_records import (
 )
 from kafka_bridge.browse_scan import Scan, partition_offsets, remaining_ms, topic_partitions
 from kafka_bridge.client import BrokerUnavailable, admin_client, bootstrap_servers
+from kafka_bridge.status import existing_partition_offsets, has_offsets
 
 # The record types live in kafka_bridge.browse_records and the scanning in browse_scan; the
 # names callers use are all importable from here.
@@ -91,8 +92,14 @@ def topics_summarize(*, names: Collection[str], timeout_ms: int) -> list[TopicSu
                 t for t in admin.describe_topics(sorted(names)) if t["error_code"] == 0 and not t["is_internal"]
             ]
             partitions = [TopicPartition(t["name"], p["partition_index"]) for t in described for p in t["partitions"]]
-            earliest = partition_offsets(admin, partitions, OffsetSpec.EARLIEST, deadline)
-            latest = partition_offsets(admin, partitions, OffsetSpec.LATEST, deadline)
+            # Topics another client deletes meanwhile are left out.
+            earliest = existing_partition_offsets(
+                admin, partitions, OffsetSpec.EARLIEST, timeout_ms=max(1, remaining_ms(deadline))
+            )
+            latest = existing_partition_offsets(
+                admin, partitions, OffsetSpec.LATEST, timeout_ms=max(1, remaining_ms(deadline))
+            )
+            described = [t for t in described if has_offsets(t, earliest) and has_offsets(t, latest)]
     except KafkaError as exc:
         raise BrokerUnavailable(
             f"the broker at {bootstrap_servers()} did not list its topics ({type(exc).__name__})"
@@ -102,7 +109,7 @@ def topics_summarize(*, names: Collection[str], timeout_ms: int) -> list[TopicSu
             name=t["name"],
             partitions=len(t["partitions"]),
             records=sum(
-                max(0, latest[tp] - earliest[tp])
+                max(0, latest.get(tp, 0) - earliest.get(tp, 0))
                 for tp in (TopicPartition(t["name"], p["partition_index"]) for p in t["partitions"])
             ),
         )

@@ -18,7 +18,7 @@ from typing import NamedTuple
 
 from django.conf import settings
 from kafka import KafkaConsumer, TopicPartition
-from kafka.errors import KafkaError
+from kafka.errors import KafkaError, UnknownTopicOrPartitionError
 from kafka.serializer import Deserializer
 
 from kafka_bridge.browse_records import (
@@ -252,7 +252,10 @@ def topic_partitions(admin, topic: str, partitions: Iterable[int] | None) -> lis
 def partition_offsets(admin, partitions: list[TopicPartition], spec, deadline: float) -> dict[TopicPartition, int]:
     if not partitions:
         return {}
-    found = admin.list_partition_offsets(dict.fromkeys(partitions, spec), timeout_ms=max(1, remaining_ms(deadline)))
+    try:
+        found = admin.list_partition_offsets(dict.fromkeys(partitions, spec), timeout_ms=max(1, remaining_ms(deadline)))
+    except UnknownTopicOrPartitionError as error:
+        raise TopicNotFound(f"topic {partitions[0].topic!r} was deleted while it was read") from error
     return {tp: found[tp].offset for tp in partitions}
 
 

@@ -9,6 +9,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from kafka import KafkaAdminClient, TopicPartition
+from kafka.errors import UnknownTopicOrPartitionError
 from kafka.protocol.consumer import OffsetSpec
 
 from kafka_bridge.client import admin_client
@@ -24,10 +25,43 @@ def _assignments(member: dict[str, Any]) -> list[dict[str, Any]]:
     return sorted(result, key=lambda a: (a["topic"], a["partition"]))
 
 
-def _offsets(admin: KafkaAdminClient, partitions: list[TopicPartition], spec) -> dict[TopicPartition, int]:
-    if not partitions:
-        return {}
-    return {tp: found.offset for tp, found in admin.list_partition_offsets(dict.fromkeys(partitions, spec)).items()}
+# A topic deleted while the page reads it is looked up again this many times before giving up.
+_DELETED_TOPIC_RETRIES = 3
+
+
+def existing_partition_offsets(
+    admin: KafkaAdminClient, partitions: list[TopicPartition], spec, *, timeout_ms: int | None = None
+) -> dict[TopicPartition, int]:
+    """The offsets of `partitions` by `spec`. A topic deleted between describing it and reading
+    its offsets (the admin client then refuses the whole request) has none: the request is
+    made again for the topics that still exist."""
+    for attempt in range(_DELETED_TOPIC_RETRIES):
+        if not partitions:
+            return {}
+        try:
+            found = admin.list_partition_offsets(dict.fromkeys(partitions, spec), timeout_ms=timeout_ms)
+        except UnknownTopicOrPartitionError:
+            if attempt == _DELETED_TOPIC_RETRIES - 1:
+                raise
+            partitions = _still_existing(admin, partitions)
+            continue
+        return {tp: offset.offset for tp, offset in found.items()}
+    return {}
+
+
+def _partitions_of(admin: KafkaAdminClient, topics: list[str]) -> list[TopicPartition]:
+    """The partitions of those of `topics` that exist."""
+    return [
+        TopicPartition(t["name"], p["partition_index"])
+        for t in admin.describe_topics(topics)
+        if t["error_code"] == 0
+        for p in sorted(t["partitions"], key=lambda p: p["partition_index"])
+    ]
+
+
+def _still_existing(admin: KafkaAdminClient, partitions: list[TopicPartition]) -> list[TopicPartition]:
+    existing = set(_partitions_of(admin, sorted({tp.topic for tp in partitions})))
+    return [tp for tp in partitions if tp in existing]
 
 
 def kafka_status(
@@ -53,8 +87,8 @@ def kafka_status(
             if t["error_code"] == 0 and (include_internal or not t["is_internal"] or topics is not None)
         ]
         partitions = [TopicPartition(t["name"], p["partition_index"]) for t in described for p in t["partitions"]]
-        earliest = _offsets(admin, partitions, OffsetSpec.EARLIEST)
-        latest = _offsets(admin, partitions, OffsetSpec.LATEST)
+        earliest = existing_partition_offsets(admin, partitions, OffsetSpec.EARLIEST)
+        latest = existing_partition_offsets(admin, partitions, OffsetSpec.LATEST)
 
         if group_ids is None:
             group_ids = [g["group_id"] for g in admin.list_groups() if g.get("protocol_type") in ("consumer", "")]
@@ -64,6 +98,8 @@ def kafka_status(
         committed = admin.list_group_offsets(dict.fromkeys(group_ids)) if group_ids else {}
         group_ids = [g for g in group_ids if g not in unlisted or committed.get(g) or groups.get(g, {}).get("members")]
         latest.update(_other_latest_offsets(admin, committed, described))
+        # A topic deleted while the page was read is left out rather than shown without offsets.
+        described = [t for t in described if has_offsets(t, latest)]
 
     return {
         "brokers": sorted(
@@ -86,13 +122,14 @@ def _other_latest_offsets(
     extra_topics = {tp.topic for offsets in committed.values() for tp in offsets} - {t["name"] for t in described}
     if not extra_topics:
         return {}
-    existing = {
-        (t["name"], p["partition_index"])
-        for t in admin.describe_topics(sorted(extra_topics))
-        if t["error_code"] == 0
-        for p in t["partitions"]
-    }
-    return _offsets(admin, [TopicPartition(*tp) for tp in sorted(existing)], OffsetSpec.LATEST)
+    return existing_partition_offsets(admin, _partitions_of(admin, sorted(extra_topics)), OffsetSpec.LATEST)
+
+
+def has_offsets(described: dict[str, Any], offsets: dict[TopicPartition, int]) -> bool:
+    """Whether `offsets` has one of the partitions of the topic `described` (by `describe_topics`)."""
+    return not described["partitions"] or any(
+        TopicPartition(described["name"], p["partition_index"]) in offsets for p in described["partitions"]
+    )
 
 
 def _topic(
