@@ -84,7 +84,11 @@ def measured_get(client, url: str):
 
 
 def time_bound(settings) -> float:
-    return settings.KAFKA_STATUS_TIMEOUT_MS / 1000 + 1
+    """The page's own bound plus what it may take to finish the record in hand and render: a
+    giant's decompression traced by tracemalloc, on a machine whose two cores the other tests'
+    broker and workers share, has taken 1.1 s past a 0.5 s bound. A page that ignored its bound
+    would read on through every giant (the tests also check the page says it stopped early)."""
+    return settings.KAFKA_STATUS_TIMEOUT_MS / 1000 + 2
 
 
 @pytest.fixture
