@@ -33,9 +33,9 @@ def _producer_settings() -> dict:
     return {
         "acks": "all",
         "enable.idempotence": True,
-        "linger.ms": settings.KAFKA_PRODUCER_LINGER_MS,
-        "batch.size": settings.KAFKA_PRODUCER_BATCH_SIZE,
-        "compression.type": settings.KAFKA_PRODUCER_COMPRESSION or "none",
+        "linger.ms": settings.KAFKA_PRODUCER_OPTIONS["linger_ms"],
+        "batch.size": settings.KAFKA_PRODUCER_OPTIONS["batch_size"],
+        "compression.type": settings.KAFKA_PRODUCER_OPTIONS["compression_type"] or "none",
     }
 
 

@@ -3,7 +3,7 @@ topics, groups and databases, and cleaning all of them up.
 
 The orchestrator (`python -m bench`) never measures anything itself except the HTTP load and
 Kafka's Java tools: each measurement runs in a fresh child process (`python -m bench.worker`)
-with DJANGO_SETTINGS_MODULE=config.settings and environment overrides (DATABASE_URL,
+with DJANGO_SETTINGS_MODULE=config.settings.production and environment overrides (DATABASE_URL,
 ORDER_EXPORT_TOPIC, ...), so that producers, connections and settings never leak between them.
 """
 
@@ -182,7 +182,7 @@ class Harness:
         """The environment of a Django child process: the project's settings module plus the
         given overrides (None removes a variable)."""
         env = dict(os.environ)
-        env["DJANGO_SETTINGS_MODULE"] = "config.settings"
+        env["DJANGO_SETTINGS_MODULE"] = "config.settings.production"
         env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
         env.setdefault("PYTHONUNBUFFERED", "1")
         for key, value in overrides.items():

@@ -152,11 +152,10 @@ def measure_all(
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings"
+    os.environ["DJANGO_SETTINGS_MODULE"] = "config.settings.production"
     # The production settings, as the processes measured run them: a key of the bench's own (the
     # development default is refused with DEBUG off) and the fake platform asked for by name.
     os.environ.setdefault("DJANGO_SECRET_KEY", "orderflow-bench-only-not-a-secret")
-    os.environ.setdefault("EXPORT_PLATFORM", "fake")
     import django
 
     django.setup()
@@ -232,9 +231,9 @@ def main(argv: list[str] | None = None) -> int:
             "producer": {
                 "acks": "all",
                 "idempotence": True,
-                "linger_ms": _setting("KAFKA_PRODUCER_LINGER_MS"),
-                "batch_size": _setting("KAFKA_PRODUCER_BATCH_SIZE"),
-                "compression": _setting("KAFKA_PRODUCER_COMPRESSION"),
+                "linger_ms": _setting("KAFKA_PRODUCER_OPTIONS")["linger_ms"],
+                "batch_size": _setting("KAFKA_PRODUCER_OPTIONS")["batch_size"],
+                "compression": _setting("KAFKA_PRODUCER_OPTIONS")["compression_type"],
             },
             "profiled": args.profile,
         },

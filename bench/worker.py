@@ -1,6 +1,6 @@
 """The benchmark's child processes: `python -m bench.worker NAME ARGS_PATH RESULT_PATH`.
 
-Sets Django up from the environment the orchestrator gave (DJANGO_SETTINGS_MODULE=config.settings
+Sets Django up from the environment the orchestrator gave (DJANGO_SETTINGS_MODULE=config.settings.production
 and its overrides), calls the worker function NAME with the JSON arguments, and writes what it
 returns as JSON. With BENCH_PROFILE_DIR set, the call runs under cProfile and the top of the
 profile is written there (the figures of such a run are slowed by the profiler).
@@ -33,7 +33,7 @@ WORKERS = {
 
 def main(argv: list[str]) -> int:
     name, args_path, result_path = argv
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings")
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.production")
     import django
 
     django.setup()

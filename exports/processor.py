@@ -210,7 +210,7 @@ _http_clients_lock = threading.Lock()
 
 
 def platform_kind() -> str:
-    """ "http" when EXPORT_PLATFORM_URL is set; "fake" when EXPORT_PLATFORM=fake asks for it, or
+    """ "http" when EXPORT_PLATFORM_URL is set; "fake" when the EXPORT_PLATFORM setting asks for it (the test settings), or
     in development (DJANGO_DEBUG=true). Otherwise raises ImproperlyConfigured: a production
     consumer on the fake would mark every order exported and send none to the platform."""
     if settings.EXPORT_PLATFORM_URL:
@@ -218,19 +218,19 @@ def platform_kind() -> str:
     if settings.EXPORT_PLATFORM == "fake" or settings.DEBUG:
         return "fake"
     raise ImproperlyConfigured(
-        "EXPORT_PLATFORM_URL is not set: set it to the platform's URL, or set EXPORT_PLATFORM=fake "
-        "for the fake platform, which marks orders exported and sends them nowhere"
+        "EXPORT_PLATFORM_URL is not set: set it to the platform's URL (the fake platform, which marks "
+        "orders exported and sends them nowhere, runs with DJANGO_DEBUG=true only)"
     )
 
 
-def platform_client() -> ExternalPlatformClient:
+def platform_client(*, pool_size: int | None = None) -> ExternalPlatformClient:
     """The client `platform_kind` chooses: the HTTP client of EXPORT_PLATFORM_URL, or the
     process-wide fake (so tests and the admin can read what it received). Raises
     ImproperlyConfigured as `platform_kind` does."""
     if platform_kind() == "fake":
         return fake_platform_client()
     url = settings.EXPORT_PLATFORM_URL
-    pool_size = getattr(settings, "EXPORT_CONCURRENCY", 32)
+    pool_size = pool_size or settings.EXPORT_CONCURRENCY
     key = (url, settings.EXPORT_PLATFORM_TIMEOUT, pool_size)
     with _http_clients_lock:
         if key not in _http_clients:
@@ -240,10 +240,10 @@ def platform_client() -> ExternalPlatformClient:
         return _http_clients[key]
 
 
-def export_pacer() -> Pacer:
-    """The platform's pace as the settings give it: EXPORT_RATE_LIMIT and the breaker."""
+def export_pacer(*, rate_limit: float | None = None) -> Pacer:
+    """The platform's pace: `rate_limit` (or EXPORT_RATE_LIMIT) and the breaker."""
     return Pacer(
-        rate=settings.EXPORT_RATE_LIMIT,
+        rate=rate_limit or settings.EXPORT_RATE_LIMIT,
         breaker_failures=settings.EXPORT_BREAKER_FAILURES,
         breaker_cooldown=settings.EXPORT_BREAKER_COOLDOWN,
     )
@@ -255,12 +255,13 @@ def export_consumer(
     client: ExternalPlatformClient | None = None,
     on_dead_letter: DeadLetterHook = export_dead_lettered,
     concurrency: int | None = None,
+    rate_limit: float | None = None,
 ) -> ConsumerLoop:
     """The loop `run_export_consumer` runs; tests drive it directly. Without `client`, the one
     the settings choose (`platform_client`, which raises ImproperlyConfigured when they choose
     none)."""
     if client is None:
-        client = platform_client()
+        client = platform_client(pool_size=concurrency)
         if isinstance(client, FakeExternalPlatformClient):
             logger.warning(
                 "export: exporting to the fake platform, which marks orders exported and sends them "
@@ -273,7 +274,7 @@ def export_consumer(
         processor=ExportProcessor(client=client),
         concurrency=concurrency or settings.EXPORT_CONCURRENCY,
         max_uncommitted=settings.EXPORT_MAX_UNCOMMITTED,
-        pacer=export_pacer(),
+        pacer=export_pacer(rate_limit=rate_limit),
         stop=stop,
         name="export-consumer",
         dead_letter=DeadLetterPublisher(topic=settings.ORDER_EXPORT_DLT_TOPIC, timeout=settings.KAFKA_DLT_SEND_TIMEOUT),

@@ -45,6 +45,12 @@ class BrokerAuthenticationFailed(BrokerUnavailable):
     """
 
 
+# kafka-python backs off up to 30 s between reconnects; after a broker restart that leaves
+# clients idle for half a minute. The Java client's default is 1 s. (The producer's and the
+# consumer's options may set their own.)
+RECONNECT_BACKOFF_MAX_MS = 1000
+
+
 def bootstrap_servers() -> str:
     return ",".join(settings.KAFKA_BOOTSTRAP_SERVERS)
 
@@ -55,9 +61,7 @@ def connection_config() -> dict[str, Any]:
     config: dict[str, Any] = {
         "bootstrap_servers": list(settings.KAFKA_BOOTSTRAP_SERVERS),
         "security_protocol": protocol,
-        # kafka-python backs off up to 30 s between reconnects; after a broker restart that
-        # leaves consumers idle for half a minute. The Java client's default is 1 s.
-        "reconnect_backoff_max_ms": settings.KAFKA_RECONNECT_BACKOFF_MAX_MS,
+        "reconnect_backoff_max_ms": RECONNECT_BACKOFF_MAX_MS,
     }
     if protocol.startswith("SASL_"):
         config["sasl_mechanism"] = settings.KAFKA_SASL_MECHANISM or "PLAIN"

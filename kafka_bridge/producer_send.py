@@ -25,16 +25,16 @@ logger = logging.getLogger("kafka_bridge.producer")
 
 
 def producer_config(*, timeout_ms: int) -> dict:
-    """Producer settings; `timeout_ms` bounds bootstrap, metadata waits and each request."""
-    linger_ms = settings.KAFKA_PRODUCER_LINGER_MS
+    """Producer settings: the connection, KAFKA_PRODUCER_OPTIONS (the project's defaults with the
+    deployer's over them), then what the outbox rests on; `timeout_ms` bounds bootstrap, metadata
+    waits and each request."""
+    options = settings.KAFKA_PRODUCER_OPTIONS
+    linger_ms = options.get("linger_ms", 0)
     return {
         **connection_config(),
-        "client_id": settings.KAFKA_CLIENT_ID,
+        **options,
         "acks": "all",
         "enable_idempotence": True,
-        "linger_ms": linger_ms,
-        "batch_size": settings.KAFKA_PRODUCER_BATCH_SIZE,
-        "compression_type": settings.KAFKA_PRODUCER_COMPRESSION,
         "bootstrap_timeout_ms": timeout_ms,
         "max_block_ms": timeout_ms,
         "request_timeout_ms": timeout_ms,

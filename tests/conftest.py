@@ -256,7 +256,7 @@ def spawn():
 @pytest.fixture
 def debug_records(caplog):
     """Every record of every logger from DEBUG up, kafka-python's included (what
-    KAFKA_CLIENT_LOG_LEVEL=DEBUG prints), as the handlers after the console handler see them."""
+    LOG_LEVELS=kafka=DEBUG prints), as the handlers after the console handler see them."""
     import logging
 
     caplog.set_level(logging.DEBUG)

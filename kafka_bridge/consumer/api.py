@@ -50,18 +50,15 @@ class RecordProcessor(Protocol):
 
 
 def consumer_config(*, group_id: str) -> dict:
+    """The connection, KAFKA_CONSUMER_OPTIONS (the project's defaults with the deployer's over
+    them), then what the loop's commits rest on."""
     return {
         **connection_config(),
+        **settings.KAFKA_CONSUMER_OPTIONS,
         "group_id": group_id,
-        "client_id": settings.KAFKA_CLIENT_ID,
         "enable_auto_commit": False,
         "auto_offset_reset": "earliest",
         "allow_auto_create_topics": False,
-        "max_poll_records": settings.KAFKA_CONSUMER_MAX_POLL_RECORDS,
-        "max_poll_interval_ms": settings.KAFKA_CONSUMER_MAX_POLL_INTERVAL_MS,
-        "session_timeout_ms": settings.KAFKA_CONSUMER_SESSION_TIMEOUT_MS,
-        "heartbeat_interval_ms": settings.KAFKA_CONSUMER_HEARTBEAT_INTERVAL_MS,
-        "fetch_max_wait_ms": settings.KAFKA_CONSUMER_FETCH_MAX_WAIT_MS,
     }
 
 

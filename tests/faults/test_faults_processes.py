@@ -68,9 +68,8 @@ def test_consumer_sigkilled_three_times_with_64_calls_in_flight_every_order_expo
     # it: the broker's minimum session keeps each restart's wait short.
     env = {
         **consumer_env,
-        "EXPORT_CONCURRENCY": "64",
-        "KAFKA_CONSUMER_SESSION_TIMEOUT_MS": "6000",
-        "KAFKA_CONSUMER_HEARTBEAT_INTERVAL_MS": "1000",
+        "TEST_SETTINGS": '{"EXPORT_CONCURRENCY": 64}',
+        "KAFKA_CONSUMER_OPTIONS": '{"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000}',
     }
     order_ids = orders_create(ORDERS)
 
@@ -206,7 +205,7 @@ def test_sigterm_with_32_calls_in_flight_exits_0_within_15_s_after_recording_the
     platform_stub.delay = 3
     order_ids = orders_confirmed_on_the_topic(100)
 
-    consumer = spawn("run_export_consumer", {**consumer_env, "EXPORT_CONCURRENCY": "32"})
+    consumer = spawn("run_export_consumer", {**consumer_env, "TEST_SETTINGS": '{"EXPORT_CONCURRENCY": 32}'})
     wait_until(
         lambda: platform_stub.in_flight == 32,
         timeout=60,
@@ -261,7 +260,7 @@ def test_postgresql_restarted_under_a_running_consumer_which_keeps_running_and_l
     order_ids = orders_confirmed_on_the_topic(300)
     exported = OrderExport.objects.filter(status=OrderExport.Status.EXPORTED)
 
-    consumer = spawn("run_export_consumer", {**consumer_env, "EXPORT_CONCURRENCY": "4"})
+    consumer = spawn("run_export_consumer", {**consumer_env, "TEST_SETTINGS": '{"EXPORT_CONCURRENCY": 4}'})
     wait_until(lambda: exported.count() >= 30, timeout=60, message=lambda: consumer.output()[-3000:])
     postgres = BASE_DIR / "scripts" / "postgres.sh"
     connections.close_all()
@@ -311,9 +310,7 @@ def test_two_relays_over_a_backlog_of_1000_rows_send_each_event_once(settings, e
     backlog.update(claimed_by="relay-that-died", claimed_until=timezone.now() + timedelta(hours=1))
     env = command_env(
         ORDER_EXPORT_TOPIC=topic,
-        OUTBOX_RELAY_GRACE_SECONDS="0",
-        OUTBOX_RELAY_BATCH_SIZE="50",
-        OUTBOX_RELAY_INTERVAL="0.1",
+        TEST_SETTINGS='{"OUTBOX_RELAY_GRACE_SECONDS": 0, "OUTBOX_RELAY_BATCH_SIZE": 50, "OUTBOX_RELAY_INTERVAL": 0.1}',
     )
     relays = [spawn("run_outbox_relay", env), spawn("run_outbox_relay", env)]
     wait_until(

@@ -170,9 +170,7 @@ def test_postgresql_restarted_under_a_running_relay_which_keeps_running_and_send
     settings.KAFKA_PUBLISH_ON_COMMIT = False
     env = command_env(
         ORDER_EXPORT_TOPIC=topic,
-        OUTBOX_RELAY_GRACE_SECONDS="0",
-        OUTBOX_RELAY_INTERVAL="0.1",
-        OUTBOX_RELAY_MAX_BACKOFF="1",
+        TEST_SETTINGS='{"OUTBOX_RELAY_GRACE_SECONDS": 0, "OUTBOX_RELAY_INTERVAL": 0.1, "OUTBOX_RELAY_MAX_BACKOFF": 1}',
     )
     relay = spawn("run_outbox_relay", env)
     before = orders_create(20)

@@ -33,7 +33,7 @@ def production_env(**overrides: str) -> dict[str, str]:
     fake platform and a test key), with the real settings module. production.env says not to
     read a `.env` at the project root."""
     env = {name: os.environ[name] for name in MACHINE_VARIABLES if name in os.environ}
-    return {**env, **read_env_file(PRODUCTION_ENV), "DJANGO_SETTINGS_MODULE": "config.settings", **overrides}
+    return {**env, **read_env_file(PRODUCTION_ENV), "DJANGO_SETTINGS_MODULE": "config.settings.production", **overrides}
 
 
 def manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -103,20 +103,21 @@ def test_other_https_values_in_the_environment_are_taken_as_given():
     printed = settings_of(
         production_env(
             DJANGO_SECURE_PROXY_SSL_HEADER="HTTP_X_FORWARDED_SCHEME,https",
-            DJANGO_SECURE_HSTS_SECONDS="3600",
+            DJANGO_SECURE_HSTS="max-age=3600",
             DJANGO_CSRF_TRUSTED_ORIGINS="https://orders.example.com,https://admin.example.com",
         )
     )
 
     assert printed["SECURE_PROXY_SSL_HEADER"] == ["tuple", ["HTTP_X_FORWARDED_SCHEME", "https"]]
     assert printed["SECURE_HSTS_SECONDS"] == ["int", 3600]
+    assert printed["SECURE_HSTS_INCLUDE_SUBDOMAINS"] == ["bool", False]
     assert printed["CSRF_TRUSTED_ORIGINS"] == ["list", ["https://orders.example.com", "https://admin.example.com"]]
 
 
 def test_with_debug_off_the_development_key_is_refused_in_one_line():
     # The test settings' environment says not to read a `.env`, which may hold a key.
     env = {name: value for name, value in os.environ.items() if name != "DJANGO_SECRET_KEY"}
-    env.update(DJANGO_SETTINGS_MODULE="config.settings", DJANGO_DEBUG="false")
+    env.update(DJANGO_SETTINGS_MODULE="config.settings.production", DJANGO_DEBUG="false")
 
     result = manage("check", env=env)
 

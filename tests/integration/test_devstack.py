@@ -157,8 +157,6 @@ def stack_env(event_topics, unique_name):
         ORDER_EXPORT_DLT_TOPIC=dlt,
         ORDER_EXPORT_CONSUMER_GROUP=unique_name("order-export-consumer"),
         WEB_ADDRESS=f"127.0.0.1:{port}",
-        # The relay takes over at once what the fast path did not send.
-        OUTBOX_RELAY_GRACE_SECONDS="0",
     )
     return env, port
 

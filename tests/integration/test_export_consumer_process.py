@@ -28,8 +28,8 @@ FAKE_PLATFORM_WARNING = "WARNING exports.processor export: exporting to the fake
 @pytest.fixture
 def consumer_env(export_topics, export_group):
     topic, dlt = export_topics
-    # The test settings ask for the fake platform (EXPORT_PLATFORM=fake) in the environment,
-    # which every child process inherits.
+    # The test settings ask for the fake platform (EXPORT_PLATFORM = "fake"), and every child
+    # process runs with them.
     return {
         **os.environ,
         "DATABASE_URL": database_url_of_test_db(),
@@ -79,8 +79,8 @@ def test_sigterm_stops_it_within_15_s_with_offsets_committed(
 
 
 def without_platform(env: dict[str, str], *, debug: bool) -> dict[str, str]:
-    """`env` with neither EXPORT_PLATFORM_URL nor EXPORT_PLATFORM, in production or development."""
-    env = {**env, "EXPORT_PLATFORM": "", "DJANGO_DEBUG": "true" if debug else "false"}
+    """`env` with neither EXPORT_PLATFORM_URL nor the test settings' fake, in production or development."""
+    env = {**env, "TEST_SETTINGS": '{"EXPORT_PLATFORM": null}', "DJANGO_DEBUG": "true" if debug else "false"}
     env.pop("EXPORT_PLATFORM_URL", None)
     return env
 
@@ -100,7 +100,7 @@ def test_in_production_without_a_platform_url_it_refuses_to_start_in_one_line():
     assert result.returncode == 1
     [line] = result.stderr.splitlines()
     assert line.startswith("CommandError: EXPORT_PLATFORM_URL is not set")
-    assert "EXPORT_PLATFORM=fake" in line
+    assert "DJANGO_DEBUG=true" in line
 
 
 def test_in_development_it_runs_on_the_fake_platform_and_warns(consumer_env):

@@ -137,7 +137,7 @@ def run_django(code: str, **env: str) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-c", f"import django; django.setup(); import logging; {code}"],
         cwd=BASE_DIR,
-        env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings", **env},
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.production", **env},
         capture_output=True,
         text=True,
         timeout=60,
@@ -202,7 +202,12 @@ def test_a_malformed_log_levels_entry_stops_start_up_in_one_line(value):
         capture_output=True,
         text=True,
         timeout=60,
-        env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings", "DJANGO_DEBUG": "true", "LOG_LEVELS": value},
+        env={
+            **os.environ,
+            "DJANGO_SETTINGS_MODULE": "config.settings.production",
+            "DJANGO_DEBUG": "true",
+            "LOG_LEVELS": value,
+        },
     )
 
     assert result.returncode == 1

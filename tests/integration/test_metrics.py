@@ -293,10 +293,10 @@ def test_with_a_token_set_metrics_need_it_as_a_bearer_token(client, settings):
     assert b"orderflow_events_published_total" in response.content
 
 
-def start_command(command: str, env: dict[str, str]) -> tuple[subprocess.Popen, list[str]]:
+def start_command(command: str, env: dict[str, str], *args: str) -> tuple[subprocess.Popen, list[str]]:
     lines: list[str] = []
     process = subprocess.Popen(
-        [sys.executable, str(BASE_DIR / "manage.py"), command],
+        [sys.executable, str(BASE_DIR / "manage.py"), command, *args],
         cwd=BASE_DIR,
         env=env,
         stdin=subprocess.DEVNULL,
@@ -323,9 +323,8 @@ def test_run_export_consumer_serves_metrics_on_its_port(export_topics, export_gr
         "ORDER_EXPORT_TOPIC": topic,
         "ORDER_EXPORT_DLT_TOPIC": dlt,
         "ORDER_EXPORT_CONSUMER_GROUP": export_group,
-        "EXPORT_CONSUMER_METRICS_PORT": str(port),
     }
-    process, lines = start_command("run_export_consumer", env)
+    process, lines = start_command("run_export_consumer", env, "--metrics-port", str(port))
     url = f"http://127.0.0.1:{port}/metrics"
     try:
         text = wait_until(
@@ -362,11 +361,9 @@ def test_run_outbox_relay_serves_metrics_on_its_port(export_topics, settings):
         **os.environ,
         "DATABASE_URL": database_url_of_test_db(),
         "ORDER_EXPORT_TOPIC": topic,
-        "OUTBOX_RELAY_GRACE_SECONDS": "0",
-        "OUTBOX_RELAY_INTERVAL": "0.2",
-        "OUTBOX_RELAY_METRICS_PORT": str(port),
+        "TEST_SETTINGS": '{"OUTBOX_RELAY_GRACE_SECONDS": 0, "OUTBOX_RELAY_INTERVAL": 0.2}',
     }
-    process, lines = start_command("run_outbox_relay", env)
+    process, lines = start_command("run_outbox_relay", env, "--metrics-port", str(port))
     url = f"http://127.0.0.1:{port}/metrics"
     try:
         text = wait_until(

@@ -310,7 +310,9 @@ def test_a_missing_topic_exits_1_with_one_line(export_group, unique_name):
 def test_an_unreachable_broker_exits_1_with_one_line():
     started = time.monotonic()
 
-    result = run_command("--to-earliest", KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:1", KAFKA_ADMIN_TIMEOUT_MS="1000")
+    result = run_command(
+        "--to-earliest", KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:1", TEST_SETTINGS='{"KAFKA_ADMIN_TIMEOUT_MS": 1000}'
+    )
 
     assert result.returncode == 1, result
     [line] = result.stderr.splitlines()

@@ -13,6 +13,7 @@ shows it).
 from __future__ import annotations
 
 import io
+import json
 import re
 import time
 from collections import Counter
@@ -47,7 +48,7 @@ pytestmark = [pytest.mark.kafka, pytest.mark.django_db(transaction=True)]
 PARTITIONS = 3
 # A member that stops heartbeating is noticed within the broker's minimum session; members
 # learn of a rebalance at their next heartbeat.
-QUICK_REBALANCE = {"KAFKA_CONSUMER_SESSION_TIMEOUT_MS": "6000", "KAFKA_CONSUMER_HEARTBEAT_INTERVAL_MS": "1000"}
+QUICK_REBALANCE = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000}
 
 EXPORT_LINE = re.compile(r"export: order (\d+) event \S+ partition (\d+) offset \d+: (\w+)$", re.M)
 ASSIGNED_LINE = re.compile(r"partitions assigned: (.*)$", re.M)
@@ -60,7 +61,8 @@ class ConsumerProcess(ManagedProcess):
     """`manage.py run_export_consumer` with its own client id."""
 
     def __init__(self, name: str, env: dict[str, str]):
-        super().__init__("run_export_consumer", {**env, "KAFKA_CLIENT_ID": name}, name=name)
+        options = {**json.loads(env.get("KAFKA_CONSUMER_OPTIONS", "{}")), "client_id": name}
+        super().__init__("run_export_consumer", {**env, "KAFKA_CONSUMER_OPTIONS": json.dumps(options)}, name=name)
 
     def exports(self) -> list[tuple[int, int, str]]:
         """(order id, partition, outcome) of each record this consumer handled."""
@@ -82,12 +84,10 @@ def start_consumer(export_topics, export_group, platform_stub) -> Iterator[Calla
         export_topics,
         export_group,
         platform_stub.url,
-        **QUICK_REBALANCE,
-        # The assertions read the consumers' plain log lines; one metrics port per host would
-        # clash between four processes.
+        KAFKA_CONSUMER_OPTIONS=json.dumps(QUICK_REBALANCE),
+        # The assertions read the consumers' plain log lines.
         LOG_FORMAT="plain",
-        LOG_LEVEL="INFO",
-        EXPORT_CONSUMER_METRICS_PORT="0",
+        LOG_LEVELS="root=INFO",
     )
     started: list[ConsumerProcess] = []
 

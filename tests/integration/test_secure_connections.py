@@ -197,10 +197,10 @@ def test_a_refused_sasl_login_shows_the_password_neither_in_its_error_nor_in_the
 
 
 def test_kafka_client_log_level_debug_prints_no_password(sasl_broker):
-    """The configured logging end to end: a process's own stderr at KAFKA_CLIENT_LOG_LEVEL=DEBUG."""
+    """The configured logging end to end: a process's own stderr at LOG_LEVELS=kafka=DEBUG."""
     env = {
         **os.environ,
-        "KAFKA_CLIENT_LOG_LEVEL": "DEBUG",
+        "LOG_LEVELS": "kafka=DEBUG",
         "KAFKA_BOOTSTRAP_SERVERS": sasl_broker.sasl_bootstrap,
         "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
         "KAFKA_SASL_MECHANISM": "PLAIN",

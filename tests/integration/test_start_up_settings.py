@@ -14,7 +14,7 @@ def run_django(env: dict[str, str]) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-c", "import django; django.setup()"],
         cwd=BASE_DIR,
-        env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings", **env},
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.production", **env},
         capture_output=True,
         text=True,
         timeout=60,
@@ -58,7 +58,7 @@ def test_the_dlt_topic_follows_the_event_topic_unless_set():
             "print(settings.ORDER_EXPORT_TOPIC, settings.ORDER_EXPORT_DLT_TOPIC)",
         ],
         cwd=BASE_DIR,
-        env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings", "ORDER_EXPORT_TOPIC": "orders-v2"},
+        env={**os.environ, "DJANGO_SETTINGS_MODULE": "config.settings.production", "ORDER_EXPORT_TOPIC": "orders-v2"},
         capture_output=True,
         text=True,
         timeout=60,

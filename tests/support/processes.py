@@ -90,6 +90,5 @@ def export_consumer_env(topics: tuple[str, str], group: str, platform_url: str, 
         ORDER_EXPORT_DLT_TOPIC=dlt,
         ORDER_EXPORT_CONSUMER_GROUP=group,
         EXPORT_PLATFORM_URL=platform_url,
-        EXPORT_PLATFORM="http",
         **extra,
     )

@@ -676,7 +676,7 @@ def test_without_a_url_in_production_no_client_is_chosen_and_the_error_says_what
         platform_client()
 
     assert "EXPORT_PLATFORM_URL" in str(excinfo.value)
-    assert "EXPORT_PLATFORM=fake" in str(excinfo.value)
+    assert "DJANGO_DEBUG=true" in str(excinfo.value)
 
 
 def test_the_fake_remembers_only_its_last_calls():

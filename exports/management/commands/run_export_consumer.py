@@ -1,4 +1,3 @@
-from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 from kafka.errors import KafkaError
@@ -14,15 +13,26 @@ class Command(BaseCommand):
         "external platform, until SIGINT/SIGTERM."
     )
 
-    def handle(self, *args, **options):
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--concurrency", type=int, help="platform calls in flight at once (default EXPORT_CONCURRENCY, 32)"
+        )
+        parser.add_argument("--rate-limit", type=float, help="platform calls per second at most (default: no limit)")
+        parser.add_argument("--metrics-port", type=int, default=0, help="serve /metrics on this port (default 0: off)")
+        parser.add_argument("--metrics-addr", default="127.0.0.1", help="the address /metrics listens on")
+
+    def handle(self, *args, concurrency, rate_limit, metrics_port, metrics_addr, **options):
+        for name, value in (("--concurrency", concurrency), ("--rate-limit", rate_limit)):
+            if value is not None and value <= 0:
+                raise CommandError(f"{name} must be positive, not {value}", returncode=1)
         stop = StopFlag()
         stop.install_signal_handlers()
         try:
-            loop = export_consumer(stop=stop)
+            loop = export_consumer(stop=stop, concurrency=concurrency, rate_limit=rate_limit)
         except ImproperlyConfigured as exc:
             # No platform to export to: refuse to start rather than drop every order.
             raise CommandError(str(exc), returncode=1) from exc
-        metrics_serve(port=settings.EXPORT_CONSUMER_METRICS_PORT, addr=settings.METRICS_ADDR)
+        metrics_serve(port=metrics_port, addr=metrics_addr)
         try:
             loop.run()
         except KafkaError as exc:

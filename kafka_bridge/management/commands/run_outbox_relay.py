@@ -1,4 +1,3 @@
-from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from kafka_bridge.metrics import metrics_serve
@@ -14,9 +13,11 @@ class Command(BaseCommand):
         parser.add_argument(
             "--interval", type=float, help="seconds between rounds when idle (default OUTBOX_RELAY_INTERVAL)"
         )
+        parser.add_argument("--metrics-port", type=int, default=0, help="serve /metrics on this port (default 0: off)")
+        parser.add_argument("--metrics-addr", default="127.0.0.1", help="the address /metrics listens on")
 
-    def handle(self, *args, batch_size: int | None, interval: float | None, **options):
+    def handle(self, *args, batch_size, interval, metrics_port, metrics_addr, **options):
         stop = StopFlag()
         stop.install_signal_handlers()
-        metrics_serve(port=settings.OUTBOX_RELAY_METRICS_PORT, addr=settings.METRICS_ADDR)
+        metrics_serve(port=metrics_port, addr=metrics_addr)
         OutboxRelay(stop=stop, batch_size=batch_size, interval=interval).run()

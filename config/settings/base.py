@@ -1,11 +1,11 @@
-"""The part of orderflow's settings that no deployment changes: the apps, the middleware, the
-URL, WSGI and template wiring, password validators, language and time zone, static files, the
-API schema's description, and where `orders` hands its domain events.
+"""The wiring no deployment changes (the apps, the middleware, the URL, WSGI and template wiring,
+password validators, language and time zone, static files, the API schema's description, where
+`orders` hands its domain events), and what every process needs first: DEBUG, the secret key and
+the database."""
 
-`config/settings.py` (DJANGO_SETTINGS_MODULE) starts from these and adds every value read from
-the environment; nothing here reads it."""
+from django.core.exceptions import ImproperlyConfigured
 
-from config.env import BASE_DIR
+from config.env import BASE_DIR, env
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -85,3 +85,28 @@ SPECTACULAR_SETTINGS = {
 
 # Where `orders` hands its domain events: the Kafka outbox.
 DOMAIN_EVENT_RECORDER = "kafka_bridge.recorder.outbox_record"
+
+DEBUG = env.bool("DJANGO_DEBUG", default=False)
+# Good for development only: with DJANGO_DEBUG=false the process refuses to start with it, since
+# whoever knows it can forge sessions and password-reset links.
+DEVELOPMENT_SECRET_KEY = "insecure-development-key-change-me"
+# An empty value counts as unset.
+SECRET_KEY = env("DJANGO_SECRET_KEY", default="") or DEVELOPMENT_SECRET_KEY
+if not DEBUG and SECRET_KEY == DEVELOPMENT_SECRET_KEY:
+    raise ImproperlyConfigured(
+        "DJANGO_SECRET_KEY is the development default; set a secret of your own (or DJANGO_DEBUG=true for development)"
+    )
+
+DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{BASE_DIR / 'db.sqlite3'}")}
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+    # The web server, the consumer and the relay write to the same file. WAL lets readers run
+    # beside the writer; IMMEDIATE transactions take the write lock up front, so a busy
+    # database makes a writer wait (up to `timeout` seconds) instead of failing with
+    # "database is locked" when a read transaction tries to upgrade.
+    DATABASES["default"].setdefault("OPTIONS", {}).update(
+        {
+            "transaction_mode": "IMMEDIATE",
+            "timeout": 20,
+            "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+        }
+    )

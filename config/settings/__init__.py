@@ -1,0 +1,5 @@
+"""orderflow's settings, split by concern. `production` is what every process runs with
+(manage.py, WSGI and ASGI default to it; development is the same settings with the `.env` that
+`make run` writes); `test` is the suite's. The others are its parts: `base` (the wiring no
+deployment changes, DEBUG, the secret key, the database), `web`, `kafka`, `exports`,
+`observability`, and `removed` (variables no longer read, refused at start-up)."""
