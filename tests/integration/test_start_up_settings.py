@@ -43,6 +43,15 @@ def test_a_bootstrap_server_that_is_not_host_and_port_stops_start_up_with_a_clea
     assert f"ImproperlyConfigured: KAFKA_BOOTSTRAP_SERVERS entry {address!r} is not host:port" in result.stderr
 
 
+def test_the_settings_module_before_it_became_a_package_is_refused_naming_its_successor():
+    result = run_django({"DJANGO_SETTINGS_MODULE": "config.settings"})
+    assert result.returncode == 1
+    assert (
+        "ImproperlyConfigured: DJANGO_SETTINGS_MODULE=config.settings is no longer a settings module: "
+        "set it to config.settings.production" in result.stderr
+    )
+
+
 def test_an_empty_secret_key_with_debug_off_counts_as_the_development_default():
     result = run_django({"DJANGO_DEBUG": "false", "DJANGO_SECRET_KEY": ""})
     assert result.returncode == 1
