@@ -26,6 +26,33 @@ TESTS_DIR = Path(__file__).resolve().parent
 KINDS = ("unit", "integration", "faults", "browser")
 
 
+class KnownSettings:
+    """pytest-django's `settings`, refusing a name the project has no setting of: a test that
+    sets one (a setting since removed, say, or folded into KAFKA_CONSUMER_OPTIONS) would
+    otherwise run on the defaults it meant to change and prove nothing."""
+
+    def __init__(self, wrapped):
+        object.__setattr__(self, "_wrapped", wrapped)
+
+    def __getattr__(self, name):
+        return getattr(self._wrapped, name)
+
+    def __setattr__(self, name, value):
+        from django.conf import settings as django_settings
+
+        if name.isupper() and not hasattr(django_settings, name):
+            raise AttributeError(f"{name} is not a setting of this project (config/settings/)")
+        setattr(self._wrapped, name, value)
+
+    def __delattr__(self, name):
+        delattr(self._wrapped, name)
+
+
+@pytest.fixture
+def settings(settings):
+    return KnownSettings(settings)
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark each test with its folder's kind (before `-m` selects), so no file names its own."""

@@ -302,9 +302,12 @@ def test_platform_down_longer_than_max_poll_interval_causes_no_rebalance(
 ):
     topic, dlt = export_topics
     # The broker's minimum session (group.min.session.timeout.ms) is 6 s.
-    settings.KAFKA_CONSUMER_MAX_POLL_INTERVAL_MS = 6000
-    settings.KAFKA_CONSUMER_SESSION_TIMEOUT_MS = 6000
-    settings.KAFKA_CONSUMER_HEARTBEAT_INTERVAL_MS = 1000
+    settings.KAFKA_CONSUMER_OPTIONS = {
+        **settings.KAFKA_CONSUMER_OPTIONS,
+        "max_poll_interval_ms": 6000,
+        "session_timeout_ms": 6000,
+        "heartbeat_interval_ms": 1000,
+    }
     settings.KAFKA_CONSUMER_RETRY_BACKOFF_MS = 100
     settings.KAFKA_CONSUMER_RETRY_BACKOFF_MAX_MS = 500
     settings.EXPORT_MAX_ATTEMPTS = 1000
@@ -350,7 +353,7 @@ def test_platform_down_longer_than_max_poll_interval_causes_no_rebalance(
         assignments=loop.assignments,
         dead_lettered=loop.dead_lettered_total,
     )
-    assert retrying_seconds > settings.KAFKA_CONSUMER_MAX_POLL_INTERVAL_MS / 1000
+    assert retrying_seconds > settings.KAFKA_CONSUMER_OPTIONS["max_poll_interval_ms"] / 1000
     assert_each_order_exported_once(tally, order_ids)
     assert sum(attempts.values()) == platform_stub.call_count()
     assert loop.assignments == 1, "the group rebalanced during the outage"

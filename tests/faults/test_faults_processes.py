@@ -169,7 +169,7 @@ def test_sigterm_during_a_slow_platform_call_completes_and_commits_the_export(
     assert_committed_to_the_end(kafka_admin, export_group, topic)
 
     # A new member of the group starts from the commit: nothing to redeliver.
-    successor = spawn("run_export_consumer", {**consumer_env, "KAFKA_CONSUMER_STATS_INTERVAL": "1"})
+    successor = spawn("run_export_consumer", {**consumer_env, "TEST_SETTINGS": '{"KAFKA_CONSUMER_STATS_INTERVAL": 1}'})
 
     def polled_twice_since_assignment() -> bool:
         _, assigned, after = successor.output().partition("partitions assigned:")

@@ -317,7 +317,7 @@ def test_a_frozen_broker_under_the_loop_times_out_its_commits_and_the_loop_rides
 def test_a_partition_held_too_far_past_its_committed_offset_is_paused_and_resumed_when_it_moves(
     settings, kafka_topic_factory, run_loop
 ):
-    settings.KAFKA_CONSUMER_MAX_POLL_RECORDS = 5
+    settings.KAFKA_CONSUMER_OPTIONS = {**settings.KAFKA_CONSUMER_OPTIONS, "max_poll_records": 5}
     topic = kafka_topic_factory(partitions=1)
     produce_records(
         topic, [{"key": b"first", "value": b"first"}] + [{"key": f"k{n}".encode(), "value": b"v"} for n in range(100)]

@@ -7,7 +7,6 @@ def test_plaintext_carries_no_credentials(settings):
     settings.KAFKA_BOOTSTRAP_SERVERS = ["a:9092", "b:9092"]
     settings.KAFKA_SECURITY_PROTOCOL = "PLAINTEXT"
     settings.KAFKA_SASL_USERNAME = "ignored"
-    settings.KAFKA_RECONNECT_BACKOFF_MAX_MS = 1000
     assert connection_config() == {
         "bootstrap_servers": ["a:9092", "b:9092"],
         "security_protocol": "PLAINTEXT",

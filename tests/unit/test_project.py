@@ -47,3 +47,13 @@ def test_settings_defaults_match_the_contract():
     )
     assert float(os.environ.get("EXPORT_PLATFORM_TIMEOUT", 5)) == settings.EXPORT_PLATFORM_TIMEOUT
     assert int(os.environ.get("EXPORT_MAX_ATTEMPTS", 5)) == settings.EXPORT_MAX_ATTEMPTS
+
+
+def test_a_test_cannot_set_a_setting_the_project_does_not_have(settings):
+    with pytest.raises(AttributeError, match="KAFKA_CONSUMER_MAX_POLL_RECORDS is not a setting"):
+        settings.KAFKA_CONSUMER_MAX_POLL_RECORDS = 5
+    settings.EXPORT_MAX_ATTEMPTS = 3
+
+    from django.conf import settings as django_settings
+
+    assert django_settings.EXPORT_MAX_ATTEMPTS == 3
