@@ -11,6 +11,7 @@ import re
 import time
 import tracemalloc
 import uuid
+from collections.abc import Iterator
 
 import pytest
 from django.utils import timezone
@@ -91,13 +92,24 @@ def time_bound(settings) -> float:
     return settings.KAFKA_STATUS_TIMEOUT_MS / 1000 + 2
 
 
+@pytest.fixture(scope="module")
+def giants_on_the_broker(kafka_admin) -> Iterator[str]:
+    """A topic of giants, written once for the module's tests (compressing 30 giants takes
+    seconds): they only read it. Deleted after the last of them."""
+    topic = f"giants-{uuid.uuid4().hex[:8]}"
+    kafka_admin.create_topics({topic: {"num_partitions": 1, "replication_factor": 1}}, wait_for_metadata=True)
+    try:
+        produce_giants(topic)
+        yield topic
+    finally:
+        kafka_admin.delete_topics([topic])
+
+
 @pytest.fixture
-def giants_topic(kafka_topic_factory, settings) -> str:
-    """A topic of giants, listed in KAFKA_BROWSE_TOPICS so that the browser shows it."""
-    topic = kafka_topic_factory()
-    settings.KAFKA_BROWSE_TOPICS = [topic]
-    produce_giants(topic)
-    return topic
+def giants_topic(giants_on_the_broker, settings) -> str:
+    """The topic of giants, listed in KAFKA_BROWSE_TOPICS so that the browser shows it."""
+    settings.KAFKA_BROWSE_TOPICS = [giants_on_the_broker]
+    return giants_on_the_broker
 
 
 @pytest.fixture

@@ -17,7 +17,6 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
 from kafka_bridge.client import connection_config
-from kafka_bridge.consumer import ConsumerLoop
 from kafka_bridge.consumer_state import (
     consumer_member_name,
     consumer_state_forget,
@@ -26,8 +25,6 @@ from kafka_bridge.consumer_state import (
     consumer_states_by_group,
 )
 from kafka_bridge.models import ConsumerState
-from kafka_bridge.runner import StopFlag
-from tests.support.consumers import CallEach
 
 STATUS_PAGE = "/admin/kafka-status/"
 
@@ -90,18 +87,6 @@ def test_recording_again_is_one_update_of_the_same_row(django_assert_num_queries
 
     assert ConsumerState.objects.count() == 1
     assert [s["calls_in_flight"] for s in consumer_states(group_id="g-1")] == [7]
-
-
-@pytest.mark.django_db
-def test_a_real_loops_status_can_be_recorded():
-    loop = ConsumerLoop(
-        topics=["t"], group_id="g-loop", stop=StopFlag(), processor=CallEach(lambda record: None), concurrency=4
-    )
-
-    consumer_state_record(member="loop@h:1", state=loop.status())
-
-    [read] = consumer_states(group_id="g-loop")
-    assert (read["calls_in_flight"], read["concurrency"], read["partitions"]) == (0, 4, [])
 
 
 @pytest.mark.django_db

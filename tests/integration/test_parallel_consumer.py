@@ -1,30 +1,28 @@
-"""The consumer's per-key ordered concurrency on the real broker: per key one record at a time in
-offset order while different keys run in parallel; a retried order holds back only itself and
-the commit point; hostile records go to the DLT byte for byte and the consumer goes on; a
-dead-lettering failure is retried, never a crash."""
+"""The consumer loop where only the real broker and kafka-python can show it: hostile records go
+to the DLT byte for byte and the consumer goes on; a dead letter to a DLT that does not exist
+yet is retried, never a crash; a frozen broker under the loop; calls in flight finishing before
+a real rebalance moves their partitions; records parked in the fetcher of a paused partition.
+What the loop decides by itself (per-key order, retries, the bound, commit points) is proven
+without a broker in tests/unit/test_consumer_loop_local.py."""
 
 from __future__ import annotations
 
 import json
-import random
 import threading
-from collections import defaultdict
 
 import pytest
 
-from exports.clients import FakeExternalPlatformClient, TransientExportError
 from exports.models import OrderExport
 from kafka_bridge.client import connection_config
 from kafka_bridge.consumer import ConsumerLoop
 from kafka_bridge.dead_letter import DeadLetterPublisher
-from kafka_bridge.models import OutboxEvent
 from kafka_bridge.runner import StopFlag
-from tests.support.consumers import CallEach, LoopThread, export_consumer_running, loop_running
+from tests.support.consumers import CallEach, LoopThread, loop_running
 from tests.support.factories import export_event_factory, export_event_headers
 from tests.support.faults import orders_confirmed_on_the_topic, orders_create, platform_tally
 from tests.support.figures import report_figures
 from tests.support.helpers import wait_until
-from tests.support.records import committed_offsets, end_offsets, produce_records, read_records
+from tests.support.records import committed_offsets, produce_records, read_records
 
 pytestmark = pytest.mark.kafka
 
@@ -43,144 +41,6 @@ def run_loop(consumer_group):
     for running in started:
         running.stop()
         running.check_stopped()
-
-
-class RecordingHandler:
-    """Notes which record of each key it works on, with random work times (seeded), and every
-    moment two records of one key were worked on at once."""
-
-    def __init__(self, seed: int = 7):
-        self.lock = threading.Lock()
-        self.random = random.Random(seed)
-        self.active: dict[bytes, int] = defaultdict(int)
-        self.overlaps: list[bytes] = []
-        self.order: dict[bytes, list[int]] = defaultdict(list)
-        self.running = 0
-        self.most_running = 0
-        self.handled = 0
-        self.stopped = threading.Event()
-
-    def __call__(self, record) -> None:
-        with self.lock:
-            self.active[record.key] += 1
-            if self.active[record.key] > 1:
-                self.overlaps.append(record.key)
-            self.order[record.key].append(record.offset)
-            self.running += 1
-            self.most_running = max(self.most_running, self.running)
-            work = self.random.uniform(0, 0.02)
-        # The work a platform call would be: other keys' records run meanwhile.
-        self.stopped.wait(work)
-        with self.lock:
-            self.active[record.key] -= 1
-            self.running -= 1
-            self.handled += 1
-
-
-def test_per_key_offset_order_and_never_two_of_one_key_at_once_while_keys_run_in_parallel(
-    kafka_topic_factory, run_loop, kafka_admin, consumer_group
-):
-    topic = kafka_topic_factory(partitions=3)
-    keys = [f"order-{n}".encode() for n in range(60)]
-    per_key = 6
-    produce_records(
-        topic, [{"key": key, "value": f"{key.decode()}#{i}".encode()} for i in range(per_key) for key in keys]
-    )
-    handler = RecordingHandler()
-
-    loop = run_loop(topics=[topic], processor=CallEach(handler), concurrency=16)
-
-    total = len(keys) * per_key
-    wait_until(lambda: handler.handled == total, timeout=60, message=lambda: f"handled {handler.handled} of {total}")
-    produced = read_records(topic, expected=total)
-    offsets_by_key: dict[bytes, list[int]] = defaultdict(list)
-    for record in produced:
-        offsets_by_key[record.key].append(record.offset)
-    assert handler.overlaps == []
-    assert dict(handler.order.items()) == offsets_by_key
-    assert handler.most_running > 4, f"at most {handler.most_running} record(s) at once: no concurrency"
-    assert loop.max_in_flight_seen <= 16
-    wait_until(
-        lambda: committed_offsets(kafka_admin, consumer_group, topic) == end_offsets(topic),
-        timeout=15,
-        message="the group did not commit every partition to its end",
-    )
-    report_figures("per-key order", records=total, keys=len(keys), most_at_once=handler.most_running, overlaps=0)
-
-
-class FailingForOneOrder(FakeExternalPlatformClient):
-    """Fails one order's calls (transiently) until told to take it."""
-
-    def __init__(self, order_id: int):
-        super().__init__()
-        self.failing_order = order_id
-        self.healed = threading.Event()
-        self.failed_calls = 0
-
-    def send(self, *, order, idempotency_key):
-        if order["id"] == self.failing_order and not self.healed.is_set():
-            self.failed_calls += 1
-            raise TransientExportError("HTTP 503 from the platform")
-        super().send(order=order, idempotency_key=idempotency_key)
-
-
-@pytest.mark.django_db(transaction=True)
-def test_one_order_retried_holds_back_only_itself_and_the_commit_point_of_its_partition(
-    settings, export_topics, export_group, kafka_admin, fresh_publisher
-):
-    topic, _ = export_topics
-    settings.KAFKA_PUBLISH_ON_COMMIT = False
-    settings.EXPORT_MAX_ATTEMPTS = 1000
-    settings.KAFKA_CONSUMER_RETRY_BACKOFF_MS = 20
-    settings.KAFKA_CONSUMER_RETRY_BACKOFF_MAX_MS = 100
-    order_ids = orders_confirmed_on_the_topic(30)
-    # The failing order is the first of its partition: everything after it is behind it.
-    first_rows = OutboxEvent.objects.filter(offset=0).order_by("partition")
-    failing = first_rows[0]
-    behind = OutboxEvent.objects.filter(partition=failing.partition).exclude(pk=failing.pk)
-    assert behind.count() >= 3
-    client = FailingForOneOrder(int(failing.key))
-
-    with export_consumer_running(client, concurrency=8) as loop:
-        others = [order_id for order_id in order_ids if order_id != int(failing.key)]
-        wait_until(
-            lambda: set(client.received_order_ids()) == set(others),
-            timeout=30,
-            message=lambda: f"{len(set(client.received_order_ids()))} of {len(others)} other orders exported",
-        )
-        wait_until(lambda: client.failed_calls >= 3, timeout=10)
-        # Everything else of its partition is done, yet the commit point stays at it.
-        ends = end_offsets(topic)
-        wait_until(
-            lambda: all(
-                committed_offsets(kafka_admin, export_group, topic).get(p) == end
-                for p, end in ends.items()
-                if p != failing.partition and end
-            ),
-            timeout=15,
-            message="the other partitions were not committed to their end",
-        )
-        assert committed_offsets(kafka_admin, export_group, topic).get(failing.partition, 0) == failing.offset
-        assert OrderExport.objects.get(order_id=failing.key).status == "pending"
-        # Its key is between retries most of the time, and for a moment in flight or ready at
-        # each: a single snapshot may catch it there, so wait for the moment it waits.
-        wait_until(
-            lambda: loop.status()["retries_waiting"] == 1,
-            timeout=10,
-            message=lambda: f"the failing key never showed as waiting for its retry: {loop.status()}",
-        )
-
-        client.healed.set()
-        wait_until(lambda: int(failing.key) in client.received_order_ids(), timeout=15)
-        wait_until(
-            lambda: committed_offsets(kafka_admin, export_group, topic) == {p: end for p, end in ends.items() if end},
-            timeout=15,
-            message="the partition was not committed past the healed order",
-        )
-    export = OrderExport.objects.get(order_id=failing.key)
-    assert (export.status, export.attempts) == ("exported", client.failed_calls + 1)
-    assert sorted(client.received_order_ids()) == sorted(order_ids)
-    report_figures("one order retried", orders=len(order_ids), failed_calls=client.failed_calls, others_waited=0)
 
 
 HOSTILE = {
@@ -312,41 +172,6 @@ def test_a_frozen_broker_under_the_loop_times_out_its_commits_and_the_loop_rides
             admin.close()
         wait_until(lambda: "committing again" in caplog.text, timeout=10)
     assert len(handled) >= 200
-
-
-def test_a_partition_held_too_far_past_its_committed_offset_is_paused_and_resumed_when_it_moves(
-    settings, kafka_topic_factory, run_loop
-):
-    settings.KAFKA_CONSUMER_OPTIONS = {**settings.KAFKA_CONSUMER_OPTIONS, "max_poll_records": 5}
-    topic = kafka_topic_factory(partitions=1)
-    produce_records(
-        topic, [{"key": b"first", "value": b"first"}] + [{"key": f"k{n}".encode(), "value": b"v"} for n in range(100)]
-    )
-    unstuck = threading.Event()
-    handled: list[bytes] = []
-
-    def handler(record):
-        if record.key == b"first" and not unstuck.is_set():
-            from kafka_bridge.consumer import RetryableError
-
-            raise RetryableError("later")
-        handled.append(record.key)
-
-    loop = run_loop(topics=[topic], processor=CallEach(handler), concurrency=4, max_uncommitted=10, max_attempts=1000)
-    wait_until(
-        lambda: loop.status()["partitions"] and loop.status()["partitions"][0]["paused"],
-        timeout=30,
-        message=lambda: f"never paused: {loop.status()}",
-    )
-    held = loop.status()["partitions"][0]["uncommitted"]
-    # Held: the bound, plus at most the poll that crossed it.
-    assert 10 <= held < 10 + 5
-    assert len(handled) < held
-
-    unstuck.set()
-    wait_until(lambda: len(handled) == 101, timeout=30, message=lambda: f"{len(handled)} handled: {loop.status()}")
-    assert handled.count(b"first") == 1
-    wait_until(lambda: not loop.status()["partitions"][0]["paused"], timeout=10)
 
 
 @pytest.mark.django_db(transaction=True)

@@ -58,6 +58,23 @@ def test_a_dead_letter_the_broker_takes_is_the_record_byte_for_byte():
     assert sent["headers"][0] == ("event_id", b"e-1")
 
 
+def test_a_dead_letter_names_its_original_position_its_attempts_and_its_error_on_one_line():
+    copier = ScriptedCopier(5)
+    DeadLetterPublisher(topic="events.DLT", copier=copier).publish(
+        record(), error="RetryableError: the platform said:\n  busy (after 3 attempts)", attempts=3
+    )
+    [sent] = copier.sent
+    assert (sent["topic"], sent["partition"]) == ("events.DLT", 2), "not on the original's partition of the DLT"
+    assert sent["headers"] == [
+        ("event_id", b"e-1"),
+        ("dlt.original.topic", b"events"),
+        ("dlt.original.partition", b"2"),
+        ("dlt.original.offset", b"17"),
+        ("dlt.error", b"RetryableError: the platform said: busy (after 3 attempts)"),
+        ("dlt.attempts", b"3"),
+    ]
+
+
 @pytest.mark.parametrize("failure", [KafkaTimeoutError("no answer"), NotLeaderForPartitionError("moved")])
 def test_the_brokers_failures_are_raised_for_the_loop_to_retry(failure):
     copier = ScriptedCopier(failure)
