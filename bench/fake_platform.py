@@ -27,7 +27,6 @@ class TimingClient(ExternalPlatformClient):
 
     def __init__(self, client: ExternalPlatformClient) -> None:
         self.client = client
-        self.in_process = getattr(client, "in_process", False)
         # Appended from the consumer's worker threads; list.append is atomic under the GIL.
         self.receipts: list[tuple[float, int]] = []
 

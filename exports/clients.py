@@ -54,8 +54,6 @@ class FakeExternalPlatformClient(ExternalPlatformClient):
     order, for tests and the benchmarks to read; older ones are forgotten, so that a consumer
     left running on it does not grow without bound."""
 
-    # Its calls never wait on anything: the consumer makes them on its loop thread.
-    in_process = True
     MAX_RECEIVED = 100_000
 
     def __init__(self, *, max_received: int = MAX_RECEIVED) -> None:

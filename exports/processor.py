@@ -94,8 +94,6 @@ class ExportProcessor:
         self.client = client
         # Who makes the calls, as each attempt records it.
         self.consumer = consumer or consumer_member_name("export-consumer")
-        # An in-process client (the fake) never waits: its calls run on the loop thread.
-        self.inline_calls = bool(getattr(client, "in_process", False))
         self.max_event_bytes = max_event_bytes if max_event_bytes is not None else settings.EXPORT_MAX_EVENT_BYTES
         # The plan of each record whose call is in flight, by its coordinates.
         self._plans: dict[tuple[str, int, int], ExportPlan] = {}

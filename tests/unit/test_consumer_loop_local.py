@@ -11,7 +11,6 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import pytest
 from kafka.structs import TopicPartition
 
 from kafka_bridge.consumer import ConsumerLoop, RetryableError
@@ -244,10 +243,8 @@ def test_stop_with_calls_in_flight_records_them_commits_and_then_closes():
     assert publisher.closed
 
 
-@pytest.mark.parametrize("inline", [False, True])
-def test_records_of_one_key_run_in_offset_order_and_all_are_committed(inline):
+def test_records_of_one_key_run_in_offset_order_and_all_are_committed():
     consumer, processor = LocalConsumer(partitions=[P0, P1]), GatedProcessor()
-    processor.inline_calls = inline
     for n in range(20):
         consumer.append(P0 if n % 2 else P1, key=f"k{n % 3}".encode())
 
