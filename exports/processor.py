@@ -16,7 +16,7 @@ from django.core.exceptions import ImproperlyConfigured
 from kafka.consumer.fetcher import ConsumerRecord
 
 from exports.attempts import PlatformCall
-from exports.clients import ExportError, ExternalPlatformClient, FakeExternalPlatformClient, fake_platform_client
+from exports.clients import ExportError, ExternalPlatformClient, FakeExternalPlatformClient
 from exports.events import EVENT_TYPE, ExportRequest, PoisonRecord, export_request_decode, redriven_from
 from exports.http_client import HttpExternalPlatformClient
 from exports.record_keys import order_id_from_key
@@ -222,11 +222,10 @@ def platform_kind() -> str:
 
 
 def platform_client() -> ExternalPlatformClient:
-    """The client `platform_kind` chooses: the HTTP client of EXPORT_PLATFORM_URL, or the
-    process-wide fake (so tests and the admin can read what it received). Raises
-    ImproperlyConfigured as `platform_kind` does."""
+    """The client `platform_kind` chooses: the HTTP client of EXPORT_PLATFORM_URL, or the fake.
+    Raises ImproperlyConfigured as `platform_kind` does."""
     if platform_kind() == "fake":
-        return fake_platform_client()
+        return FakeExternalPlatformClient()
     url = settings.EXPORT_PLATFORM_URL
     pool_size = getattr(settings, "EXPORT_CONCURRENCY", 32)
     key = (url, settings.EXPORT_PLATFORM_TIMEOUT, pool_size)

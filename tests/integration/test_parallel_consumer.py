@@ -12,7 +12,7 @@ from collections import defaultdict
 
 import pytest
 
-from exports.clients import FakeExternalPlatformClient, TransientExportError
+from exports.clients import TransientExportError
 from exports.models import OrderExport
 from kafka_bridge.client import connection_config
 from kafka_bridge.consumer import ConsumerLoop
@@ -24,6 +24,7 @@ from tests.support.factories import export_event_factory, export_event_headers
 from tests.support.faults import orders_confirmed_on_the_topic, orders_create, platform_tally
 from tests.support.figures import report_figures
 from tests.support.helpers import wait_until
+from tests.support.platforms import RecordingPlatform
 from tests.support.records import committed_offsets, end_offsets, produce_records, read_records
 
 pytestmark = pytest.mark.kafka
@@ -108,7 +109,7 @@ def test_per_key_offset_order_and_never_two_of_one_key_at_once_while_keys_run_in
     report_figures("per-key order", records=total, keys=len(keys), most_at_once=handler.most_running, overlaps=0)
 
 
-class FailingForOneOrder(FakeExternalPlatformClient):
+class FailingForOneOrder(RecordingPlatform):
     """Fails one order's calls (transiently) until told to take it."""
 
     def __init__(self, order_id: int):
