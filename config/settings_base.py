@@ -82,6 +82,3 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
 }
-
-# Where `orders` hands its domain events: the Kafka outbox.
-DOMAIN_EVENT_RECORDER = "kafka_bridge.recorder.outbox_record"
