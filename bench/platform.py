@@ -252,7 +252,7 @@ def _export(run: DatabaseRun, env: dict[str, str], variant: Variant, *, records:
             "EXPORT_CONCURRENCY": str(variant.concurrency),
         }
         cpu_before = stub.cpu_seconds()
-        result = run_export_consumers(run, env, count=variant.processes, records=records, consumer_args={"http": True})
+        result = run_export_consumers(run, env, count=variant.processes, records=records)
         cpu_after = stub.cpu_seconds()
         stats = stub.stats()
     result["stub"], result["load_average"] = stats, [load, _load()]
@@ -283,7 +283,6 @@ def _e2e(run: DatabaseRun, suffix: str, concurrency: int) -> dict:
                 "EXPORT_PLATFORM": "http",
                 "EXPORT_CONCURRENCY": str(concurrency),
             },
-            consumer_args={"http": True},
         )
         stats = stub.stats()
     paced = outcomes["paced"]
