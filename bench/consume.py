@@ -1,11 +1,14 @@
-"""The consume path: exports per second of `run_export_consumer`'s loop (the real ConsumerLoop
-with the export handler and the fake platform) draining a pre-produced backlog, against raw
-kafka-python reading the same backlog in another group; then 1, 2 and 3 consumer processes, and
-one consumer again without its per-record log line.
+"""The consume path: exports per second of `run_export_consumer`'s loop (built as the command
+builds it: the real ConsumerLoop, the export processor, the fake platform the settings choose,
+its calls on the worker threads as every platform's) draining a pre-produced backlog, against
+raw kafka-python reading the same backlog in another group; then 1, 2 and 3 consumer processes,
+and one consumer again without its per-record log line.
 
 The backlog is real: orders confirmed in the bench database with the outbox on, their events
 sent by the project's publisher. Between runs the exports are reset, so that every run exports
-every order (none is a cheap "duplicate"). A rate runs from the first export to the last.
+every order (none is a cheap "duplicate"). A rate runs from the first export to the last, as the
+attempt log the consumer writes anyway has them (`ExportAttempt`: when each call started, how
+long it took); nothing in the consumer is replaced or timed from inside.
 """
 
 from __future__ import annotations
@@ -72,78 +75,30 @@ def exports_reset() -> dict:
 
 def export_consumer_run(
     *,
+    concurrency: int | None = None,
     ready_path: str | None = None,
     go_path: str | None = None,
     assigned_path: str | None = None,
-    stamps: bool = False,
-    http: bool = False,
-    attempt_log: bool = True,
 ) -> dict:
-    """`run_export_consumer`'s loop with a fake platform that notes when each order arrived,
-    until SIGTERM; with `http`, the client the settings choose (EXPORT_PLATFORM_URL), noting
-    when each call returned. `ready_path` is touched once the loop is built, and the loop starts
-    when `go_path` exists (so that several consumers join the group together); `assigned_path`
-    is touched once the group gave it partitions. With `stamps`, each record's producer timestamp
-    and the moment its batch reached the handler are noted too, to split the latency. Without
-    `attempt_log`, the platform calls are not written as `ExportAttempt` rows (what they cost)."""
+    """`run_export_consumer`'s loop exactly as `run_export_consumer --concurrency` builds it from
+    the settings (the HTTP client of EXPORT_PLATFORM_URL; without it the fake platform, which the
+    production settings leave to development, so the bench hands it over itself), until SIGTERM. `ready_path` is touched
+    once the loop is built, and the loop starts when `go_path` exists (so that several consumers
+    join the group together); `assigned_path` is touched once the group gave it partitions. What
+    it exported is read afterwards from the database (`deliveries`), not noted here."""
+    import os
     import threading
 
     from django.conf import settings
 
-    from bench.fake_platform import TimingClient, TimingPlatformClient
-    from exports.processor import export_consumer, platform_client
+    from exports.clients import FakeExternalPlatformClient
+    from exports.processor import export_consumer
     from kafka_bridge.runner import StopFlag
 
     stop = StopFlag()
     stop.install_signal_handlers()
-    if http:
-        if not settings.EXPORT_PLATFORM_URL:
-            raise RuntimeError("export_consumer_run(http=True) needs EXPORT_PLATFORM_URL")
-        client = TimingClient(platform_client())
-    else:
-        client = TimingPlatformClient()
-    loop = export_consumer(stop=stop, client=client)
-    import exports.processor
-
-    record = exports.processor.order_exports_record
-    recording = {"seconds": 0.0, "batches": 0}
-
-    def timed_record(**outcomes):
-        # What recording the outcomes takes (the attempt log's writes are part of it).
-        if not attempt_log:
-            outcomes["calls"] = ()
-        started = time.perf_counter()
-        try:
-            return record(**outcomes)
-        finally:
-            recording["seconds"] += time.perf_counter() - started
-            recording["batches"] += 1
-
-    exports.processor.order_exports_record = timed_record
-    import exports.services
-
-    attempts_record = exports.services.attempts_record
-    recording["attempt_log_seconds"] = 0.0
-
-    def timed_attempts(**kwargs):
-        # Within recording: what writing the attempt log takes, measured in the same run.
-        started = time.perf_counter()
-        try:
-            return attempts_record(**kwargs)
-        finally:
-            recording["attempt_log_seconds"] += time.perf_counter() - started
-
-    exports.services.attempts_record = timed_attempts
-    handed: list[tuple[str, float, float]] = []  # (key, the record's CreateTime, handed to the handler)
-    if stamps:
-        prepare = loop.processor.prepare
-
-        def stamped(records):
-            now = time.time()
-            handed.extend((r.key.decode() if r.key else "", r.timestamp / 1000, now) for r in records)
-            return prepare(records)
-
-        loop.processor.prepare = stamped
+    client = None if settings.EXPORT_PLATFORM_URL else FakeExternalPlatformClient()
+    loop = export_consumer(stop=stop, client=client, concurrency=concurrency)
     if ready_path:
         Path(ready_path).touch()
     if go_path:
@@ -160,15 +115,28 @@ def export_consumer_run(
         threading.Thread(target=watch, daemon=True).start()
     loop.run()
     return {
-        "receipts": client.receipts,
-        "handed": handed,
+        "pid": os.getpid(),
         "processed": loop.processed_total,
         "dead_lettered": loop.dead_lettered_total,
         "assignments": loop.assignments,
         "max_in_flight": loop.max_in_flight_seen,
-        "record_seconds": round(recording["seconds"], 4),
-        "record_batches": recording["batches"],
-        "attempt_log_seconds": round(recording["attempt_log_seconds"], 4),
+    }
+
+
+def deliveries(*, topic: str) -> dict:
+    """Every platform call of `topic`'s records that exported its order, from the attempt log
+    the consumer writes anyway (`ExportAttempt`): [order id, consumer, call started, call
+    answered], times as time.time() (the wall clock, comparable with other processes')."""
+    from exports.models import ExportAttempt
+
+    rows = ExportAttempt.objects.filter(topic=topic, outcome=ExportAttempt.Outcome.EXPORTED).values_list(
+        "order_id", "consumer", "started_at", "duration_ms"
+    )
+    return {
+        "calls": [
+            [order_id, consumer, started.timestamp(), started.timestamp() + duration_ms / 1000]
+            for order_id, consumer, started, duration_ms in rows
+        ]
     }
 
 
@@ -189,11 +157,11 @@ def wait_for_files(paths: list[Path], *, timeout: float, workers) -> None:
 
 
 def run_export_consumers(
-    run: DatabaseRun, env: dict[str, str], *, count: int, records: int, consumer_args: dict | None = None
+    run: DatabaseRun, env: dict[str, str], *, count: int, records: int, concurrency: int | None = None
 ) -> dict:
-    """Start `count` consumer processes together (`consumer_args`: more arguments of
-    `export_consumer_run`), wait until their group committed the whole backlog, stop them, and
-    measure the exports per second from the first to the last."""
+    """Start `count` consumer processes together, wait until their group committed the whole backlog, stop them, and
+    measure the exports per second from the first to the last platform answer, as the attempt
+    log has them."""
     harness = run.context.harness
     group = harness.group("consume-export")
     env = {**env, "ORDER_EXPORT_CONSUMER_GROUP": group}
@@ -201,7 +169,9 @@ def run_export_consumers(
     ready = [harness.path(f"ready-{i}") for i in range(count)]
     workers = [
         harness.spawn(
-            "consume.export-consumer", {**(consumer_args or {}), "ready_path": str(r), "go_path": str(go)}, env=env
+            "consume.export-consumer",
+            {"ready_path": str(r), "go_path": str(go), "concurrency": concurrency},
+            env=env,
         )
         for r in ready
     ]
@@ -213,37 +183,30 @@ def run_export_consumers(
         )
     finally:
         results = [
-            w.stop() if w.alive() else {"receipts": [], "processed": 0, "assignments": 0, "dead_lettered": 0}
+            w.stop() if w.alive() else {"pid": None, "processed": 0, "assignments": 0, "dead_lettered": 0}
             for w in workers
         ]
-    receipts = [t for result in results for t, _ in result["receipts"]]
-    exported = len({order_id for result in results for _, order_id in result["receipts"]})
-    seconds = max(receipts) - min(receipts) if receipts else 0.0
+    calls = harness.run("consume.deliveries", {"topic": env["ORDER_EXPORT_TOPIC"]}, env=env)["calls"]
+    answered = [at for _, _, _, at in calls]
+    exported = len({order_id for order_id, _, _, _ in calls})
+    seconds = max(answered) - min(answered) if answered else 0.0
     return {
         "consumers": count,
         "exports": exported,
-        "platform_calls": len(receipts),
+        "platform_calls": len(calls),
         "seconds": seconds,
         "rate": exported / seconds if seconds else None,
-        "per_consumer": [len(result["receipts"]) for result in results],
+        "per_consumer": [
+            sum(1 for _, consumer, _, _ in calls if consumer.endswith(f":{result['pid']}")) for result in results
+        ],
         "assignments": [result["assignments"] for result in results],
         "dead_lettered": sum(result["dead_lettered"] for result in results),
         "max_in_flight": [result.get("max_in_flight") for result in results],
-        # Each consumer's seconds spent recording outcomes (order_exports_record), and batches.
-        "record_seconds": [result.get("record_seconds") for result in results],
-        "record_batches": [result.get("record_batches") for result in results],
-        "attempt_log_seconds": [result.get("attempt_log_seconds") for result in results],
-        # The attempt log's share of the consumers' time from first to last export, in percent.
-        "attempt_log_percent": (
-            round(100 * sum(result.get("attempt_log_seconds") or 0 for result in results) / (seconds * count), 2)
-            if seconds
-            else None
-        ),
     }
 
 
 def steps(repeats: int, consumers: tuple[int, ...]) -> int:
-    return 1 + repeats * (3 + len(consumers))
+    return 1 + repeats * (2 + len(consumers))
 
 
 def measure(run: DatabaseRun) -> list[dict]:
@@ -268,21 +231,13 @@ def measure(run: DatabaseRun) -> list[dict]:
             )
         )
         for count in sizes.consumers:
-            variants = [(f"export-{count}", f"{count} export consumer{'s' if count > 1 else ''}", {})]
-            if count == 1:
-                # Next to it, the same without the attempt log: what writing the attempts costs.
-                # Which of the two goes first alternates run by run, so that neither always
-                # meets the machine (caches, autovacuum) as the other left it.
-                variants.append(("export-1-no-attempts", "1 export consumer, attempt log off", {"attempt_log": False}))
-                if repeat % 2 == 0:
-                    variants.reverse()
-            for name, label, consumer_args in variants:
-                progress.next(f"consume: {label} {suffix}")
-                harness.run("consume.exports-reset", {}, env=env)
-                result = run_export_consumers(run, env, count=count, records=records, consumer_args=consumer_args)
-                if result["exports"] != records:
-                    context.note(f"{run.vendor}: {label} exported {result['exports']} of {records} orders")
-                results[name].append(result)
+            label = f"{count} export consumer{'s' if count > 1 else ''}"
+            progress.next(f"consume: {label} {suffix}")
+            harness.run("consume.exports-reset", {}, env=env)
+            result = run_export_consumers(run, env, count=count, records=records)
+            if result["exports"] != records:
+                context.note(f"{run.vendor}: {label} exported {result['exports']} of {records} orders")
+            results[f"export-{count}"].append(result)
         # The same single consumer without its per-record INFO line: what that line costs.
         progress.next(f"consume: 1 export consumer, outcome lines off {suffix}")
         harness.run("consume.exports-reset", {}, env=env)
@@ -305,21 +260,6 @@ def measure(run: DatabaseRun) -> list[dict]:
         *(
             exports(f"consume.export.{count}", f"export-{count}", f"export consumer x{count} (fake platform)")
             for count in sizes.consumers
-        ),
-        runs_figure(
-            "consume.export.1.attempt-log-time",
-            label="export consumer x1: time writing the attempt log, same runs",
-            unit="% of the time",
-            db=run.vendor,
-            runs=results["export-1"],
-            field="attempt_log_percent",
-            note=note,
-            with_details=False,
-        ),
-        exports(
-            "consume.export.1.no-attempt-log",
-            "export-1-no-attempts",
-            "export consumer x1, platform calls not written as ExportAttempt rows",
         ),
         exports(
             "consume.export.1.quiet",

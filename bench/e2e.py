@@ -2,11 +2,13 @@
 offered load of 200 confirms/s, and the saturation throughput with everything running.
 
 The pipeline runs as in production: a process confirming orders through `order_confirm` (the
-on-commit fast path publishes), `run_export_consumer`'s loop in a process of its own with a fake
-platform that notes each order's arrival, and `manage.py run_outbox_relay` for what the fast
-path could not send. The commit time is taken by an on-commit callback registered before the
-confirm's own (callbacks run in order, right after the COMMIT), the arrival by the platform
-client; both with time.time() on the same machine.
+on-commit fast path publishes), `run_export_consumer`'s loop in a process of its own with the
+platform the settings choose, and `manage.py run_outbox_relay` for what the fast path could not
+send. The commit time is taken by an on-commit callback registered before the confirm's own
+(callbacks run in order, right after the COMMIT); the producer's send is the record's
+CreateTime, read back from the topic; when the platform call started and answered comes from
+the attempt log the consumer writes (`ExportAttempt`). All are wall-clock times of the same
+machine.
 """
 
 from __future__ import annotations
@@ -106,6 +108,32 @@ def _wait_for_start(go: Path, timeout: float = 300.0) -> float:
     raise RuntimeError(f"no start time in {go} within {timeout:g} s")
 
 
+def create_times(*, topic: str) -> dict:
+    """Each record's producer timestamp (CreateTime, set by the producer's send), by key, read
+    from the topic's start to its end by a consumer of no group."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    from kafka_bridge.consumer import consumer_config
+
+    config = {**consumer_config(group_id=None), "enable_auto_commit": False}
+    consumer = KafkaConsumer(**config)
+    partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+    consumer.assign(partitions)
+    consumer.seek_to_beginning()
+    ends = consumer.end_offsets(partitions)
+    times: dict[str, float] = {}
+    deadline = time.monotonic() + 120
+    while any(consumer.position(tp) < ends[tp] for tp in partitions):
+        for batch in consumer.poll(timeout_ms=500).values():
+            for record in batch:
+                if record.key:
+                    times.setdefault(record.key.decode(), record.timestamp / 1000)
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"could not read {topic} to its end within 120 s")
+    consumer.close(autocommit=False)
+    return {"times": times}
+
+
 def outbox_discard() -> dict:
     """Delete the bench database's unsent outbox rows (left by the outbox-only runs), so that
     the relay of the end-to-end run does not spend itself on them."""
@@ -192,23 +220,25 @@ def _delivery(generated: dict, receipts: dict[int, float]) -> dict:
 
 
 # Where an order's time goes, split at the record's producer timestamp (CreateTime, set by
-# send(), in whole milliseconds) and at the moment its poll's batch reached the handler.
+# send(), in whole milliseconds) and at the start of its platform call (the attempt log's).
 SEGMENTS = {
     "commit_to_send": "commit → producer send (on-commit hook)",
-    "send_to_handler": "producer send → consumer's handler (linger, broker, fetch, the consumer busy with earlier batches)",
-    "handler_to_platform": "consumer's handler → platform (the batch's DB read, the calls before it)",
+    "send_to_call": "producer send → platform call started (linger, broker, fetch, the batch's DB read, waiting for a worker)",
+    "call": "platform call started → answered",
 }
 
 
-def _segments(generated: dict, handed: dict[int, tuple[float, float]], receipts: dict[int, float]) -> dict:
+def _segments(
+    generated: dict, created: dict[str, float], started: dict[int, float], receipts: dict[int, float]
+) -> dict:
     parts: dict[str, list[float]] = {name: [] for name in SEGMENTS}
     for order_id, committed in generated["commits"]:
-        if order_id not in handed or order_id not in receipts:
+        sent = created.get(str(order_id))
+        if sent is None or order_id not in started or order_id not in receipts:
             continue
-        created, at = handed[order_id]
-        parts["commit_to_send"].append(created - committed)
-        parts["send_to_handler"].append(at - created)
-        parts["handler_to_platform"].append(receipts[order_id] - at)
+        parts["commit_to_send"].append(sent - committed)
+        parts["send_to_call"].append(started[order_id] - sent)
+        parts["call"].append(receipts[order_id] - started[order_id])
     return {name: latency_summary(values) for name, values in parts.items() if values}
 
 
@@ -219,12 +249,12 @@ def pipeline_run(
     suffix: str,
     saturation: bool,
     env_overrides: dict[str, str] | None = None,
-    consumer_args: dict | None = None,
+    concurrency: int | None = None,
 ) -> dict[str, dict]:
     """One run of the pipeline on a topic and group of its own: the paced load, then (with
     `saturation`) the flat-out one, and per load its delivery to the platform, latencies
-    included. `env_overrides` and `consumer_args` change the processes' settings and the
-    consumer's arguments (`export_consumer_run`)."""
+    included. `env_overrides` change the processes' settings; `concurrency` is the consumer's
+    `--concurrency`."""
     context = run.context
     sizes, harness, progress = context.sizes, context.harness, context.progress
     rate = sizes.e2e_rate
@@ -242,7 +272,7 @@ def pipeline_run(
     harness.run("db.outbox-discard", {}, env=env)
     assigned = harness.path("assigned")
     consumer = harness.spawn(
-        "consume.export-consumer", {**(consumer_args or {}), "assigned_path": str(assigned), "stamps": True}, env=env
+        "consume.export-consumer", {"assigned_path": str(assigned), "concurrency": concurrency}, env=env
     )
     relay = harness.command([PYTHON, "manage.py", "run_outbox_relay"], env=env, name="relay")
     generated: dict[str, dict] = {}
@@ -281,22 +311,25 @@ def pipeline_run(
                 workers=[consumer, relay],
             )
     finally:
-        received = consumer.stop() if consumer.alive() else {"receipts": []}
+        if consumer.alive():
+            consumer.stop()
         relay.terminate()
+    # The first answer per order: a repeat after a rebalance is not a later delivery.
     receipts: dict[int, float] = {}
-    for at, order_id in received["receipts"]:
-        receipts.setdefault(order_id, at)
-    handed: dict[int, tuple[float, float]] = {}
-    for key, created, at in received.get("handed", []):
-        if key.isdigit():
-            handed.setdefault(int(key), (created, at))
+    started: dict[int, float] = {}
+    for order_id, _, began, answered in sorted(
+        harness.run("consume.deliveries", {"topic": topic}, env=env)["calls"], key=lambda call: call[3]
+    ):
+        receipts.setdefault(order_id, answered)
+        started.setdefault(order_id, began)
+    created = harness.run("e2e.create-times", {"topic": topic}, env=env)["times"]
     outcomes: dict[str, dict] = {}
     for name, load in generated.items():
         if load["errors"]:
             raise BenchError(f"{load['errors']} confirm(s) failed in the {label} run: {load['first_error']}")
         delivery = _delivery(load, receipts)
         if name == "paced":
-            delivery["segments"] = _segments(load, handed, receipts)
+            delivery["segments"] = _segments(load, created, started, receipts)
         if delivery["missing"]:
             context.note(f"{run.vendor} {label} {name}: {delivery['missing']} order(s) never reached the platform")
         outcomes[name] = {**{key: value for key, value in load.items() if key != "commits"}, **delivery}

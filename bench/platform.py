@@ -245,14 +245,11 @@ def _export(run: DatabaseRun, env: dict[str, str], variant: Variant, *, records:
     harness.run("consume.exports-reset", {}, env=env)
     load = _load()
     with stub_running(harness, delay=variant.delay) as stub:
-        env = {
-            **env,
-            "EXPORT_PLATFORM_URL": stub.url,
-            "EXPORT_PLATFORM": "http",
-            "EXPORT_CONCURRENCY": str(variant.concurrency),
-        }
+        env = {**env, "EXPORT_PLATFORM_URL": stub.url}
         cpu_before = stub.cpu_seconds()
-        result = run_export_consumers(run, env, count=variant.processes, records=records, consumer_args={"http": True})
+        result = run_export_consumers(
+            run, env, count=variant.processes, records=records, concurrency=variant.concurrency
+        )
         cpu_after = stub.cpu_seconds()
         stats = stub.stats()
     result["stub"], result["load_average"] = stats, [load, _load()]
@@ -278,12 +275,8 @@ def _e2e(run: DatabaseRun, suffix: str, concurrency: int) -> dict:
             label="platform e2e",
             suffix=suffix,
             saturation=False,
-            env_overrides={
-                "EXPORT_PLATFORM_URL": stub.url,
-                "EXPORT_PLATFORM": "http",
-                "EXPORT_CONCURRENCY": str(concurrency),
-            },
-            consumer_args={"http": True},
+            env_overrides={"EXPORT_PLATFORM_URL": stub.url},
+            concurrency=concurrency,
         )
         stats = stub.stats()
     paced = outcomes["paced"]

@@ -226,7 +226,6 @@ def main(argv: list[str] | None = None) -> int:
             "quick": args.quick,
             "only": args.only or "all",
             "sizes": sizes.as_dict(),
-            "publishing_off": "DOMAIN_EVENT_RECORDER=bench.noop.noop_record: no outbox row, no send",
             "outbox_only": "KAFKA_PUBLISH_ON_COMMIT=false: the outbox row, no on-commit send",
             "producer": {
                 "acks": "all",

@@ -25,6 +25,8 @@ WORKERS = {
     "consume.backlog-prepare": "bench.consume:backlog_prepare",
     "consume.exports-reset": "bench.consume:exports_reset",
     "consume.export-consumer": "bench.consume:export_consumer_run",
+    "consume.deliveries": "bench.consume:deliveries",
+    "e2e.create-times": "bench.e2e:create_times",
     "e2e.generate": "bench.e2e:confirm_generate",
     "db.outbox-discard": "bench.e2e:outbox_discard",
     "platform.stub-drive": "bench.platform:stub_drive",

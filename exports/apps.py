@@ -46,9 +46,12 @@ class ExportsConfig(AppConfig):
         from exports.topics import export_topic_specs
         from kafka_bridge import registry
         from kafka_bridge.browse import record_linker_register
+        from kafka_bridge.recorder import outbox_record
         from orders.admin import order_page_panel_register
-        from orders.events import OrderExportRequested
+        from orders.events import OrderExportRequested, event_recorder_register
 
+        # The orders' events go to the Kafka outbox; orders itself knows nothing of Kafka.
+        event_recorder_register(recorder=outbox_record)
         # All that kafka_bridge knows of the export, it is told here.
         registry.event_topic_register(event_type=OrderExportRequested.event_type, topic=_export_topic)
         registry.topic_specs_register(specs=export_topic_specs)

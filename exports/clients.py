@@ -6,8 +6,6 @@ settings choose is `exports.processor.platform_client`."""
 from __future__ import annotations
 
 import abc
-import threading
-from collections import deque
 from typing import Any
 
 from kafka_bridge.consumer import NonRetryableError, RetryableError
@@ -18,7 +16,6 @@ __all__ = [
     "FakeExternalPlatformClient",
     "PermanentExportError",
     "TransientExportError",
-    "fake_platform_client",
 ]
 
 
@@ -48,43 +45,8 @@ class ExternalPlatformClient(abc.ABC):
 class FakeExternalPlatformClient(ExternalPlatformClient):
     """Takes every order and sends it nowhere, so that every order it is given ends up marked
     exported: for development and tests, and never chosen in production unless
-    EXPORT_PLATFORM=fake says so (see `exports.processor.platform_kind`).
-
-    It remembers the last `max_received` calls (100,000 by default, about 20 MB), in arrival
-    order, for tests and the benchmarks to read; older ones are forgotten, so that a consumer
-    left running on it does not grow without bound."""
-
-    # Its calls never wait on anything: the consumer makes them on its loop thread.
-    in_process = True
-    MAX_RECEIVED = 100_000
-
-    def __init__(self, *, max_received: int = MAX_RECEIVED) -> None:
-        self._lock = threading.Lock()
-        self._received: deque[tuple[int, str]] = deque(maxlen=max_received)
+    EXPORT_PLATFORM=fake says so (see `exports.processor.platform_kind`). It keeps nothing: what
+    was exported is in the database (`OrderExport`, and each call as an `ExportAttempt`)."""
 
     def send(self, *, order: dict[str, Any], idempotency_key: str) -> None:
-        with self._lock:
-            self._received.append((order["id"], idempotency_key))
-
-    def received_order_ids(self) -> list[int]:
-        """Order ids in the order they arrived, repeats included (the last `max_received`)."""
-        with self._lock:
-            return [order_id for order_id, _ in self._received]
-
-    def received(self) -> list[tuple[int, str]]:
-        """(order id, Idempotency-Key) pairs in the order they arrived (the last `max_received`)."""
-        with self._lock:
-            return list(self._received)
-
-    def clear(self) -> None:
-        with self._lock:
-            self._received.clear()
-
-
-_fake_client = FakeExternalPlatformClient()
-
-
-def fake_platform_client() -> FakeExternalPlatformClient:
-    """The process-wide fake that `exports.processor.platform_client` gives when the settings
-    choose no platform URL."""
-    return _fake_client
+        return None

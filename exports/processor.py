@@ -16,7 +16,7 @@ from django.core.exceptions import ImproperlyConfigured
 from kafka.consumer.fetcher import ConsumerRecord
 
 from exports.attempts import PlatformCall
-from exports.clients import ExportError, ExternalPlatformClient, FakeExternalPlatformClient, fake_platform_client
+from exports.clients import ExportError, ExternalPlatformClient, FakeExternalPlatformClient
 from exports.events import EVENT_TYPE, ExportRequest, PoisonRecord, export_request_decode, redriven_from
 from exports.http_client import HttpExternalPlatformClient
 from exports.record_keys import order_id_from_key
@@ -94,8 +94,6 @@ class ExportProcessor:
         self.client = client
         # Who makes the calls, as each attempt records it.
         self.consumer = consumer or consumer_member_name("export-consumer")
-        # An in-process client (the fake) never waits: its calls run on the loop thread.
-        self.inline_calls = bool(getattr(client, "in_process", False))
         self.max_event_bytes = max_event_bytes if max_event_bytes is not None else settings.EXPORT_MAX_EVENT_BYTES
         # The plan of each record whose call is in flight, by its coordinates.
         self._plans: dict[tuple[str, int, int], ExportPlan] = {}
@@ -224,11 +222,10 @@ def platform_kind() -> str:
 
 
 def platform_client(*, pool_size: int | None = None) -> ExternalPlatformClient:
-    """The client `platform_kind` chooses: the HTTP client of EXPORT_PLATFORM_URL, or the
-    process-wide fake (so tests and the admin can read what it received). Raises
-    ImproperlyConfigured as `platform_kind` does."""
+    """The client `platform_kind` chooses: the HTTP client of EXPORT_PLATFORM_URL, or the fake.
+    Raises ImproperlyConfigured as `platform_kind` does."""
     if platform_kind() == "fake":
-        return fake_platform_client()
+        return FakeExternalPlatformClient()
     url = settings.EXPORT_PLATFORM_URL
     pool_size = pool_size or settings.EXPORT_CONCURRENCY
     key = (url, settings.EXPORT_PLATFORM_TIMEOUT, pool_size)

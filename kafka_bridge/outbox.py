@@ -1,7 +1,7 @@
 """The transactional outbox: events are written with the change that caused them and sent to
 Kafka after the commit.
 
-`outbox_insert` writes an event's row for the recorder that `DOMAIN_EVENT_RECORDER` names
+`outbox_insert` writes an event's row for the recorder that an app registers for its events
 (`kafka_bridge.recorder`). It knows nothing of what an event means: it needs `event_id`,
 `event_type`, `key` and `to_dict()`, and finds the topic that an app registered for the event
 type (`kafka_bridge.registry`).

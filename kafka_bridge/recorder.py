@@ -1,6 +1,6 @@
-"""The recorder that `DOMAIN_EVENT_RECORDER` names: an event written to the outbox with the change
-that caused it, and handed to the producer after the commit (the fast path). What the fast path
-does not get acknowledged, `run_outbox_relay` sends later."""
+"""A recorder of domain events, for an app to register as where its events go: an event written
+to the outbox with the change that caused it, and handed to the producer after the commit (the
+fast path). What the fast path does not get acknowledged, `run_outbox_relay` sends later."""
 
 from __future__ import annotations
 

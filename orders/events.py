@@ -1,8 +1,9 @@
 """Domain events of the orders app, as plain objects.
 
-`orders` knows nothing about Kafka. An event leaves it through `event_record()`, which hands it
-to the recorder named by the `DOMAIN_EVENT_RECORDER` setting (the Kafka outbox by default),
-inside the caller's transaction.
+`orders` knows nothing about Kafka. An event leaves it through `event_record()`, which hands it,
+inside the caller's transaction, to the recorder that the app publishing the events registered
+(`event_recorder_register`: the exports app registers the Kafka outbox from its
+`AppConfig.ready`).
 """
 
 from __future__ import annotations
@@ -11,11 +12,10 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
-from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 from django.utils import timezone
-from django.utils.module_loading import import_string
 
 if TYPE_CHECKING:
     from orders.models import Order
@@ -80,6 +80,28 @@ def _iso_utc(moment: datetime) -> str:
     return moment.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
+class EventRecorder(Protocol):
+    def __call__(self, *, event: OrderExportRequested) -> object: ...
+
+
+_recorder: EventRecorder | None = None
+
+
+def event_recorder_register(*, recorder: EventRecorder) -> None:
+    """Where the orders' events go, told once at start-up by the app that publishes them. One
+    recorder: an event recorded twice, or by whichever app registered last, would be a bug, so
+    another one is refused."""
+    global _recorder
+    if _recorder is not None and _recorder is not recorder:
+        raise ImproperlyConfigured(f"the orders' events already go to {_recorder!r}, not also to {recorder!r}")
+    _recorder = recorder
+
+
 def event_record(event: OrderExportRequested) -> None:
-    """Record `event` for publication; call inside the transaction that caused it."""
-    import_string(settings.DOMAIN_EVENT_RECORDER)(event=event)
+    """Record `event` for publication; call inside the transaction that caused it. Raises
+    ImproperlyConfigured when no app registered a recorder: a confirm must not lose its event."""
+    if _recorder is None:
+        raise ImproperlyConfigured(
+            "no recorder for the orders' events: the exports app, which registers the Kafka outbox, is not installed"
+        )
+    _recorder(event=event)

@@ -18,9 +18,10 @@ from pathlib import Path
 import pytest
 from kafka import KafkaAdminClient
 
-from exports.clients import FakeExternalPlatformClient, PermanentExportError
+from exports.clients import PermanentExportError
 from kafka_bridge.client import BrokerUnavailable, admin_client
 from tests.support.consumers import export_consumer_running
+from tests.support.platforms import RecordingPlatform
 
 TESTS_DIR = Path(__file__).resolve().parent
 KINDS = ("unit", "integration", "faults", "browser")
@@ -198,9 +199,7 @@ def fresh_publisher():
 
 @pytest.fixture
 def fake_platform():
-    from exports.clients import FakeExternalPlatformClient
-
-    return FakeExternalPlatformClient()
+    return RecordingPlatform()
 
 
 @pytest.fixture
@@ -210,7 +209,7 @@ def running_export_consumer(export_topics, export_group, fake_platform, transact
         yield fake_platform
 
 
-class RefusingPlatform(FakeExternalPlatformClient):
+class RefusingPlatform(RecordingPlatform):
     """The fake platform, answering 422 while `refusing` is set (from the start), then taking
     orders like the fake."""
 

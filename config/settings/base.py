@@ -83,9 +83,6 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
 }
 
-# Where `orders` hands its domain events: the Kafka outbox.
-DOMAIN_EVENT_RECORDER = "kafka_bridge.recorder.outbox_record"
-
 DEBUG = env.bool("DJANGO_DEBUG", default=False)
 # Good for development only: with DJANGO_DEBUG=false the process refuses to start with it, since
 # whoever knows it can forge sessions and password-reset links.

@@ -26,9 +26,6 @@ from kafka_bridge.dead_letter import DeadLetterPosition
 from kafka_bridge.pacing import Pacer
 from kafka_bridge.scheduling import KeyScheduler
 
-# Records taken per step when calls are made inline (they never wait): a poll's worth.
-INLINE_BATCH = 1000
-
 # While calls are in flight the loop polls with this timeout, so their results are taken up
 # soon after they arrive (the broker's fetch responses wake the poll earlier anyway).
 BUSY_POLL_MS = 2
@@ -66,12 +63,11 @@ DeadLetterResult = tuple[Hashable, Item, Future]
 
 class Dispatcher:
     """Records ready per key, calls prepared, and the threads that make them. `concurrency` calls
-    at most run at once (`inline_calls`: made on the loop thread, for calls that never wait)."""
+    at most run at once, each on a worker thread, whatever the client."""
 
-    def __init__(self, *, name: str, concurrency: int, inline_calls: bool, pacer: Pacer | None):
+    def __init__(self, *, name: str, concurrency: int, pacer: Pacer | None):
         self.name = name
         self.concurrency = concurrency
-        self.inline_calls = inline_calls
         self.pacer = pacer
         self.calls_in_flight = 0
         self.dead_letters_in_flight = 0
@@ -122,8 +118,6 @@ class Dispatcher:
     # --- calls ------------------------------------------------------------------------------
 
     def free_workers(self) -> int:
-        if self.inline_calls:
-            return INLINE_BATCH
         return self.concurrency - self.calls_in_flight
 
     def hold(self, key: Hashable, item: Item, call: Call) -> None:
@@ -146,16 +140,6 @@ class Dispatcher:
         self.calls_in_flight += 1
         self._in_flight[item.tp] = self._in_flight.get(item.tp, 0) + 1
         self.max_in_flight_seen = max(self.max_in_flight_seen, self.calls_in_flight)
-        if self.inline_calls:
-            # A call that never waits (an in-process client): made here, its outcome taken up
-            # with the others, without a worker thread's hand-over per record.
-            future: Future = Future()
-            try:
-                future.set_result(call())
-            except Exception as exc:
-                future.set_exception(exc)
-            self._results.put((CALL, key, item, future))
-            return
         future = self._workers.submit(call)
         future.add_done_callback(functools.partial(self._hand_back, CALL, key, item))
 

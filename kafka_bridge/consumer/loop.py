@@ -123,13 +123,7 @@ class ConsumerLoop:
         self._partitions = Partitions(
             name=name, max_uncommitted=max_uncommitted or max(1000, 4 * concurrency), lock=self._lock
         )
-        self._dispatcher = Dispatcher(
-            name=name,
-            concurrency=concurrency,
-            # Calls made on the loop thread: for a processor whose calls never wait.
-            inline_calls=bool(getattr(self.processor, "inline_calls", False)),
-            pacer=pacer,
-        )
+        self._dispatcher = Dispatcher(name=name, concurrency=concurrency, pacer=pacer)
         self._failures = FailurePolicy(
             name=name,
             group_id=group_id,

@@ -14,7 +14,7 @@ from config.env import BASE_DIR
 
 TARGET_NAMES = {
     "consumer_vs_raw",
-    "confirm_publish_vs_none",
+    "confirm_publish_vs_outbox_only",
     "e2e_p99_ms_at_200",
     "platform20_exports_per_s",
     "platform20_vs_serial",
@@ -83,7 +83,7 @@ def test_targets_are_run_by_run_ratios_and_checked_against_their_bounds():
     figures = [
         _figure("consume.raw", "postgresql", [1000.0, 2000.0, 1000.0]),
         _figure("consume.export.1", "postgresql", [600.0, 600.0, 700.0]),  # ratios 0.6, 0.3, 0.7
-        _figure("publish.service.none", "postgresql", [100.0, 100.0, 100.0]),
+        _figure("publish.service.outbox-only", "postgresql", [100.0, 100.0, 100.0]),
         _figure("publish.service.publish", "postgresql", [70.0, 80.0, 90.0]),
         _figure("e2e.p99", "postgresql", [30.0, 31.0, 60.0]),
         _figure("e2e.p99", "sqlite", [120.0]),
@@ -96,14 +96,14 @@ def test_targets_are_run_by_run_ratios_and_checked_against_their_bounds():
     assert targets == {
         "postgresql": {
             "consumer_vs_raw": 0.6,
-            "confirm_publish_vs_none": 0.8,
+            "confirm_publish_vs_outbox_only": 0.8,
             "e2e_p99_ms_at_200": 31.0,
             "platform20_exports_per_s": 1200.0,
             "platform20_vs_serial": 25.0,
         },
         "sqlite": {
             "consumer_vs_raw": None,
-            "confirm_publish_vs_none": None,
+            "confirm_publish_vs_outbox_only": None,
             "e2e_p99_ms_at_200": 120.0,
             "platform20_exports_per_s": 900.0,
             "platform20_vs_serial": None,

@@ -16,12 +16,13 @@ import pytest
 
 from config.env import BASE_DIR
 from config.logging import JsonFormatter
-from exports.clients import FakeExternalPlatformClient, TransientExportError
+from exports.clients import TransientExportError
 from kafka_bridge.models import OutboxEvent
 from kafka_bridge.producer import request_publisher
 from orders.services import order_confirm
 from tests.support.factories import order_factory
 from tests.support.helpers import wait_until
+from tests.support.platforms import RecordingPlatform
 
 
 class JsonLines:
@@ -83,7 +84,7 @@ def test_the_formatter_keeps_an_exception_and_values_json_cannot_hold_on_one_lin
     assert entry["exception"].startswith("Traceback") and "ValueError: boom\nsecond line" in entry["exception"]
 
 
-class FlakyPlatform(FakeExternalPlatformClient):
+class FlakyPlatform(RecordingPlatform):
     """Fails the first call with a transient error, then takes every order."""
 
     def __init__(self) -> None:

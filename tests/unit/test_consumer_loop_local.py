@@ -256,10 +256,8 @@ def test_stop_with_calls_in_flight_records_them_commits_and_then_closes():
     assert publisher.closed
 
 
-@pytest.mark.parametrize("inline", [False, True])
-def test_records_of_one_key_run_in_offset_order_and_all_are_committed(inline):
+def test_records_of_one_key_run_in_offset_order_and_all_are_committed():
     consumer, processor = LocalConsumer(partitions=[P0, P1]), GatedProcessor()
-    processor.inline_calls = inline
     for n in range(20):
         consumer.append(P0 if n % 2 else P1, key=f"k{n % 3}".encode())
 

@@ -10,7 +10,7 @@ import threading
 import pytest
 from kafka.structs import TopicPartition
 
-from exports.clients import FakeExternalPlatformClient, TransientExportError
+from exports.clients import TransientExportError
 from exports.models import OrderExport
 from exports.processor import ExportProcessor, export_dead_lettered
 from kafka_bridge.consumer import ConsumerLoop
@@ -20,13 +20,14 @@ from tests.support.consumers import loop_running
 from tests.support.factories import export_record_factory, order_factory
 from tests.support.helpers import wait_until
 from tests.support.local_consumer import LocalConsumer
+from tests.support.platforms import RecordingPlatform
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 P0, P1 = TopicPartition("order-export", 0), TopicPartition("order-export", 1)
 
 
-class FailingForOneOrder(FakeExternalPlatformClient):
+class FailingForOneOrder(RecordingPlatform):
     """The fake platform, failing one order's calls (transiently) until told to take it."""
 
     def __init__(self, order_id: int):

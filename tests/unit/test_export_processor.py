@@ -15,7 +15,7 @@ from django.db import OperationalError, connection
 from django.test.utils import CaptureQueriesContext
 from kafka.consumer.fetcher import ConsumerRecord
 
-from exports.clients import FakeExternalPlatformClient, PermanentExportError, TransientExportError
+from exports.clients import PermanentExportError, TransientExportError
 from exports.events import PoisonRecord, redrive_header, redriven_from
 from exports.models import ExportAttempt, OrderExport, ProcessedEvent
 from exports.processor import ExportProcessor
@@ -23,13 +23,14 @@ from exports.services import UnknownOrder, order_export_fail
 from kafka_bridge.dead_letter import DeadLetterPosition
 from orders.models import Order
 from tests.support.factories import consumer_record_factory, export_record_factory, order_factory
+from tests.support.platforms import RecordingPlatform
 
 pytestmark = pytest.mark.django_db
 
 Result = tuple[ConsumerRecord, Any, BaseException | None]
 
 
-class ScriptedPlatform(FakeExternalPlatformClient):
+class ScriptedPlatform(RecordingPlatform):
     """The fake platform, refusing an order with each error scripted for it, in turn, before
     it takes it."""
 
