@@ -44,7 +44,7 @@ def kafka_python_produce(*, topic: str, records: int) -> dict:
     from kafka import KafkaProducer
 
     from bench.payloads import event_payloads
-    from kafka_bridge.producer import producer_config
+    from kafka_bridge.outbox.publisher import producer_config
 
     pairs = event_payloads(min(records, 1000))
     producer = KafkaProducer(**producer_config(timeout_ms=60_000))

@@ -33,7 +33,7 @@ def backlog_prepare(*, orders: int) -> dict:
 
     from bench.payloads import orders_create
     from kafka_bridge.models import OutboxEvent
-    from kafka_bridge.producer import OutboxPublisher
+    from kafka_bridge.outbox.publisher import OutboxPublisher
     from orders.services import order_confirm
 
     if settings.KAFKA_PUBLISH_ON_COMMIT:
@@ -91,8 +91,8 @@ def export_consumer_run(
 
     from django.conf import settings
 
-    from exports.clients import FakeExternalPlatformClient
-    from exports.processor import export_consumer
+    from exports.consumer import export_consumer
+    from exports.platform.client import FakeExternalPlatformClient
     from kafka_bridge.runner import StopFlag
 
     stop = StopFlag()
@@ -241,7 +241,7 @@ def measure(run: DatabaseRun) -> list[dict]:
         # The same single consumer without its per-record INFO line: what that line costs.
         progress.next(f"consume: 1 export consumer, outcome lines off {suffix}")
         harness.run("consume.exports-reset", {}, env=env)
-        quiet = run_export_consumers(run, {**env, "LOG_LEVELS": "exports.processor=WARNING"}, count=1, records=records)
+        quiet = run_export_consumers(run, {**env, "LOG_LEVELS": "exports.consumer=WARNING"}, count=1, records=records)
         results["export-1-quiet"].append(quiet)
     note = f"backlog of {records} events of {prepared['event_bytes']} bytes, 3 partitions"
 
@@ -264,6 +264,6 @@ def measure(run: DatabaseRun) -> list[dict]:
         exports(
             "consume.export.1.quiet",
             "export-1-quiet",
-            "export consumer x1, outcome lines off (LOG_LEVELS=exports.processor=WARNING)",
+            "export consumer x1, outcome lines off (LOG_LEVELS=exports.consumer=WARNING)",
         ),
     ]

@@ -50,7 +50,7 @@ def confirm_generate(
 
     from bench.payloads import orders_create
     from kafka_bridge.models import OutboxEvent
-    from kafka_bridge.producer import request_publisher
+    from kafka_bridge.outbox.publisher import request_publisher
     from orders.services import order_confirm
 
     ids = orders_create(warmup + orders)

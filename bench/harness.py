@@ -24,7 +24,7 @@ from urllib.parse import urlsplit, urlunsplit
 from kafka import KafkaAdminClient, TopicPartition
 from kafka.protocol.consumer import OffsetSpec
 
-from kafka_bridge.client import connection_config
+from kafka_bridge.connection import connection_config
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable

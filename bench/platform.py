@@ -56,7 +56,7 @@ def stub_drive(*, url: str, threads: int, calls: int) -> dict:
     from django.utils import timezone
 
     from bench.payloads import bench_snapshot
-    from exports.http_client import HttpExternalPlatformClient
+    from exports.platform.http import HttpExternalPlatformClient
 
     client = HttpExternalPlatformClient(url=url, timeout=CLIENT_TIMEOUT, pool_size=threads)
     now = timezone.now()

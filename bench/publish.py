@@ -47,7 +47,7 @@ def confirm_service(*, variant: str, confirms: int, warmup: int) -> dict:
     """Confirm `confirms` pending orders one after the other through `order_confirm`."""
     from bench.payloads import orders_create
     from kafka_bridge.models import OutboxEvent
-    from kafka_bridge.producer import request_publisher
+    from kafka_bridge.outbox.publisher import request_publisher
     from orders.services import order_confirm
 
     _check_variant(variant)

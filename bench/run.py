@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     from bench.plan import FULL, QUICK, Context
     from bench.progress import Progress
     from bench.report import markdown, plots, targets_compute, write_json
-    from kafka_bridge.client import BrokerUnavailable, admin_client
+    from kafka_bridge.connection import BrokerUnavailable, admin_client
 
     sizes = QUICK if args.quick else FULL
     if args.repeats:

@@ -3,8 +3,8 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from config.throttling import login_throttled
-from config.views import (
+from config.api.throttling import login_throttled
+from config.api.views import (
     ASYNCAPI_FILE,
     ORDER_EXPORT_REQUESTED_V1_FILE,
     AsyncApiView,
@@ -12,8 +12,8 @@ from config.views import (
     health,
     metrics,
 )
-from kafka_bridge.browse_views import record_value_download, topic_list_page, topic_records_page
-from kafka_bridge.views import kafka_status_page
+from kafka_bridge.console.browser.views import record_value_download, topic_list_page, topic_records_page
+from kafka_bridge.console.status_page import kafka_status_page
 
 urlpatterns = [
     path("admin/kafka-status/", admin.site.admin_view(kafka_status_page), name="kafka-status"),
@@ -49,6 +49,6 @@ urlpatterns = [
     path("api/", include("orders.urls")),
 ]
 
-handler400 = "config.api_errors.bad_request"
-handler404 = "config.api_errors.page_not_found"
-handler500 = "config.api_errors.server_error"
+handler400 = "config.api.errors.bad_request"
+handler404 = "config.api.errors.page_not_found"
+handler500 = "config.api.errors.server_error"

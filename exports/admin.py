@@ -20,8 +20,8 @@ from exports.redrive import (
     export_offsets_reset,
 )
 from exports.services import OutboxRedrive, order_exports_redrive
-from kafka_bridge.client import KafkaBridgeError
-from kafka_bridge.offsets import ResetTarget, target_describe
+from kafka_bridge.cluster.group_offsets import ResetTarget, target_describe
+from kafka_bridge.connection import KafkaBridgeError
 
 logger = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from django.conf import settings
 from exports.record_keys import order_id_from_key
 
 if TYPE_CHECKING:
-    from kafka_bridge.browse import RecordView
+    from kafka_bridge.console.browser.reading import RecordView
 
 
 def order_admin_link(record: RecordView) -> str | None:
@@ -42,11 +42,11 @@ class ExportsConfig(AppConfig):
     verbose_name = "Exports"
 
     def ready(self) -> None:
-        from exports.delivery import delivery_panel, export_status_panel_html
+        from exports.console.panels import delivery_panel, export_status_panel_html
         from exports.topics import export_topic_specs
         from kafka_bridge import registry
-        from kafka_bridge.browse import record_linker_register
-        from kafka_bridge.recorder import outbox_record
+        from kafka_bridge.console.browser.reading import record_linker_register
+        from kafka_bridge.outbox.recorder import outbox_record
         from orders.admin import order_page_panel_register
         from orders.events import OrderExportRequested, event_recorder_register
 

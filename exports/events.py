@@ -11,7 +11,7 @@ from typing import Any
 from django.utils.dateparse import parse_datetime
 
 from kafka_bridge.consumer import NonRetryableError
-from kafka_bridge.dead_letter import DeadLetterPosition
+from kafka_bridge.consumer.dead_letters import DeadLetterPosition
 
 EVENT_TYPE = "OrderExportRequested"
 SCHEMA_VERSION = 1

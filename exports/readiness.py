@@ -9,9 +9,9 @@ from django.conf import settings
 from django.db import DatabaseError
 from kafka.errors import KafkaError
 
-from kafka_bridge.client import BrokerUnavailable
+from kafka_bridge.cluster.status import kafka_status
+from kafka_bridge.connection import BrokerUnavailable
 from kafka_bridge.selectors import outbox_backlog
-from kafka_bridge.status import kafka_status
 from kafka_bridge.text import one_line
 
 

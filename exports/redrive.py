@@ -3,7 +3,7 @@ redrive, and their permission check.
 
 Replayed records go back to the topic they came from (the `dlt.original.topic` header, if it
 names an event topic this app registered, and only then) through the path that wrote them to the
-DLT (`kafka_bridge.dead_letter.RecordCopier`): key, value and headers byte for byte, null ones
+DLT (`kafka_bridge.consumer.dead_letters.RecordCopier`): key, value and headers byte for byte, null ones
 included, the `dlt.*` headers left out and `redrive.from` added, so the event keeps its event_id
 and the platform its Idempotency-Key.
 
@@ -35,7 +35,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 from kafka.structs import OffsetAndMetadata, TopicPartition
 
 from exports import metrics
-from exports.dead_letters import (
+from exports.console.dead_letters import (
     REPLAY_CHUNK,
     REPLAY_FETCH_BYTES,
     DeadLetter,
@@ -50,12 +50,12 @@ from exports.dead_letters import (
 from exports.events import REDRIVE_HEADER, PoisonRecord, export_request_decode, redrive_header
 from exports.models import RedriveAudit
 from exports.services import DeadLetterRedrive, ReplayedDeadLetter, order_exports_redrive
-from kafka_bridge.client import connection_config
-from kafka_bridge.dead_letter import DLT_HEADER_PREFIX, DeadLetterPosition, RecordCopier
-from kafka_bridge.offsets import OffsetReset, ResetTarget, group_offsets_reset
+from kafka_bridge.cluster.group_offsets import OffsetReset, ResetTarget, group_offsets_reset
+from kafka_bridge.connection import connection_config
+from kafka_bridge.consumer.dead_letters import DLT_HEADER_PREFIX, DeadLetterPosition, RecordCopier
 from kafka_bridge.send_failures import error_line
 
-# DeadLetter and dead_letters_list live with the dead letters' other reads in exports.dead_letters,
+# DeadLetter and dead_letters_list live with the dead letters' other reads in exports.console.dead_letters,
 # and are still imported from here.
 __all__ = [
     "REDRIVE_PERMISSION",

@@ -15,7 +15,7 @@ from django.db.models.lookups import LessThan
 from django.utils import timezone
 
 from exports.models import OrderExport
-from kafka_bridge.charts import Chart
+from kafka_bridge.console.charts.svg import Chart
 
 # Edges of the delay buckets, in seconds: 1, 1.25, 1.5, 2, 2.5, 3, 4, 5, 6 and 8 times each power
 # of ten from 10 ms to 80,000 s, then 100,000 s. Two neighbouring edges differ by at most 4/3.

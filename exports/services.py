@@ -19,11 +19,11 @@ from django.utils import timezone
 from exports import metrics
 from exports.attempts import PlatformCall, attempts_record
 from exports.bulk_writes import pk_in, rows_insert
-from exports.clients import TransientExportError
 from exports.events import ExportRequest, PoisonRecord
 from exports.models import OrderExport, ProcessedEvent, RedriveAudit
-from kafka_bridge.dead_letter import DeadLetterPosition
-from kafka_bridge.outbox import outbox_resend
+from exports.platform.client import TransientExportError
+from kafka_bridge.consumer.dead_letters import DeadLetterPosition
+from kafka_bridge.outbox.store import outbox_resend
 from orders.models import Order
 
 logger = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from django.conf import settings
 
-from kafka_bridge.topics import DLT_MAX_MESSAGE_BYTES, TopicSpec
+from kafka_bridge.cluster.topics import DLT_MAX_MESSAGE_BYTES, TopicSpec
 
 
 def export_topic_specs(partitions: int | None = None) -> list[TopicSpec]:

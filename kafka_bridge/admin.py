@@ -2,9 +2,9 @@ from django.contrib import admin, messages
 from django.db.models.constants import LOOKUP_SEP
 from django.utils.translation import ngettext
 
-from kafka_bridge.browse_views import BROWSE_PERMISSION
+from kafka_bridge.console.browser.views import BROWSE_PERMISSION
 from kafka_bridge.models import CutDeadLetter, OutboxEvent
-from kafka_bridge.outbox import outbox_quarantine_release
+from kafka_bridge.outbox.store import outbox_quarantine_release
 
 
 class SentFilter(admin.SimpleListFilter):

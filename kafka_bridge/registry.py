@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from kafka_bridge.topics import TopicSpec
+    from kafka_bridge.cluster.topics import TopicSpec
 
 TopicSpecs = Callable[..., "list[TopicSpec]"]  # (partitions: int | None) -> specs
 # (user=the user looking) -> the panel's HTML, below the outbox

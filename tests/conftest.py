@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from kafka import KafkaAdminClient
 
-from exports.clients import PermanentExportError
-from kafka_bridge.client import BrokerUnavailable, admin_client
+from exports.platform.client import PermanentExportError
+from kafka_bridge.connection import BrokerUnavailable, admin_client
 from tests.support.consumers import export_consumer_running
 from tests.support.platforms import RecordingPlatform
 
@@ -148,7 +148,7 @@ def event_topics(
 def export_topics(event_topics, settings) -> tuple[str, str]:
     """The event topic and DLT of this test, created on the broker with 3 partitions."""
     from exports.topics import export_topic_specs
-    from kafka_bridge.topics import topics_ensure
+    from kafka_bridge.cluster.topics import topics_ensure
 
     settings.ORDER_EXPORT_PARTITIONS = 3
     topics_ensure(specs=export_topic_specs())
@@ -181,7 +181,7 @@ def _fast_path_publisher_closed_after_the_test():
     own; closed after each test that used it, so no test inherits its work and PostgreSQL can
     drop the test database at the end."""
     yield
-    from kafka_bridge import producer
+    from kafka_bridge.outbox import publisher as producer
 
     if producer._request_publisher is not None:
         producer.reset_request_publisher()
@@ -190,7 +190,7 @@ def _fast_path_publisher_closed_after_the_test():
 @pytest.fixture
 def fresh_publisher():
     """The on-commit publisher rebuilt from this test's settings, and closed after it."""
-    from kafka_bridge.producer import reset_request_publisher
+    from kafka_bridge.outbox.publisher import reset_request_publisher
 
     reset_request_publisher()
     yield

@@ -24,7 +24,7 @@ if LOG_FORMAT not in ("plain", "json"):
     raise ImproperlyConfigured(f"LOG_FORMAT={LOG_FORMAT!r} is not one of plain, json")
 # Levels of loggers, as Spring's logging.level.<name>: `root` is the root logger's (INFO),
 # `kafka` kafka-python's own (CRITICAL: it logs every failed reconnect at ERROR; the project
-# reports an unreachable broker itself, in one line), and "exports.processor=WARNING" drops the
+# reports an unreachable broker itself, in one line), and "exports.consumer=WARNING" drops the
 # consumer's line per export (at thousands of exports a second its largest cost) and keeps its
 # failures, dead letters and the throughput line.
 LOG_LEVELS = {"root": "INFO", "kafka": "CRITICAL"}

@@ -66,11 +66,11 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 50,
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
-    # JSON only, bounded by API_MAX_BODY_BYTES (config/parsers.py). No form or multipart parser:
+    # JSON only, bounded by API_MAX_BODY_BYTES (config/api/parsers.py). No form or multipart parser:
     # no endpoint takes them (the admin and login pages are Django views, and the browsable
     # API's raw form posts JSON); a form body is a 415.
-    "DEFAULT_PARSER_CLASSES": ["config.parsers.BoundedJSONParser"],
-    "EXCEPTION_HANDLER": "config.api_errors.exception_handler",
+    "DEFAULT_PARSER_CLASSES": ["config.api.parsers.BoundedJSONParser"],
+    "EXCEPTION_HANDLER": "config.api.errors.exception_handler",
     # Every DRF view unless it says otherwise. DRF checks permissions before throttles, so a
     # request without credentials is a 401 that uses up no rate.
     "DEFAULT_THROTTLE_CLASSES": [

@@ -12,8 +12,8 @@ from typing import Any, Protocol
 from django.conf import settings
 from kafka.consumer.fetcher import ConsumerRecord
 
-from kafka_bridge.client import connection_config
-from kafka_bridge.dead_letter import DeadLetterPosition
+from kafka_bridge.connection import connection_config
+from kafka_bridge.consumer.dead_letters import DeadLetterPosition
 
 # Work for a worker thread: the record's call, made outside the loop thread.
 Call = Callable[[], Any]

@@ -22,9 +22,9 @@ from kafka.consumer.fetcher import ConsumerRecord
 from kafka.structs import TopicPartition
 
 from kafka_bridge.consumer.api import Call, NonRetryableError
-from kafka_bridge.dead_letter import DeadLetterPosition
-from kafka_bridge.pacing import Pacer
-from kafka_bridge.scheduling import KeyScheduler
+from kafka_bridge.consumer.dead_letters import DeadLetterPosition
+from kafka_bridge.consumer.pacing import Pacer
+from kafka_bridge.consumer.scheduling import KeyScheduler
 
 # While calls are in flight the loop polls with this timeout, so their results are taken up
 # soon after they arrive (the broker's fetch responses wake the poll earlier anyway).

@@ -20,8 +20,8 @@ from kafka.consumer.fetcher import ConsumerRecord
 
 from kafka_bridge import metrics
 from kafka_bridge.consumer.api import DeadLetterHook, LogFields, NonRetryableError, RetryableError, backoff_delay
+from kafka_bridge.consumer.dead_letters import DeadLetterPosition, DeadLetterPublisher, dead_letter_cut_record
 from kafka_bridge.consumer.dispatch import Dispatcher, Item, where
-from kafka_bridge.dead_letter import DeadLetterPosition, DeadLetterPublisher, dead_letter_cut_record
 
 # The loop's lines keep the one logger name, whichever of its modules writes them: LOG_LEVELS
 # and the log captures name that logger.

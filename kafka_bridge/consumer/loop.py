@@ -49,14 +49,14 @@ from kafka.errors import AuthorizationError, KafkaError, SaslAuthenticationFaile
 from kafka.structs import TopicPartition
 
 from kafka_bridge.consumer.api import DeadLetterHook, LogFields, RecordProcessor
+from kafka_bridge.consumer.dead_letters import DeadLetterPublisher
 from kafka_bridge.consumer.dispatch import CallResult, DeadLetterResult, Dispatcher, Item
 from kafka_bridge.consumer.failures import FailurePolicy
 from kafka_bridge.consumer.kafka_client import KafkaLoopConsumer, LoopConsumer
+from kafka_bridge.consumer.pacing import Pacer
 from kafka_bridge.consumer.partitions import Partitions, partition_names
 from kafka_bridge.consumer.reporting import Reporter
-from kafka_bridge.consumer_state import consumer_member_name
-from kafka_bridge.dead_letter import DeadLetterPublisher
-from kafka_bridge.pacing import Pacer
+from kafka_bridge.consumer.state import consumer_member_name
 from kafka_bridge.runner import StopFlag
 
 # The loop's lines keep the one logger name, whichever of its modules writes them: LOG_LEVELS

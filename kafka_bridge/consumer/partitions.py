@@ -16,9 +16,9 @@ import time
 from kafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from kafka.structs import TopicPartition
 
+from kafka_bridge.consumer.commit_points import OffsetTracker
 from kafka_bridge.consumer.dispatch import Item
 from kafka_bridge.consumer.kafka_client import LoopConsumer
-from kafka_bridge.tracking import OffsetTracker
 
 # The loop's lines keep the one logger name, whichever of its modules writes them: LOG_LEVELS
 # and the log captures name that logger.

@@ -18,8 +18,8 @@ from kafka.structs import TopicPartition
 
 from kafka_bridge import metrics
 from kafka_bridge.consumer.kafka_client import LoopConsumer
-from kafka_bridge.consumer_state import consumer_state_forget, consumer_state_record
-from kafka_bridge.pacing import STATE_VALUES
+from kafka_bridge.consumer.pacing import STATE_VALUES
+from kafka_bridge.consumer.state import consumer_state_forget, consumer_state_record
 
 # The loop's lines keep the one logger name, whichever of its modules writes them: LOG_LEVELS
 # and the log captures name that logger.

@@ -16,8 +16,8 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.support.ui import Select
 
-from exports.http_client import HttpExternalPlatformClient
 from exports.models import OrderExport
+from exports.platform.http import HttpExternalPlatformClient
 from orders.models import Order
 from orders.services import LineInput, order_create
 from tests.support.consumers import export_consumer_running

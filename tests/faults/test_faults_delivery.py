@@ -17,12 +17,12 @@ from collections.abc import Callable, Iterator
 import pytest
 from kafka.partitioner.default import murmur2
 
-from exports.http_client import HttpExternalPlatformClient
+from exports.consumer import export_consumer
 from exports.models import OrderExport
-from exports.processor import export_consumer
+from exports.platform.http import HttpExternalPlatformClient
 from kafka_bridge.consumer import ConsumerLoop
 from kafka_bridge.models import OutboxEvent
-from kafka_bridge.producer import request_publisher
+from kafka_bridge.outbox.publisher import request_publisher
 from kafka_bridge.runner import StopFlag
 from orders.services import order_confirm
 from tests.support.consumers import LoopThread

@@ -9,9 +9,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from exports.http_client import HttpExternalPlatformClient
+from exports.consumer import export_consumer
 from exports.models import OrderExport
-from exports.processor import export_consumer
+from exports.platform.http import HttpExternalPlatformClient
 from kafka_bridge.consumer import ConsumerLoop
 from kafka_bridge.runner import StopFlag
 from tests.support.consumers import LoopThread

@@ -23,7 +23,7 @@ from django.db import OperationalError, connections
 from django.utils import timezone
 
 from kafka_bridge.models import OutboxEvent
-from kafka_bridge.relay import OutboxRelay
+from kafka_bridge.outbox.relay import OutboxRelay
 from kafka_bridge.runner import StopFlag
 from orders.services import order_confirm
 from tests.support.consumers import LoopThread
@@ -108,7 +108,7 @@ def test_the_relay_rides_out_a_database_outage_with_a_capped_backoff_and_then_se
     rows = outbox_rows(kafka_topic, 20)
     outage = DatabaseOutage(down=True)
 
-    with caplog.at_level(logging.WARNING, logger="kafka_bridge.relay"):
+    with caplog.at_level(logging.WARNING, logger="kafka_bridge.outbox.relay"):
         relay = relay_thread(outage, interval=0.1, max_backoff=0.8)
         wait_until(
             lambda: len([r for r in caplog.records if "database unavailable" in r.getMessage()]) >= 5,

@@ -17,10 +17,10 @@ import pytest
 from django.utils import timezone
 from kafka import KafkaProducer
 
-from kafka_bridge.browse import HEADER_HEAD_BYTES, KEY_HEAD_BYTES, VALUE_HEAD_BYTES
-from kafka_bridge.browse_views import VALUE_CUT_AT
-from kafka_bridge.client import connection_config
-from kafka_bridge.dead_letter import dead_letter_headers
+from kafka_bridge.connection import connection_config
+from kafka_bridge.console.browser.reading import HEADER_HEAD_BYTES, KEY_HEAD_BYTES, VALUE_HEAD_BYTES
+from kafka_bridge.console.browser.views import VALUE_CUT_AT
+from kafka_bridge.consumer.dead_letters import dead_letter_headers
 from kafka_bridge.models import OutboxEvent
 from tests.support.factories import consumer_record_factory, order_factory, user_factory
 

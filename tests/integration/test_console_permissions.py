@@ -33,7 +33,7 @@ from kafka.structs import OffsetAndMetadata
 
 from exports.models import OrderExport, RedriveAudit
 from exports.services import order_export_fail
-from kafka_bridge.dead_letter import dead_letter_headers
+from kafka_bridge.consumer.dead_letters import dead_letter_headers
 from kafka_bridge.models import OutboxEvent
 from orders.models import Order
 from tests.support.factories import consumer_record_factory, order_factory, user_factory

@@ -16,8 +16,8 @@ from django.utils import timezone
 from kafka import KafkaConsumer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
-from kafka_bridge.client import connection_config
-from kafka_bridge.consumer_state import (
+from kafka_bridge.connection import connection_config
+from kafka_bridge.consumer.state import (
     consumer_member_name,
     consumer_state_forget,
     consumer_state_record,

@@ -28,9 +28,9 @@ from referencing.jsonschema import DRAFT7
 from rest_framework.test import APIClient
 
 from config.env import BASE_DIR
+from exports.consumer import export_record_decode
 from exports.events import PoisonRecord, export_request_decode
-from exports.processor import export_record_decode
-from kafka_bridge.topics import DLT_MAX_MESSAGE_BYTES
+from kafka_bridge.cluster.topics import DLT_MAX_MESSAGE_BYTES
 from orders.services import LineInput, order_confirm, order_create
 from tests.support.factories import event_record_factory
 from tests.support.records import produce_records, read_records

@@ -14,7 +14,7 @@ import pytest
 from config.env import BASE_DIR
 from exports.models import OrderExport
 from kafka_bridge.models import OutboxEvent
-from kafka_bridge.producer import request_publisher
+from kafka_bridge.outbox.publisher import request_publisher
 from orders.services import LineInput, order_confirm, order_create
 from tests.support.helpers import wait_until
 from tests.support.processes import ManagedProcess, database_url_of_test_db
@@ -22,7 +22,7 @@ from tests.support.records import committed_offsets, end_offsets
 
 pytestmark = [pytest.mark.kafka, pytest.mark.django_db(transaction=True)]
 
-FAKE_PLATFORM_WARNING = "WARNING exports.processor export: exporting to the fake platform"
+FAKE_PLATFORM_WARNING = "WARNING exports.consumer export: exporting to the fake platform"
 
 
 @pytest.fixture

@@ -14,8 +14,8 @@ from rest_framework.test import APIClient
 
 from exports.models import OrderExport
 from kafka_bridge.models import OutboxEvent
-from kafka_bridge.producer import request_publisher
-from kafka_bridge.relay import OutboxRelay
+from kafka_bridge.outbox.publisher import request_publisher
+from kafka_bridge.outbox.relay import OutboxRelay
 from kafka_bridge.runner import StopFlag
 from orders.models import Order
 from orders.permissions import ORDER_OPERATOR_PERMISSIONS

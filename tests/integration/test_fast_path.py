@@ -9,10 +9,10 @@ from collections import Counter
 
 import pytest
 
-from kafka_bridge import producer
 from kafka_bridge.models import OutboxEvent
-from kafka_bridge.producer import request_publisher, reset_request_publisher
-from kafka_bridge.relay import OutboxRelay
+from kafka_bridge.outbox import publisher as producer
+from kafka_bridge.outbox.publisher import request_publisher, reset_request_publisher
+from kafka_bridge.outbox.relay import OutboxRelay
 from kafka_bridge.runner import StopFlag
 from orders.services import order_confirm
 from tests.support.factories import order_factory

@@ -11,7 +11,7 @@ from django.contrib.auth import get_user_model
 from django.db import OperationalError, connection, connections
 from rest_framework.authtoken.models import Token
 
-from kafka_bridge import health as kafka_health
+from kafka_bridge.cluster import health as kafka_health
 from tests.support.helpers import wait_until
 
 pytestmark = pytest.mark.django_db
@@ -118,7 +118,7 @@ def test_health_is_503_naming_the_database_when_its_query_fails(client, database
 def test_health_logs_the_full_text_of_what_is_unavailable(client, database_down, caplog):
     client.get("/api/health/")
 
-    [record] = [r for r in caplog.records if r.name == "config.views"]
+    [record] = [r for r in caplog.records if r.name == "config.api.views"]
     assert record.levelname == "WARNING"
     assert record.getMessage() == (
         'health: database unavailable: OperationalError: connection to server at "db.internal" '

@@ -16,9 +16,9 @@ from prometheus_client import REGISTRY
 
 from exports.models import OrderExport
 from exports.topics import export_topic_specs
-from kafka_bridge.client import connection_config
+from kafka_bridge.cluster.topics import topics_ensure
+from kafka_bridge.connection import connection_config
 from kafka_bridge.models import CutDeadLetter
-from kafka_bridge.topics import topics_ensure
 from tests.support.consumers import export_consumer_running
 from tests.support.factories import export_event_factory, export_event_headers
 from tests.support.faults import orders_create

@@ -16,9 +16,9 @@ import pytest
 
 from config.env import BASE_DIR
 from config.logging import JsonFormatter
-from exports.clients import TransientExportError
+from exports.platform.client import TransientExportError
 from kafka_bridge.models import OutboxEvent
-from kafka_bridge.producer import request_publisher
+from kafka_bridge.outbox.publisher import request_publisher
 from orders.services import order_confirm
 from tests.support.factories import order_factory
 from tests.support.helpers import wait_until
@@ -46,7 +46,7 @@ class JsonLines:
 
 @pytest.fixture
 def json_lines():
-    capture = JsonLines("exports.processor", "kafka_bridge.consumer")
+    capture = JsonLines("exports.consumer", "kafka_bridge.consumer")
     yield capture
     capture.close()
 
@@ -130,7 +130,7 @@ def test_every_consumer_line_about_a_record_carries_order_event_partition_and_of
     assert exported[0]["message"] == (
         f"export: order {order.pk} event {row.event_id} partition {row.partition} offset {row.offset}: exported"
     )
-    assert exported[0]["level"] == "INFO" and exported[0]["logger"] == "exports.processor"
+    assert exported[0]["level"] == "INFO" and exported[0]["logger"] == "exports.consumer"
     assert retried[0]["level"] == "WARNING" and "attempt 1/" in retried[0]["message"]
 
 
@@ -147,7 +147,7 @@ def run_django(code: str, **env: str) -> subprocess.CompletedProcess:
 
 def test_log_format_json_makes_every_line_a_json_object():
     result = run_django(
-        "logging.getLogger('exports.processor').info('export: order %s', 7, extra={'order_id': 7, 'offset': 41})",
+        "logging.getLogger('exports.consumer').info('export: order %s', 7, extra={'order_id': 7, 'offset': 41})",
         LOG_FORMAT="json",
     )
 
@@ -156,7 +156,7 @@ def test_log_format_json_makes_every_line_a_json_object():
     entry = json.loads(line)
     assert {name: entry[name] for name in ("level", "logger", "message", "order_id", "offset")} == {
         "level": "INFO",
-        "logger": "exports.processor",
+        "logger": "exports.consumer",
         "message": "export: order 7",
         "order_id": 7,
         "offset": 41,
@@ -164,11 +164,11 @@ def test_log_format_json_makes_every_line_a_json_object():
 
 
 def test_log_format_plain_is_the_default_and_keeps_the_text_line():
-    result = run_django("logging.getLogger('exports.processor').info('export: order %s', 7, extra={'order_id': 7})")
+    result = run_django("logging.getLogger('exports.consumer').info('export: order %s', 7, extra={'order_id': 7})")
 
     assert result.returncode == 0, result.stderr
     [line] = result.stderr.splitlines()
-    assert line.endswith(" INFO exports.processor export: order 7")
+    assert line.endswith(" INFO exports.consumer export: order 7")
 
 
 def test_an_unknown_log_format_stops_start_up_with_a_clear_error():
@@ -180,22 +180,22 @@ def test_an_unknown_log_format_stops_start_up_with_a_clear_error():
 
 def test_log_levels_set_single_loggers_and_leave_the_others_at_the_root_level():
     result = run_django(
-        "logging.getLogger('exports.processor').info('export: order 7: exported');"
-        "logging.getLogger('exports.processor').warning('export: order 8: retrying');"
+        "logging.getLogger('exports.consumer').info('export: order 7: exported');"
+        "logging.getLogger('exports.consumer').warning('export: order 8: retrying');"
         "logging.getLogger('kafka_bridge.consumer').info('consumer: 1 record');"
-        "logging.getLogger('kafka_bridge.relay').debug('relay: idle')",
-        LOG_LEVELS="exports.processor=WARNING, kafka_bridge.relay=debug",
+        "logging.getLogger('kafka_bridge.outbox.relay').debug('relay: idle')",
+        LOG_LEVELS="exports.consumer=WARNING, kafka_bridge.outbox.relay=debug",
     )
 
     assert result.returncode == 0, result.stderr
     assert [line.split(" ", 2)[2] for line in result.stderr.splitlines()] == [
-        "WARNING exports.processor export: order 8: retrying",
+        "WARNING exports.consumer export: order 8: retrying",
         "INFO kafka_bridge.consumer consumer: 1 record",
-        "DEBUG kafka_bridge.relay relay: idle",
+        "DEBUG kafka_bridge.outbox.relay relay: idle",
     ]
 
 
-@pytest.mark.parametrize("value", ["exports.processor", "exports.processor=LOUD", "=INFO"])
+@pytest.mark.parametrize("value", ["exports.consumer", "exports.consumer=LOUD", "=INFO"])
 def test_a_malformed_log_levels_entry_stops_start_up_in_one_line(value):
     result = subprocess.run(
         [sys.executable, "manage.py", "check"],

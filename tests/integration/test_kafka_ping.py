@@ -5,7 +5,7 @@ import io
 import pytest
 from django.core.management import CommandError, call_command
 
-from kafka_bridge.client import BrokerUnavailable, admin_client
+from kafka_bridge.connection import BrokerUnavailable, admin_client
 from tests.support.ports import free_port
 
 

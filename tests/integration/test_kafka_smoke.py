@@ -5,7 +5,7 @@ import uuid
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from kafka_bridge.client import connection_config
+from kafka_bridge.connection import connection_config
 from tests.support.helpers import wait_until
 from tests.support.records import produce_records
 

@@ -12,8 +12,8 @@ from django.core.management import CommandError, call_command
 from kafka import KafkaConsumer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
-from kafka_bridge.client import bootstrap_servers, connection_config
-from kafka_bridge.status import kafka_status
+from kafka_bridge.cluster.status import kafka_status
+from kafka_bridge.connection import bootstrap_servers, connection_config
 from tests.support.helpers import wait_until
 from tests.support.records import produce_records
 

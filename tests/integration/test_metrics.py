@@ -19,12 +19,12 @@ from django.utils import timezone
 from prometheus_client import REGISTRY
 
 from config.env import BASE_DIR
-from exports.clients import PermanentExportError, TransientExportError
 from exports.models import OrderExport
+from exports.platform.client import PermanentExportError, TransientExportError
 from kafka_bridge.consumer import ConsumerLoop, RetryableError
 from kafka_bridge.models import OutboxEvent
-from kafka_bridge.producer import request_publisher
-from kafka_bridge.relay import OutboxRelay
+from kafka_bridge.outbox.publisher import request_publisher
+from kafka_bridge.outbox.relay import OutboxRelay
 from kafka_bridge.runner import StopFlag
 from orders.services import order_confirm
 from tests.support.consumers import CallEach, loop_running
@@ -195,7 +195,7 @@ def test_the_lag_gauge_counts_records_behind_a_stuck_partition_and_goes_when_the
 
 
 def test_the_pipeline_gauges_show_a_retried_key_records_done_behind_it_and_calls_in_flight(kafka_topic, consumer_group):
-    from kafka_bridge.pacing import Pacer
+    from kafka_bridge.consumer.pacing import Pacer
 
     produce_records(kafka_topic, [{"key": key, "value": key} for key in (b"stuck", b"a", b"b", b"slow")])
     release = threading.Event()

@@ -13,8 +13,8 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.core.management import CommandError, call_command
 
+from exports.console.trace import order_trace
 from exports.models import OrderExport
-from exports.trace import order_trace
 from kafka_bridge.models import OutboxEvent
 from orders.services import LineInput, order_confirm, order_create
 from tests.support.helpers import wait_until

@@ -20,13 +20,13 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Permission
 from django.utils import timezone
 
+from kafka_bridge.cluster.topics import TopicSpec, topics_ensure
 from kafka_bridge.models import OutboxEvent
-from kafka_bridge.outbox import outbox_claim, outbox_resend
-from kafka_bridge.producer import OutboxPublisher, request_publisher
-from kafka_bridge.relay import OutboxRelay
+from kafka_bridge.outbox.publisher import OutboxPublisher, request_publisher
+from kafka_bridge.outbox.relay import OutboxRelay
+from kafka_bridge.outbox.store import outbox_claim, outbox_resend
 from kafka_bridge.runner import StopFlag
 from kafka_bridge.selectors import outbox_backlog
-from kafka_bridge.topics import TopicSpec, topics_ensure
 from orders.services import LineInput, order_confirm, order_create
 from tests.support.records import read_records
 

@@ -3,7 +3,7 @@ to the DLT byte for byte and the consumer goes on; a dead letter to a DLT that d
 yet is retried, never a crash; a frozen broker under the loop; calls in flight finishing before
 a real rebalance moves their partitions; records parked in the fetcher of a paused partition.
 What the loop decides by itself (per-key order, retries, the bound, commit points) is proven
-without a broker in tests/unit/test_consumer_loop_local.py."""
+without a broker in tests/unit/kafka_bridge/consumer/test_loop.py."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import threading
 import pytest
 
 from exports.models import OrderExport
-from kafka_bridge.client import connection_config
+from kafka_bridge.connection import connection_config
 from kafka_bridge.consumer import ConsumerLoop
-from kafka_bridge.dead_letter import DeadLetterPublisher
+from kafka_bridge.consumer.dead_letters import DeadLetterPublisher
 from kafka_bridge.runner import StopFlag
 from tests.support.consumers import CallEach, LoopThread, loop_running
 from tests.support.factories import export_event_factory, export_event_headers
@@ -93,7 +93,7 @@ def _produce_raw(topic, record, order_id, valid, valid_headers) -> None:
     """The hostile record, then a valid event, on partition 0. kafka-python's `send()` refuses a
     record with neither key nor value and a null header value, which Kafka allows: they are sent
     the way the dead-letter publisher sends them."""
-    from kafka_bridge.dead_letter import _RecordCopyProducer
+    from kafka_bridge.consumer.dead_letters import _RecordCopyProducer
 
     producer = _RecordCopyProducer(**connection_config())
     try:
@@ -178,8 +178,8 @@ def test_a_frozen_broker_under_the_loop_times_out_its_commits_and_the_loop_rides
 def test_on_a_rebalance_the_calls_in_flight_finish_and_are_committed_before_the_partitions_move(
     settings, export_topics, export_group, platform_stub, kafka_admin
 ):
-    from exports.http_client import HttpExternalPlatformClient
-    from exports.processor import export_consumer
+    from exports.consumer import export_consumer
+    from exports.platform.http import HttpExternalPlatformClient
 
     topic, _ = export_topics
     settings.KAFKA_PUBLISH_ON_COMMIT = False

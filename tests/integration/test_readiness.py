@@ -16,7 +16,7 @@ from django.utils import timezone
 from kafka import KafkaConsumer
 
 from config.env import BASE_DIR
-from kafka_bridge.client import connection_config
+from kafka_bridge.connection import connection_config
 from kafka_bridge.models import OutboxEvent
 from tests.support.helpers import wait_until
 from tests.support.processes import database_url_of_test_db

@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from exports.models import OrderExport, RedriveAudit
 from kafka_bridge.models import OutboxEvent
-from kafka_bridge.relay import OutboxRelay
+from kafka_bridge.outbox.relay import OutboxRelay
 from kafka_bridge.runner import StopFlag
 from tests.support.helpers import wait_until
 from tests.support.records import end_offsets, read_records

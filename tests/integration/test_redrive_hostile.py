@@ -14,10 +14,10 @@ from kafka import KafkaConsumer
 from prometheus_client import REGISTRY
 
 from exports import redrive
-from exports.dead_letters import REPLAY_CHUNK
+from exports.console.dead_letters import REPLAY_CHUNK
 from exports.models import OrderExport, RedriveAudit
-from kafka_bridge.client import connection_config
-from kafka_bridge.dead_letter import _RecordCopyProducer
+from kafka_bridge.connection import connection_config
+from kafka_bridge.consumer.dead_letters import _RecordCopyProducer
 from tests.support.helpers import wait_until
 from tests.support.records import end_offsets, read_records
 from tests.support.redrive import DEAD_LETTERS_URL, dead_letter_position, dead_lettered_order, user_with

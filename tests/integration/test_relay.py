@@ -14,8 +14,8 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from kafka_bridge.models import OutboxEvent
-from kafka_bridge.outbox import SentMark, outbox_mark_sent, outbox_resend
-from kafka_bridge.relay import OutboxRelay, outbox_claim
+from kafka_bridge.outbox.relay import OutboxRelay, outbox_claim
+from kafka_bridge.outbox.store import SentMark, outbox_mark_sent, outbox_resend
 from kafka_bridge.runner import StopFlag
 from tests.support.helpers import wait_until
 from tests.support.records import read_records

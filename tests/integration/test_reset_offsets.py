@@ -23,8 +23,8 @@ from kafka import KafkaConsumer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
 from config.env import BASE_DIR
-from kafka_bridge import offsets
-from kafka_bridge.client import bootstrap_servers, connection_config
+from kafka_bridge.cluster import group_offsets as offsets
+from kafka_bridge.connection import bootstrap_servers, connection_config
 from tests.support.helpers import wait_until
 from tests.support.records import committed_offsets, end_offsets, produce_records
 

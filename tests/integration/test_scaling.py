@@ -23,9 +23,9 @@ from dataclasses import dataclass
 import pytest
 from django.core.management import call_command
 
+from kafka_bridge.cluster.status import kafka_status
 from kafka_bridge.models import OutboxEvent
-from kafka_bridge.producer import reset_request_publisher
-from kafka_bridge.status import kafka_status
+from kafka_bridge.outbox.publisher import reset_request_publisher
 from orders.services import order_confirm
 from tests.support.faults import (
     Confirmer,

@@ -14,8 +14,8 @@ from django.contrib.auth import get_user_model
 from rest_framework.test import APIClient
 
 from config.logging import JsonFormatter
-from exports.http_client import HttpExternalPlatformClient
 from exports.models import OrderExport
+from exports.platform.http import HttpExternalPlatformClient
 from orders.services import LineInput, order_confirm, order_create
 from tests.support.consumers import export_consumer_running
 from tests.support.helpers import logged_text, wait_until
@@ -64,7 +64,7 @@ def test_a_sasl_plain_login_request_line_shows_no_password(secret_settings, debu
 
 
 def test_the_platform_urls_credentials_and_query_leave_every_logger_and_field(secret_settings, debug_records):
-    log = logging.getLogger("exports.processor")
+    log = logging.getLogger("exports.consumer")
     log.warning("posting to %s", PLATFORM_URL, extra={"url": PLATFORM_URL})
     try:
         raise ConnectionError(f"could not reach {PLATFORM_URL}")

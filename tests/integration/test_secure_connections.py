@@ -14,10 +14,10 @@ from django.core.management import CommandError, call_command
 from kafka.errors import SaslAuthenticationFailedError
 
 from config.env import BASE_DIR
-from kafka_bridge.client import BrokerAuthenticationFailed, admin_client
+from kafka_bridge.connection import BrokerAuthenticationFailed, admin_client
 from kafka_bridge.consumer import ConsumerLoop
 from kafka_bridge.models import OutboxEvent
-from kafka_bridge.producer import OutboxPublisher
+from kafka_bridge.outbox.publisher import OutboxPublisher
 from kafka_bridge.runner import StopFlag
 from tests.support.brokers import PrivateBroker
 from tests.support.consumers import CallEach, loop_running

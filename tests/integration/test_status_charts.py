@@ -20,7 +20,7 @@ from kafka.structs import OffsetAndMetadata
 
 from exports.models import OrderExport
 from exports.selectors import DELAY_BUCKET_EDGES, export_minutes, export_status_panel
-from kafka_bridge.charts import bar_chart_svg, line_chart_svg
+from kafka_bridge.console.charts.svg import bar_chart_svg, line_chart_svg
 from orders.models import Order
 from tests.support.factories import order_factory, user_factory
 from tests.support.records import produce_records

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import pytest
 from django.contrib.auth import get_user_model
 
-from kafka_bridge.client import BrokerUnavailable, admin_client
+from kafka_bridge.connection import BrokerUnavailable, admin_client
 from tests.support.helpers import wait_until
 
 CALLS = 20

@@ -14,8 +14,8 @@ import pytest
 from kafka import KafkaAdminClient, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
-from kafka_bridge import browse_views
-from kafka_bridge.browse import TopicNotFound, record_at, topic_records_read
+from kafka_bridge.console.browser import views as browse_views
+from kafka_bridge.console.browser.reading import TopicNotFound, record_at, topic_records_read
 from tests.support.factories import user_factory
 from tests.support.helpers import wait_until
 from tests.support.records import produce_records
@@ -481,8 +481,8 @@ def test_record_at_is_none_past_the_end_and_for_an_unknown_topic_or_partition(ka
 def test_a_null_header_value_is_shown_as_null_and_an_empty_one_as_empty():
     from django.template.loader import render_to_string
 
-    from kafka_bridge.browse import RecordView
-    from kafka_bridge.browse_views import _row
+    from kafka_bridge.console.browser.reading import RecordView
+    from kafka_bridge.console.browser.views import _row
 
     record = RecordView(
         topic="t",
@@ -501,7 +501,7 @@ def test_a_null_header_value_is_shown_as_null_and_an_empty_one_as_empty():
 
 
 def test_a_value_nested_too_deep_for_the_json_parser_is_shown_as_text():
-    from kafka_bridge.browse import RecordView
+    from kafka_bridge.console.browser.reading import RecordView
 
     deep = b"[" * 100_000 + b"]" * 100_000
     record = RecordView(topic="t", partition=0, offset=0, timestamp_ms=0, key=None, value_head=deep)

@@ -73,7 +73,7 @@ class KafkaCluster:
         return {
             "bootstrap_servers": [self.bootstrap(n) for n in (nodes or NODE_IDS)],
             # kafka-python's default backs off up to 30 s between reconnects to a node that went
-            # away; the Java client's 1 s keeps fail-over quick (as kafka_bridge.client does).
+            # away; the Java client's 1 s keeps fail-over quick (as kafka_bridge.connection does).
             "reconnect_backoff_max_ms": 1000,
         }
 

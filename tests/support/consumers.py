@@ -89,7 +89,7 @@ def loop_running(loop: Any, *, name: str = "consumer-loop") -> Iterator[LoopThre
 def export_consumer_running(client, **options: Any) -> Iterator:
     """`run_export_consumer`'s loop in a thread, exporting with `client` (`options` go to
     `export_consumer`, e.g. `concurrency`). Yields the loop."""
-    from exports.processor import export_consumer
+    from exports.consumer import export_consumer
     from kafka_bridge.runner import StopFlag
 
     with loop_running(export_consumer(stop=StopFlag(), client=client, **options), name="export-consumer") as running:

@@ -13,9 +13,9 @@ from decimal import Decimal
 from django.db import connections
 
 from exports.models import OrderExport
-from kafka_bridge import producer
 from kafka_bridge.models import OutboxEvent
-from kafka_bridge.relay import OutboxRelay
+from kafka_bridge.outbox import publisher as producer
+from kafka_bridge.outbox.relay import OutboxRelay
 from kafka_bridge.runner import StopFlag
 from orders.services import LineInput, order_confirm, order_create
 from tests.support.helpers import wait_until

@@ -7,7 +7,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from exports.clients import FakeExternalPlatformClient
+from exports.platform.client import FakeExternalPlatformClient
 
 
 class RecordingPlatform(FakeExternalPlatformClient):

@@ -10,7 +10,7 @@ from typing import Any
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.producer.future import RecordMetadata
 
-from kafka_bridge.client import connection_config
+from kafka_bridge.connection import connection_config
 from tests.support.helpers import wait_until
 
 

@@ -2,8 +2,8 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from exports.trace import order_trace
-from exports.trace_output import order_trace_data, order_trace_lines
+from exports.console.trace import order_trace
+from exports.console.trace_output import order_trace_data, order_trace_lines
 
 
 class Command(BaseCommand):

@@ -4,7 +4,7 @@ from django.core.management.base import BaseCommand, CommandError
 from kafka.errors import KafkaError
 
 from exports.redrive import DeadLetterSelection, DeadLettersNotFound, RedriveForbidden, dlt_replay
-from kafka_bridge.client import KafkaBridgeError
+from kafka_bridge.connection import KafkaBridgeError
 
 
 def dlt_position(value: str) -> tuple[int, int]:

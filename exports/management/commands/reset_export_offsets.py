@@ -3,8 +3,8 @@ from datetime import datetime
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from kafka_bridge.client import KafkaBridgeError
-from kafka_bridge.offsets import group_offsets_reset
+from kafka_bridge.cluster.group_offsets import group_offsets_reset
+from kafka_bridge.connection import KafkaBridgeError
 
 
 def parse_aware_datetime(text: str) -> datetime:

@@ -2,7 +2,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management.base import BaseCommand, CommandError
 from kafka.errors import KafkaError
 
-from exports.processor import export_consumer
+from exports.consumer import export_consumer
 from kafka_bridge.metrics import metrics_serve
 from kafka_bridge.runner import StopFlag
 

@@ -1,8 +1,8 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from kafka_bridge.client import KafkaBridgeError
+from kafka_bridge.cluster.topics import topics_ensure
+from kafka_bridge.connection import KafkaBridgeError
 from kafka_bridge.registry import managed_topic_specs
-from kafka_bridge.topics import topics_ensure
 
 
 class Command(BaseCommand):

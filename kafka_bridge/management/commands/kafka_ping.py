@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from kafka_bridge.client import BrokerUnavailable, admin_client, bootstrap_servers
+from kafka_bridge.connection import BrokerUnavailable, admin_client, bootstrap_servers
 
 
 class Command(BaseCommand):

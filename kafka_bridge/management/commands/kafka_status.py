@@ -2,8 +2,8 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from kafka_bridge.client import BrokerUnavailable
-from kafka_bridge.status import kafka_status
+from kafka_bridge.cluster.status import kafka_status
+from kafka_bridge.connection import BrokerUnavailable
 
 
 class Command(BaseCommand):

@@ -3,7 +3,7 @@ from datetime import timedelta
 
 from django.core.management.base import BaseCommand, CommandError
 
-from kafka_bridge.outbox import outbox_purge
+from kafka_bridge.outbox.store import outbox_purge
 
 UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 

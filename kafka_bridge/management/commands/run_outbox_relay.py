@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand
 
 from kafka_bridge.metrics import metrics_serve
-from kafka_bridge.relay import OutboxRelay
+from kafka_bridge.outbox.relay import OutboxRelay
 from kafka_bridge.runner import StopFlag
 
 

@@ -1,0 +1,2 @@
+"""The external platform the exports are sent to: the interface, its errors and the in-process
+fake (client), the HTTP client (http) and its deadline-bound sockets (deadlines)."""
