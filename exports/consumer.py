@@ -1,24 +1,22 @@
 """What `run_export_consumer` does with the records of the event topic: the export processor
 that `kafka_bridge.consumer.ConsumerLoop` drives, and the loop as the settings configure it,
-with the platform client they choose."""
+with the platform client they choose (`exports.platform.factory`)."""
 
 from __future__ import annotations
 
 import functools
 import logging
-import threading
 import time
 from datetime import UTC, datetime
 from typing import Any
 
 from django.conf import settings
-from django.core.exceptions import ImproperlyConfigured
 from kafka.consumer.fetcher import ConsumerRecord
 
 from exports.attempts import PlatformCall
 from exports.events import EVENT_TYPE, ExportRequest, PoisonRecord, export_request_decode, redriven_from
 from exports.platform.client import ExportError, ExternalPlatformClient, FakeExternalPlatformClient
-from exports.platform.http import HttpExternalPlatformClient
+from exports.platform.factory import platform_client
 from exports.record_keys import order_id_from_key
 from exports.services import ExportPlan, order_export_fail, order_exports_plan, order_exports_record
 from kafka_bridge.consumer import Call, ConsumerLoop, DeadLetterHook
@@ -201,40 +199,6 @@ def export_dead_lettered(
             reason,
             extra=_fields(record, request),
         )
-
-
-_http_clients: dict[tuple[str, float, int], HttpExternalPlatformClient] = {}
-_http_clients_lock = threading.Lock()
-
-
-def platform_kind() -> str:
-    """ "http" when EXPORT_PLATFORM_URL is set; "fake" when the EXPORT_PLATFORM setting asks for it (the test settings), or
-    in development (DJANGO_DEBUG=true). Otherwise raises ImproperlyConfigured: a production
-    consumer on the fake would mark every order exported and send none to the platform."""
-    if settings.EXPORT_PLATFORM_URL:
-        return "http"
-    if settings.EXPORT_PLATFORM == "fake" or settings.DEBUG:
-        return "fake"
-    raise ImproperlyConfigured(
-        "EXPORT_PLATFORM_URL is not set: set it to the platform's URL (the fake platform, which marks "
-        "orders exported and sends them nowhere, runs with DJANGO_DEBUG=true only)"
-    )
-
-
-def platform_client(*, pool_size: int | None = None) -> ExternalPlatformClient:
-    """The client `platform_kind` chooses: the HTTP client of EXPORT_PLATFORM_URL, or the fake.
-    Raises ImproperlyConfigured as `platform_kind` does."""
-    if platform_kind() == "fake":
-        return FakeExternalPlatformClient()
-    url = settings.EXPORT_PLATFORM_URL
-    pool_size = pool_size or settings.EXPORT_CONCURRENCY
-    key = (url, settings.EXPORT_PLATFORM_TIMEOUT, pool_size)
-    with _http_clients_lock:
-        if key not in _http_clients:
-            _http_clients[key] = HttpExternalPlatformClient(
-                url=url, timeout=settings.EXPORT_PLATFORM_TIMEOUT, pool_size=pool_size
-            )
-        return _http_clients[key]
 
 
 def export_pacer(*, rate_limit: float | None = None) -> Pacer:

@@ -1,7 +1,7 @@
 """Clients of the external platform: the `ExternalPlatformClient` interface and its errors, and
 the fake one for development and tests. The HTTP one, used when EXPORT_PLATFORM_URL is set, is
 `exports.platform.http.HttpExternalPlatformClient`, built on this module; which of the two the
-settings choose is `exports.consumer.platform_client`."""
+settings choose is `exports.platform.factory.platform_client`."""
 
 from __future__ import annotations
 
@@ -45,7 +45,7 @@ class ExternalPlatformClient(abc.ABC):
 class FakeExternalPlatformClient(ExternalPlatformClient):
     """Takes every order and sends it nowhere, so that every order it is given ends up marked
     exported: for development and tests, and never chosen in production unless
-    EXPORT_PLATFORM=fake says so (see `exports.consumer.platform_kind`). It keeps nothing: what
+    EXPORT_PLATFORM=fake says so (see `exports.platform.factory.platform_kind`). It keeps nothing: what
     was exported is in the database (`OrderExport`, and each call as an `ExportAttempt`)."""
 
     def send(self, *, order: dict[str, Any], idempotency_key: str) -> None:

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 
-from exports.consumer import platform_client, platform_kind
 from exports.platform.client import FakeExternalPlatformClient, PermanentExportError, TransientExportError
+from exports.platform.factory import platform_client, platform_kind
 from exports.platform.http import HttpExternalPlatformClient
 from tests.support.helpers import wait_until
 from tests.support.platform_stub import PlatformServer, PlatformStub
