@@ -44,9 +44,9 @@ class ExternalPlatformClient(abc.ABC):
 
 class FakeExternalPlatformClient(ExternalPlatformClient):
     """Takes every order and sends it nowhere, so that every order it is given ends up marked
-    exported: for development and tests, and never chosen in production unless
-    EXPORT_PLATFORM=fake says so (see `exports.platform.factory.platform_kind`). It keeps nothing: what
-    was exported is in the database (`OrderExport`, and each call as an `ExportAttempt`)."""
+    exported: for development (DJANGO_DEBUG=true) and the test settings, never chosen in
+    production (see `exports.platform.factory.platform_kind`). It keeps nothing: what was
+    exported is in the database (`OrderExport`, and each call as an `ExportAttempt`)."""
 
     def send(self, *, order: dict[str, Any], idempotency_key: str) -> None:
         return None
