@@ -29,7 +29,8 @@ def test_a_record_produced_with_kafka_python_is_consumed_back(kafka_topic, consu
     try:
         wait_until(
             lambda: received.extend(r for recs in consumer.poll(timeout_ms=200).values() for r in recs) or received,
-            timeout=20,
+            # A new group: the join and the first fetch, on a machine the other tests keep busy.
+            timeout=60,
             message="the produced record was not consumed",
         )
         consumer.commit()
@@ -59,7 +60,7 @@ def test_records_of_one_key_keep_their_order_on_one_partition(kafka_topic_factor
                 values.extend(r.value for recs in consumer.poll(timeout_ms=200).values() for r in recs)
                 or len(values) >= 20
             ),
-            timeout=20,
+            timeout=60,
             message=lambda: f"consumed {len(values)} of 20 records",
         )
     finally:
