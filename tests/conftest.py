@@ -10,6 +10,7 @@ running `make run` keep on the broker. What the tests share besides fixtures is 
 
 from __future__ import annotations
 
+import os
 import re
 import uuid
 from collections.abc import Callable, Iterator
@@ -21,6 +22,7 @@ from kafka import KafkaAdminClient
 from exports.platform.client import PermanentExportError
 from kafka_bridge.connection import BrokerUnavailable, admin_client
 from tests.support.consumers import export_consumer_running
+from tests.support.helpers import wait_until
 from tests.support.platforms import RecordingPlatform
 
 TESTS_DIR = Path(__file__).resolve().parent
@@ -56,7 +58,9 @@ def settings(settings):
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Mark each test with its folder's kind (before `-m` selects), so no file names its own."""
+    """Mark each test with its folder's kind (before `-m` selects), so no file names its own; on
+    PostgreSQL, skip the tests that never touch the suite's database."""
+    on_postgresql = os.environ.get("DATABASE_URL", "").startswith(("postgres://", "postgresql://"))
     for item in items:
         path = Path(item.path).resolve()
         kind = path.relative_to(TESTS_DIR).parts[0] if path.is_relative_to(TESTS_DIR) else None
@@ -65,6 +69,35 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         item.add_marker(kind)
         if kind == "unit" and item.get_closest_marker("kafka"):
             raise pytest.UsageError(f"{item.nodeid} is marked kafka: its place is tests/integration/, not tests/unit/")
+        if on_postgresql and item.get_closest_marker("database_independent"):
+            item.add_marker(pytest.mark.skip(reason="database_independent: the SQLite run gives the same answer"))
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup, django_db_blocker):
+    """pytest-django's test database, dropped only once the sessions of the processes the tests
+    started are gone: a consumer a test stopped has exited, but PostgreSQL ends its backends a
+    moment later, and DROP DATABASE refuses a database other sessions are on."""
+    yield
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return
+
+    def others() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            )
+            return cursor.fetchone()[0]
+
+    with django_db_blocker.unblock():
+        try:
+            wait_until(
+                lambda: others() == 0, timeout=15, message=lambda: f"{others()} other session(s) on the test database"
+            )
+        finally:
+            connection.close()
 
 
 def _unique(prefix: str, request: pytest.FixtureRequest) -> str:

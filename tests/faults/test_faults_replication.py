@@ -19,7 +19,8 @@ from tests.support.cluster import KafkaCluster
 from tests.support.figures import report_figures
 from tests.support.helpers import wait_until
 
-pytestmark = pytest.mark.kafka
+# Kafka alone: a cluster of its own, a producer and a consumer; no database.
+pytestmark = [pytest.mark.kafka, pytest.mark.database_independent]
 
 EVENTS = 3000
 # Paced, so that producing spans the kill and the fail-over after it (~12 s in all) instead of

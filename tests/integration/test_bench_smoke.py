@@ -22,6 +22,7 @@ TARGET_NAMES = {
 
 
 @pytest.mark.kafka
+@pytest.mark.database_independent  # the bench's own SQLite (--db sqlite)
 def test_smallest_bench_run_writes_results_with_figures_machine_and_targets(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
     done = subprocess.run(

@@ -22,6 +22,9 @@ from config.env import BASE_DIR
 from tests.support.helpers import wait_until
 from tests.support.ports import free_port
 
+# The stack runs on the development SQLite of its own checkout, whatever the suite's database.
+pytestmark = pytest.mark.database_independent
+
 ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
 # Where a run's output shows each process started; honcho starts each in a process group of
 # its own, led by the process it names.
