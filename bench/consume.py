@@ -19,7 +19,7 @@ from pathlib import Path
 
 from bench.harness import BenchError
 from bench.plan import DatabaseRun
-from bench.stats import runs_figure
+from bench.stats import cpu_figures, runs_figure
 
 READY_TIMEOUT = 120.0
 DRAIN_TIMEOUT = 900.0
@@ -113,9 +113,14 @@ def export_consumer_run(
             Path(assigned_path).touch()
 
         threading.Thread(target=watch, daemon=True).start()
+    # The process's CPU (user + system, every thread's; os.times() counts in clock ticks) while
+    # its loop runs: the group join, the drain and the idle polls until SIGTERM, not Django's start.
+    before = time.process_time()
     loop.run()
+    cpu_seconds = time.process_time() - before
     return {
         "pid": os.getpid(),
+        "cpu_seconds": round(cpu_seconds, 4),
         "processed": loop.processed_total,
         "dead_lettered": loop.dead_lettered_total,
         "assignments": loop.assignments,
@@ -190,6 +195,8 @@ def run_export_consumers(
     answered = [at for _, _, _, at in calls]
     exported = len({order_id for order_id, _, _, _ in calls})
     seconds = max(answered) - min(answered) if answered else 0.0
+    cpu = [result.get("cpu_seconds") for result in results]
+    cpu_seconds = None if any(c is None for c in cpu) else round(sum(cpu), 3)
     return {
         "consumers": count,
         "exports": exported,
@@ -202,6 +209,10 @@ def run_export_consumers(
         "assignments": [result["assignments"] for result in results],
         "dead_lettered": sum(result["dead_lettered"] for result in results),
         "max_in_flight": [result.get("max_in_flight") for result in results],
+        # The consumer processes' CPU while their loops ran, in all and per export.
+        "cpu_seconds": cpu_seconds,
+        "cpu_per_consumer": cpu,
+        "cpu_ms_per_export": round(cpu_seconds * 1000 / exported, 4) if cpu_seconds is not None and exported else None,
     }
 
 
@@ -245,8 +256,14 @@ def measure(run: DatabaseRun) -> list[dict]:
         results["export-1-quiet"].append(quiet)
     note = f"backlog of {records} events of {prepared['event_bytes']} bytes, 3 partitions"
 
-    def exports(key: str, name: str, label: str) -> dict:
-        return runs_figure(key, label=label, unit="exports/s", db=run.vendor, runs=results[name], note=note)
+    def exports(key: str, name: str, label: str) -> list[dict]:
+        """The rate, and beside it the CPU its consumer processes used."""
+        runs = results[name]
+        measured = runs_figure(key, label=label, unit="exports/s", db=run.vendor, runs=runs, note=note)
+        cpu = cpu_figures(key, label=label, db=run.vendor, runs=runs, note=note)
+        for found in cpu:
+            measured[found["key"].rpartition(".")[2]] = found["median"]
+        return [measured, *cpu]
 
     return [
         runs_figure(
@@ -258,10 +275,13 @@ def measure(run: DatabaseRun) -> list[dict]:
             note=note,
         ),
         *(
-            exports(f"consume.export.{count}", f"export-{count}", f"export consumer x{count} (fake platform)")
+            found
             for count in sizes.consumers
+            for found in exports(
+                f"consume.export.{count}", f"export-{count}", f"export consumer x{count} (fake platform)"
+            )
         ),
-        exports(
+        *exports(
             "consume.export.1.quiet",
             "export-1-quiet",
             "export consumer x1, outcome lines off (LOG_LEVELS=exports.consumer=WARNING)",

@@ -36,7 +36,7 @@ from bench.consume import run_export_consumers
 from bench.e2e import WARMUP, pipeline_run
 from bench.harness import PYTHON, BenchError, Harness, Worker, log_tail
 from bench.plan import DatabaseRun, Sizes
-from bench.stats import figure, latency_figures, median, runs_figure
+from bench.stats import cpu_figures, figure, latency_figures, median, runs_figure
 
 DELAY = 0.02
 SLOW_DELAY = 0.1
@@ -367,7 +367,8 @@ def _figures(
     for variant in chosen:
         records = sizes.platform_serial_backlog if variant.serial_backlog else sizes.platform_backlog
         event_bytes = prepared[variant.serial_backlog]["event_bytes"]
-        found += with_ratio(
+        note = f"backlog of {records} events of {event_bytes} bytes, 3 partitions; stub process over HTTP"
+        rate, ratio = with_ratio(
             variant.key,
             label=variant.label,
             short=variant.short,
@@ -375,8 +376,13 @@ def _figures(
             runs=results[variant.key],
             limit=variant.limit,
             limit_text=f"({variant.concurrency} x {variant.processes} ÷ {variant.delay * 1000:g} ms = {variant.limit:,.0f}/s)",
-            note=f"backlog of {records} events of {event_bytes} bytes, 3 partitions; stub process over HTTP",
+            note=note,
         )
+        # Beside the rate, the CPU of its consumer processes (their loops' user + system time).
+        cpu = cpu_figures(variant.key, label=variant.label, db=db, runs=results[variant.key], note=note)
+        for measured in cpu:
+            rate[measured["key"].rpartition(".")[2]] = measured["median"]
+        found += [rate, ratio, *cpu]
     paced_runs = results["e2e"]
     rate = sizes.e2e_rate
     note = (

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench.stats import median
+from bench.stats import CPU_FIELDS, median
 
 # Each target: how it is computed, and the bound it must meet. Ratios are taken run by run (the
 # two figures of a ratio are measured back to back in the same repeat), then their median.
@@ -106,6 +106,20 @@ def _value(figure: dict | None) -> str:
     return median_text
 
 
+def _cpu(figures: list[dict], key: str, db: str) -> str:
+    """The CPU beside a consumer's rate, `CPU 1.23 s, 0.62 ms/export`; "" when not measured."""
+    seconds, per_export = (_find(figures, f"{key}.{field}", db) for field in CPU_FIELDS)
+    if seconds is None or seconds["median"] is None or per_export is None or per_export["median"] is None:
+        return ""
+    return f"CPU {_number(seconds['median'])} s, {_number(per_export['median'])} ms/export"
+
+
+def _with_cpu(figures: list[dict], key: str, db: str) -> str:
+    """A figure's value, and its CPU in brackets when it is a consumer's rate."""
+    cpu = _cpu(figures, key, db)
+    return f"{_value(_find(figures, key, db))}{f' ({cpu})' if cpu else ''}"
+
+
 def _number(value: float | None) -> str:
     if value is None:
         return "—"
@@ -166,7 +180,8 @@ def markdown(results: dict) -> str:
     limited = list(dict.fromkeys(f["key"] for f in figures if f["db"] is not None and f.get("limit")))
     if limited:
         lines += [
-            "## Against a platform of fixed latency (limit: calls in flight ÷ latency)",
+            "## Against a platform of fixed latency (limit: calls in flight ÷ latency; CPU: the consumer "
+            "processes' user + system seconds while their loops ran, and per export)",
             "",
             *_table_head(["measurement", "limit"], databases),
         ]
@@ -176,14 +191,19 @@ def markdown(results: dict) -> str:
             for db in databases:
                 found, ratio = _find(figures, key, db), _find(figures, f"{key}.vs_limit", db)
                 share = (
-                    f" ({_number(ratio['median'])} of the limit)"
+                    f"{_number(ratio['median'])} of the limit"
                     if ratio is not None and ratio["median"] is not None
                     else ""
                 )
-                cells.append(f"{_value(found)} {first['unit']}{share}" if found is not None else "—")
+                beside = "; ".join(part for part in (share, _cpu(figures, key, db)) if part)
+                cells.append(
+                    f"{_value(found)} {first['unit']}{f' ({beside})' if beside else ''}" if found is not None else "—"
+                )
             lines.append(f"| {first['label']} | {first['limit']:,.0f}/s | " + " | ".join(cells) + " |")
         lines.append("")
+    # Shown in the cell of their rate: its share of the limit, its CPU.
     shown = set(limited) | {f"{key}.vs_limit" for key in limited}
+    shown |= {f["key"] for f in figures if f["key"].rpartition(".")[2] in CPU_FIELDS}
     keys = list(dict.fromkeys(f["key"] for f in figures if f["db"] is not None and f["key"] not in shown))
     if keys:
         lines += ["## Publish, consume, end to end", "", *_table_head(["measurement", "unit"], databases)]
@@ -191,7 +211,7 @@ def markdown(results: dict) -> str:
             first = next(f for f in figures if f["key"] == key)
             lines.append(
                 f"| {first['label']} | {first['unit']} | "
-                + " | ".join(_value(_find(figures, key, db)) for db in databases)
+                + " | ".join(_with_cpu(figures, key, db) for db in databases)
                 + " |"
             )
         lines.append("")

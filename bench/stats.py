@@ -127,3 +127,25 @@ def latency_figures(
             measured["cdf"] = cdf([s * 1000 for s in pooled])
         found.append(measured)
     return found
+
+
+# The figures of a consumer rate's CPU, shown beside the rate rather than as rows of their own.
+CPU_FIELDS = {
+    "cpu_seconds": ("CPU s", "CPU seconds", 3),
+    "cpu_ms_per_export": ("CPU ms/export", "CPU ms per export", 4),
+}
+
+
+def cpu_figures(key: str, *, label: str, db: str | None, runs: list[dict], note: str = "") -> list[dict]:
+    """`<key>.cpu_seconds` and `<key>.cpu_ms_per_export`: the CPU (user + system, every thread)
+    that the consumer processes of the rate `key` used in each run, from the runs' results."""
+    found = []
+    for field, (unit, text, digits) in CPU_FIELDS.items():
+        values = [r.get(field) for r in runs]
+        measured = figure(f"{key}.{field}", label=f"{label}: {text}", unit=unit, db=db, runs=values, note=note)
+        # More digits than figure()'s two: 0.0123 ms per export is not 0.01.
+        middle = median(values)
+        measured["runs"] = [None if v is None else round(v, digits) for v in values]
+        measured["median"] = None if middle is None else round(middle, digits)
+        found.append(measured)
+    return found
