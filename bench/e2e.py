@@ -1,5 +1,7 @@
-"""End-to-end latency: from a confirm's commit to the platform receiving the order, at a fixed
-offered load of 200 confirms/s, and the saturation throughput with everything running.
+"""End-to-end latency: from a confirm's commit to the platform receiving the order, at half the
+saturation throughput. Each run first confirms flat out with everything running (the
+saturation: orders/s delivered to the platform end to end), then offers half that rate, open
+loop, and measures the latency of those orders.
 
 The pipeline runs as in production: a process confirming orders through `order_confirm` (the
 on-commit fast path publishes), `run_export_consumer`'s loop in a process of its own with the
@@ -24,6 +26,8 @@ from bench.plan import DatabaseRun
 from bench.stats import figure, latency_figures, latency_summary, median, runs_figure
 
 WARMUP = 5
+# The key prefix of the latency figures at half the saturation throughput.
+HALF_SATURATION = "e2e.half_saturation"
 
 # --- worker side ----------------------------------------------------------------------------
 
@@ -251,15 +255,14 @@ def pipeline_run(
     env_overrides: dict[str, str] | None = None,
     concurrency: int | None = None,
 ) -> dict[str, dict]:
-    """One run of the pipeline on a topic and group of its own: the paced load, then (with
-    `saturation`) the flat-out one, and per load its delivery to the platform, latencies
-    included. `env_overrides` change the processes' settings; `concurrency` is the consumer's
+    """One run of the pipeline on a topic and group of its own, and per load its delivery to the
+    platform, latencies included. Without `saturation`, the paced load at `sizes.e2e_rate`; with
+    it, first the flat-out load (`flat`), whose end-to-end delivered rate is the saturation
+    throughput, then the paced load at half that rate (`paced`, with its `offered_rate`).
+    `env_overrides` change the processes' settings; `concurrency` is the consumer's
     `--concurrency`."""
     context = run.context
     sizes, harness, progress = context.sizes, context.harness, context.progress
-    rate = sizes.e2e_rate
-    paced_orders = int(rate * sizes.e2e_seconds)
-    progress.next(f"{label}: {rate:g} confirms/s for {sizes.e2e_seconds:g} s, latency to the platform {suffix}")
     topic = harness.topic("e2e", dlt=True)
     group = harness.group("e2e")
     env = run.env(
@@ -275,21 +278,13 @@ def pipeline_run(
         "consume.export-consumer", {"assigned_path": str(assigned), "concurrency": concurrency}, env=env
     )
     relay = harness.command([PYTHON, "manage.py", "run_outbox_relay"], env=env, name="relay")
+    workers = [consumer, relay]
     generated: dict[str, dict] = {}
+    warmups = WARMUP * sizes.e2e_processes
+    expected = 0
+    rate = sizes.e2e_rate
     try:
-        wait_for_files([assigned], timeout=120, workers=[consumer, relay])
-        warmups = WARMUP * sizes.e2e_processes
-        generated["paced"] = _generate(
-            run, env, orders=paced_orders, threads=sizes.e2e_threads, rate=rate, consumers=[consumer, relay]
-        )
-        _drain(
-            run,
-            group,
-            topic,
-            expected=warmups + paced_orders,
-            unsent=generated["paced"]["unsent_after_run"],
-            workers=[consumer, relay],
-        )
+        wait_for_files([assigned], timeout=120, workers=workers)
         if saturation:
             progress.next(
                 f"{label}: saturation, {sizes.e2e_processes} x {sizes.saturation_threads} threads confirming flat out {suffix}"
@@ -300,28 +295,24 @@ def pipeline_run(
                 orders=sizes.saturation_orders,
                 threads=sizes.saturation_threads,
                 rate=None,
-                consumers=[consumer, relay],
+                consumers=workers,
             )
-            _drain(
-                run,
-                group,
-                topic,
-                expected=2 * warmups + paced_orders + sizes.saturation_orders,
-                unsent=generated["flat"]["unsent_after_run"],
-                workers=[consumer, relay],
-            )
+            expected += warmups + sizes.saturation_orders
+            _drain(run, group, topic, expected=expected, unsent=generated["flat"]["unsent_after_run"], workers=workers)
+            rate = _half_saturation(run, label, generated["flat"], topic=topic, env=env)
+        paced_orders = max(1, int(rate * sizes.e2e_seconds))
+        progress.next(f"{label}: {rate:.0f} confirms/s for {sizes.e2e_seconds:g} s, latency to the platform {suffix}")
+        generated["paced"] = _generate(
+            run, env, orders=paced_orders, threads=sizes.e2e_threads, rate=rate, consumers=workers
+        )
+        generated["paced"]["offered_rate"] = round(rate, 2)
+        expected += warmups + paced_orders
+        _drain(run, group, topic, expected=expected, unsent=generated["paced"]["unsent_after_run"], workers=workers)
     finally:
         if consumer.alive():
             consumer.stop()
         relay.terminate()
-    # The first answer per order: a repeat after a rebalance is not a later delivery.
-    receipts: dict[int, float] = {}
-    started: dict[int, float] = {}
-    for order_id, _, began, answered in sorted(
-        harness.run("consume.deliveries", {"topic": topic}, env=env)["calls"], key=lambda call: call[3]
-    ):
-        receipts.setdefault(order_id, answered)
-        started.setdefault(order_id, began)
+    receipts, started = _receipts(run, topic=topic, env=env)
     created = harness.run("e2e.create-times", {"topic": topic}, env=env)["times"]
     outcomes: dict[str, dict] = {}
     for name, load in generated.items():
@@ -337,11 +328,32 @@ def pipeline_run(
     return outcomes
 
 
+def _receipts(run: DatabaseRun, *, topic: str, env: dict[str, str]) -> tuple[dict[int, float], dict[int, float]]:
+    """(answered, started) per order: its first platform call's, from the attempt log (a repeat
+    after a rebalance is not a later delivery)."""
+    receipts: dict[int, float] = {}
+    started: dict[int, float] = {}
+    for order_id, _, began, answered in sorted(
+        run.context.harness.run("consume.deliveries", {"topic": topic}, env=env)["calls"], key=lambda call: call[3]
+    ):
+        receipts.setdefault(order_id, answered)
+        started.setdefault(order_id, began)
+    return receipts, started
+
+
+def _half_saturation(run: DatabaseRun, label: str, flat: dict, *, topic: str, env: dict[str, str]) -> float:
+    """Half the orders/s the flat-out load delivered to the platform end to end (first commit
+    to last platform answer), read from the attempt log as soon as it drained."""
+    receipts, _ = _receipts(run, topic=topic, env=env)
+    delivered = _delivery(flat, receipts)["delivered_rate"]
+    if not delivered:
+        raise BenchError(f"the {label} saturation run delivered nothing to the platform: no half of it to offer")
+    return delivered / 2
+
+
 def measure(run: DatabaseRun) -> list[dict]:
     context = run.context
     sizes = context.sizes
-    rate = sizes.e2e_rate
-    paced_orders = int(rate * sizes.e2e_seconds)
     results: dict[str, list[dict]] = defaultdict(list)
     pooled: list[float] = []
     for repeat in range(1, sizes.repeats + 1):
@@ -352,9 +364,11 @@ def measure(run: DatabaseRun) -> list[dict]:
         for name, outcome in outcomes.items():
             results[name].append({key: value for key, value in outcome.items() if key != "latencies"})
     paced_runs, flat_runs = results["paced"], results["flat"]
+    offered = median([r["offered_rate"] for r in paced_runs])
+    rates = ", ".join(f"{r['offered_rate']:.0f}" for r in paced_runs)
     note = (
-        f"{rate:g}/s offered for {sizes.e2e_seconds:g} s ({paced_orders} orders) by {sizes.e2e_processes} processes "
-        f"x {sizes.e2e_threads} threads"
+        f"half the saturation measured just before in the same run ({rates}/s) "
+        f"offered for {sizes.e2e_seconds:g} s by {sizes.e2e_processes} processes x {sizes.e2e_threads} threads"
     )
     segments = [
         figure(
@@ -370,8 +384,8 @@ def measure(run: DatabaseRun) -> list[dict]:
     ]
     return [
         *latency_figures(
-            "e2e",
-            label=f"end-to-end {{}} at {rate:g}/s",
+            HALF_SATURATION,
+            label=f"end-to-end {{}} at half the saturation ({offered:.0f}/s)",
             db=run.vendor,
             runs=paced_runs,
             pooled=pooled,
@@ -380,7 +394,17 @@ def measure(run: DatabaseRun) -> list[dict]:
         ),
         *segments,
         runs_figure(
-            "e2e.offered",
+            f"{HALF_SATURATION}.offered",
+            label="confirms/s offered: half the saturation (delivered orders/s flat out) of the same run",
+            unit="confirms/s",
+            db=run.vendor,
+            runs=paced_runs,
+            field="offered_rate",
+            note=note,
+            with_details=False,
+        ),
+        runs_figure(
+            f"{HALF_SATURATION}.achieved",
             label="confirms/s achieved at the offered load",
             unit="confirms/s",
             db=run.vendor,
