@@ -202,7 +202,7 @@ def markdown(results: dict) -> str:
     if limited:
         lines += [
             "## Against a platform of fixed latency (limit: calls in flight ÷ latency; CPU: the consumer "
-            "processes' user + system seconds while their loops ran, and per export)",
+            "processes' user + system seconds from their first export to their last, and per export)",
             "",
             *_table_head(["measurement", "limit"], databases),
         ]

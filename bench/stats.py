@@ -131,14 +131,15 @@ def latency_figures(
 
 # The figures of a consumer rate's CPU, shown beside the rate rather than as rows of their own.
 CPU_FIELDS = {
-    "cpu_seconds": ("CPU s", "CPU seconds", 3),
+    "cpu_seconds": ("CPU s", "CPU seconds, first export to last", 3),
     "cpu_ms_per_export": ("CPU ms/export", "CPU ms per export", 4),
 }
 
 
 def cpu_figures(key: str, *, label: str, db: str | None, runs: list[dict], note: str = "") -> list[dict]:
     """`<key>.cpu_seconds` and `<key>.cpu_ms_per_export`: the CPU (user + system, every thread)
-    that the consumer processes of the rate `key` used in each run, from the runs' results."""
+    that the consumer processes of the rate `key` used in each run over the rate's window, from
+    each one's first export to its last, from the runs' results."""
     found = []
     for field, (unit, text, digits) in CPU_FIELDS.items():
         values = [r.get(field) for r in runs]
