@@ -180,13 +180,23 @@ def drain(records: int, concurrency: int, delay: float) -> dict:
 
         from bench.consume import exports_reset
         from exports.consumer import ExportProcessor, export_consumer
+        from kafka_bridge.consumer import ConsumerLoop
         from kafka_bridge.runner import StopFlag
 
         exports_reset()
-        # How often the loop calls the processor, and the statements it runs (main thread's connection).
-        batches = {"prepare": [0, 0], "complete": [0, 0], "statements": [0]}
+        # How often the loop polls and calls the processor, and the statements it runs (main thread's connection).
+        batches = {"prepare": [0, 0], "complete": [0, 0], "statements": [0], "polls": [0, 0]}
         for name in ("prepare", "complete"):
             setattr(ExportProcessor, name, _counted(getattr(ExportProcessor, name), batches[name]))
+        poll = ConsumerLoop._poll
+
+        def poll_counted(self):
+            polled = poll(self)
+            batches["polls"][0] += 1
+            batches["polls"][1] += bool(polled)
+            return polled
+
+        ConsumerLoop._poll = poll_counted
 
         def statement_counted(execute, sql, params, many, context):
             batches["statements"][0] += 1
@@ -242,6 +252,8 @@ def drain(records: int, concurrency: int, delay: float) -> dict:
         },
         "max_in_flight": loop.max_in_flight_seen,
         "statements_per_export": round(batches["statements"][0] / done, 3),
+        "loop_passes": batches["polls"][0],
+        "polls_with_records": batches["polls"][1],
         "prepare_calls": batches["prepare"][0],
         "records_per_prepare": round(batches["prepare"][1] / max(1, batches["prepare"][0]), 2),
         "complete_calls": batches["complete"][0],
