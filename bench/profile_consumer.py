@@ -1,20 +1,21 @@
 """Where one export's CPU goes: `run_export_consumer`'s loop, built as the command builds it,
 draining a backlog against the platform stub over HTTP, measured as CPU seconds of the process
-(user + system, `os.times()`) per export, and, sampled by py-spy, split into components.
+(user + system, `os.times()`) per export, by thread, and, sampled by py-spy, by component.
 
     python -m bench.profile_consumer prepare --orders 10000
-    python -m bench.profile_consumer drain --records 10000 --concurrency 32 --delay 0.02
-    py-spy record -r 200 --threads -f raw -o drain.txt -- \\
+    python -m bench.profile_consumer drain --records 10000 --concurrency 32 --delay 0.02 > c32-1.json
+    py-spy record -r 200 --nonblocking --gil --threads -f raw -o c32-1.txt -- \\
         python -m bench.profile_consumer drain --records 10000 --concurrency 32 --delay 0.02
-    python -m bench.profile_consumer attribute drain.txt --cpu-ms 0.55
+    python -m bench.profile_consumer attribute c32-*.txt --drain c32-1.json
 
 `prepare` confirms orders and publishes their events to ORDER_EXPORT_TOPIC (created with its
 DLT; KAFKA_PUBLISH_ON_COMMIT=false is set here). `drain` empties the export tables, starts a
 stub of its own (`tests.support.platform_stub`, in a process of its own), and runs the loop in
 a new consumer group until it exported `--records` orders; CPU and wall time are taken from its
-first export to its last. `attribute` folds py-spy's raw stacks (active threads only, so
-waiting is left out) into the components below. The environment is the production settings'
-(DATABASE_URL, KAFKA_BOOTSTRAP_SERVERS, DJANGO_SECRET_KEY, LOG_LEVELS, ...).
+first export to its last. `attribute` folds py-spy's samples of the thread holding the GIL into
+the components below, and with `--drain` scales each thread's samples to that thread's CPU per
+export. The environment is the production settings' (DATABASE_URL, KAFKA_BOOTSTRAP_SERVERS,
+DJANGO_SECRET_KEY, LOG_LEVELS, ...). docs/benchmarks.md, "Where an export's CPU goes".
 """
 
 from __future__ import annotations
