@@ -5,9 +5,9 @@ Each run keeps N calls in flight, one unique Idempotency-Key per call (a repeat 
 a JSON order of ~500 bytes each, keep-alive, a hard deadline per call. The thread-based clients
 are driven as the consumer drives the platform (kafka_bridge/consumer/dispatch.py): a
 ThreadPoolExecutor of N, each future's done-callback puts it on a queue the driving thread reads.
-The asyncio clients run on one event loop thread: N coroutines inside the loop (`loop`), or every
+The asyncio clients run on one event loop thread: N coroutines inside the loop (`loop`), every
 call handed in from the driving thread with run_coroutine_threadsafe and its result back through
-the same queue (`handoff`). CPU is the whole client process's user+sys (os.times()) over the run.
+the same queue (`handoff`), or the calls handed in and their results back in batches (`batch`). CPU is the whole client process's user+sys (os.times()) over the run.
 
     .venv/bin/python -m bench.http_clients                     # every candidate, both scenarios, 2 repeats
     .venv/bin/python -m bench.http_clients --candidates aiohttp,project --scenarios 512x100
@@ -23,6 +23,7 @@ import json
 import logging
 import os
 import queue
+import signal
 import subprocess
 import sys
 import tempfile
@@ -265,6 +266,9 @@ CANDIDATES: dict[str, tuple[type, str]] = {
     "raw-asyncio": (RawAsyncioClient, "loop"),
     "raw-asyncio-handoff": (RawAsyncioClient, "handoff"),
     "noop-handoff": (NoopCoroutine, "handoff"),
+    "aiohttp-batch": (AiohttpClient, "batch"),
+    "raw-asyncio-batch": (RawAsyncioClient, "batch"),
+    "noop-batch": (NoopCoroutine, "batch"),
 }
 
 
@@ -318,6 +322,47 @@ async def drive_in_loop(call: Callable, n: int, order_ids: Iterable[int]) -> Cou
     return outcomes
 
 
+def drive_batched(loop: asyncio.AbstractEventLoop, call: Callable, n: int, order_ids: Iterable[int]) -> Counter:
+    """Like `drive`, but the calls go into the loop in batches (one call_soon_threadsafe for all
+    the calls a free slot allows) and their outcomes come back in batches (one queue item per
+    turn of the loop in which calls ended): one wake-up each way per batch, not per call."""
+    finished: queue.Queue[list] = queue.Queue()
+    ended: list = []
+
+    def flush() -> None:
+        finished.put(ended[:])
+        ended.clear()
+
+    def done(task: asyncio.Task) -> None:
+        if not ended:
+            loop.call_soon(flush)
+        error = None if task.cancelled() else task.exception()
+        ended.append(type(error).__name__ if error else task.result())
+
+    def start(batch: list[int]) -> None:
+        for order_id in batch:
+            loop.create_task(call(order_id)).add_done_callback(done)
+
+    outcomes: Counter = Counter()
+    order_ids = iter(order_ids)
+    in_flight = 0
+    while True:
+        batch = list(itertools.islice(order_ids, n - in_flight))
+        if batch:
+            loop.call_soon_threadsafe(start, batch)
+            in_flight += len(batch)
+        if not in_flight:
+            return outcomes
+        results = finished.get()
+        try:
+            while True:
+                results += finished.get_nowait()
+        except queue.Empty:
+            pass
+        in_flight -= len(results)
+        outcomes.update(results)
+
+
 class Driver:
     """One candidate, opened against `url` with its N threads or its event loop thread."""
 
@@ -341,6 +386,8 @@ class Driver:
             return drive(lambda i: self.pool.submit(self.client.call, i), self.n, order_ids)
         if self.mode == "handoff":
             return drive(lambda i: asyncio.run_coroutine_threadsafe(self.client.call(i), self.loop), self.n, order_ids)
+        if self.mode == "batch":
+            return drive_batched(self.loop, self.client.call, self.n, order_ids)
         return self._in_loop(drive_in_loop(self.client.call, self.n, order_ids))
 
     def close(self) -> None:
@@ -410,6 +457,7 @@ def measure(name: str, stub: Stub, n: int, calls: int, deadline: float) -> dict:
         "cpu_us_per_call": cpu / calls * 1e6,
         "client_cpu_share": cpu / wall,
         "stub_cpu_share": stub_cpu / wall,
+        "stub_cpu_us_per_call": stub_cpu / calls * 1e6,
         "outcomes": dict(outcomes),
         "duplicates": duplicates,
     }
@@ -430,7 +478,7 @@ def benchmark(args: argparse.Namespace) -> None:
         print(
             f"\n## {n} in flight, platform {delay * 1000:g} ms: ceiling {ceiling:,.0f} calls/s, {calls:,} calls a run"
         )
-        print("| candidate | run | calls/s | % of ceiling | µs CPU/call | client CPU | stub CPU | outcomes |")
+        print("| candidate | run | calls/s | % of ceiling | µs CPU/call | client CPU | stub CPU (µs/call) | outcomes |")
         print("| --- | --- | ---: | ---: | ---: | ---: | ---: | --- |")
         try:
             for repeat in range(1, args.repeats + 1):
@@ -442,7 +490,7 @@ def benchmark(args: argparse.Namespace) -> None:
                     print(
                         f"| {name} | {repeat} | {r['calls_per_s']:,.0f} | {100 * r['calls_per_s'] / ceiling:.0f}% "
                         f"| {r['cpu_us_per_call']:.0f} | {100 * r['client_cpu_share']:.0f}% "
-                        f"| {100 * r['stub_cpu_share']:.0f}% | {outcomes} |",
+                        f"| {100 * r['stub_cpu_share']:.0f}% ({r['stub_cpu_us_per_call']:.0f}) | {outcomes} |",
                         flush=True,
                     )
         finally:
@@ -461,7 +509,7 @@ def check_deadlines(args: argparse.Namespace) -> None:
         for name in [*args.candidates.split(","), "httpx-no-hard-deadline"]:
             if name == "httpx-no-hard-deadline":
                 CANDIDATES[name] = (HttpxNoHardDeadline, "loop")
-            if name == "noop-handoff":
+            if name.startswith("noop"):
                 continue
             driver = Driver(name, stub.url, 1, deadline)
             start = time.perf_counter()
@@ -497,6 +545,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--deadline", type=float, default=5.0, help="each call's hard deadline, seconds")
     parser.add_argument("--check-deadlines", action="store_true", help="only check each candidate's deadline")
     args = parser.parse_args(argv)
+    # SIGTERM ends the run through the finally clauses, which stop the stub process.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     if args.check_deadlines:
         check_deadlines(args)
     else:
