@@ -76,9 +76,7 @@ KAFKA_PRODUCER_OPTIONS = env_options(
         "batch_size": 16384,
         # lz4 is installed with kafka-python's extra.
         "compression_type": "lz4",
-        # kafka-python backs off up to 30 s between reconnects; after a broker restart that
-        # leaves the producer idle for half a minute. The Java client's default is 1 s.
-        "reconnect_backoff_max_ms": 1000,
+        # reconnect_backoff_max_ms comes with every client's connection (kafka_bridge.connection).
     },
     fixed=KAFKA_PRODUCER_FIXED_KEYS,
 )
@@ -91,7 +89,6 @@ KAFKA_CONSUMER_OPTIONS = env_options(
         "session_timeout_ms": 10000,
         "heartbeat_interval_ms": 3000,
         "fetch_max_wait_ms": 500,
-        "reconnect_backoff_max_ms": 1000,
     },
     fixed=KAFKA_CONSUMER_FIXED_KEYS,
 )
