@@ -1,0 +1,133 @@
+"""An asyncio event loop on a thread of its own, for calls that are coroutines: hundreds of them in
+flight on one thread, where blocking calls need a worker thread each.
+
+Calls are handed in a batch at a time (one wake-up of the loop for all the calls the consumer's
+loop started in one pass) and their outcomes handed back a batch at a time (all the calls that
+ended in one turn of the event loop): the hand-offs between the two threads, not the calls, are
+what a call per hand-off would cost most (see docs/benchmarks.md, "The hand-off").
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Any
+
+logger = logging.getLogger("kafka_bridge.consumer")
+
+# A call: a coroutine function of no arguments.
+AsyncCall = Callable[[], Awaitable[Any]]
+# What ended: (the token it was handed in with, what it returned, what it raised).
+Outcome = tuple[Hashable, Any, BaseException | None]
+
+
+class EventLoopThread:
+    """Runs coroutine calls on an event loop of its own thread. `submit` hands a batch in from
+    any thread; `on_done` is called on the loop's thread with the outcomes of the calls that
+    ended in one turn of the loop. `run` makes one call and waits for it (for code that is not a
+    coroutine)."""
+
+    def __init__(self, *, name: str) -> None:
+        self.name = name
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._tasks: set[asyncio.Task] = set()
+        self._ended: list[tuple[Callable[[list[Outcome]], None], Outcome]] = []
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            raise RuntimeError(f"{self.name} is not started")
+        return self._loop
+
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run_forever, name=self.name, daemon=True)
+        self._thread.start()
+        self._ready.wait()
+
+    def _run_forever(self) -> None:
+        loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
+        self._loop = loop
+        self._ready.set()
+        try:
+            loop.run_forever()
+        finally:
+            loop.run_until_complete(loop.shutdown_asyncgens())
+            loop.close()
+
+    # --- handing calls in -------------------------------------------------------------------
+
+    def submit(self, calls: list[tuple[Hashable, AsyncCall]], on_done: Callable[[list[Outcome]], None]) -> None:
+        """Start `calls` (token, coroutine function) on the loop, with one wake-up of it."""
+        if calls:
+            self.loop.call_soon_threadsafe(self._start, calls, on_done)
+
+    def run(self, call: AsyncCall, *, timeout: float | None = None) -> Any:
+        """Make `call` on the loop and wait for its outcome (from another thread)."""
+        return asyncio.run_coroutine_threadsafe(call(), self.loop).result(timeout)
+
+    def _start(self, calls: list[tuple[Hashable, AsyncCall]], on_done: Callable[[list[Outcome]], None]) -> None:
+        for token, call in calls:
+            task = self.loop.create_task(self._call(token, call, on_done))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _call(self, token: Hashable, call: AsyncCall, on_done: Callable[[list[Outcome]], None]) -> None:
+        try:
+            outcome = (token, await call(), None)
+        except asyncio.CancelledError as exc:
+            outcome = (token, None, exc)
+            self._end(on_done, outcome)
+            raise
+        except BaseException as exc:  # whatever the call raised is its outcome
+            outcome = (token, None, exc)
+        self._end(on_done, outcome)
+
+    def _end(self, on_done: Callable[[list[Outcome]], None], outcome: Outcome) -> None:
+        if not self._ended:
+            # After the callbacks already due in this turn of the loop: the calls that end
+            # together are handed back together.
+            self.loop.call_soon(self._hand_back)
+        self._ended.append((on_done, outcome))
+
+    def _hand_back(self) -> None:
+        ended, self._ended = self._ended, []
+        by_receiver: dict[Callable[[list[Outcome]], None], list[Outcome]] = {}
+        for on_done, outcome in ended:
+            by_receiver.setdefault(on_done, []).append(outcome)
+        for on_done, outcomes in by_receiver.items():
+            try:
+                on_done(outcomes)
+            except Exception:
+                logger.exception("%s: handing back %d outcome(s) failed", self.name, len(outcomes))
+
+    # --- stopping ---------------------------------------------------------------------------
+
+    def stop(self, *, before: Callable[[], Awaitable[None]] | None = None, timeout: float = 5.0) -> None:
+        """Cancel the calls still running, await `before` (closing what lives on the loop, such
+        as a client's connections), stop the loop and wait up to `timeout` for its thread."""
+        if not self.running():
+            return
+        finished = asyncio.run_coroutine_threadsafe(self._wind_down(before), self.loop)
+        try:
+            finished.result(timeout)
+        except Exception as exc:  # stopping regardless
+            logger.warning("%s: winding down: %s: %s", self.name, type(exc).__name__, exc)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout)
+
+    async def _wind_down(self, before: Callable[[], Awaitable[None]] | None) -> None:
+        tasks = [task for task in self._tasks if task is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if before is not None:
+            await before()
