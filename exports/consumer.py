@@ -15,7 +15,12 @@ from kafka.consumer.fetcher import ConsumerRecord
 
 from exports.attempts import PlatformCall
 from exports.events import EVENT_TYPE, ExportRequest, PoisonRecord, export_request_decode, redriven_from
-from exports.platform.client import ExportError, ExternalPlatformClient, FakeExternalPlatformClient
+from exports.platform.client import (
+    AsyncExternalPlatformClient,
+    ExportError,
+    ExternalPlatformClient,
+    FakeExternalPlatformClient,
+)
 from exports.platform.factory import platform_client
 from exports.record_keys import order_id_from_key
 from exports.services import ExportPlan, order_export_fail, order_exports_plan, order_exports_record
@@ -85,8 +90,10 @@ def export_record_decode(record: ConsumerRecord, *, max_event_bytes: int) -> Exp
 
 class ExportProcessor:
     """Per batch of records the loop took: decode them and plan their exports in one read
-    (`prepare`); the platform calls run on the loop's workers; their outcomes are recorded in
-    one transaction (`complete`), each call with when it started and how long it took."""
+    (`prepare`); the platform calls run on the loop's event loop (a client whose calls are
+    coroutines, as the HTTP client's and the fake's are) or its worker threads (a blocking
+    client); their outcomes are recorded in one transaction (`complete`), each call with when it
+    started and how long it took."""
 
     def __init__(self, *, client: ExternalPlatformClient, max_event_bytes: int | None = None, consumer: str = ""):
         self.client = client
@@ -98,6 +105,8 @@ class ExportProcessor:
         # When each of those calls started (UTC) and how long it took, written by the worker
         # that made it.
         self._timings: dict[tuple[str, int, int], tuple[datetime, float]] = {}
+        # A coroutine for the event loop, or a blocking call for a worker thread.
+        self._send_call = self._send_async if isinstance(client, AsyncExternalPlatformClient) else self._send
 
     def prepare(self, records: list[ConsumerRecord]) -> list[Call | BaseException | None]:
         steps: list[Call | BaseException | None] = [None] * len(records)
@@ -121,7 +130,7 @@ class ExportProcessor:
                 steps[index] = plan.error
             elif plan.action == "send":
                 self._plans[_coordinates(record)] = plan
-                steps[index] = functools.partial(self._send, _coordinates(record), request)
+                steps[index] = functools.partial(self._send_call, _coordinates(record), request)
             elif log_outcomes:
                 _log_outcome(record, request, plan.action)
         return steps
@@ -132,6 +141,18 @@ class ExportProcessor:
             return self.client.send(order=request.order, idempotency_key=str(request.event_id))
         finally:
             self._timings[coordinates] = (started_at, time.perf_counter() - started)
+
+    async def _send_async(self, coordinates: tuple[str, int, int], request: ExportRequest) -> Any:
+        started_at, started = datetime.now(UTC), time.perf_counter()
+        try:
+            return await self.client.send_async(order=request.order, idempotency_key=str(request.event_id))
+        finally:
+            self._timings[coordinates] = (started_at, time.perf_counter() - started)
+
+    async def aclose(self) -> None:
+        """On the loop's event loop before it stops: the client's connections there."""
+        if isinstance(self.client, AsyncExternalPlatformClient):
+            await self.client.aclose()
 
     def complete(self, results: list[tuple[ConsumerRecord, Any, BaseException | None]]) -> list[BaseException | None]:
         plans = [self._plans.get(_coordinates(record)) for record, _, _ in results]

@@ -15,7 +15,9 @@ from kafka.consumer.fetcher import ConsumerRecord
 from kafka_bridge.connection import connection_config
 from kafka_bridge.consumer.dead_letters import DeadLetterPosition
 
-# Work for a worker thread: the record's call, made outside the loop thread.
+# The record's call, made outside the loop thread: a coroutine function, awaited on the loop's
+# event loop thread (hundreds in flight on one thread), or a blocking function, made on a worker
+# thread of its own.
 Call = Callable[[], Any]
 # Called once a record is given up on: (record, error, attempts, where its dead letter went, or
 # None without a dead-letter topic).
@@ -38,11 +40,12 @@ class NonRetryableError(Exception):
 
 class RecordProcessor(Protocol):
     """What the loop does with records, in two bulk steps on the loop thread around the calls
-    made on worker threads."""
+    made outside it. A processor may also have `async def aclose(self)`, awaited on the event
+    loop before it stops (to close the connections its calls opened there)."""
 
     def prepare(self, records: list[ConsumerRecord]) -> list[Call | BaseException | None]:
-        """Per record: a call to make on a worker thread, an error to act on (retry or
-        dead-letter), or None when it is done with and needs no call."""
+        """Per record: a call to make (a `Call`), an error to act on (retry or dead-letter), or
+        None when it is done with and needs no call."""
 
     def complete(self, results: list[tuple[ConsumerRecord, Any, BaseException | None]]) -> list[BaseException | None]:
         """Record the outcome of finished calls, given (record, what the call returned, what it

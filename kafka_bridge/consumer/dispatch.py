@@ -1,7 +1,8 @@
 """Who works on the consumer loop's records, and when: `Dispatcher` holds the records ready per
-key (`KeyScheduler`), the calls prepared for a free worker, the worker threads and the
-dead-letter thread, the count of what is in flight, and the queue on which their outcomes come
-back to the loop thread. The pacer is asked before each call starts and told each one's outcome.
+key (`KeyScheduler`), the calls prepared for a free slot, the event loop thread that awaits the
+calls that are coroutines, the worker threads that make the blocking ones, the dead-letter
+thread, the count of what is in flight, and the queue on which their outcomes come back to the
+loop thread. The pacer is asked before each call starts and told each one's outcome.
 
 Its methods run on the loop thread holding the loop's lock (or, during a revocation, on the
 consumer's I/O thread holding it), unless said otherwise.
@@ -10,6 +11,7 @@ consumer's I/O thread holding it), unless said otherwise.
 from __future__ import annotations
 
 import functools
+import inspect
 import queue
 import time
 from collections import deque
@@ -23,6 +25,7 @@ from kafka.structs import TopicPartition
 
 from kafka_bridge.consumer.api import Call, NonRetryableError
 from kafka_bridge.consumer.dead_letters import DeadLetterPosition
+from kafka_bridge.consumer.event_loop import EventLoopThread, Outcome
 from kafka_bridge.consumer.pacing import Pacer
 from kafka_bridge.consumer.scheduling import KeyScheduler
 
@@ -30,8 +33,9 @@ from kafka_bridge.consumer.scheduling import KeyScheduler
 # soon after they arrive (the broker's fetch responses wake the poll earlier anyway).
 BUSY_POLL_MS = 2
 
-# What workers and the dead-letter thread hand back to the loop thread.
-CALL, DEAD_LETTER = "call", "dead_letter"
+# What the worker threads, the event loop and the dead-letter thread hand back to the loop thread:
+# one call's outcome, the outcomes of the coroutine calls that ended together, a dead letter's.
+CALL, CALLS, DEAD_LETTER = "call", "calls", "dead_letter"
 
 
 @dataclass(eq=False)
@@ -63,7 +67,8 @@ DeadLetterResult = tuple[Hashable, Item, Future]
 
 class Dispatcher:
     """Records ready per key, calls prepared, and the threads that make them. `concurrency` calls
-    at most run at once, each on a worker thread, whatever the client."""
+    at most run at once: a call that is a coroutine function is awaited on the event loop thread
+    (hundreds in flight on one thread), any other runs on a worker thread of its own."""
 
     def __init__(self, *, name: str, concurrency: int, pacer: Pacer | None):
         self.name = name
@@ -77,16 +82,25 @@ class Dispatcher:
         self._prepared: deque[tuple[Hashable, Item, Call]] = deque()
         self._in_flight: dict[TopicPartition, int] = {}
         self._results: queue.SimpleQueue = queue.SimpleQueue()
+        # Coroutine calls started in this pass, handed to the event loop together.
+        self._starting: list[tuple[tuple[Hashable, Item], Callable]] = []
         self._workers: ThreadPoolExecutor | None = None
+        self._event_loop: EventLoopThread | None = None
         self._dead_letter_worker: ThreadPoolExecutor | None = None
 
     def open(self) -> None:
+        # Threads are started when the first blocking call needs one.
         self._workers = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix=f"{self.name}-call")
+        self._event_loop = EventLoopThread(name=f"{self.name}-loop")
+        self._event_loop.start()
         self._dead_letter_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.name}-dlt")
 
-    def shutdown(self) -> None:
-        """Without waiting: what is still running past the drain timeout is abandoned."""
+    def shutdown(self, *, before_loop_stops: Callable[[], Any] | None = None) -> None:
+        """Without waiting: what is still running past the drain timeout is abandoned (the
+        coroutine calls cancelled). `before_loop_stops`, a coroutine function, closes what lives
+        on the event loop (a client's connections) before it stops."""
         self._workers.shutdown(wait=False, cancel_futures=True)
+        self._event_loop.stop(before=before_loop_stops)
         self._dead_letter_worker.shutdown(wait=False, cancel_futures=True)
 
     # --- records ready per key --------------------------------------------------------------
@@ -126,13 +140,18 @@ class Dispatcher:
     def start_calls(self, *, current: Callable[[Item], bool]) -> None:
         """Hand prepared calls to free workers, as far as the pacer allows; calls of a partition
         that went meanwhile (`current` false) are dropped."""
-        while self._prepared and self.free_workers() > 0:
-            if self.pacer is not None and self.pacer.wait() > 0:
-                return
-            key, item, call = self._prepared.popleft()
-            if not current(item):
-                continue
-            self._call(key, item, call)
+        try:
+            while self._prepared and self.free_workers() > 0:
+                if self.pacer is not None and self.pacer.wait() > 0:
+                    return
+                key, item, call = self._prepared.popleft()
+                if not current(item):
+                    continue
+                self._call(key, item, call)
+        finally:
+            if self._starting:
+                starting, self._starting = self._starting, []
+                self._event_loop.submit(starting, self._hand_back_calls)
 
     def _call(self, key: Hashable, item: Item, call: Call) -> None:
         item.attempts += 1
@@ -140,6 +159,9 @@ class Dispatcher:
         self.calls_in_flight += 1
         self._in_flight[item.tp] = self._in_flight.get(item.tp, 0) + 1
         self.max_in_flight_seen = max(self.max_in_flight_seen, self.calls_in_flight)
+        if inspect.iscoroutinefunction(call):
+            self._starting.append(((key, item), call))
+            return
         future = self._workers.submit(call)
         future.add_done_callback(functools.partial(self._hand_back, CALL, key, item))
 
@@ -152,6 +174,10 @@ class Dispatcher:
     def _hand_back(self, kind: str, key: Hashable, item: Item, future: Future) -> None:
         # On the worker or dead-letter thread: only hand the outcome over.
         self._results.put((kind, key, item, future))
+
+    def _hand_back_calls(self, outcomes: list[Outcome]) -> None:
+        # On the event loop thread: the calls that ended together, in one item.
+        self._results.put((CALLS, None, None, outcomes))
 
     # --- results ----------------------------------------------------------------------------
 
@@ -170,22 +196,28 @@ class Dispatcher:
 
     def _release(self, finished: list[tuple]) -> tuple[list[CallResult], list[DeadLetterResult]]:
         calls, dead_letters = [], []
-        for kind, key, item, future in finished:
+        for kind, key, item, outcome in finished:
             if kind == DEAD_LETTER:
                 self.dead_letters_in_flight -= 1
-                dead_letters.append((key, item, future))
-                continue
-            self.calls_in_flight -= 1
-            if item.tp in self._in_flight:
-                self._in_flight[item.tp] -= 1
-            error = future.exception()
-            if self.pacer is not None:
-                if error is None or isinstance(error, NonRetryableError):
-                    self.pacer.succeeded(probe=item.probe)
-                else:
-                    self.pacer.failed(retry_after=getattr(error, "retry_after", None), probe=item.probe)
-            calls.append((key, item, None if error is not None else future.result(), error))
+                dead_letters.append((key, item, outcome))
+            elif kind == CALLS:
+                for (key, item), value, error in outcome:
+                    calls.append(self._ended(key, item, value, error))
+            else:
+                error = outcome.exception()
+                calls.append(self._ended(key, item, None if error is not None else outcome.result(), error))
         return calls, dead_letters
+
+    def _ended(self, key: Hashable, item: Item, value: Any, error: BaseException | None) -> CallResult:
+        self.calls_in_flight -= 1
+        if item.tp in self._in_flight:
+            self._in_flight[item.tp] -= 1
+        if self.pacer is not None:
+            if error is None or isinstance(error, NonRetryableError):
+                self.pacer.succeeded(probe=item.probe)
+            else:
+                self.pacer.failed(retry_after=getattr(error, "retry_after", None), probe=item.probe)
+        return key, item, value, error
 
     # --- what the loop asks of it -----------------------------------------------------------
 

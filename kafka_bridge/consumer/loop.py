@@ -6,8 +6,9 @@ Records with the same key (within a partition) are handled one at a time in offs
 records with different keys run in parallel, up to `concurrency` calls at once, within a
 partition and across partitions. The loop thread does everything but the calls: it polls
 (so the consumer stays in its group however slow the calls are), asks the processor to
-prepare what it took (one bulk step), hands the calls to worker threads, hands their results
-back to the processor (one bulk step), and commits.
+prepare what it took (one bulk step), hands the calls to the event loop thread (coroutines) or
+worker threads (blocking calls), hands their results back to the processor (one bulk step),
+and commits.
 
 Auto-commit is off. Per partition the committed offset is the first record not yet done with
 (`OffsetTracker`); records done beyond it are read again after a crash or a rebalance, so
@@ -382,7 +383,7 @@ class ConsumerLoop:
             logger.error("%s: final commit failed: %s", self.name, exc)
         self._reporter.stop()
         self._consumer.close()
-        self._dispatcher.shutdown()
+        self._dispatcher.shutdown(before_loop_stops=getattr(self.processor, "aclose", None))
         self._failures.close()
         logger.info("%s: stopped after %d record(s); left group %s", self.name, self.processed_total, self.group_id)
 

@@ -5,6 +5,8 @@ in one transaction."""
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
 import math
 import uuid
@@ -76,14 +78,21 @@ def sent_as(record: ConsumerRecord) -> tuple[int, str]:
     return order_id_of(record), str(event_id_of(record))
 
 
+def make_call(step: Any) -> Any:
+    """What the loop does with a call `prepare` returned: the fake's calls are coroutines, awaited
+    on the loop's event loop."""
+    assert inspect.iscoroutinefunction(step), f"expected a coroutine call, got {step!r}"
+    return asyncio.run(step())
+
+
 def run_calls(records: list[ConsumerRecord], steps: list) -> list[Result]:
-    """What the loop's workers do with the calls `prepare` returned: make each one and keep
+    """What the loop's event loop does with the calls `prepare` returned: make each one and keep
     what it returned or raised."""
     results = []
     for record, step in zip(records, steps):
         assert callable(step), f"expected a call for offset {record.offset}, got {step!r}"
         try:
-            results.append((record, step(), None))
+            results.append((record, make_call(step), None))
         except Exception as exc:
             results.append((record, None, exc))
     return results
@@ -116,7 +125,7 @@ def test_prepare_hands_back_a_call_that_sends_the_order_with_its_event_id_as_ide
 
     assert len(steps) == 1 and callable(steps[0])
     assert platform.received() == [], "the call is the worker's to make"
-    steps[0]()
+    make_call(steps[0])
     assert platform.received() == [sent_as(record)]
     assert not OrderExport.objects.exists(), "nothing is recorded before complete()"
 

@@ -4,16 +4,12 @@ each test decides which calls are in flight when it looks."""
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator
-from typing import Any
 
 import pytest
-from kafka.errors import KafkaTimeoutError
 from kafka.structs import TopicPartition
 
 from kafka_bridge.consumer import ConsumerLoop, NonRetryableError, RetryableError
@@ -23,6 +19,7 @@ from kafka_bridge.runner import StopFlag
 from tests.support.consumers import LoopThread
 from tests.support.helpers import wait_until
 from tests.support.local_consumer import LocalConsumer
+from tests.support.local_loop import RecordingPublisher, loop_on
 
 P0, P1 = TopicPartition("orders", 0), TopicPartition("orders", 1)
 GATE_TIMEOUT = 10.0
@@ -66,50 +63,6 @@ class GatedProcessor:
         with self._lock:
             self.completed.extend((record.partition, record.offset) for record, _, _ in results)
         return [error for _, _, error in results]
-
-
-class RecordingPublisher:
-    """A dead-letter publisher that keeps what it was given; while `refusing`, each send fails
-    the way one the dead-letter topic never acknowledged does."""
-
-    def __init__(self) -> None:
-        self.published: list[tuple[Any, str, int]] = []
-        self.refusing = False
-        self.refused = 0
-        self.closed = False
-
-    def publish(self, record, *, error: str, attempts: int) -> DeadLetterPosition:
-        if self.refusing:
-            self.refused += 1
-            raise KafkaTimeoutError("the dead-letter topic did not acknowledge the send")
-        self.published.append((record, error, attempts))
-        return DeadLetterPosition("orders.DLT", 0, len(self.published) - 1)
-
-    def close(self) -> None:
-        self.closed = True
-
-
-@contextlib.contextmanager
-def loop_on(consumer: LocalConsumer, processor: Any, **options: Any) -> Iterator[ConsumerLoop]:
-    """A loop consuming from `consumer`, running in a thread; stopped (and checked) on leaving."""
-    options = {"concurrency": 4, "poll_timeout_ms": 20, **options}
-    loop = ConsumerLoop(
-        topics=["orders"],
-        group_id="g",
-        stop=StopFlag(),
-        processor=processor,
-        consumer_factory=lambda: consumer,
-        **options,
-    )
-    running = LoopThread(loop, name="local-loop").start()
-    try:
-        yield loop
-    finally:
-        # Calls still waiting on a gate would hold the stop for the drain timeout.
-        for gate in processor.gates.values():
-            gate.set()
-        running.stop()
-    running.check_stopped()
 
 
 def partition_status(loop: ConsumerLoop, tp: TopicPartition) -> dict:
