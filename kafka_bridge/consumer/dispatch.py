@@ -77,11 +77,14 @@ class Dispatcher:
         self.calls_in_flight = 0
         self.dead_letters_in_flight = 0
         self.max_in_flight_seen = 0
+        self.prepare_batch = max(1, concurrency // 2)
         self._scheduler: KeyScheduler[Item] = KeyScheduler()
         # Calls prepared and waiting for a free worker: (key, item, call).
         self._prepared: deque[tuple[Hashable, Item, Call]] = deque()
         self._in_flight: dict[TopicPartition, int] = {}
         self._results: queue.SimpleQueue = queue.SimpleQueue()
+        # Taken off the queue by `wait`, not yet by `results`.
+        self._waited: list[tuple] = []
         # Coroutine calls started in this pass, handed to the event loop together.
         self._starting: list[tuple[tuple[Hashable, Item], Callable]] = []
         self._workers: ThreadPoolExecutor | None = None
@@ -109,12 +112,18 @@ class Dispatcher:
         self._scheduler.add(key, item)
 
     def take(self, *, now: float) -> list[tuple[Hashable, Item]]:
-        """Ready records to prepare: up to one call per worker is held prepared, besides the
-        free workers' own."""
+        """Ready records to prepare: up to one call per slot is held prepared, besides the free
+        slots' own. Taken in batches of at least half the slots (preparing is a database read
+        whose cost is mostly per batch), unless a free slot would otherwise have no call."""
         room = self.concurrency + self.free_workers() - len(self._prepared)
-        if room <= 0:
+        if room <= 0 or (room < self.prepare_batch and len(self._prepared) >= self.free_workers()):
             return []
         return self._scheduler.take(limit=room, now=now)
+
+    def records_on_hand(self) -> int:
+        """Records taken from Kafka and not yet started: waiting for their key or a retry, or
+        prepared."""
+        return self._scheduler.queued + len(self._prepared)
 
     def finished(self, key: Hashable) -> None:
         self._scheduler.finished(key)
@@ -185,14 +194,25 @@ class Dispatcher:
         """What finished (waiting up to `timeout` for something): the workers are freed and the
         pacer told of each call's outcome; what is left is to record them. Need not hold the
         lock while it waits."""
-        finished = []
+        finished, self._waited = self._waited, []
         try:
-            finished.append(self._results.get(timeout=timeout) if timeout else self._results.get_nowait())
+            if not finished:
+                finished.append(self._results.get(timeout=timeout) if timeout else self._results.get_nowait())
             while True:
                 finished.append(self._results.get_nowait())
         except queue.Empty:
             pass
         return self._release(finished)
+
+    def wait(self, *, timeout: float) -> None:
+        """Wait up to `timeout` seconds for something to finish (kept for `results`): how the
+        loop idles while it needs no records from Kafka. Need not hold the lock."""
+        if self._waited or timeout <= 0:
+            return
+        try:
+            self._waited.append(self._results.get(timeout=timeout))
+        except queue.Empty:
+            pass
 
     def _release(self, finished: list[tuple]) -> tuple[list[CallResult], list[DeadLetterResult]]:
         calls, dead_letters = [], []
@@ -233,18 +253,25 @@ class Dispatcher:
         """How long the loop's poll may wait: not at all while results wait or a call could
         start, briefly while calls are in flight, else until the next retry is due (or the pacer
         lets a call start), at most `idle_ms`."""
-        now = time.monotonic()
-        if not self._results.empty() or (self.free_workers() and self._can_start(now)):
-            return 0
-        if self.busy():
+        until = self.idle_for(cap=idle_ms / 1000)
+        if until and self.busy():
             return BUSY_POLL_MS
-        until = idle_ms / 1000
+        return max(0, int(until * 1000) + 1) if until else 0
+
+    def idle_for(self, *, cap: float) -> float:
+        """Seconds the loop has nothing to do but wait for a result: 0 while results wait or a
+        call could start, else until the next retry is due (or the pacer lets a call start), at
+        most `cap`."""
+        now = time.monotonic()
+        if self._waited or not self._results.empty() or (self.free_workers() and self._can_start(now)):
+            return 0.0
+        until = cap
         due = self._scheduler.next_due()
         if due is not None:
             until = min(until, due - now)
-        if self._scheduler.has_ready(now) and self.pacer is not None:
+        if self.free_workers() and self.pacer is not None and (self._prepared or self._scheduler.has_ready(now)):
             until = min(until, self.pacer.wait())
-        return max(0, int(until * 1000) + 1)
+        return max(0.0, until)
 
     def _can_start(self, now: float) -> bool:
         ready = bool(self._prepared) or self._scheduler.has_ready(now)

@@ -66,6 +66,15 @@ logger = logging.getLogger("kafka_bridge.consumer")
 
 # Seconds between checks of the database connections (broken, or older than CONN_MAX_AGE).
 DB_CHECK_INTERVAL = 1.0
+# Seconds between the loop's housekeeping (the statements DEBUG keeps, the gauges, the stats line).
+HOUSEKEEPING_INTERVAL = 0.05
+# While calls are in flight and enough records are on hand, the loop waits for results instead of
+# polling Kafka, for at most this many seconds between polls.
+POLL_GAP = 0.05
+# Results are recorded in batches of half the calls that may run at once (at most this many),
+# or once the oldest waited this many seconds.
+MAX_RECORD_BATCH = 250
+RECORD_INTERVAL = 0.02
 
 # Makes the loop's consumer when it starts: a `KafkaLoopConsumer` in its group unless a test
 # gives it another.
@@ -120,6 +129,12 @@ class ConsumerLoop:
         self._closing = False
         self._broker_trouble_since = 0.0
         self._db_check_due = 0.0
+        self._poll_due = 0.0
+        self._housekeeping_due = 0.0
+        # Ended calls whose results are not recorded yet (see `_record_held`), since when.
+        self._held: list[CallResult] = []
+        self._held_since = 0.0
+        self.record_batch = max(1, min(concurrency // 2, MAX_RECORD_BATCH))
         self._consumer: LoopConsumer | None = None
         self._partitions = Partitions(
             name=name, max_uncommitted=max_uncommitted or max(1000, 4 * concurrency), lock=self._lock
@@ -196,14 +211,16 @@ class ConsumerLoop:
         try:
             while not self.stop.is_set():
                 try:
-                    polled = self._poll()
+                    polled = self._poll() if self._records_wanted() else self._wait_for_results()
                     with self._lock:
                         self._take_polled(polled)
                         calls, dead_letters = self._dispatcher.results()
-                        # Free workers get prepared calls first; recording what finished (a
-                        # transaction) and preparing more (a read) come after.
+                        # Free slots get prepared calls first; recording what finished (a
+                        # transaction) and preparing more (a read) come after, each in batches.
                         self._start_calls()
-                        self._record(calls, dead_letters)
+                        self._record_dead_letters(dead_letters)
+                        self._hold(calls)
+                        self._record_held()
                         self._prepare_more()
                         self._start_calls()
                     self._partitions.commit()
@@ -233,6 +250,30 @@ class ConsumerLoop:
             self.group_id,
             self.concurrency,
         )
+
+    def _records_wanted(self) -> bool:
+        """Poll Kafka when the records on hand run low (fewer than the calls that may run at
+        once), when nothing is in flight, or at least every `POLL_GAP` (the group's rebalances
+        are handled in the poll). Otherwise the loop waits for results instead: each poll costs
+        the client's coordinator check and a hand-off to its I/O thread, records or none."""
+        now = time.monotonic()
+        if (
+            now >= self._poll_due
+            or not self._dispatcher.busy()
+            or self._dispatcher.records_on_hand() < self.concurrency
+        ):
+            self._poll_due = now + POLL_GAP
+            return True
+        return False
+
+    def _wait_for_results(self) -> dict[TopicPartition, list[ConsumerRecord]]:
+        """Until a call ends, a retry is due, the held results are due to be recorded or the next
+        poll is: woken by the result itself, not by a poll's timeout."""
+        cap = self._poll_due - time.monotonic()
+        if self._held:
+            cap = min(cap, self._held_since + RECORD_INTERVAL - time.monotonic())
+        self._dispatcher.wait(timeout=self._dispatcher.idle_for(cap=cap))
+        return {}
 
     def _poll(self) -> dict[TopicPartition, list[ConsumerRecord]]:
         try:
@@ -305,10 +346,37 @@ class ConsumerLoop:
             return
         self._dispatcher.start_calls(current=self._partitions.current)
 
-    def _record(self, calls: list[CallResult], dead_letters: list[DeadLetterResult]) -> None:
+    def _hold(self, calls: list[CallResult]) -> None:
+        if calls and not self._held:
+            self._held_since = time.monotonic()
+        self._held.extend(calls)
+
+    def _record_held(self) -> None:
+        """Record the results held, in one transaction, once there are `record_batch` of them,
+        the oldest waited `RECORD_INTERVAL`, nothing else is in flight, or the loop is stopping:
+        a record transaction's cost is mostly per batch. A held record's key and commit point
+        wait for it; its slot does not (it was freed when its call ended)."""
+        if not self._held:
+            return
+        if (
+            len(self._held) >= self.record_batch
+            or time.monotonic() - self._held_since >= RECORD_INTERVAL
+            or not self._dispatcher.calls_in_flight
+            or self.stop.is_set()
+            or self._partitions.revoking
+        ):
+            self._record([], [])
+
+    def _record_dead_letters(self, dead_letters: list[DeadLetterResult]) -> None:
         for key, item, future in dead_letters:
             if self._partitions.current(item) and self._failures.dead_letter_sent(key, item, future):
                 self._done(key, item)
+
+    def _record(self, calls: list[CallResult], dead_letters: list[DeadLetterResult]) -> None:
+        """Record the dead letters sent and the calls ended, with the results held before them."""
+        self._record_dead_letters(dead_letters)
+        if self._held:
+            calls, self._held = self._held + calls, []
         if not calls:
             return
         try:
@@ -339,8 +407,13 @@ class ConsumerLoop:
         self.stop.wait(1.0)
 
     def _housekeeping(self) -> None:
-        reset_queries()
         now = time.monotonic()
+        if now < self._housekeeping_due:
+            return
+        self._housekeeping_due = now + HOUSEKEEPING_INTERVAL
+        # The statements DEBUG keeps per connection (asgiref's locals make this cost a few µs:
+        # not once per pass, which may be once per finished call).
+        reset_queries()
         if now >= self._db_check_due:
             # Drops a broken connection, or one past CONN_MAX_AGE (0: at every check). Once a
             # second, not after every poll: reopening the connection costs more than a batch.

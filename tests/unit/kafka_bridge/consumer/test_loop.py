@@ -14,6 +14,8 @@ from kafka.structs import TopicPartition
 
 from kafka_bridge.consumer import ConsumerLoop, NonRetryableError, RetryableError
 from kafka_bridge.consumer.dead_letters import DeadLetterPosition
+from kafka_bridge.consumer.loop import POLL_GAP
+from kafka_bridge.consumer.pacing import Pacer
 from kafka_bridge.consumer.state import consumer_states
 from kafka_bridge.runner import StopFlag
 from tests.support.consumers import LoopThread
@@ -410,3 +412,45 @@ def test_a_running_loop_records_what_it_holds_for_the_status_page_and_forgets_it
         ]
 
     assert consumer_states(group_id="g") == [], "the stopped loop's status was left behind"
+
+
+def _thread_cpu_seconds(name: str) -> float:
+    thread = next(thread for thread in threading.enumerate() if thread.name == name)
+    return time.clock_gettime(time.pthread_getcpuclockid(thread.ident))
+
+
+def test_with_every_slot_busy_and_records_on_hand_the_loop_waits_for_a_result_without_polling_or_spinning():
+    consumer, processor = LocalConsumer(partitions=[P0]), GatedProcessor()
+    for n in range(100):
+        processor.gate(P0, n)
+        consumer.append(P0, key=f"k{n}".encode())
+
+    with loop_on(consumer, processor, concurrency=4, poll_timeout_ms=1000, pacer=Pacer(rate=None)) as loop:
+        wait_until(lambda: loop.status()["calls_in_flight"] == 4 and loop.status()["calls_prepared"] > 0)
+        polls, cpu = consumer.polls, _thread_cpu_seconds("local-loop")
+        time.sleep(1.0)  # the window observed: what the loop does while nothing ends
+        polls, cpu = consumer.polls - polls, _thread_cpu_seconds("local-loop") - cpu
+
+        # A poll at most every POLL_GAP (0.05 s) for the group's sake, not one every few ms; and
+        # the thread sleeps in between (a loop spinning on a ready record would use the second).
+        assert polls <= 1.0 / POLL_GAP + 5
+        assert cpu < 0.2, f"the loop thread used {cpu:.3f} s of CPU in 1 s with nothing to do"
+
+        processor.gate(P0, 0).set()
+        wait_until(lambda: consumer.committed.get(P0) == 1, message=lambda: f"committed {consumer.committed}")
+
+
+def test_a_result_is_recorded_within_the_record_interval_while_other_calls_stay_in_flight():
+    consumer, processor = LocalConsumer(partitions=[P0]), GatedProcessor()
+    for n in range(8):
+        processor.gate(P0, n)
+        consumer.append(P0, key=f"k{n}".encode())
+
+    with loop_on(consumer, processor, concurrency=8) as loop:
+        assert loop.record_batch == 4
+        wait_until(lambda: loop.status()["calls_in_flight"] == 8)
+        processor.gate(P0, 0).set()
+        # One result, short of the batch of 4, with 7 calls still in flight: recorded all the same.
+        wait_until(lambda: processor.completed == [(0, 0)], message=lambda: f"completed {processor.completed}")
+        wait_until(lambda: consumer.committed.get(P0) == 1, message=lambda: f"committed {consumer.committed}")
+        assert loop.status()["calls_in_flight"] == 7
