@@ -95,12 +95,13 @@ def export_consumer_run(
 
     from exports.consumer import export_consumer
     from exports.platform.client import FakeExternalPlatformClient
-    from kafka_bridge.runner import StopFlag
+    from kafka_bridge.runner import StopFlag, garbage_collector_settle
 
     stop = StopFlag()
     stop.install_signal_handlers()
     client = None if settings.EXPORT_PLATFORM_URL else FakeExternalPlatformClient()
     loop = export_consumer(stop=stop, client=client, concurrency=concurrency)
+    garbage_collector_settle()
     if ready_path:
         Path(ready_path).touch()
     if go_path:

@@ -172,7 +172,7 @@ def _counted(method, counts: list[int]):
     return counted
 
 
-def drain(records: int, concurrency: int, delay: float) -> dict:
+def drain(records: int, concurrency: int, delay: float, gc_settle: bool = True) -> dict:
     stub, url = _stub(delay)
     try:
         group = f"profile-{uuid.uuid4().hex[:8]}"
@@ -206,6 +206,11 @@ def drain(records: int, concurrency: int, delay: float) -> dict:
         connection.execute_wrappers.append(statement_counted)
         stop = StopFlag()
         loop = export_consumer(stop=stop, concurrency=concurrency)
+        if gc_settle:
+            # As run_export_consumer does once its loop is built.
+            from kafka_bridge.runner import garbage_collector_settle
+
+            garbage_collector_settle()
         window: dict[str, tuple[float, os.times_result, Counter[str]]] = {}
         # The garbage collector's passes, timed by its callbacks: (generation, seconds), in the window.
         passes: list[tuple[int, float]] = []
@@ -265,6 +270,7 @@ def drain(records: int, concurrency: int, delay: float) -> dict:
             1000 * sum(s for g, s in passes if g == 2) / max(1, sum(1 for g, _ in passes if g == 2)), 1
         ),
         "log_levels": os.environ.get("LOG_LEVELS", ""),
+        "gc_settle": gc_settle,
     }
 
 
@@ -277,6 +283,12 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--records", type=int, required=True, help="exports to wait for (the backlog's size)")
     d.add_argument("--concurrency", type=int, default=32)
     d.add_argument("--delay", type=float, default=0.02, help="the stub's answer time, seconds")
+    d.add_argument(
+        "--no-gc-settle",
+        dest="gc_settle",
+        action="store_false",
+        help="leave the garbage collector as Python sets it (run_export_consumer freezes and tunes it)",
+    )
     a = commands.add_parser("attribute", help="fold py-spy raw stacks (-f raw) into components")
     a.add_argument("raw", type=Path, nargs="+", help="py-spy record --gil --threads -f raw outputs, summed")
     a.add_argument("--drain", type=Path, action="append", default=[], help="an unprofiled drain's result (JSON)")
@@ -284,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "prepare":
         result = prepare(args.orders)
     elif args.command == "drain":
-        result = drain(args.records, args.concurrency, args.delay)
+        result = drain(args.records, args.concurrency, args.delay, gc_settle=args.gc_settle)
     else:
         result = attribute(args.raw, drains=args.drain)
     print(json.dumps(result, indent=1))

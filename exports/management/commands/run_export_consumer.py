@@ -4,7 +4,7 @@ from kafka.errors import KafkaError
 
 from exports.consumer import export_consumer
 from kafka_bridge.metrics import metrics_serve
-from kafka_bridge.runner import StopFlag
+from kafka_bridge.runner import StopFlag, garbage_collector_settle
 
 
 class Command(BaseCommand):
@@ -33,6 +33,7 @@ class Command(BaseCommand):
             # No platform to export to: refuse to start rather than drop every order.
             raise CommandError(str(exc), returncode=1) from exc
         metrics_serve(port=metrics_port, addr=metrics_addr)
+        garbage_collector_settle()
         try:
             loop.run()
         except KafkaError as exc:
