@@ -48,8 +48,9 @@ def _fields(record: ConsumerRecord, request: ExportRequest) -> dict:
     }
 
 
-def _log_outcome(record: ConsumerRecord, request: ExportRequest, status: str) -> None:
-    logger.info(
+def _log_outcome(record: ConsumerRecord, request: ExportRequest, status: str, *, level: int = logging.INFO) -> None:
+    logger.log(
+        level,
         "export: order %s event %s %s: %s",
         request.order_id,
         request.event_id,
@@ -122,7 +123,8 @@ class ExportProcessor:
             requests=[request for _, request in decoded],
             redriven_from=[redriven_from(records[index].headers) for index, _ in decoded],
         )
-        # One INFO line per outcome; LOG_LEVELS=exports.consumer=WARNING leaves them out.
+        # A line per record that needs no call (a duplicate, a dead letter's earlier export): rare,
+        # and worth an operator's eye; LOG_LEVELS=exports.consumer=WARNING leaves them out.
         log_outcomes = logger.isEnabledFor(logging.INFO)
         for (index, request), plan in zip(decoded, plans):
             record = records[index]
@@ -184,10 +186,13 @@ class ExportProcessor:
         for record, _, _ in results:
             self._plans.pop(_coordinates(record), None)
             self._timings.pop(_coordinates(record), None)
-        if logger.isEnabledFor(logging.INFO):
+        # A line per export at DEBUG only (LOG_LEVELS=exports.consumer=DEBUG): at thousands a
+        # second it cost more CPU than the export's database writes. The loop's stats line counts
+        # them at INFO; each export is in the attempt log and the order's trace.
+        if logger.isEnabledFor(logging.DEBUG):
             for plan, (record, _, error) in zip(plans, results):
                 if plan is not None and error is None:
-                    _log_outcome(record, plan.request, "exported")
+                    _log_outcome(record, plan.request, "exported", level=logging.DEBUG)
         return [error for _, _, error in results]
 
 

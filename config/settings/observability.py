@@ -3,6 +3,7 @@
 from django.core.exceptions import ImproperlyConfigured
 
 from config.env import env
+from config.settings.base import DEBUG
 
 # The web process serves /metrics; with a token set, only to `Authorization: Bearer <token>`.
 # (run_export_consumer and run_outbox_relay serve theirs with --metrics-port.)
@@ -24,10 +25,10 @@ if LOG_FORMAT not in ("plain", "json"):
     raise ImproperlyConfigured(f"LOG_FORMAT={LOG_FORMAT!r} is not one of plain, json")
 # Levels of loggers, as Spring's logging.level.<name>: `root` is the root logger's (INFO),
 # `kafka` kafka-python's own (CRITICAL: it logs every failed reconnect at ERROR; the project
-# reports an unreachable broker itself, in one line), and "exports.consumer=WARNING" drops the
-# consumer's line per export (at thousands of exports a second its largest cost) and keeps its
-# failures, dead letters and the throughput line.
-LOG_LEVELS = {"root": "INFO", "kafka": "CRITICAL"}
+# reports an unreachable broker itself, in one line). The consumer's line per export is at DEBUG
+# (at thousands of exports a second it cost more CPU than the export's database writes): shown in
+# development (DJANGO_DEBUG=true), and wherever "exports.consumer=DEBUG" asks for it.
+LOG_LEVELS = {"root": "INFO", "kafka": "CRITICAL", **({"exports.consumer": "DEBUG"} if DEBUG else {})}
 for _entry in env.list("LOG_LEVELS", default=[]):
     _name, _, _level = _entry.partition("=")
     if not _name.strip() or _level.strip().upper() not in LOG_LEVEL_NAMES:

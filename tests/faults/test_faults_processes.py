@@ -146,7 +146,8 @@ def test_sigterm_during_a_slow_platform_call_completes_and_commits_the_export(
     outbox_backlog_publish()
     row = OutboxEvent.objects.get(key=str(order_id))
 
-    consumer = spawn("run_export_consumer", consumer_env)
+    # The line per export is at DEBUG.
+    consumer = spawn("run_export_consumer", {**consumer_env, "LOG_LEVELS": "exports.consumer=DEBUG"})
     wait_until(
         platform_stub.call_arrived.is_set,
         timeout=60,

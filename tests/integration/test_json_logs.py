@@ -51,6 +51,16 @@ def json_lines():
     capture.close()
 
 
+@pytest.fixture
+def export_lines_on():
+    """LOG_LEVELS=exports.consumer=DEBUG: the line per export, which INFO leaves out."""
+    consumer_logger = logging.getLogger("exports.consumer")
+    level = consumer_logger.level
+    consumer_logger.setLevel(logging.DEBUG)
+    yield
+    consumer_logger.setLevel(level)
+
+
 def test_the_formatter_writes_one_json_object_with_the_extra_fields():
     record = logging.LogRecord("orderflow.test", logging.WARNING, __file__, 1, "order %s: %s", (7, "late"), None)
     record.order_id, record.partition = 7, 2
@@ -106,7 +116,7 @@ def fake_platform() -> FlakyPlatform:
 @pytest.mark.kafka
 @pytest.mark.django_db(transaction=True)
 def test_every_consumer_line_about_a_record_carries_order_event_partition_and_offset(
-    json_lines, running_export_consumer, export_topics, fresh_publisher
+    json_lines, export_lines_on, running_export_consumer, export_topics, fresh_publisher
 ):
     topic, _ = export_topics
     order = order_factory()
@@ -130,7 +140,7 @@ def test_every_consumer_line_about_a_record_carries_order_event_partition_and_of
     assert exported[0]["message"] == (
         f"export: order {order.pk} event {row.event_id} partition {row.partition} offset {row.offset}: exported"
     )
-    assert exported[0]["level"] == "INFO" and exported[0]["logger"] == "exports.consumer"
+    assert exported[0]["level"] == "DEBUG" and exported[0]["logger"] == "exports.consumer"
     assert retried[0]["level"] == "WARNING" and "attempt 1/" in retried[0]["message"]
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import json
+import logging
 import math
 import uuid
 from typing import Any
@@ -633,3 +634,26 @@ def test_a_client_error_that_is_no_export_error_is_recorded_as_a_failed_attempt(
     assert isinstance(outcomes[0], RuntimeError)
     [attempt] = attempts_of(record)
     assert (attempt.outcome, attempt.error) == ("failed", "RuntimeError: connection pool closed")
+
+
+def test_an_export_is_logged_at_debug_only_and_a_duplicate_at_info(processor, caplog):
+    first, second = confirmed_records(2)
+
+    with caplog.at_level(logging.INFO, logger="exports.consumer"):
+        deliver(processor, [first])
+    assert [r.getMessage() for r in caplog.records if r.name == "exports.consumer"] == []
+
+    with caplog.at_level(logging.DEBUG, logger="exports.consumer"):
+        deliver(processor, [second])
+        assert processor.prepare([first]) == [None], "a redelivery needs no call"
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "exports.consumer"]
+    assert lines == [
+        (
+            "DEBUG",
+            f"export: order {order_id_of(second)} event {event_id_of(second)} partition {second.partition} offset {second.offset}: exported",
+        ),
+        (
+            "INFO",
+            f"export: order {order_id_of(first)} event {event_id_of(first)} partition {first.partition} offset {first.offset}: duplicate",
+        ),
+    ]
