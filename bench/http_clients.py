@@ -2,12 +2,14 @@
 platform stub (tests/support/platform_stub.py, a process of its own with a fixed delay).
 
 Each run keeps N calls in flight, one unique Idempotency-Key per call (a repeat would be a 409),
-a JSON order of ~500 bytes each, keep-alive, a hard deadline per call. The thread-based clients
-are driven as the consumer drives the platform (kafka_bridge/consumer/dispatch.py): a
-ThreadPoolExecutor of N, each future's done-callback puts it on a queue the driving thread reads.
-The asyncio clients run on one event loop thread: N coroutines inside the loop (`loop`), every
-call handed in from the driving thread with run_coroutine_threadsafe and its result back through
-the same queue (`handoff`), or the calls handed in and their results back in batches (`batch`). CPU is the whole client process's user+sys (os.times()) over the run.
+a JSON order of ~500 bytes each, keep-alive, a hard deadline per call. The thread-based client
+(urllib3) is driven as the consumer drives its worker threads (kafka_bridge/consumer/dispatch.py):
+a ThreadPoolExecutor of N, each future's done-callback puts it on a queue the driving thread reads.
+The asyncio clients, the project's own among them, run on one event loop thread: N coroutines
+inside the loop (`loop`), every call handed in from the driving thread with
+run_coroutine_threadsafe and its result back through the same queue (`handoff`), or the calls
+handed in and their results back in batches (`batch`). CPU is the whole client process's
+user+sys (os.times()) over the run.
 
     .venv/bin/python -m bench.http_clients                     # every candidate, both scenarios, 2 repeats
     .venv/bin/python -m bench.http_clients --candidates aiohttp,project --scenarios 512x100
@@ -64,7 +66,7 @@ def order(order_id: int) -> dict:
 
 def order_body(order_id: int) -> bytes:
     """The order as the platform receives it: compact JSON, serialised on each call by every
-    candidate (the project's client does it in send())."""
+    candidate (the project's client does it in send_async())."""
     return json.dumps(order(order_id), separators=(",", ":")).encode()
 
 
@@ -73,11 +75,12 @@ def order_body(order_id: int) -> bytes:
 
 
 class ProjectClient:
-    """exports.platform.http.HttpExternalPlatformClient, pool_size=N."""
+    """exports.platform.http.HttpExternalPlatformClient(pool_size=N), its send_async awaited on
+    the loop (aiohttp underneath, with the project's deadline, retry and error handling)."""
 
-    is_async = False
+    is_async = True
 
-    def open(self, url: str, n: int, deadline: float) -> None:
+    async def open(self, url: str, n: int, deadline: float) -> None:
         os.environ.setdefault("DJANGO_SETTINGS_MODULE", "config.settings.test")
         import django
 
@@ -86,13 +89,13 @@ class ProjectClient:
 
         self.client = HttpExternalPlatformClient(url=url, timeout=deadline, pool_size=n)
 
-    def call(self, order_id: int) -> int:
-        # send() serialises the order itself; a 409 would pass as success (the stub counts those).
-        self.client.send(order=order(order_id), idempotency_key=new_key())
+    async def call(self, order_id: int) -> int:
+        # send_async serialises the order itself; a 409 would pass as success (the stub counts those).
+        await self.client.send_async(order=order(order_id), idempotency_key=new_key())
         return 201
 
-    def close(self) -> None:
-        self.client.close()
+    async def close(self) -> None:
+        await self.client.aclose()
 
 
 class Urllib3Client:
@@ -150,7 +153,7 @@ class HttpxClient:
         import httpx
 
         # httpx logs every request at INFO: with the project's logging set up (the `project`
-        # candidate calls django.setup()), that line would be most of what is measured.
+        # candidates call django.setup()), that line would be most of what is measured.
         logging.getLogger("httpx").setLevel(logging.WARNING)
         self.url, self.deadline = url, deadline
         limits = httpx.Limits(max_connections=n, max_keepalive_connections=n)
@@ -257,7 +260,8 @@ class NoopCoroutine:
 
 # name -> (client class, how it is driven)
 CANDIDATES: dict[str, tuple[type, str]] = {
-    "project": (ProjectClient, "threads"),
+    "project": (ProjectClient, "loop"),
+    "project-batch": (ProjectClient, "batch"),
     "urllib3": (Urllib3Client, "threads"),
     "aiohttp": (AiohttpClient, "loop"),
     "aiohttp-handoff": (AiohttpClient, "handoff"),

@@ -39,8 +39,10 @@ COMPONENTS = [
     ("the drain's own watcher (not the consumer)", ["): profile-watch", "(watch)"]),
     ("logging (the line per export)", ["logging/__init__.py", "config/logging.py"]),
     ("HTTP: JSON encoding of the body", ["json/encoder.py"]),
-    ("HTTP: the deadline thread", ["): platform-deadlines"]),
-    ("HTTP: http.client, socket, pool, deadline", ["exports/platform/", "http/client.py"]),
+    # The workers hand each call to the HTTP client's event loop thread and wait: the hand-off
+    # is theirs, the call is the loop thread's (whatever it is doing, asyncio's own frames too).
+    ("workers: executor, futures, hand-off to the client's loop, hand-back", ["-call_"]),
+    ("HTTP: aiohttp on its event loop thread, socket, pool, deadline", ["): platform-blocking-calls", "aiohttp/"]),
     ("event decode (JSON, checks)", ["export_record_decode", "exports/events.py", "json/decoder.py"]),
     ("ORM: plan query (prepare)", ["order_exports_plan"]),
     ("ORM: record + attempt log (complete)", ["order_exports_record"]),
@@ -48,7 +50,6 @@ COMPONENTS = [
     ("Kafka: fetch, decode records", ["kafka/consumer/fetcher.py", "kafka/record/"]),
     ("Kafka: commits, heartbeat", ["kafka/coordinator/"]),
     ("Kafka: I/O thread, poll, network", ["kafka/", "): kafka-io"]),
-    ("workers: executor, futures, hand-back", ["-call_"]),
     ("loop: scheduler, dispatcher, commit points", ["kafka_bridge/consumer/", "exports/consumer.py"]),
 ]
 OTHER = "other"

@@ -1,3 +1,2 @@
 """The external platform the exports are sent to: the interface, its errors and the in-process
-fake (client), the HTTP client (http) and its deadline-bound sockets (deadlines), and the one
-the settings choose (factory)."""
+fake (client), the HTTP client on aiohttp (http), and the one the settings choose (factory)."""

@@ -1,37 +1,42 @@
-"""The external platform's HTTP client, used when EXPORT_PLATFORM_URL is set: a pool of
-keep-alive connections, a deadline per call (exports.platform.deadlines), Retry-After read, and
-no credential or query string of the URL in any error text."""
+"""The external platform's HTTP client, used when EXPORT_PLATFORM_URL is set: aiohttp on the
+running event loop (one session, and its pool of keep-alive connections, per loop), a deadline
+per call, Retry-After read, and no credential or query string of the URL in any error text."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
-import http.client
+import errno
 import json
+import logging
 import re
 import ssl
 import threading
-import time
+import weakref
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from exports.platform.client import ExternalPlatformClient, PermanentExportError, TransientExportError
-from exports.platform.deadlines import (
-    DeadlineConnection,
-    DeadlinePassed,
-    DeadlineTLSConnection,
-    HttpCall,
-    deadline_watcher,
-    socket_is_dropped,
-)
+import aiohttp
+from aiohttp.client_proto import ResponseHandler
+from aiohttp.connector import Connection
+from aiohttp.tracing import Trace
+from yarl import URL
+
+from exports.platform.client import AsyncExternalPlatformClient, PermanentExportError, TransientExportError
+
+logger = logging.getLogger(__name__)
 
 TRANSIENT_STATUSES = {408, 429}
 # Statuses whose Retry-After is read: "slow down" and "down for a while".
 RETRY_AFTER_STATUSES = {429, 503}
 RETRY_AFTER_MAX = 3600.0
+# How long close() waits for another thread's loop to close a session.
+CLOSE_TIMEOUT = 5.0
 # Enough of an error body for the message; a platform answering megabytes is not read further
-# (and its connection is dropped, since the rest of the body is still on the wire).
+# (and its connection is dropped, since the rest of the body may still be on the wire).
 BODY_LIMIT = 64 * 1024
 _DELTA_SECONDS = re.compile(r"[0-9]+")
 
@@ -56,11 +61,13 @@ def _retry_after(value: str | None) -> float | None:
     return min(max(seconds, 0.0), RETRY_AFTER_MAX)
 
 
-class HttpExternalPlatformClient(ExternalPlatformClient):
+class HttpExternalPlatformClient(AsyncExternalPlatformClient):
     """POSTs the order as JSON with `Idempotency-Key: <event_id>`, as the contract says, over a
-    pool of keep-alive connections. Each `send()` ends within `timeout` seconds of its start,
-    whatever the platform does; safe to call from up to `pool_size` threads at once (more wait
-    for a connection, within their own deadline)."""
+    pool of at most `pool_size` keep-alive connections. Each `send_async()` ends within `timeout`
+    seconds of its start, whatever the platform does. One client may serve several event loops
+    (the consumer's, and the one `send()` runs its calls on): each loop gets a session of its
+    own, made by its first call, since aiohttp's connections belong to the loop they were
+    opened on."""
 
     def __init__(
         self, *, url: str, timeout: float, pool_size: int = 32, ssl_context: ssl.SSLContext | None = None
@@ -73,39 +80,49 @@ class HttpExternalPlatformClient(ExternalPlatformClient):
         if parts.scheme not in ("http", "https") or not parts.hostname:
             raise ValueError("the platform URL must be an http:// or https:// URL with a host")
         try:
-            parts.hostname.encode("idna")
+            host = parts.hostname.encode("idna").decode("ascii")
         except UnicodeError as exc:
             raise ValueError(f"the platform URL's host is not a valid host name: {exc}") from None
         self.url = url
         self.timeout = timeout
         self.pool_size = pool_size
-        self._host = parts.hostname
-        self._port = parts.port
-        self._tls_context = (ssl_context or ssl.create_default_context()) if parts.scheme == "https" else None
-        self._target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        self._authorization = None
+        self._ssl = (ssl_context or ssl.create_default_context()) if parts.scheme == "https" else True
+        # Path and query go out as written (encoded=True: yarl would otherwise re-quote them);
+        # the credentials are left out of the URL and sent as the header below.
+        netloc = f"[{host}]" if ":" in host else host
+        if parts.port is not None:
+            netloc += f":{parts.port}"
+        self._request_url = URL(parts._replace(netloc=netloc, fragment="").geturl(), encoded=True)
+        self._headers = {"Content-Type": "application/json"}
+        authorization = None
         if parts.username is not None:
             # Credentials in the URL go out as Basic auth and nowhere else: no error or repr
             # shows more of the URL than scheme, host, port and path.
             credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
-            self._authorization = "Basic " + base64.b64encode(credentials.encode()).decode("ascii")
+            authorization = "Basic " + base64.b64encode(credentials.encode()).decode("ascii")
+            self._headers["Authorization"] = authorization
         self._safe_url = parts._replace(netloc=parts.netloc.rpartition("@")[2], query="", fragment="").geturl()
-        self._url_secrets = _url_secrets(url, authorization=self._authorization)
-        self._slots = threading.BoundedSemaphore(pool_size)
-        self._idle: list[http.client.HTTPConnection] = []
-        self._idle_lock = threading.Lock()
-        self._closed = False
+        self._url_secrets = _url_secrets(url, authorization=authorization)
+        # Nothing bound to an event loop is made here: sessions are made by the first call on
+        # each loop, so that a client can be built (and its URL checked) outside any loop.
+        self._sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}
+        self._sessions_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"<HttpExternalPlatformClient {self._safe_url} timeout={self.timeout:g}s pool_size={self.pool_size}>"
 
-    def send(self, *, order: dict[str, Any], idempotency_key: str) -> None:
-        call = HttpCall(time.monotonic() + self.timeout)
+    async def send_async(self, *, order: dict[str, Any], idempotency_key: str) -> None:
         body = json.dumps(order, separators=(",", ":")).encode("utf-8")
         try:
-            status, retry_after, text = self._post(call, body, idempotency_key)
-        except DeadlinePassed:
+            # The deadline covers the whole call: the wait for a connection, connecting, the
+            # retry below and reading the answer. On expiry the call is cancelled where it is
+            # and aiohttp closes its connection instead of pooling it.
+            async with asyncio.timeout(self.timeout):
+                status, retry_after, text = await self._post(body, idempotency_key)
+        except TimeoutError:
             raise TransientExportError(f"timeout after {self.timeout:g} s") from None
+        except (aiohttp.ClientError, OSError) as exc:
+            raise TransientExportError(self._connection_error(exc)) from None
         if 200 <= status < 300 or status == 409:
             return
         # A platform may echo the request (its target, query string included) in an error page.
@@ -114,94 +131,102 @@ class HttpExternalPlatformClient(ExternalPlatformClient):
             raise TransientExportError(detail, retry_after=retry_after)
         raise PermanentExportError(detail)
 
+    async def aclose(self) -> None:
+        """Close the running loop's session (its connections); a later call opens a new one."""
+        with self._sessions_lock:
+            session = self._sessions.pop(asyncio.get_running_loop(), None)
+        if session is not None:
+            await session.close()
+
     def close(self) -> None:
-        """Close the idle connections; those in use are closed when their call ends."""
-        with self._idle_lock:
-            self._closed = True
-            idle, self._idle = self._idle, []
-        for conn in idle:
-            _discard(conn)
+        """Close every loop's session, each on its own loop (calls still in flight on them end
+        with a connection error); a later call opens a new one."""
+        with self._sessions_lock:
+            sessions, self._sessions = self._sessions, {}
+        try:
+            current = asyncio.get_running_loop()
+        except RuntimeError:
+            current = None
+        for loop, session in sessions.items():
+            # A closed loop took its transports with it: nothing is left to close.
+            if loop.is_closed():
+                continue
+            try:
+                if loop is current:
+                    # Cannot wait for the loop this thread is running: closed once it runs on.
+                    _closing.add(task := loop.create_task(session.close()))
+                    task.add_done_callback(_closing.discard)
+                elif loop.is_running():
+                    asyncio.run_coroutine_threadsafe(session.close(), loop).result(CLOSE_TIMEOUT)
+                else:
+                    loop.run_until_complete(session.close())
+            except Exception as exc:  # the other sessions are closed regardless
+                logger.warning("closing the platform client's session on %r: %s: %s", loop, type(exc).__name__, exc)
+
+    # --- a session per event loop -----------------------------------------------------------
+
+    def _session(self) -> aiohttp.ClientSession:
+        loop = asyncio.get_running_loop()
+        session = self._sessions.get(loop)
+        if session is None:
+            with self._sessions_lock:
+                session = self._sessions.get(loop)
+                if session is None:
+                    session = self._sessions[loop] = self._new_session()
+        return session
+
+    def _new_session(self) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(
+            connector=_Connector(limit=self.pool_size, limit_per_host=self.pool_size, ssl=self._ssl),
+            # No timeout of aiohttp's own: the call's deadline is the asyncio.timeout around it.
+            timeout=aiohttp.ClientTimeout(),
+            # The request's headers are ours alone, as before: no Accept, Accept-Encoding
+            # (the body is read as the platform sends it) or User-Agent, and no cookies kept.
+            skip_auto_headers=("Accept", "Accept-Encoding", "User-Agent"),
+            auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            response_class=_Response,
+        )
 
     # --- one call ---------------------------------------------------------------------------
 
-    def _post(self, call: HttpCall, body: bytes, key: str) -> tuple[int, float | None, str]:
-        deadline_watcher.watch(call)
-        try:
-            if not self._slots.acquire(timeout=call.time_left()):
-                raise DeadlinePassed
-            try:
-                return self._post_on_a_connection(call, body, key)
-            finally:
-                self._slots.release()
-        finally:
-            call.finish()
-
-    def _post_on_a_connection(self, call: HttpCall, body: bytes, key: str) -> tuple[int, float | None, str]:
-        conn = self._take_idle()
-        reused = conn is not None
+    async def _post(self, body: bytes, key: str) -> tuple[int, float | None, str]:
+        session = self._session()
+        headers = {**self._headers, "Idempotency-Key": key}
+        retried = False
         while True:
-            if conn is None:
-                conn = self._new_connection()
-            conn.call = call
+            _reused.set(False)
             try:
-                status, retry_after, text, keep = self._exchange(conn, call, body, key)
-            except BaseException as exc:
-                # Unwatched before it is closed: the deadline thread must never shut down a
-                # descriptor that may already belong to another socket.
-                call.unwatch()
-                _discard(conn)
-                if not isinstance(exc, (DeadlinePassed, OSError, http.client.HTTPException)):
-                    raise
-                # Socket timeouts are set to the time left: one firing means the deadline.
-                if call.expired or isinstance(exc, (DeadlinePassed, TimeoutError)):
-                    raise DeadlinePassed from None
-                # The platform may close an idle connection just as it is taken, and the
-                # request then never reached it: once more on a new connection. Should it have
-                # arrived after all, the Idempotency-Key makes the repeat harmless.
-                if reused and isinstance(exc, _STALE_CONNECTION_ERRORS):
-                    reused, conn = False, None
+                response = await session.post(self._request_url, data=body, headers=headers, allow_redirects=False)
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientConnectionResetError, aiohttp.ClientOSError) as exc:
+                # The platform may close an idle connection just as it is taken, and the request
+                # then never reached it: once more, on a connection that is still open. Should it
+                # have arrived after all, the Idempotency-Key makes the repeat harmless.
+                if _reused.get() and not retried and _is_stale(exc):
+                    retried = True
                     continue
-                raise TransientExportError(self._connection_error(exc)) from None
-            # Finished before the connection goes back to the pool, where another call may take
-            # it; expired meanwhile, the socket may have been shut down under the last read.
-            if call.finish():
-                _discard(conn)
-                raise DeadlinePassed
-            if keep:
-                self._give_back(conn)
+                raise
+            try:
+                data = await _read_at_most(response, BODY_LIMIT + 1)
+            except BaseException:
+                response.close()
+                raise
+            # A longer answer costs its connection (the rest may still be on the wire); a shorter
+            # one's goes back to the pool, unless the answer said "Connection: close".
+            if len(data) > BODY_LIMIT:
+                response.close()
             else:
-                _discard(conn)
-            return status, retry_after, text
-
-    def _exchange(
-        self, conn: http.client.HTTPConnection, call: HttpCall, body: bytes, key: str
-    ) -> tuple[int, float | None, str, bool]:
-        if conn.sock is None:
-            conn.connect()
-        else:
-            call.watch(conn.sock)
-        conn.sock.settimeout(call.time_left())
-        conn.putrequest("POST", self._target, skip_accept_encoding=True)
-        conn.putheader("Content-Type", "application/json")
-        conn.putheader("Idempotency-Key", key)
-        conn.putheader("Content-Length", str(len(body)))
-        if self._authorization:
-            conn.putheader("Authorization", self._authorization)
-        conn.endheaders(body)
-        conn.sock.settimeout(call.time_left())
-        response = conn.response = conn.getresponse()
-        data = response.read(BODY_LIMIT + 1)
-        # Reusable only when the whole answer was read and the platform keeps the connection.
-        keep = len(data) <= BODY_LIMIT and response.isclosed() and not response.will_close
-        retry_after = None
-        if response.status in RETRY_AFTER_STATUSES:
-            retry_after = _retry_after(response.getheader("Retry-After"))
-        return response.status, retry_after, data[:BODY_LIMIT].decode("utf-8", "replace"), keep
+                response.release()
+            retry_after = None
+            if response.status in RETRY_AFTER_STATUSES:
+                retry_after = _retry_after(response.headers.get("Retry-After"))
+            return response.status, retry_after, data[:BODY_LIMIT].decode("utf-8", "replace")
 
     def _connection_error(self, exc: BaseException) -> str:
         # Errors name hosts at most, but a credential or a token in the URL must never reach a
         # log line whatever an error says.
-        return f"connection error: {self._redact(str(exc) or type(exc).__name__)}"[:300]
+        text = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        return f"connection error: {self._redact(text)}"[:300]
 
     def _redact(self, text: str) -> str:
         """`text` without the URL's credentials and query string: error texts end up in the
@@ -209,32 +234,6 @@ class HttpExternalPlatformClient(ExternalPlatformClient):
         for secret in self._url_secrets:
             text = text.replace(secret, "***")
         return text
-
-    # --- the pool ---------------------------------------------------------------------------
-
-    def _new_connection(self) -> http.client.HTTPConnection:
-        if self._tls_context is not None:
-            return DeadlineTLSConnection(self._host, self._port, context=self._tls_context)
-        return DeadlineConnection(self._host, self._port)
-
-    def _take_idle(self) -> http.client.HTTPConnection | None:
-        while True:
-            with self._idle_lock:
-                if not self._idle:
-                    return None
-                # Last in, first out: the most recently used connection is the likeliest to be
-                # alive, and the ones at the bottom age out on the platform's side.
-                conn = self._idle.pop()
-            if conn.sock is not None and not socket_is_dropped(conn.sock):
-                return conn
-            _discard(conn)
-
-    def _give_back(self, conn: http.client.HTTPConnection) -> None:
-        with self._idle_lock:
-            if not self._closed and len(self._idle) < self.pool_size:
-                self._idle.append(conn)
-                return
-        _discard(conn)
 
 
 def _url_secrets(url: str, *, authorization: str | None) -> list[str]:
@@ -252,19 +251,56 @@ def _url_secrets(url: str, *, authorization: str | None) -> list[str]:
     return sorted({secret for secret in found if secret}, key=len, reverse=True)
 
 
-def _discard(conn: http.client.HTTPConnection) -> None:
-    conn.close()
-    # An answer that said "Connection: close" took the socket over from the connection.
-    response = getattr(conn, "response", None)
-    if response is not None:
-        conn.response = None
-        response.close()
+# Whether the call's connection came from the pool, as the connector tells the call that awaits
+# it: only such a connection can have been closed by the platform before the request reached it.
+_reused: ContextVar[bool] = ContextVar("reused", default=False)
 
 
-_STALE_CONNECTION_ERRORS = (
-    http.client.RemoteDisconnected,
-    http.client.BadStatusLine,
-    BrokenPipeError,
-    ConnectionResetError,
-    ConnectionAbortedError,
-)
+class _Connector(aiohttp.TCPConnector):
+    """aiohttp's connector, telling each call whether its connection is one used before
+    (`_reused`). Cheaper than aiohttp's tracing, which costs every call a dozen signals."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._used: weakref.WeakSet[ResponseHandler] = weakref.WeakSet()
+
+    async def connect(
+        self, req: aiohttp.ClientRequest, traces: list[Trace], timeout: aiohttp.ClientTimeout
+    ) -> Connection:
+        connection = await super().connect(req, traces, timeout)
+        protocol = connection.protocol
+        _reused.set(protocol in self._used)
+        self._used.add(protocol)
+        return connection
+
+
+class _Response(aiohttp.ClientResponse):
+    """aiohttp hands a connection back to the pool as soon as the whole answer has arrived, read
+    or not, where another call may take it at once: the client hands it back itself once it
+    has read the answer (`release`), or closes it (`close`), so that whether a long answer costs
+    its connection does not depend on how fast it arrived."""
+
+    def _response_eof(self) -> None:
+        pass
+
+
+async def _read_at_most(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The answer's body up to `limit` bytes: all of it, or `limit` bytes and the rest unread."""
+    chunks: list[bytes] = []
+    left = limit
+    while left > 0 and (chunk := await response.content.read(left)):
+        chunks.append(chunk)
+        left -= len(chunk)
+    return b"".join(chunks)
+
+
+def _is_stale(exc: BaseException) -> bool:
+    """The error a reused connection that the platform closed gives before any answer."""
+    if isinstance(exc, aiohttp.ClientOSError):
+        return exc.errno in (errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED)
+    return True
+
+
+# Sessions closing on the loop of the thread that called close(): kept until closed, since the
+# loop holds its tasks only weakly.
+_closing: set[asyncio.Task] = set()

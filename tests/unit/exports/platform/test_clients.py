@@ -366,7 +366,8 @@ def test_send_raises_transient_naming_the_timeout_when_the_platform_is_slower_th
 @pytest.mark.timeout(30)
 def test_a_trickled_answer_ends_at_the_deadline_and_leaves_no_thread_behind(stub, make_client):
     client = make_client(timeout=1.0)
-    # The first call starts the process's one deadline thread: it is no thread left behind.
+    # The first call starts the event loop thread that send() runs its calls on: it is no
+    # thread left behind.
     client.send(order=ORDER, idempotency_key="warm-up")
     threads_before = threading.active_count()
     # A byte every 50 ms: no socket read ever waits long, yet the answer never ends.
