@@ -74,7 +74,7 @@ def blocking_calls_loop() -> EventLoopThread:
     process, started at the first such call, living as long as the process."""
     global _blocking_loop
     with _blocking_loop_lock:
-        if _blocking_loop is None or not _blocking_loop.running():
+        if _blocking_loop is None or not _blocking_loop.alive():
             _blocking_loop = EventLoopThread(name="platform-blocking-calls")
             _blocking_loop.start()
         return _blocking_loop

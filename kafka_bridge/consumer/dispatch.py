@@ -25,13 +25,17 @@ from kafka.structs import TopicPartition
 
 from kafka_bridge.consumer.api import Call, NonRetryableError
 from kafka_bridge.consumer.dead_letters import DeadLetterPosition
-from kafka_bridge.consumer.event_loop import EventLoopThread, Outcome
+from kafka_bridge.consumer.event_loop import EventLoopThread, NotStarted, Outcome
 from kafka_bridge.consumer.pacing import Pacer
 from kafka_bridge.consumer.scheduling import KeyScheduler
 
 # While calls are in flight the loop polls with this timeout, so their results are taken up
 # soon after they arrive (the broker's fetch responses wake the poll earlier anyway).
 BUSY_POLL_MS = 2
+# While the pacer is content (no rate limit, no failure since the last success), the event loop
+# holds up to one more call per slot, started as soon as a slot is free without waiting for the
+# loop thread, and hands outcomes back at most this many seconds late, together.
+HAND_BACK_DELAY = 0.005
 
 # What the worker threads, the event loop and the dead-letter thread hand back to the loop thread:
 # one call's outcome, the outcomes of the coroutine calls that ended together, a dead letter's.
@@ -68,15 +72,25 @@ DeadLetterResult = tuple[Hashable, Item, Future]
 class Dispatcher:
     """Records ready per key, calls prepared, and the threads that make them. `concurrency` calls
     at most run at once: a call that is a coroutine function is awaited on the event loop thread
-    (hundreds in flight on one thread), any other runs on a worker thread of its own."""
+    (hundreds in flight on one thread), any other runs on a worker thread of its own.
+
+    While the pacer is content, coroutine calls are handed to the event loop up to one per slot
+    ahead of a free slot: it starts each as a slot frees up, so a slot waits neither for this
+    thread nor for a hand-off, and the outcomes come back in batches. A call that fails hands
+    the ones still waiting back unstarted (`NotStarted`): they are prepared calls again, and the
+    pacer decides as before which may start."""
 
     def __init__(self, *, name: str, concurrency: int, pacer: Pacer | None):
         self.name = name
         self.concurrency = concurrency
         self.pacer = pacer
-        self.calls_in_flight = 0
+        # Calls handed to a worker or the event loop whose outcome is not back yet.
+        self.handed = 0
+        self._blocking_in_flight = 0
+        self._max_blocking_seen = 0
+        # Coroutine calls may be handed ahead of a free slot (see the class's docstring).
+        self._ahead = False
         self.dead_letters_in_flight = 0
-        self.max_in_flight_seen = 0
         self.prepare_batch = max(1, concurrency // 2)
         self._scheduler: KeyScheduler[Item] = KeyScheduler()
         # Calls prepared and waiting for a free worker: (key, item, call).
@@ -86,7 +100,7 @@ class Dispatcher:
         # Taken off the queue by `wait`, not yet by `results`.
         self._waited: list[tuple] = []
         # Coroutine calls started in this pass, handed to the event loop together.
-        self._starting: list[tuple[tuple[Hashable, Item], Callable]] = []
+        self._starting: list[tuple[tuple[Hashable, Item, Call], Callable]] = []
         self._workers: ThreadPoolExecutor | None = None
         self._event_loop: EventLoopThread | None = None
         self._dead_letter_worker: ThreadPoolExecutor | None = None
@@ -94,7 +108,12 @@ class Dispatcher:
     def open(self) -> None:
         # Threads are started when the first blocking call needs one.
         self._workers = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix=f"{self.name}-call")
-        self._event_loop = EventLoopThread(name=f"{self.name}-loop")
+        self._event_loop = EventLoopThread(
+            name=f"{self.name}-loop",
+            limit=self.concurrency,
+            # The failures the pacer counts (see `_ended`) send the waiting calls back.
+            stops_waiting=lambda error: not isinstance(error, NonRetryableError),
+        )
         self._event_loop.start()
         self._dead_letter_worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"{self.name}-dlt")
 
@@ -140,8 +159,42 @@ class Dispatcher:
 
     # --- calls ------------------------------------------------------------------------------
 
+    @property
+    def calls_in_flight(self) -> int:
+        """Calls running now (not those waiting on the event loop for a slot)."""
+        return self._blocking_in_flight + (self._event_loop.running if self._event_loop is not None else 0)
+
+    @property
+    def max_in_flight_seen(self) -> int:
+        running = self._event_loop.max_running_seen if self._event_loop is not None else 0
+        return max(self._max_blocking_seen, running)
+
+    def _capacity(self) -> int:
+        """Calls that may be handed out at once: one per slot, and while the pacer is content one
+        more per slot for the event loop to start as slots free up."""
+        return self.concurrency * (2 if self._ahead else 1)
+
     def free_workers(self) -> int:
-        return self.concurrency - self.calls_in_flight
+        return self._capacity() - self.handed
+
+    def recall_waiting(self) -> None:
+        """No call handed ahead starts any more (a stop, a revocation): those waiting for a slot
+        come back unstarted, as prepared calls; `start_calls` hands calls ahead again."""
+        if self._ahead:
+            self._ahead = False
+            self._event_loop.hand_back_delay = 0.0
+            self._event_loop.refuse_waiting()
+
+    def _pace_ahead(self) -> None:
+        """Hand coroutine calls ahead of free slots only while the pacer is content."""
+        content = self.pacer is None or self.pacer.content()
+        if content and not self._ahead:
+            self._ahead = True
+            self._event_loop.hand_back_delay = HAND_BACK_DELAY
+            self._event_loop.accept_waiting()
+        elif not content and self._ahead:
+            self._ahead = False
+            self._event_loop.hand_back_delay = 0.0
 
     def hold(self, key: Hashable, item: Item, call: Call) -> None:
         self._prepared.append((key, item, call))
@@ -149,28 +202,34 @@ class Dispatcher:
     def start_calls(self, *, current: Callable[[Item], bool]) -> None:
         """Hand prepared calls to free workers, as far as the pacer allows; calls of a partition
         that went meanwhile (`current` false) are dropped."""
+        self._pace_ahead()
         try:
             while self._prepared and self.free_workers() > 0:
                 if self.pacer is not None and self.pacer.wait() > 0:
                     return
-                key, item, call = self._prepared.popleft()
+                key, item, call = self._prepared[0]
+                blocking = self._blocking(call)
+                if blocking and self.handed >= self.concurrency:
+                    return  # a blocking call needs a free slot: the executor would queue it
+                self._prepared.popleft()
                 if not current(item):
                     continue
-                self._call(key, item, call)
+                self._call(key, item, call, blocking=blocking)
         finally:
             if self._starting:
                 starting, self._starting = self._starting, []
                 self._event_loop.submit(starting, self._hand_back_calls)
 
-    def _call(self, key: Hashable, item: Item, call: Call) -> None:
+    def _call(self, key: Hashable, item: Item, call: Call, *, blocking: bool) -> None:
         item.attempts += 1
         item.probe = self.pacer.started() if self.pacer is not None else False
-        self.calls_in_flight += 1
+        self.handed += 1
         self._in_flight[item.tp] = self._in_flight.get(item.tp, 0) + 1
-        self.max_in_flight_seen = max(self.max_in_flight_seen, self.calls_in_flight)
-        if inspect.iscoroutinefunction(call):
-            self._starting.append(((key, item), call))
+        if not blocking:
+            self._starting.append(((key, item, call), call))
             return
+        self._blocking_in_flight += 1
+        self._max_blocking_seen = max(self._max_blocking_seen, self._blocking_in_flight)
         future = self._workers.submit(call)
         future.add_done_callback(functools.partial(self._hand_back, CALL, key, item))
 
@@ -221,17 +280,30 @@ class Dispatcher:
                 self.dead_letters_in_flight -= 1
                 dead_letters.append((key, item, outcome))
             elif kind == CALLS:
-                for (key, item), value, error in outcome:
-                    calls.append(self._ended(key, item, value, error))
+                unstarted = []
+                for (key, item, call), value, error in outcome:
+                    if isinstance(error, NotStarted):
+                        unstarted.append((key, item, call))
+                    else:
+                        calls.append(self._ended(key, item, value, error))
+                # Prepared calls again, first in line, in the order they were handed out.
+                for key, item, call in reversed(unstarted):
+                    self._handed_back(item)
+                    item.attempts -= 1
+                    self._prepared.appendleft((key, item, call))
             else:
+                self._blocking_in_flight -= 1
                 error = outcome.exception()
                 calls.append(self._ended(key, item, None if error is not None else outcome.result(), error))
         return calls, dead_letters
 
-    def _ended(self, key: Hashable, item: Item, value: Any, error: BaseException | None) -> CallResult:
-        self.calls_in_flight -= 1
+    def _handed_back(self, item: Item) -> None:
+        self.handed -= 1
         if item.tp in self._in_flight:
             self._in_flight[item.tp] -= 1
+
+    def _ended(self, key: Hashable, item: Item, value: Any, error: BaseException | None) -> CallResult:
+        self._handed_back(item)
         if self.pacer is not None:
             if error is None or isinstance(error, NonRetryableError):
                 self.pacer.succeeded(probe=item.probe)
@@ -242,11 +314,11 @@ class Dispatcher:
     # --- what the loop asks of it -----------------------------------------------------------
 
     def busy(self) -> bool:
-        return bool(self.calls_in_flight or self.dead_letters_in_flight)
+        return bool(self.handed or self.dead_letters_in_flight)
 
     def outstanding(self, partitions: Iterable[TopicPartition] | None = None) -> int:
         """Calls in flight (of `partitions`, or all) and dead letters being sent."""
-        calls = self.calls_in_flight if partitions is None else sum(self._in_flight.get(tp, 0) for tp in partitions)
+        calls = self.handed if partitions is None else sum(self._in_flight.get(tp, 0) for tp in partitions)
         return calls + self.dead_letters_in_flight
 
     def poll_timeout_ms(self, *, idle_ms: int) -> int:
@@ -263,19 +335,29 @@ class Dispatcher:
         call could start, else until the next retry is due (or the pacer lets a call start), at
         most `cap`."""
         now = time.monotonic()
-        if self._waited or not self._results.empty() or (self.free_workers() and self._can_start(now)):
+        if self._waited or not self._results.empty() or self._can_start(now):
             return 0.0
         until = cap
         due = self._scheduler.next_due()
         if due is not None:
             until = min(until, due - now)
-        if self.free_workers() and self.pacer is not None and (self._prepared or self._scheduler.has_ready(now)):
+        if self.pacer is not None and self._can_start_but_for_the_pacer(now):
             until = min(until, self.pacer.wait())
         return max(0.0, until)
 
     def _can_start(self, now: float) -> bool:
-        ready = bool(self._prepared) or self._scheduler.has_ready(now)
-        return ready and (self.pacer is None or self.pacer.wait() == 0)
+        return self._can_start_but_for_the_pacer(now) and (self.pacer is None or self.pacer.wait() == 0)
+
+    def _can_start_but_for_the_pacer(self, now: float) -> bool:
+        """A prepared call could be handed out now, or a ready record prepared for a free slot."""
+        if self._prepared:
+            # As `start_calls` decides: a blocking call needs a slot that is free now.
+            return self.handed < (self.concurrency if self._blocking(self._prepared[0][2]) else self._capacity())
+        return self.free_workers() > 0 and self._scheduler.has_ready(now)
+
+    @staticmethod
+    def _blocking(call: Call) -> bool:
+        return not inspect.iscoroutinefunction(call)
 
     def status(self) -> dict:
         return {
@@ -283,4 +365,6 @@ class Dispatcher:
             "retries_waiting": self._scheduler.waiting,
             "records_queued": self._scheduler.queued,
             "calls_prepared": len(self._prepared),
+            # Handed to the event loop ahead of a free slot, waiting there for one.
+            "calls_waiting_for_a_slot": max(0, self.handed - self.calls_in_flight),
         }

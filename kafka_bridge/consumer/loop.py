@@ -361,7 +361,7 @@ class ConsumerLoop:
         if (
             len(self._held) >= self.record_batch
             or time.monotonic() - self._held_since >= RECORD_INTERVAL
-            or not self._dispatcher.calls_in_flight
+            or not self._dispatcher.handed
             or self.stop.is_set()
             or self._partitions.revoking
         ):
@@ -434,7 +434,7 @@ class ConsumerLoop:
                 logger.warning(
                     "%s: %d call(s) still in flight after %.0f s; not waiting longer",
                     self.name,
-                    self._dispatcher.calls_in_flight or self._dispatcher.dead_letters_in_flight,
+                    self._dispatcher.handed or self._dispatcher.dead_letters_in_flight,
                     self.drain_timeout,
                 )
                 return
@@ -449,6 +449,8 @@ class ConsumerLoop:
         # finishes and is recorded before the final commit. Leaving the group revokes the
         # partitions once more: by then everything is committed.
         self._closing = True
+        with self._lock:
+            self._dispatcher.recall_waiting()
         self._finish_in_flight()
         try:
             self._partitions.commit(force=True)
@@ -490,6 +492,8 @@ class ConsumerLoop:
         flight are done with, or the drain timeout passed; the consumer's sleep in between keeps
         its heartbeats going."""
         ends = time.monotonic() + self.drain_timeout
+        with self._lock:
+            self._dispatcher.recall_waiting()
         while True:
             with self._lock:
                 self._partitions.revoke(revoked)

@@ -62,6 +62,13 @@ class Pacer:
                 waits.append((1 - self._tokens) / self.rate)
         return max(0.0, *waits)
 
+    def content(self) -> bool:
+        """No rate to keep, the breaker closed, no failure since the last success and no
+        Retry-After to wait out: calls may be started as fast as slots free up."""
+        return (
+            not self.rate and self.state == CLOSED and not self.consecutive_failures and self.clock() >= self.hold_until
+        )
+
     def started(self) -> bool:
         """A call starts (after `wait()` returned 0). True when it is the breaker's probe: its
         outcome, and only its, decides whether the breaker closes; pass it back as `probe`."""

@@ -36,6 +36,8 @@ def consumer_env(export_topics, export_group):
         "ORDER_EXPORT_TOPIC": topic,
         "ORDER_EXPORT_DLT_TOPIC": dlt,
         "ORDER_EXPORT_CONSUMER_GROUP": export_group,
+        # The line per export, which the tests read, is at DEBUG.
+        "LOG_LEVELS": "exports.consumer=DEBUG",
     }
 
 

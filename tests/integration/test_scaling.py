@@ -85,9 +85,9 @@ def start_consumer(export_topics, export_group, platform_stub) -> Iterator[Calla
         export_group,
         platform_stub.url,
         KAFKA_CONSUMER_OPTIONS=json.dumps(QUICK_REBALANCE),
-        # The assertions read the consumers' plain log lines.
+        # The assertions read the consumers' plain log lines, the line per export (DEBUG) included.
         LOG_FORMAT="plain",
-        LOG_LEVELS="root=INFO",
+        LOG_LEVELS="root=INFO,exports.consumer=DEBUG",
     )
     started: list[ConsumerProcess] = []
 

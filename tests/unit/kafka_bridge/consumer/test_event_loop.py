@@ -12,8 +12,9 @@ import time
 import pytest
 from kafka.structs import TopicPartition
 
-from kafka_bridge.consumer import NonRetryableError
-from kafka_bridge.consumer.event_loop import EventLoopThread
+from kafka_bridge.consumer import NonRetryableError, RetryableError
+from kafka_bridge.consumer.event_loop import EventLoopThread, NotStarted
+from kafka_bridge.consumer.pacing import Pacer
 from tests.support.helpers import wait_until
 from tests.support.local_consumer import LocalConsumer
 from tests.support.local_loop import RecordingPublisher, loop_on
@@ -79,7 +80,7 @@ def test_stop_cancels_the_calls_still_running_and_awaits_the_closing_step_on_the
 
     assert closed_on == ["test-loop"]
     assert [(token, type(error)) for token, _, error in handed_back] == [("stuck", asyncio.CancelledError)]
-    assert not event_loop_thread.running()
+    assert not event_loop_thread.alive()
 
 
 def test_run_waits_for_one_call_from_another_thread(event_loop_thread):
@@ -199,3 +200,117 @@ def test_a_stop_with_coroutine_calls_that_never_end_cancels_them_after_the_drain
     assert time.monotonic() - started < 5
     assert processor.completed == [], "a call that never ended is not recorded as done"
     assert consumer.committed.get(P0) in (None, 0), "nor committed: the next owner reads it again"
+
+
+def test_calls_beyond_the_limit_wait_and_start_as_running_ones_end_without_another_hand_in():
+    running = EventLoopThread(name="limited-loop", limit=3)
+    running.start()
+    try:
+        handed_back, gate = [], threading.Event()
+
+        async def call(n: int) -> int:
+            await _wait_for(gate)
+            return n
+
+        running.submit([(n, functools.partial(call, n)) for n in range(10)], handed_back.extend)
+        wait_until(lambda: running.running == 3)
+        assert running.max_running_seen == 3, "no more than the limit at once"
+        gate.set()
+        wait_until(lambda: len(handed_back) == 10, timeout=10)
+        assert sorted(value for _, value, _ in handed_back) == list(range(10))
+        assert running.max_running_seen == 3
+    finally:
+        running.stop()
+
+
+def test_a_failure_hands_the_waiting_calls_back_unstarted_until_waiting_is_accepted_again():
+    running = EventLoopThread(name="limited-loop", limit=1, stops_waiting=lambda error: isinstance(error, ValueError))
+    running.start()
+    try:
+        handed_back, started, gate = [], [], threading.Event()
+
+        async def call(n: int) -> int:
+            started.append(n)
+            await _wait_for(gate)
+            if n == 0:
+                raise ValueError("refused")
+            return n
+
+        running.submit([(n, functools.partial(call, n)) for n in range(3)], handed_back.extend)
+        wait_until(lambda: started == [0])
+        gate.set()
+        wait_until(lambda: len(handed_back) == 3, timeout=10)
+        assert started == [0], "the waiting calls never started"
+        assert sorted((token, type(error).__name__) for token, _, error in handed_back) == [
+            (0, "ValueError"),
+            (1, "NotStarted"),
+            (2, "NotStarted"),
+        ]
+        # A call that finds a free slot still starts; one that would wait comes back at once.
+        gate.clear()
+        running.submit([(n, functools.partial(call, n)) for n in (3, 4)], handed_back.extend)
+        wait_until(lambda: len(handed_back) == 4, timeout=10)
+        assert started == [0, 3] and isinstance(handed_back[-1][2], NotStarted) and handed_back[-1][0] == 4
+
+        running.accept_waiting()
+        running.submit([(5, functools.partial(call, 5))], handed_back.extend)
+        gate.set()
+        wait_until(lambda: len(handed_back) == 6, timeout=10)
+        assert started == [0, 3, 5], "accepted again, the call waited for its slot and started"
+    finally:
+        running.stop()
+
+
+class FailingFirstProcessor(AsyncGatedProcessor):
+    """Record 0's call fails at once, asking to be left alone for `retry_after` seconds; the
+    others wait for the gate."""
+
+    def __init__(self, *, retry_after: float) -> None:
+        super().__init__()
+        self.retry_after = retry_after
+        self.started_at: dict[int, float] = {}
+
+    async def _call(self, record) -> str:
+        self.started_at.setdefault(record.offset, time.monotonic())
+        if record.offset == 0 and not self.started_at.get("failed"):
+            self.started_at["failed"] = time.monotonic()
+            raise RetryableError("HTTP 429", retry_after=self.retry_after)
+        return await super()._call(record)
+
+
+def test_calls_handed_ahead_do_not_start_while_a_failure_asks_the_platform_to_be_left_alone():
+    consumer, processor = LocalConsumer(partitions=[P0]), FailingFirstProcessor(retry_after=0.6)
+    for n in range(10):
+        consumer.append(P0, key=f"k{n}".encode())
+
+    with loop_on(consumer, processor, concurrency=2, pacer=Pacer(rate=None), max_attempts=5) as loop:
+        wait_until(lambda: "failed" in processor.started_at and processor.in_flight >= 1, timeout=10)
+        failed_at = processor.started_at["failed"]
+        # Offsets 0 and 1 started at once; 2 and 3 were handed ahead. After the 429, no call may
+        # start until its Retry-After has passed, whatever was waiting on the event loop.
+        processor.gate.set()
+        wait_until(lambda: consumer.committed.get(P0) == 10, timeout=10)
+        early = {
+            offset: round(at - failed_at, 3)
+            for offset, at in processor.started_at.items()
+            if offset != "failed" and offset not in (0, 1) and at - failed_at < 0.6 - 0.05
+        }
+        assert early == {}, f"calls started during the Retry-After: {early}"
+        assert loop.max_in_flight_seen <= 2
+
+
+def test_a_stop_starts_none_of_the_calls_handed_ahead_and_records_those_in_flight():
+    consumer, processor = LocalConsumer(partitions=[P0]), AsyncGatedProcessor()
+    for n in range(6):
+        consumer.append(P0, key=f"k{n}".encode())
+
+    with loop_on(consumer, processor, concurrency=2, pacer=Pacer(rate=None)) as loop:
+        wait_until(lambda: processor.in_flight == 2 and loop.status()["calls_waiting_for_a_slot"] == 2)
+        loop.stop.set()
+        # The two handed ahead come back unstarted while the two in flight still wait for the gate.
+        wait_until(lambda: loop.status()["calls_waiting_for_a_slot"] == 0)
+        processor.gate.set()
+
+    assert sorted(offset for _, offset in processor.threads) == [0, 1], "a call handed ahead started after the stop"
+    assert sorted(processor.completed) == [(0, 0), (0, 1)]
+    assert consumer.committed.get(P0) == 2
