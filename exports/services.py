@@ -18,10 +18,11 @@ from django.utils import timezone
 
 from exports import metrics
 from exports.attempts import PlatformCall, attempts_record
-from exports.bulk_writes import pk_in, rows_insert
+from exports.bulk_writes import rows_insert
 from exports.events import ExportRequest, PoisonRecord
 from exports.models import OrderExport, ProcessedEvent, RedriveAudit
 from exports.platform.client import TransientExportError
+from exports.selectors import order_exports_of
 from kafka_bridge.consumer.dead_letters import DeadLetterPosition
 from kafka_bridge.outbox.store import outbox_resend
 from orders.models import Order
@@ -58,34 +59,8 @@ def order_exports_plan(
 
     The caller sends at most one request per order at a time and records each outcome with
     `order_exports_record` before the next request of that order is planned."""
-    order_ids = {request.order_id for request in requests}
-    # The orders and their exports in one query (the export is null until a first attempt).
-    known_orders: set[int] = set()
-    exports: dict[int, OrderExport] = {}
-    for order_id, export_id, status, event_id, attempts, dlt_topic, dlt_partition, dlt_offset in Order.objects.filter(
-        pk_in(Order, order_ids)
-    ).values_list(
-        "pk",
-        "export__id",
-        "export__status",
-        "export__event_id",
-        "export__attempts",
-        "export__dead_letter_topic",
-        "export__dead_letter_partition",
-        "export__dead_letter_offset",
-    ):
-        known_orders.add(order_id)
-        if export_id is not None:
-            exports[order_id] = OrderExport(
-                id=export_id,
-                order_id=order_id,
-                status=status,
-                event_id=event_id,
-                attempts=attempts,
-                dead_letter_topic=dlt_topic,
-                dead_letter_partition=dlt_partition,
-                dead_letter_offset=dlt_offset,
-            )
+    # The orders and their exports in one statement (no export until a first attempt).
+    known_orders, exports = order_exports_of({request.order_id for request in requests})
     # A processed event is written with its order's export, in one transaction, so only events
     # of orders that have an export can have been processed: on a first delivery, none.
     seen_before = {request.event_id for request in requests if request.order_id in exports}

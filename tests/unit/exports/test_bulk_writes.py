@@ -10,9 +10,8 @@ import pytest
 from django.db import DEFAULT_DB_ALIAS, connection, connections
 
 from exports.attempts import ATTEMPT_COLUMNS
-from exports.bulk_writes import pk_in, rows_insert
+from exports.bulk_writes import rows_insert
 from exports.models import ExportAttempt, OrderExport
-from orders.models import Order
 from tests.support.factories import order_factory
 
 pytestmark = pytest.mark.django_db
@@ -98,10 +97,3 @@ def test_an_empty_batch_writes_nothing():
     with connection.execute_wrapper(lambda execute, *args: seen.append(args) or execute(*args)):
         rows_insert(ExportAttempt, ATTEMPT_COLUMNS, [])
     assert seen == []
-
-
-def test_pk_in_selects_exactly_the_ids_given():
-    orders = [order_factory() for _ in range(4)]
-    wanted = {orders[0].pk, orders[2].pk, 10**12}
-
-    assert set(Order.objects.filter(pk_in(Order, wanted)).values_list("pk", flat=True)) == {orders[0].pk, orders[2].pk}
