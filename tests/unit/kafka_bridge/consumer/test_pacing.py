@@ -276,3 +276,25 @@ def test_a_retry_after_outlasting_the_cooldown_holds_the_probe_back(clock):
     assert pacer.wait() == pytest.approx(3.0)
     clock.advance(3.0)
     assert pacer.wait() == 0
+
+
+def test_content_only_without_a_rate_while_the_breaker_is_closed_no_failure_is_pending_and_no_retry_after_runs(clock):
+    pacer = breaker(clock, breaker_failures=3)
+    assert pacer.content()
+
+    pacer.failed()
+    assert not pacer.content(), "a failure since the last success"
+    pacer.succeeded()
+    assert pacer.content()
+
+    pacer.failed(retry_after=2)
+    pacer.succeeded()
+    assert not pacer.content(), "the Retry-After still runs"
+    clock.advance(2)
+    assert pacer.content()
+
+    for _ in range(3):
+        pacer.failed()
+    assert pacer.state == OPEN and not pacer.content()
+
+    assert not Pacer(rate=50, clock=clock).content(), "a rate to keep"
