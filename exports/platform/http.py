@@ -151,22 +151,20 @@ class HttpExternalPlatformClient(AsyncExternalPlatformClient):
             # retry below and reading the answer. On expiry the call is cancelled where it is
             # and its connection dropped.
             async with asyncio.timeout(self.timeout):
-                connection = await pool.exchange(request)
+                status, retry_after_value, body = await pool.exchange(request)
         except TimeoutError:
             raise TransientExportError(f"timeout after {self.timeout:g} s") from None
         except (OSError, httptools.HttpParserError) as exc:
             raise TransientExportError(self._connection_error(exc)) from None
-        status, retry_after, body = connection
         if 200 <= status < 300 or status == 409:
             return
         text = body[:BODY_LIMIT].decode("utf-8", "replace")
         # A platform may echo the request (its target, query string included) in an error page.
         detail = f"HTTP {status} from the platform: {self._redact(text.strip())[:200]}".strip().rstrip(":")
         if status in TRANSIENT_STATUSES or status >= 500:
-            if status in RETRY_AFTER_STATUSES and retry_after is not None:
-                retry_after = _retry_after(retry_after.decode("latin-1"))
-            else:
-                retry_after = None
+            retry_after = None
+            if status in RETRY_AFTER_STATUSES and retry_after_value is not None:
+                retry_after = _retry_after(retry_after_value.decode("latin-1"))
             raise TransientExportError(detail, retry_after=retry_after)
         raise PermanentExportError(detail)
 
