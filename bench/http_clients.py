@@ -76,7 +76,8 @@ def order_body(order_id: int) -> bytes:
 
 class ProjectClient:
     """exports.platform.http.HttpExternalPlatformClient(pool_size=N), its send_async awaited on
-    the loop (aiohttp underneath, with the project's deadline, retry and error handling)."""
+    the loop (its own HTTP/1.1 on an asyncio.Protocol and httptools, with the project's deadline,
+    retry and error handling)."""
 
     is_async = True
 

@@ -1,2 +1,3 @@
 """The external platform the exports are sent to: the interface, its errors and the in-process
-fake (client), the HTTP client on aiohttp (http), and the one the settings choose (factory)."""
+fake (client), the HTTP client on asyncio and httptools (http), and the one the settings choose
+(factory)."""

@@ -1,29 +1,28 @@
-"""The external platform's HTTP client, used when EXPORT_PLATFORM_URL is set: aiohttp on the
-running event loop (one session, and its pool of keep-alive connections, per loop), a deadline
-per call, Retry-After read, and no credential or query string of the URL in any error text."""
+"""The external platform's HTTP client, used when EXPORT_PLATFORM_URL is set: HTTP/1.1 of its own
+on asyncio (an `asyncio.Protocol` per connection, answers parsed by httptools, llhttp's C
+parser), on the running event loop with a pool of keep-alive connections per loop, a deadline
+per call, Retry-After read, and no credential or query string of the URL in any error text.
+
+It speaks only what the platform's contract needs: one POST of a JSON body, a status, a
+Retry-After header and at most 64 KiB of body back (chunked or not); no redirect, cookie,
+compression or proxy."""
 
 from __future__ import annotations
 
 import asyncio
 import base64
-import errno
 import json
 import logging
 import re
 import ssl
 import threading
-import weakref
-from contextvars import ContextVar
+from collections import deque
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-import aiohttp
-from aiohttp.client_proto import ResponseHandler
-from aiohttp.connector import Connection
-from aiohttp.tracing import Trace
-from yarl import URL
+import httptools
 
 from exports.platform.client import AsyncExternalPlatformClient, PermanentExportError, TransientExportError
 
@@ -33,12 +32,28 @@ TRANSIENT_STATUSES = {408, 429}
 # Statuses whose Retry-After is read: "slow down" and "down for a while".
 RETRY_AFTER_STATUSES = {429, 503}
 RETRY_AFTER_MAX = 3600.0
-# How long close() waits for another thread's loop to close a session.
+# How long close() waits for another thread's loop to close a pool.
 CLOSE_TIMEOUT = 5.0
 # Enough of an error body for the message; a platform answering megabytes is not read further
 # (and its connection is dropped, since the rest of the body may still be on the wire).
 BODY_LIMIT = 64 * 1024
 _DELTA_SECONDS = re.compile(r"[0-9]+")
+# The order as compact JSON: json.dumps(order, separators=...) would build this encoder anew
+# on every call.
+_encode_json = json.JSONEncoder(separators=(",", ":")).encode
+
+
+class ServerDisconnectedError(ConnectionError):
+    """The platform closed the connection before the end of its answer."""
+
+
+class ClientClosedError(ConnectionError):
+    """The client was closed (`close`, `aclose`) while the call waited for its answer."""
+
+
+# What a connection that the platform closed while it was idle gives when it is used: the
+# request did not reach the platform, and one more try on a new connection is safe.
+_STALE_ERRORS = (ServerDisconnectedError, ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
 
 
 def _retry_after(value: str | None) -> float | None:
@@ -65,9 +80,8 @@ class HttpExternalPlatformClient(AsyncExternalPlatformClient):
     """POSTs the order as JSON with `Idempotency-Key: <event_id>`, as the contract says, over a
     pool of at most `pool_size` keep-alive connections. Each `send_async()` ends within `timeout`
     seconds of its start, whatever the platform does. One client may serve several event loops
-    (the consumer's, and the one `send()` runs its calls on): each loop gets a session of its
-    own, made by its first call, since aiohttp's connections belong to the loop they were
-    opened on."""
+    (the consumer's, and the one `send()` runs its calls on): each loop gets a pool of its own,
+    made by its first call, since a connection belongs to the loop it was opened on."""
 
     def __init__(
         self, *, url: str, timeout: float, pool_size: int = 32, ssl_context: ssl.SSLContext | None = None
@@ -83,144 +97,121 @@ class HttpExternalPlatformClient(AsyncExternalPlatformClient):
             host = parts.hostname.encode("idna").decode("ascii")
         except UnicodeError as exc:
             raise ValueError(f"the platform URL's host is not a valid host name: {exc}") from None
+        port = parts.port
         self.url = url
         self.timeout = timeout
         self.pool_size = pool_size
-        self._ssl = (ssl_context or ssl.create_default_context()) if parts.scheme == "https" else True
-        # Path and query go out as written (encoded=True: yarl would otherwise re-quote them);
-        # the credentials are left out of the URL and sent as the header below.
-        netloc = f"[{host}]" if ":" in host else host
-        if parts.port is not None:
-            netloc += f":{parts.port}"
-        self._request_url = URL(parts._replace(netloc=netloc, fragment="").geturl(), encoded=True)
-        self._headers = {"Content-Type": "application/json"}
+        self._host = host
+        https = parts.scheme == "https"
+        self._port = port or (443 if https else 80)
+        self._ssl_context = (ssl_context or ssl.create_default_context()) if https else None
         authorization = None
         if parts.username is not None:
             # Credentials in the URL go out as Basic auth and nowhere else: no error or repr
             # shows more of the URL than scheme, host, port and path.
             credentials = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
             authorization = "Basic " + base64.b64encode(credentials.encode()).decode("ascii")
-            self._headers["Authorization"] = authorization
+        # The request's head, but for its Idempotency-Key and Content-Length: path and query go
+        # out as written, the credentials as the Authorization header only.
+        netloc = f"[{host}]" if ":" in host else host
+        if port is not None and port != (443 if https else 80):
+            netloc += f":{port}"
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        self._head_start = (
+            f"POST {target} HTTP/1.1\r\nHost: {netloc}\r\nContent-Type: application/json\r\nIdempotency-Key: "
+        ).encode()
+        self._head_end = (f"Authorization: {authorization}\r\n\r\n" if authorization else "\r\n").encode("utf-8")
         self._safe_url = parts._replace(netloc=parts.netloc.rpartition("@")[2], query="", fragment="").geturl()
         self._url_secrets = _url_secrets(url, authorization=authorization)
-        # Nothing bound to an event loop is made here: sessions are made by the first call on
+        # Nothing bound to an event loop is made here: pools are made by the first call on
         # each loop, so that a client can be built (and its URL checked) outside any loop.
-        self._sessions: dict[asyncio.AbstractEventLoop, aiohttp.ClientSession] = {}
-        self._sessions_lock = threading.Lock()
+        self._pools: dict[asyncio.AbstractEventLoop, _Pool] = {}
+        self._pools_lock = threading.Lock()
 
     def __repr__(self) -> str:
         return f"<HttpExternalPlatformClient {self._safe_url} timeout={self.timeout:g}s pool_size={self.pool_size}>"
 
     async def send_async(self, *, order: dict[str, Any], idempotency_key: str) -> None:
-        body = json.dumps(order, separators=(",", ":")).encode("utf-8")
+        body = _encode_json(order).encode("utf-8")
+        if not idempotency_key.isprintable():
+            # A line break would end the header and start another one of the caller's choice.
+            raise ValueError("the Idempotency-Key must be printable (no line break or control character)")
+        # One write of the whole request: head and body in one piece.
+        request = b"%s%s\r\nContent-Length: %d\r\n%s%s" % (
+            self._head_start,
+            idempotency_key.encode("utf-8"),
+            len(body),
+            self._head_end,
+            body,
+        )
+        loop = asyncio.get_running_loop()
+        pool = self._pools.get(loop) or self._new_pool(loop)
         try:
             # The deadline covers the whole call: the wait for a connection, connecting, the
             # retry below and reading the answer. On expiry the call is cancelled where it is
-            # and aiohttp closes its connection instead of pooling it.
+            # and its connection dropped.
             async with asyncio.timeout(self.timeout):
-                status, retry_after, text = await self._post(body, idempotency_key)
+                status, retry_after_value, body = await pool.exchange(request)
         except TimeoutError:
             raise TransientExportError(f"timeout after {self.timeout:g} s") from None
-        except (aiohttp.ClientError, OSError) as exc:
+        except (OSError, httptools.HttpParserError) as exc:
             raise TransientExportError(self._connection_error(exc)) from None
         if 200 <= status < 300 or status == 409:
             return
+        text = body[:BODY_LIMIT].decode("utf-8", "replace")
         # A platform may echo the request (its target, query string included) in an error page.
         detail = f"HTTP {status} from the platform: {self._redact(text.strip())[:200]}".strip().rstrip(":")
         if status in TRANSIENT_STATUSES or status >= 500:
+            retry_after = None
+            if status in RETRY_AFTER_STATUSES and retry_after_value is not None:
+                retry_after = _retry_after(retry_after_value.decode("latin-1"))
             raise TransientExportError(detail, retry_after=retry_after)
         raise PermanentExportError(detail)
 
     async def aclose(self) -> None:
-        """Close the running loop's session (its connections); a later call opens a new one."""
-        with self._sessions_lock:
-            session = self._sessions.pop(asyncio.get_running_loop(), None)
-        if session is not None:
-            await session.close()
+        """Close the running loop's pool (its connections); a later call opens a new one."""
+        with self._pools_lock:
+            pool = self._pools.pop(asyncio.get_running_loop(), None)
+        if pool is not None:
+            await pool.aclose()
 
     def close(self) -> None:
-        """Close every loop's session, each on its own loop (calls still in flight on them end
-        with a connection error); a later call opens a new one."""
-        with self._sessions_lock:
-            sessions, self._sessions = self._sessions, {}
+        """Close every loop's pool, each on its own loop (calls still in flight on them end with
+        a connection error); a later call opens a new one."""
+        with self._pools_lock:
+            pools, self._pools = self._pools, {}
         try:
             current = asyncio.get_running_loop()
         except RuntimeError:
             current = None
-        for loop, session in sessions.items():
+        for loop, pool in pools.items():
             # A closed loop took its transports with it: nothing is left to close.
             if loop.is_closed():
                 continue
             try:
                 if loop is current:
                     # Cannot wait for the loop this thread is running: closed once it runs on.
-                    _closing.add(task := loop.create_task(session.close()))
+                    _closing.add(task := loop.create_task(pool.aclose()))
                     task.add_done_callback(_closing.discard)
                 elif loop.is_running():
-                    asyncio.run_coroutine_threadsafe(session.close(), loop).result(CLOSE_TIMEOUT)
+                    asyncio.run_coroutine_threadsafe(pool.aclose(), loop).result(CLOSE_TIMEOUT)
                 else:
-                    loop.run_until_complete(session.close())
-            except Exception as exc:  # the other sessions are closed regardless
-                logger.warning("closing the platform client's session on %r: %s: %s", loop, type(exc).__name__, exc)
+                    loop.run_until_complete(pool.aclose())
+            except Exception as exc:  # the other pools are closed regardless
+                logger.warning("closing the platform client's connections on %r: %s: %s", loop, type(exc).__name__, exc)
 
-    # --- a session per event loop -----------------------------------------------------------
+    # --- a pool per event loop ----------------------------------------------------------------
 
-    def _session(self) -> aiohttp.ClientSession:
-        loop = asyncio.get_running_loop()
-        session = self._sessions.get(loop)
-        if session is None:
-            with self._sessions_lock:
-                session = self._sessions.get(loop)
-                if session is None:
-                    session = self._sessions[loop] = self._new_session()
-        return session
+    def _new_pool(self, loop: asyncio.AbstractEventLoop) -> _Pool:
+        with self._pools_lock:
+            pool = self._pools.get(loop)
+            if pool is None:
+                pool = self._pools[loop] = _Pool(
+                    loop, self._host, self._port, ssl_context=self._ssl_context, limit=self.pool_size
+                )
+        return pool
 
-    def _new_session(self) -> aiohttp.ClientSession:
-        return aiohttp.ClientSession(
-            connector=_Connector(limit=self.pool_size, limit_per_host=self.pool_size, ssl=self._ssl),
-            # No timeout of aiohttp's own: the call's deadline is the asyncio.timeout around it.
-            timeout=aiohttp.ClientTimeout(),
-            # The request's headers are ours alone, as before: no Accept, Accept-Encoding
-            # (the body is read as the platform sends it) or User-Agent, and no cookies kept.
-            skip_auto_headers=("Accept", "Accept-Encoding", "User-Agent"),
-            auto_decompress=False,
-            cookie_jar=aiohttp.DummyCookieJar(),
-            response_class=_Response,
-        )
-
-    # --- one call ---------------------------------------------------------------------------
-
-    async def _post(self, body: bytes, key: str) -> tuple[int, float | None, str]:
-        session = self._session()
-        headers = {**self._headers, "Idempotency-Key": key}
-        retried = False
-        while True:
-            _reused.set(False)
-            try:
-                response = await session.post(self._request_url, data=body, headers=headers, allow_redirects=False)
-            except (aiohttp.ServerDisconnectedError, aiohttp.ClientConnectionResetError, aiohttp.ClientOSError) as exc:
-                # The platform may close an idle connection just as it is taken, and the request
-                # then never reached it: once more, on a connection that is still open. Should it
-                # have arrived after all, the Idempotency-Key makes the repeat harmless.
-                if _reused.get() and not retried and _is_stale(exc):
-                    retried = True
-                    continue
-                raise
-            try:
-                data = await _read_at_most(response, BODY_LIMIT + 1)
-            except BaseException:
-                response.close()
-                raise
-            # A longer answer costs its connection (the rest may still be on the wire); a shorter
-            # one's goes back to the pool, unless the answer said "Connection: close".
-            if len(data) > BODY_LIMIT:
-                response.close()
-            else:
-                response.release()
-            retry_after = None
-            if response.status in RETRY_AFTER_STATUSES:
-                retry_after = _retry_after(response.headers.get("Retry-After"))
-            return response.status, retry_after, data[:BODY_LIMIT].decode("utf-8", "replace")
+    # --- errors -------------------------------------------------------------------------------
 
     def _connection_error(self, exc: BaseException) -> str:
         # Errors name hosts at most, but a credential or a token in the URL must never reach a
@@ -251,56 +242,298 @@ def _url_secrets(url: str, *, authorization: str | None) -> list[str]:
     return sorted({secret for secret in found if secret}, key=len, reverse=True)
 
 
-# Whether the call's connection came from the pool, as the connector tells the call that awaits
-# it: only such a connection can have been closed by the platform before the request reached it.
-_reused: ContextVar[bool] = ContextVar("reused", default=False)
+class _Pool:
+    """At most `limit` connections to the platform on one event loop: idle ones reused last in,
+    first out (the most recently used is the likeliest to be still open); when all are busy,
+    callers wait first come, first served, each handed the next connection to come free (or
+    the room to open one)."""
 
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        host: str,
+        port: int,
+        *,
+        ssl_context: ssl.SSLContext | None,
+        limit: int,
+    ) -> None:
+        self.loop = loop
+        self.host, self.port, self.ssl_context, self.limit = host, port, ssl_context, limit
+        self.idle: list[_Connection] = []
+        # Every connection open or being opened counts, idle or busy: at most `limit`.
+        self.count = 0
+        self.connections: set[_Connection] = set()
+        # Callers waiting for a connection: each future's result is a connection to use, or None
+        # for the room to open one.
+        self.waiters: deque[asyncio.Future[_Connection | None]] = deque()
+        self.closed = False
 
-class _Connector(aiohttp.TCPConnector):
-    """aiohttp's connector, telling each call whether its connection is one used before
-    (`_reused`). Cheaper than aiohttp's tracing, which costs every call a dozen signals."""
+    async def exchange(self, request: bytes) -> tuple[int, bytes | None, bytes]:
+        """Writes `request` on a connection and reads the answer: status, the Retry-After
+        header's raw value (or None) and the body (at most BODY_LIMIT + 1 bytes)."""
+        retried = False
+        while True:
+            connection = await self.acquire()
+            reused = connection.used
+            try:
+                await connection.start(request)
+            except BaseException as exc:
+                self.drop(connection)
+                # The platform may close an idle connection just as it is taken, and the request
+                # then never reached it: once more, on a new connection. Should it have arrived
+                # after all, the Idempotency-Key makes the repeat harmless.
+                if reused and not retried and not connection.answered and isinstance(exc, _STALE_ERRORS):
+                    retried = True
+                    continue
+                raise
+            answer = connection.status, connection.retry_after, connection.body()
+            # A longer answer costs its connection (the rest may still be on the wire); a shorter
+            # one's goes back to the pool, unless the answer said "Connection: close".
+            if connection.reusable():
+                self.release(connection)
+            else:
+                self.drop(connection)
+            return answer
 
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._used: weakref.WeakSet[ResponseHandler] = weakref.WeakSet()
-
-    async def connect(
-        self, req: aiohttp.ClientRequest, traces: list[Trace], timeout: aiohttp.ClientTimeout
-    ) -> Connection:
-        connection = await super().connect(req, traces, timeout)
-        protocol = connection.protocol
-        _reused.set(protocol in self._used)
-        self._used.add(protocol)
+    async def acquire(self) -> _Connection:
+        if self.closed:
+            raise ClientClosedError("the client was closed")
+        if self.idle:
+            connection = self.idle.pop()
+            if not connection.lost:
+                return connection
+            # The platform closed it while it was idle: its room is this call's, to open another.
+            self.connections.discard(connection)
+        elif self.count < self.limit:
+            self.count += 1
+        else:
+            waiter = self.loop.create_future()
+            self.waiters.append(waiter)
+            try:
+                connection = await waiter
+            except BaseException:
+                # Cancelled (the deadline) just as a connection or room was handed to it: handed
+                # on to the next caller.
+                if waiter.done() and not waiter.cancelled() and waiter.exception() is None:
+                    if (handed := waiter.result()) is None:
+                        self._free_room()
+                    else:
+                        self.release(handed)
+                raise
+            if connection is not None:
+                if not connection.lost:
+                    return connection
+                self.connections.discard(connection)
+        try:
+            connection = await self._connect()
+        except BaseException:
+            self._free_room()
+            raise
+        if self.closed:
+            connection.fail(ClientClosedError("the client was closed"))
+            raise ClientClosedError("the client was closed")
+        self.connections.add(connection)
         return connection
 
+    async def _connect(self) -> _Connection:
+        ssl_context = self.ssl_context
+        _, connection = await self.loop.create_connection(
+            lambda: _Connection(self.loop),
+            self.host,
+            self.port,
+            ssl=ssl_context,
+            server_hostname=self.host if ssl_context is not None else None,
+        )
+        return connection
 
-class _Response(aiohttp.ClientResponse):
-    """aiohttp hands a connection back to the pool as soon as the whole answer has arrived, read
-    or not, where another call may take it at once: the client hands it back itself once it
-    has read the answer (`release`), or closes it (`close`), so that whether a long answer costs
-    its connection does not depend on how fast it arrived."""
+    def release(self, connection: _Connection) -> None:
+        """`connection` is free and reusable: to the first waiting caller, or the idle ones."""
+        connection.idle()
+        if self.closed:
+            self.drop(connection)
+            return
+        waiters = self.waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(connection)
+                return
+        self.idle.append(connection)
 
-    def _response_eof(self) -> None:
-        pass
+    def drop(self, connection: _Connection) -> None:
+        """Closes `connection` (unread bytes and all) and frees its room in the pool."""
+        connection.transport.abort()
+        if connection in self.connections:
+            self.connections.discard(connection)
+            self._free_room()
+
+    def _free_room(self) -> None:
+        waiters = self.waiters
+        while waiters:
+            waiter = waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+        self.count -= 1
+
+    async def aclose(self) -> None:
+        """Closes every connection; calls waiting for one or for an answer end with
+        ClientClosedError, later ones too."""
+        self.closed = True
+        error = ClientClosedError("the client was closed")
+        while self.waiters:
+            if not (waiter := self.waiters.popleft()).done():
+                waiter.set_exception(error)
+        connections, self.connections, self.idle = self.connections, set(), []
+        for connection in connections:
+            connection.fail(error)
+        # connection_lost runs on a later turn of the loop (over TLS, two): the sockets are
+        # closed when this returns.
+        for _ in range(10):
+            if all(connection.lost for connection in connections):
+                break
+            await asyncio.sleep(0)
 
 
-async def _read_at_most(response: aiohttp.ClientResponse, limit: int) -> bytes:
-    """The answer's body up to `limit` bytes: all of it, or `limit` bytes and the rest unread."""
-    chunks: list[bytes] = []
-    left = limit
-    while left > 0 and (chunk := await response.content.read(left)):
-        chunks.append(chunk)
-        left -= len(chunk)
-    return b"".join(chunks)
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection to the platform, carrying one exchange at a time: `start`
+    writes a request, and the answer is parsed by httptools as it arrives."""
+
+    __slots__ = (
+        "create_future", "transport", "parser", "waiter", "used", "lost", "status", "retry_after",
+        "chunks", "size", "answered", "head_read", "complete", "framed", "keep_alive",
+    )  # fmt: skip
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.create_future = loop.create_future
+        self.transport: asyncio.Transport = None  # type: ignore[assignment]
+        self.parser = httptools.HttpResponseParser(self)
+        # The waiting call's future while an exchange is under way, None while idle.
+        self.waiter: asyncio.Future[None] | None = None
+        # Whether it carried an exchange before this one (so may have been closed while idle).
+        self.used = False
+        # connection_lost was called: never used again.
+        self.lost = False
+        self._reset()
+
+    def _reset(self) -> None:
+        self.status = 0
+        self.retry_after: bytes | None = None
+        self.chunks: list[bytes] = []
+        self.size = 0
+        # Whether any byte of the answer arrived, its head was read, the message ended.
+        self.answered = False
+        self.head_read = False
+        self.complete = False
+        # Content-Length or Transfer-Encoding: without either, the body ends with the connection.
+        self.framed = False
+        self.keep_alive = False
+
+    # --- the exchange -------------------------------------------------------------------------
+
+    def start(self, request: bytes) -> asyncio.Future[None]:
+        """Writes `request`; the future's result is set once the answer is in."""
+        if self.lost:
+            raise ServerDisconnectedError("the platform closed the connection")
+        self.waiter = waiter = self.create_future()
+        self.transport.write(request)
+        return waiter
+
+    def body(self) -> bytes:
+        chunks = self.chunks
+        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+    def reusable(self) -> bool:
+        return self.keep_alive and self.complete and not self.lost and self.size <= BODY_LIMIT
+
+    def idle(self) -> None:
+        self.waiter = None
+        self.used = True
+        self._reset()
+
+    def fail(self, error: BaseException) -> None:
+        """Ends the exchange under way, if any, with `error`, and closes the connection."""
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(error)
+        self.transport.abort()
+
+    # --- asyncio's callbacks ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        waiter = self.waiter
+        if waiter is None or waiter.done():
+            # Bytes no request asked for (or past the answer): the connection cannot carry
+            # another exchange.
+            self.keep_alive = False
+            if waiter is None:
+                self.lost = True
+                self.transport.abort()
+            return
+        self.answered = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            # A 101 (or CONNECT) answer: what follows is no HTTP, and the connection is spent.
+            self.complete, self.keep_alive = True, False
+        except httptools.HttpParserError as exc:
+            if not self.complete and self.size <= BODY_LIMIT:
+                waiter.set_exception(exc)
+                self.transport.abort()
+                return
+            self.keep_alive = False
+        if self.complete or self.size > BODY_LIMIT:
+            waiter.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
+        waiter = self.waiter
+        if waiter is None or waiter.done():
+            return
+        if exc is None and self.head_read and not self.framed:
+            # An answer with neither Content-Length nor Transfer-Encoding ends with the connection.
+            self.complete = True
+            waiter.set_result(None)
+        elif exc is None:
+            middle = " in the middle of its answer" if self.answered else " before answering"
+            waiter.set_exception(ServerDisconnectedError("the platform closed the connection" + middle))
+        else:
+            waiter.set_exception(exc)
+
+    # --- httptools' callbacks -----------------------------------------------------------------
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        # Only Retry-After is read; Content-Length and Transfer-Encoding say how the body ends.
+        size = len(name)
+        if size == 11:
+            if self.retry_after is None and name.lower() == b"retry-after":
+                self.retry_after = value
+        elif size == 14 or size == 17:
+            lowered = name.lower()
+            if lowered == b"content-length" or lowered == b"transfer-encoding":
+                self.framed = True
+
+    def on_headers_complete(self) -> None:
+        self.status = self.parser.get_status_code()
+        self.head_read = True
+
+    def on_body(self, body: bytes) -> None:
+        if self.size <= BODY_LIMIT:
+            self.chunks.append(body)
+        self.size += len(body)
+
+    def on_message_complete(self) -> None:
+        if self.status < 200:
+            # An interim answer (103 Early Hints, say): the final one follows.
+            self.retry_after, self.framed, self.head_read = None, False, False
+            return
+        self.complete = True
+        self.keep_alive = self.parser.should_keep_alive()
 
 
-def _is_stale(exc: BaseException) -> bool:
-    """The error a reused connection that the platform closed gives before any answer."""
-    if isinstance(exc, aiohttp.ClientOSError):
-        return exc.errno in (errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED)
-    return True
-
-
-# Sessions closing on the loop of the thread that called close(): kept until closed, since the
-# loop holds its tasks only weakly.
+# Pools closing on the loop of the thread that called close(): kept until closed, since the loop
+# holds its tasks only weakly.
 _closing: set[asyncio.Task] = set()

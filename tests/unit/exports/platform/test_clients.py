@@ -348,6 +348,152 @@ def test_close_closes_the_idle_connections(stub, make_client):
     wait_until(lambda: stub.open_connections == 0, timeout=5, message="the client's connection is still open")
 
 
+# --- answers the stub does not give: a platform that replays canned bytes -------------------
+
+
+class CannedPlatform:
+    """A platform on 127.0.0.1 that answers each request it reads (a head and a Content-Length
+    body) with the next of `answers`, as bytes, whole; after an answer that has `close` in its
+    head it closes the connection. Counts connections."""
+
+    def __init__(self, answers: list[bytes]) -> None:
+        self.answers = list(answers)
+        self.connections = 0
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(8)
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}/orders"
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: socket.socket) -> None:
+        buffer = b""
+        with conn:
+            while True:
+                while b"\r\n\r\n" not in buffer:
+                    try:
+                        data = conn.recv(65536)
+                    except OSError:
+                        return
+                    if not data:
+                        return
+                    buffer += data
+                head, _, rest = buffer.partition(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length: ")[1].split(b"\r\n")[0])
+                while len(rest) < length:
+                    rest += conn.recv(65536)
+                buffer = rest[length:]
+                with self.lock:
+                    answer = self.answers.pop(0)
+                conn.sendall(answer)
+                if b"close" in answer.partition(b"\r\n\r\n")[0].lower():
+                    return
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+@pytest.fixture
+def canned() -> Iterator[Callable[[list[bytes]], CannedPlatform]]:
+    made: list[CannedPlatform] = []
+
+    def make(answers: list[bytes]) -> CannedPlatform:
+        made.append(platform := CannedPlatform(answers))
+        return platform
+
+    yield make
+    for platform in made:
+        platform.close()
+
+
+def chunked(status: str, body: bytes, chunk: int = 1000) -> bytes:
+    pieces = [body[at : at + chunk] for at in range(0, len(body), chunk)]
+    encoded = b"".join(b"%x\r\n%s\r\n" % (len(piece), piece) for piece in pieces)
+    return f"HTTP/1.1 {status}\r\nTransfer-Encoding: chunked\r\n\r\n".encode() + encoded + b"0\r\n\r\n"
+
+
+def test_a_chunked_answer_is_read_and_its_connection_kept(canned, make_client):
+    platform = canned([chunked("503 Busy", b"slow " * 100), chunked("201 Created", b'{"ok": true}')])
+    client = make_client(url=platform.url)
+
+    with pytest.raises(TransientExportError) as excinfo:
+        client.send(order=ORDER, idempotency_key="a")
+    client.send(order=ORDER, idempotency_key="b")
+
+    assert str(excinfo.value) == "HTTP 503 from the platform: " + ("slow " * 40).strip()
+    assert platform.connections == 1
+
+
+def test_a_chunked_body_longer_than_64_kib_costs_the_connection(canned, make_client):
+    platform = canned([chunked("500 Oops", b"z" * (100 * 1024), chunk=4096), chunked("201 Created", b"")])
+    client = make_client(url=platform.url)
+
+    with pytest.raises(TransientExportError, match="z" * 200):
+        client.send(order=ORDER, idempotency_key="a")
+    client.send(order=ORDER, idempotency_key="b")
+
+    assert platform.connections == 2
+
+
+def test_an_answer_without_length_ends_with_the_connection(canned, make_client):
+    platform = canned(
+        [
+            b"HTTP/1.1 429 Slow Down\r\nRetry-After: 3\r\nConnection: close\r\n\r\nnot now",
+            b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n",
+        ]
+    )
+    client = make_client(url=platform.url)
+
+    with pytest.raises(TransientExportError) as excinfo:
+        client.send(order=ORDER, idempotency_key="a")
+    client.send(order=ORDER, idempotency_key="b")
+
+    assert str(excinfo.value) == "HTTP 429 from the platform: not now"
+    assert excinfo.value.retry_after == 3.0
+    assert platform.connections == 2
+
+
+def test_an_interim_answer_is_passed_over_for_the_final_one(canned, make_client):
+    platform = canned(
+        [b"HTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\nHTTP/1.1 409 Conflict\r\nContent-Length: 2\r\n\r\nno"]
+    )
+
+    assert make_client(url=platform.url).send(order=ORDER, idempotency_key="a") is None
+
+
+def test_an_answer_that_is_not_http_is_a_connection_error_and_costs_the_connection(canned, make_client):
+    platform = canned([b"SMTP ready\r\n\r\n", b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n"])
+    client = make_client(url=platform.url)
+
+    with pytest.raises(TransientExportError, match="^connection error: "):
+        client.send(order=ORDER, idempotency_key="a")
+    client.send(order=ORDER, idempotency_key="b")
+
+    assert platform.connections == 2
+
+
+def test_the_wait_for_a_free_connection_counts_against_the_deadline(stub, make_client):
+    stub.delay = 0.4
+    client = make_client(pool_size=1, timeout=0.6)
+
+    started = time.monotonic()
+    outcomes = send_in_threads(client, 2)
+
+    # One call took the connection for 0.4 s; the other waited for it, then ran out of time.
+    assert sorted(map(repr, outcomes)) == ["None", repr(TransientExportError("timeout after 0.6 s"))]
+    assert time.monotonic() - started < 1.0
+    assert stub.connections == 1
+
+
 # --- the deadline -----------------------------------------------------------------------------
 
 
