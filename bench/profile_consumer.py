@@ -39,10 +39,13 @@ COMPONENTS = [
     ("the drain's own watcher (not the consumer)", ["): profile-watch", "(watch)"]),
     ("logging (the line per export)", ["logging/__init__.py", "config/logging.py"]),
     ("HTTP: JSON encoding of the body", ["json/encoder.py"]),
-    # The workers hand each call to the HTTP client's event loop thread and wait: the hand-off
-    # is theirs, the call is the loop thread's (whatever it is doing, asyncio's own frames too).
-    ("workers: executor, futures, hand-off to the client's loop, hand-back", ["-call_"]),
-    ("HTTP: aiohttp on its event loop thread, socket, pool, deadline", ["): platform-blocking-calls", "aiohttp/"]),
+    # The consumer's event loop thread makes the calls (whatever it is doing, asyncio's own frames
+    # too); a blocking client's calls would be on worker threads.
+    (
+        "HTTP: the client on the consumer's event loop (asyncio, httptools, pool, deadline)",
+        ["): export-consumer-loop", "exports/platform/"],
+    ),
+    ("workers: executor, futures, hand-back (a blocking client's)", ["-call_"]),
     ("event decode (JSON, checks)", ["export_record_decode", "exports/events.py", "json/decoder.py"]),
     ("ORM: plan query (prepare)", ["order_exports_plan"]),
     ("ORM: record + attempt log (complete)", ["order_exports_record"]),
