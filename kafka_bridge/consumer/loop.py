@@ -71,10 +71,11 @@ HOUSEKEEPING_INTERVAL = 0.05
 # While calls are in flight and enough records are on hand, the loop waits for results instead of
 # polling Kafka, for at most this many seconds between polls.
 POLL_GAP = 0.05
-# Results are recorded in batches of half the calls that may run at once (at most this many),
-# or once the oldest waited this many seconds.
+# Results are recorded in batches of twice the calls that may run at once (at most this many),
+# once the oldest waited this many seconds, or when nothing else is in flight: a record
+# transaction costs mostly per batch.
 MAX_RECORD_BATCH = 250
-RECORD_INTERVAL = 0.02
+RECORD_INTERVAL = 0.05
 
 # Makes the loop's consumer when it starts: a `KafkaLoopConsumer` in its group unless a test
 # gives it another.
@@ -134,7 +135,7 @@ class ConsumerLoop:
         # Ended calls whose results are not recorded yet (see `_record_held`), since when.
         self._held: list[CallResult] = []
         self._held_since = 0.0
-        self.record_batch = max(1, min(concurrency // 2, MAX_RECORD_BATCH))
+        self.record_batch = min(2 * concurrency, MAX_RECORD_BATCH)
         self._consumer: LoopConsumer | None = None
         self._partitions = Partitions(
             name=name, max_uncommitted=max_uncommitted or max(1000, 4 * concurrency), lock=self._lock

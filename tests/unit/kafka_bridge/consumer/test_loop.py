@@ -447,10 +447,10 @@ def test_a_result_is_recorded_within_the_record_interval_while_other_calls_stay_
         consumer.append(P0, key=f"k{n}".encode())
 
     with loop_on(consumer, processor, concurrency=8) as loop:
-        assert loop.record_batch == 4
+        assert loop.record_batch == 16
         wait_until(lambda: loop.status()["calls_in_flight"] == 8)
         processor.gate(P0, 0).set()
-        # One result, short of the batch of 4, with 7 calls still in flight: recorded all the same.
+        # One result, short of the batch of 16, with 7 calls still in flight: recorded all the same.
         wait_until(lambda: processor.completed == [(0, 0)], message=lambda: f"completed {processor.completed}")
         wait_until(lambda: consumer.committed.get(P0) == 1, message=lambda: f"committed {consumer.committed}")
         assert loop.status()["calls_in_flight"] == 7
