@@ -23,6 +23,8 @@ import threading
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any
 
+import uvloop
+
 logger = logging.getLogger("kafka_bridge.consumer")
 
 # A call: a coroutine function of no arguments.
@@ -86,7 +88,9 @@ class EventLoopThread:
         self._ready.wait()
 
     def _run_forever(self) -> None:
-        loop = asyncio.new_event_loop()
+        # uvloop's loop (libuv, in C): about a fifth less CPU per platform call than asyncio's own
+        # at 32 calls in flight (docs/benchmarks.md).
+        loop = uvloop.new_event_loop()
         asyncio.set_event_loop(loop)
         self._loop = loop
         self._ready.set()
