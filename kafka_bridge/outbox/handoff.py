@@ -43,10 +43,10 @@ class SendHandoff:
     while the rows come no faster than one per `linger` seconds, else `BUSY_SPACING` times
     `linger` after the previous call (at once while someone flushes or closes).
 
-    `ready()` tells whether gathering is worth it: while it is False (no producer yet, say), the
-    rows queued are handed over at once, so that the first rows of a process do not wait behind
-    the building of a producer. `expired(rows)` is called on the same thread with rows queued
-    longer than `timeout` seconds, which are not handed over.
+    `ready()` tells whether there is a producer: while there is none, rows are handed over one
+    at a time and at once, so that the first one builds it and the others learn the outcome
+    (`hand_over` leaves them to the relay after a failure). `expired(rows)` is called on the same
+    thread with rows queued longer than `timeout` seconds, which are not handed over.
     """
 
     def __init__(
@@ -119,9 +119,14 @@ class SendHandoff:
                 self._idle = False
                 if not self._queue:
                     return  # closing, and nothing left
-                if self._busy:
-                    self._gather(self._taken_at + self.linger * BUSY_SPACING)
-                queued, self._queue = self._queue, []
+                if not self.ready():
+                    # The first row pays for building the producer; the rows behind it wait for
+                    # the outcome (a failure suspends the path and leaves them to the relay).
+                    queued, self._queue = self._queue[:1], self._queue[1:]
+                else:
+                    if self._busy:
+                        self._gather(self._taken_at + self.linger * BUSY_SPACING)
+                    queued, self._queue = self._queue, []
                 self._handing_over = True
                 self._count(len(queued))
             try:
@@ -132,10 +137,7 @@ class SendHandoff:
                     self._cond.notify_all()
 
     def _gather(self, until: float) -> None:
-        """Wait, holding the condition, until `until`, unless someone flushes or closes or there
-        is no producer yet to gather for."""
-        if not self.ready():
-            return
+        """Wait, holding the condition, until `until`, unless someone flushes or closes."""
         while not (self._flushers or self._closing):
             remaining = until - time.monotonic()
             if remaining <= 0:

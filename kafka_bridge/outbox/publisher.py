@@ -229,6 +229,8 @@ class OutboxPublisher:
             marker.track(future, row, producer)
 
     def _handed_over_late(self, rows: Sequence[OutboxEvent]) -> None:
+        if self.suspended:
+            return  # the relay's anyway, and said once already
         logger.warning(
             "kafka: %d outbox event(s) not handed to the producer within %.1f s of their commit, left for the relay",
             len(rows),

@@ -140,10 +140,14 @@ def test_closing_hands_over_what_is_queued(handoffs):
     assert recorder.rows == ["first", "second", "third"]
 
 
-def test_nothing_is_gathered_while_there_is_no_producer_yet(handoffs):
+def test_while_there_is_no_producer_rows_are_handed_over_one_at_a_time_and_at_once(handoffs):
     linger = 0.1
-    recorder = Recorder()
+    release = threading.Event()
+    recorder = Recorder(block=release)
     handoff = handoffs(recorder, linger=linger, ready=lambda: False)
-    handoff._busy = True  # even a busy process hands over at once
+    handoff._busy = True  # even a busy process does not gather for a producer yet to be built
     handoff.put(["first"])
-    assert recorder.handed_over_within(1, timeout=linger)
+    handoff.put(["second", "third"])  # queued while the first one builds the producer
+    release.set()
+    assert recorder.handed_over_within(3, timeout=linger * 2)
+    assert [rows for _, rows in recorder.calls] == [["first"], ["second"], ["third"]]
