@@ -10,9 +10,10 @@ at `linger_ms` 5 and gave a third of its time to them.
 
 So a busy process gathers: while more than one row per `linger` comes (200/s at 5 ms, measured
 over `RATE_WINDOW`), the hand-offs are `BUSY_SPACING` times `linger` apart, and each burst is
-one produce request. A row then waits up to that spacing here and `linger` in the producer: 20
+one produce request. A row then waits up to that spacing here and `linger` in the producer: 30
 ms at most at 5 ms. A quieter process hands each row over at once, and its row waits `linger`
-in the producer as before.
+in the producer as before. (Bursts 15 ms apart gave a process confirming one order after the
+other 0.76 of its rate without publishing, 25 ms apart 0.89: docs/benchmarks.md.)
 
 What the queue risks: nothing the relay does not cover. The rows are committed before they are
 queued; a process that dies with rows queued leaves them unsent, and the relay sends them after
@@ -33,7 +34,7 @@ from kafka_bridge.models import OutboxEvent
 logger = logging.getLogger("kafka_bridge.outbox.publisher")
 
 # While busy, the time between two hand-offs, in multiples of `linger`.
-BUSY_SPACING = 3.0
+BUSY_SPACING = 5.0
 # The rows' rate is measured over at least this long, in multiples of `linger`.
 RATE_WINDOW = 10.0
 
