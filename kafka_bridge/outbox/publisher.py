@@ -6,12 +6,16 @@ one of two ways:
 
 - `publish()` (the relay): sends, waits for the broker's answers no longer than its bound, and
   writes each row's own outcome before it returns (`send()` is the network half alone).
-- `publish_nowait()` (the on-commit fast path): hands the rows to the producer and returns at
-  once, so a request never waits on the network. The producer's callbacks queue each
-  acknowledgement (or failure), and the publisher's `AcknowledgementWriter`
-  (`kafka_bridge.outbox.acknowledgements`) writes them to the outbox in bulk, a few times a second. A record is acknowledged or failed within the producer's delivery
-  timeout (about the bound plus a second), well before the relay's grace runs out, so the relay
-  does not send rows that are still in flight.
+- `publish_nowait()` (the on-commit fast path): queues the rows and returns at once, so a
+  request neither waits on the network nor does the producer's work: the publisher's
+  `SendHandoff` (`kafka_bridge.outbox.handoff`) hands what was queued within `linger_ms` to the
+  producer in one burst, from a thread of its own (the fast path's producer does not linger
+  itself). The producer's callbacks queue each acknowledgement (or failure), and the
+  publisher's `AcknowledgementWriter` (`kafka_bridge.outbox.acknowledgements`) writes them to
+  the outbox in bulk, a few times a second. A row is handed over within the bound or left to
+  the relay, and acknowledged or failed within the producer's delivery timeout (about the bound
+  plus a second) after that, well before the relay's grace runs out, so the relay does not send
+  rows that are still in flight.
 
 What could not be sent stays unsent for `run_outbox_relay`.
 
@@ -46,6 +50,7 @@ from kafka.errors import KafkaError
 from kafka_bridge import metrics
 from kafka_bridge.models import OutboxEvent
 from kafka_bridge.outbox.acknowledgements import AcknowledgementWriter
+from kafka_bridge.outbox.handoff import SendHandoff
 from kafka_bridge.outbox.sending import SendOutcome, SendRound, producer_close, producer_config, send_row
 from kafka_bridge.outbox.store import outbox_outcomes_record
 from kafka_bridge.send_failures import SendFailureKind, error_line, send_failure_kind
@@ -86,7 +91,13 @@ class OutboxPublisher:
     `path` labels its sends in `orderflow_events_published_total` ("fast" or "relay").
     """
 
-    def __init__(self, *, timeout: float, suspend_after_failure: float = 0.0, path: str = "relay"):
+    def __init__(
+        self,
+        *,
+        timeout: float,
+        suspend_after_failure: float = 0.0,
+        path: str = "relay",
+    ):
         self.timeout = timeout
         self.suspend_after_failure = suspend_after_failure
         self.path = path
@@ -94,6 +105,7 @@ class OutboxPublisher:
         self._lock = threading.Lock()
         self._suspended_until = 0.0
         self._marker: AcknowledgementWriter | None = None
+        self._handoff: SendHandoff | None = None
         self._retiring: list[threading.Thread] = []
 
     @property
@@ -105,6 +117,9 @@ class OutboxPublisher:
             if self._producer is None:
                 self._producer = KafkaProducer(**producer_config(timeout_ms=int(self.timeout * 1000)))
             return self._producer
+
+    def _has_producer(self) -> bool:
+        return self._producer is not None
 
     def retire(self, producer: KafkaProducer) -> None:
         """Stop using `producer` after a non-retriable failure (kafka-python will not send on it
@@ -173,9 +188,17 @@ class OutboxPublisher:
         )
 
     def publish_nowait(self, rows: Sequence[OutboxEvent]) -> None:
-        """Hand `rows` to the producer, in order, and return without waiting for the broker.
-        Acknowledged rows are marked sent shortly after, in bulk; failed ones keep their
-        attempt and error for the relay. Never raises for Kafka trouble."""
+        """Queue `rows` for the producer, in order, and return at once: the hand-off's thread
+        gives them to the producer (`hand_over`). Acknowledged rows are marked sent shortly
+        after, in bulk; failed ones keep their attempt and error for the relay. Never raises
+        for Kafka trouble."""
+        if not rows or self.suspended:
+            return
+        self._get_handoff().put(rows)
+
+    def hand_over(self, rows: Sequence[OutboxEvent]) -> None:
+        """Hand `rows` to the producer, in order, without waiting for the broker (the
+        hand-off's thread). Never raises for Kafka trouble."""
         if not rows or self.suspended:
             return
         marker = self._get_marker()
@@ -205,10 +228,23 @@ class OutboxPublisher:
                 return
             marker.track(future, row, producer)
 
+    def _handed_over_late(self, rows: Sequence[OutboxEvent]) -> None:
+        if self.suspended:
+            return  # the relay's anyway, and said once already
+        logger.warning(
+            "kafka: %d outbox event(s) not handed to the producer within %.1f s of their commit, left for the relay",
+            len(rows),
+            self.timeout,
+        )
+
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until every row handed to `publish_nowait()` so far is acknowledged or failed
         and written to the outbox; False if that took longer than `timeout`."""
         deadline = time.monotonic() + (timeout if timeout is not None else self.timeout + 5)
+        with self._lock:
+            handoff = self._handoff
+        if handoff is not None and not handoff.flush(deadline):
+            return False
         with self._lock:
             producer, marker = self._producer, self._marker
         while producer is not None:
@@ -223,6 +259,21 @@ class OutboxPublisher:
                 time.sleep(0.01)
         return marker.flush(deadline) if marker is not None else True
 
+    def _get_handoff(self) -> SendHandoff:
+        handoff = self._handoff
+        if handoff is not None:
+            return handoff
+        with self._lock:
+            if self._handoff is None:
+                self._handoff = SendHandoff(
+                    hand_over=self.hand_over,
+                    linger=settings.KAFKA_PRODUCER_OPTIONS.get("linger_ms", 0) / 1000,
+                    timeout=self.timeout,
+                    ready=self._has_producer,
+                    expired=self._handed_over_late,
+                )
+            return self._handoff
+
     def _get_marker(self) -> AcknowledgementWriter:
         with self._lock:
             if self._marker is None:
@@ -233,8 +284,12 @@ class OutboxPublisher:
         self._suspended_until = time.monotonic() + self.suspend_after_failure
 
     def close(self, timeout: float = 5.0) -> None:
-        """Close the producer (sending what it holds, within `timeout`), then write what it
-        acknowledged and stop the marking thread."""
+        """Hand over what is queued, close the producer (sending what it holds, within
+        `timeout`), then write what it acknowledged and stop the marking thread."""
+        with self._lock:
+            handoff, self._handoff = self._handoff, None
+        if handoff is not None:
+            handoff.close(timeout=timeout)
         with self._lock:
             producer, self._producer = self._producer, None
             marker, self._marker = self._marker, None

@@ -1,10 +1,11 @@
-"""The on-commit fast path: a confirm hands its event to the producer and returns without
-waiting for the broker; the acknowledgements are written to the outbox in bulk, by the
-publisher's own thread, and nothing is sent twice or left behind."""
+"""The on-commit fast path: a confirm queues its event and returns; the publisher's own threads
+hand it to the producer and write the acknowledgements to the outbox in bulk, without the
+request waiting for either, and nothing is sent twice or left behind."""
 
 from __future__ import annotations
 
 import threading
+import time
 from collections import Counter
 
 import pytest
@@ -89,6 +90,45 @@ def test_closing_the_publisher_writes_every_acknowledgement_it_was_waiting_for(e
     assert producer._request_publisher is None
     assert not OutboxEvent.objects.filter(sent_at__isnull=True).exists()
     assert OutboxEvent.objects.filter(sent_at__isnull=False).count() == 30
+
+
+def test_the_request_thread_queues_its_event_and_a_thread_of_the_publisher_hands_it_to_the_producer(
+    export_topics, fresh_publisher, monkeypatch
+):
+    sending_threads: set[str] = set()
+    send_row = producer.send_row
+
+    def recording_send_row(kafka_producer, row):
+        sending_threads.add(threading.current_thread().name)
+        return send_row(kafka_producer, row)
+
+    monkeypatch.setattr(producer, "send_row", recording_send_row)
+    orders = [order_factory() for _ in range(5)]
+    for order in orders:
+        order_confirm(order_id=order.pk)
+    assert request_publisher().flush(timeout=10)
+
+    assert sending_threads == {"outbox-sender"}
+    assert OutboxEvent.objects.filter(sent_at__isnull=False).count() == 5
+
+
+def test_a_confirm_does_not_wait_for_a_producer_that_cannot_reach_the_broker(
+    private_broker, export_topics, fresh_publisher, settings
+):
+    settings.KAFKA_PUBLISH_TIMEOUT_MS = 3000
+    settings.KAFKA_PUBLISH_SUSPEND_SECONDS = 60
+    order = order_factory()
+    private_broker.stop()
+
+    started = time.monotonic()
+    order_confirm(order_id=order.pk)
+    # Building the producer waits up to the bound for the broker: on the hand-off's thread.
+    assert time.monotonic() - started < 1.0
+    assert request_publisher().flush(timeout=15)
+
+    row = OutboxEvent.objects.get(key=str(order.pk))
+    assert (row.sent_at, row.attempts) == (None, 1) and row.last_error
+    assert request_publisher().suspended
 
 
 def test_with_the_broker_gone_the_failure_is_recorded_the_path_suspends_and_nothing_is_marked_sent(
