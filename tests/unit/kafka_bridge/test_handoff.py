@@ -10,6 +10,7 @@ import time
 import pytest
 
 from kafka_bridge.outbox.handoff import BUSY_SPACING, RATE_WINDOW, SendHandoff
+from tests.support.helpers import wait_until
 
 pytestmark = pytest.mark.database_independent
 
@@ -23,9 +24,12 @@ class Recorder:
         self.calls: list[tuple[float, list]] = []
         self.block = block
         self.threads: set[str] = set()
+        # Set once the thread is inside a hand_over (waiting on `block`, if given).
+        self.entered = threading.Event()
 
     def __call__(self, rows) -> None:
         self.threads.add(threading.current_thread().name)
+        self.entered.set()
         if self.block is not None:
             self.block.wait(10)
         self.calls.append((time.monotonic(), list(rows)))
@@ -35,12 +39,7 @@ class Recorder:
         return [row for _, batch in self.calls for row in batch]
 
     def handed_over_within(self, count: int, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while len(self.rows) < count:
-            if time.monotonic() > deadline:
-                return False
-            time.sleep(0.001)
-        return True
+        return bool(wait_until(lambda: len(self.rows) >= count, timeout=timeout, interval=0.001))
 
 
 @pytest.fixture
@@ -62,7 +61,7 @@ def test_putting_returns_at_once_while_the_hand_over_is_stuck(handoffs):
     recorder = Recorder(block=release)
     handoff = handoffs(recorder)
     handoff.put(["first"])
-    time.sleep(0.05)  # the thread is inside hand_over, waiting
+    wait_until(recorder.entered.is_set, interval=0.001)  # the thread is inside hand_over, waiting
 
     started = time.monotonic()
     for n in range(100):
@@ -83,7 +82,7 @@ def test_a_quiet_process_hands_each_row_over_at_once(handoffs):
     for n in range(3):
         handoff.put([n])
         assert recorder.handed_over_within(n + 1, timeout=linger)
-        time.sleep(linger * 2)  # fewer than one row per linger
+        time.sleep(linger * 2)  # the load: fewer than one row per linger
     assert [rows for _, rows in recorder.calls] == [[0], [1], [2]]
 
 
@@ -97,7 +96,7 @@ def test_a_busy_process_hands_rows_over_in_bursts_and_no_row_waits_past_the_spac
         queued_at[n] = time.monotonic()
         handoff.put([n])
         n += 1
-        time.sleep(0.0005)
+        time.sleep(0.0005)  # the load's pace
     assert handoff.flush(time.monotonic() + 5)
 
     assert recorder.rows == list(range(n))
@@ -116,9 +115,9 @@ def test_rows_queued_past_the_bound_are_left_to_the_relay(handoffs):
     expired: list = []
     handoff = handoffs(recorder, timeout=0.05, expired=expired.extend)
     handoff.put(["first"])
-    time.sleep(0.02)
+    wait_until(recorder.entered.is_set, interval=0.001)
     handoff.put(["late"])  # queued behind a hand-over that takes longer than the bound
-    time.sleep(0.1)
+    time.sleep(0.1)  # the row's age passes the 0.05 s bound: nothing to poll but the clock
     release.set()
     assert handoff.flush(time.monotonic() + 5)
     handoff.put(["fresh"])
