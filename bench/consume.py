@@ -81,13 +81,16 @@ def export_consumer_run(
     ready_path: str | None = None,
     go_path: str | None = None,
     assigned_path: str | None = None,
+    stamp_received: bool = False,
 ) -> dict:
     """`run_export_consumer`'s loop exactly as `run_export_consumer --concurrency` builds it from
     the settings (the HTTP client of EXPORT_PLATFORM_URL; without it the fake platform, which the
     production settings leave to development, so the bench hands it over itself), until SIGTERM. `ready_path` is touched
     once the loop is built, and the loop starts when `go_path` exists (so that several consumers
     join the group together); `assigned_path` is touched once the group gave it partitions. What
-    it exported is read afterwards from the database (`deliveries`), not noted here."""
+    it exported is read afterwards from the database (`deliveries`), not noted here. With
+    `stamp_received`, it notes when each record reached the processor (wall clock, by key): the
+    end-to-end figure's split at the consumer."""
     import os
     import threading
 
@@ -101,6 +104,7 @@ def export_consumer_run(
     stop.install_signal_handlers()
     client = None if settings.EXPORT_PLATFORM_URL else FakeExternalPlatformClient()
     loop = export_consumer(stop=stop, client=client, concurrency=concurrency)
+    received = _stamp_received(loop.processor) if stamp_received else None
     garbage_collector_settle()
     if ready_path:
         Path(ready_path).touch()
@@ -145,7 +149,25 @@ def export_consumer_run(
         "dead_lettered": loop.dead_lettered_total,
         "assignments": loop.assignments,
         "max_in_flight": loop.max_in_flight_seen,
+        **({"received": received} if received is not None else {}),
     }
+
+
+def _stamp_received(processor) -> dict[str, float]:
+    """Wrap `processor.prepare` so that it notes, by record key, when a record first reached it
+    (time.time()): after the poll that fetched it and before the batch's database read."""
+    received: dict[str, float] = {}
+    prepare = processor.prepare
+
+    def stamped(records):
+        now = time.time()
+        for record in records:
+            if record.key is not None:
+                received.setdefault(record.key.decode(errors="replace"), now)
+        return prepare(records)
+
+    processor.prepare = stamped
+    return received
 
 
 def deliveries(*, topic: str) -> dict:

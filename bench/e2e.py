@@ -224,24 +224,31 @@ def _delivery(generated: dict, receipts: dict[int, float]) -> dict:
 
 
 # Where an order's time goes, split at the record's producer timestamp (CreateTime, set by
-# send(), in whole milliseconds) and at the start of its platform call (the attempt log's).
+# send(), in whole milliseconds), when the consumer's processor got the record, and at the start
+# of its platform call (the attempt log's).
 SEGMENTS = {
-    "commit_to_send": "commit → producer send (on-commit hook)",
-    "send_to_call": "producer send → platform call started (linger, broker, fetch, the batch's DB read, waiting for a worker)",
+    "commit_to_send": "commit → producer send (on-commit hook, the hand-off's thread)",
+    "send_to_consumer": "producer send → at the consumer (linger, the broker's append, the fetch, the poll)",
+    "consumer_to_call": "at the consumer → platform call started (the batch's DB read, waiting for a slot)",
     "call": "platform call started → answered",
 }
 
 
 def _segments(
-    generated: dict, created: dict[str, float], started: dict[int, float], receipts: dict[int, float]
+    generated: dict,
+    created: dict[str, float],
+    received: dict[str, float],
+    started: dict[int, float],
+    receipts: dict[int, float],
 ) -> dict:
     parts: dict[str, list[float]] = {name: [] for name in SEGMENTS}
     for order_id, committed in generated["commits"]:
-        sent = created.get(str(order_id))
-        if sent is None or order_id not in started or order_id not in receipts:
+        sent, got = created.get(str(order_id)), received.get(str(order_id))
+        if sent is None or got is None or order_id not in started or order_id not in receipts:
             continue
         parts["commit_to_send"].append(sent - committed)
-        parts["send_to_call"].append(started[order_id] - sent)
+        parts["send_to_consumer"].append(got - sent)
+        parts["consumer_to_call"].append(started[order_id] - got)
         parts["call"].append(receipts[order_id] - started[order_id])
     return {name: latency_summary(values) for name, values in parts.items() if values}
 
@@ -275,7 +282,9 @@ def pipeline_run(
     harness.run("db.outbox-discard", {}, env=env)
     assigned = harness.path("assigned")
     consumer = harness.spawn(
-        "consume.export-consumer", {"assigned_path": str(assigned), "concurrency": concurrency}, env=env
+        "consume.export-consumer",
+        {"assigned_path": str(assigned), "concurrency": concurrency, "stamp_received": True},
+        env=env,
     )
     relay = harness.command([PYTHON, "manage.py", "run_outbox_relay"], env=env, name="relay")
     workers = [consumer, relay]
@@ -309,8 +318,7 @@ def pipeline_run(
         expected += warmups + paced_orders
         _drain(run, group, topic, expected=expected, unsent=generated["paced"]["unsent_after_run"], workers=workers)
     finally:
-        if consumer.alive():
-            consumer.stop()
+        received = consumer.stop().get("received", {}) if consumer.alive() else {}
         relay.terminate()
     receipts, started = _receipts(run, topic=topic, env=env)
     created = harness.run("e2e.create-times", {"topic": topic}, env=env)["times"]
@@ -320,7 +328,7 @@ def pipeline_run(
             raise BenchError(f"{load['errors']} confirm(s) failed in the {label} run: {load['first_error']}")
         delivery = _delivery(load, receipts)
         if name == "paced":
-            delivery["segments"] = _segments(load, created, started, receipts)
+            delivery["segments"] = _segments(load, created, received, started, receipts)
         if delivery["missing"]:
             context.note(f"{run.vendor} {label} {name}: {delivery['missing']} order(s) never reached the platform")
         outcomes[name] = {**{key: value for key, value in load.items() if key != "commits"}, **delivery}
