@@ -133,7 +133,7 @@ $(BENCH_INSTALLED): requirements-bench.txt $(RUNTIME_INSTALLED)
 	$(PY) -m pip install -q -r requirements-bench.txt
 	@touch $@
 
-bench: venv kafka-up postgres-up $(BENCH_INSTALLED) ## benchmarks (bench/results/); BENCH_ARGS=--quick for a short run
+bench: venv kafka-up postgres-up $(BENCH_INSTALLED) ## benchmarks (bench/results/); BENCH_ARGS=--quick for a short run, "--baseline REF" to run REF's beside
 	BENCH_POSTGRES_URL=$$(scripts/postgres.sh url) $(PY) -m bench $(BENCH_ARGS)
 
 clean: kafka-down postgres-down ## stop services and remove .venv, broker jars and data

@@ -43,5 +43,6 @@ class Progress:
     def done(self) -> None:
         if self.tty:
             self.stream.write("\n")
+        self.label = ""  # a note after the end is a line of its own, not followed by the last step's line
         self.stream.write(f"bench: finished in {time.monotonic() - self.started:.0f} s\n")
         self.stream.flush()

@@ -3,7 +3,8 @@ the PNG plots, and print the table.
 
 Needs the broker (`make kafka-up`) and, for PostgreSQL, the project's cluster (`make
 postgres-up`); `make bench` starts both. Every measurement uses topics, groups and databases of
-its own, and removes them at the end.
+its own, and removes them at the end. With `--baseline REF`, REF's own bench runs afterwards in
+a temporary git worktree, and its figures are written beside today's (bench/baseline.py).
 """
 
 from __future__ import annotations
@@ -18,6 +19,11 @@ import tempfile
 import traceback
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from bench.baseline import BaselineRun
+    from bench.plan import Context
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
@@ -50,6 +56,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="run every worker under cProfile, profiles in <out>/<timestamp>-profiles/ (slows the figures)",
     )
     parser.add_argument("--keep-logs", action="store_true", help="keep the workers' logs (kept anyway after an error)")
+    parser.add_argument(
+        "--baseline",
+        metavar="REF",
+        help="after today's run, run REF's own bench (a commit, branch or tag: the commit before a change) in a "
+        "temporary git worktree with the same --db, --only, --repeats, --quick, --records, --e2e-processes and "
+        "--postgres-url, and show its figures beside today's (docs/benchmarks.md)",
+    )
     return parser.parse_args(argv)
 
 
@@ -186,6 +199,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: {exc}; start it with `make kafka-up`", file=sys.stderr)
         return 2
     pg_url = postgres_url(args.postgres_url) if "postgresql" in vendors_measured else None
+    commit = None
+    if args.baseline:
+        from bench.baseline import BaselineError, resolve
+
+        try:
+            commit = resolve(ref=args.baseline)
+        except BaselineError as exc:
+            print(f"bench: --baseline: {exc}", file=sys.stderr)
+            return 2
 
     started = datetime.now(UTC)
     stamp = started.strftime("%Y%m%dT%H%M%SZ")
@@ -214,6 +236,13 @@ def main(argv: list[str] | None = None) -> int:
     )
 
     machine_facts["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    baseline = (
+        run_baseline(
+            args=args, commit=commit, pg_url=pg_url or args.postgres_url, context=context, skip=outcome.interrupted
+        )
+        if args.baseline
+        else None
+    )
     targets, checks, ratios = targets_compute(outcome.figures, vendors)
     results = {
         "schema": 1,
@@ -243,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
         "notes": context.notes,
         "errors": outcome.errors,
     }
+    if baseline is not None:
+        results["baseline"] = baseline.entry
     stem = args.out / stamp
     write_json(results, stem.with_suffix(".json"))
     table = markdown(results)
@@ -263,9 +294,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"bench: worker logs in {work_dir}", file=sys.stderr)
     else:
         shutil.rmtree(work_dir, ignore_errors=True)
-    if outcome.interrupted:
+    if outcome.interrupted or (baseline is not None and baseline.interrupted):
         return 130
-    return 1 if outcome.errors else 0
+    return 1 if outcome.errors or (baseline is not None and baseline.entry["errors"]) else 0
+
+
+def run_baseline(
+    *, args: argparse.Namespace, commit: str, pg_url: str | None, context: Context, skip: bool
+) -> BaselineRun:
+    """REF's run (bench.baseline), after today's; not run when today's was interrupted."""
+    from bench import baseline
+
+    if skip:
+        error = "not run: today's run was interrupted"
+        context.note(f"baseline {args.baseline} {error}")
+        return baseline.BaselineRun(
+            entry=baseline.entry(ref=args.baseline, commit=commit, results=None, errors=[error])
+        )
+    return baseline.measure(ref=args.baseline, commit=commit, args=args, postgres_url=pg_url, note=context.note)
 
 
 def _setting(name: str):
