@@ -1,6 +1,7 @@
 """Fault injection on real processes: `run_export_consumer` SIGKILLed while events flow with 64
-calls in flight, SIGTERMed during a slow platform call and with 32 calls in flight, PostgreSQL
-restarted under it, and two `run_outbox_relay` processes over one backlog.
+calls in flight, and with 256 against a slow platform, SIGTERMed during a slow platform call and
+with 32 calls in flight, PostgreSQL restarted under it, and two `run_outbox_relay` processes over
+one backlog.
 
 What is counted, and where: the platform stub counts exports (one accepted Idempotency-Key per
 order, none missing) and the repeats it deduplicated (409); the topic counts events sent (one
@@ -10,6 +11,7 @@ how many events flowed, were lost and were doubled (`pytest -rP` shows it).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections import Counter, defaultdict
@@ -36,13 +38,13 @@ from tests.support.faults import (
 )
 from tests.support.figures import report_figures
 from tests.support.helpers import wait_until
-from tests.support.processes import command_env, export_consumer_env
+from tests.support.processes import ManagedProcess, command_env, export_consumer_env
 from tests.support.records import end_offsets, read_records
 
 pytestmark = [pytest.mark.kafka, pytest.mark.django_db(transaction=True)]
 
 ORDERS = 1000
-# The SIGKILL test: enough orders that each kill lands among 64 calls in flight.
+# The SIGKILL tests: enough orders that each kill lands among the calls in flight.
 KILLED_ORDERS = 2000
 
 
@@ -54,86 +56,162 @@ def consumer_env(export_topics, export_group, platform_stub) -> dict[str, str]:
     return export_consumer_env(export_topics, export_group, platform_stub.url)
 
 
+@pytest.fixture
+def sigkilled_run(export_topics, export_group, consumer_env, fresh_publisher, platform_stub, kafka_admin, spawn):
+    """`sigkilled_run(...)` confirms KILLED_ORDERS orders one by one (`Confirmer`) while
+    `run_export_consumer` exports them with `concurrency` calls at once to a platform answering
+    after `delay` seconds. The consumer is SIGKILLed once the platform has accepted each of
+    `kills_at` orders (and has at least `kill_among` calls in flight), a new one started in its
+    place each time; the last drains the rest and is stopped with SIGTERM. Then every order must
+    have been exported once under its own Idempotency-Key and sent once on the topic, nothing
+    dead-lettered, the group committed to the end. Reports the figures under `name`.
+
+    The confirms alone give a slow platform only a few dozen calls at once (a few hundred a
+    second): with `confirmed_first`, the first consumer starts once that many are confirmed, a
+    backlog to fill its calls; each restart waits out the killed member's session, which builds
+    one for the next."""
+    topic, dlt = export_topics
+
+    def run(
+        *,
+        name: str,
+        concurrency: int,
+        delay: float,
+        kills_at: tuple[int, ...],
+        kill_among: int = 0,
+        confirmed_first: int = 0,
+    ) -> None:
+        platform_stub.delay = delay
+        # A SIGKILLed member stays in the group until its session runs out, and its partitions
+        # with it: the broker's minimum session keeps each restart's wait short.
+        env = {
+            **consumer_env,
+            "TEST_SETTINGS": json.dumps({"EXPORT_CONCURRENCY": concurrency}),
+            "KAFKA_CONSUMER_OPTIONS": '{"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000}',
+        }
+        order_ids = orders_create(KILLED_ORDERS)
+
+        def accepted() -> int:
+            return len(platform_stub.exported_order_ids())
+
+        def kill_due(threshold: int) -> tuple[int] | None:
+            """(calls in flight) once the platform has accepted `threshold` orders and has at
+            least `kill_among` calls in flight: a tuple, true even with none in flight."""
+            in_flight = platform_stub.in_flight
+            return (in_flight,) if in_flight >= kill_among and accepted() >= threshold else None
+
+        confirmer = Confirmer(order_ids)
+        consumers: list[ManagedProcess] = []
+        killed_at: list[int] = []
+        in_flight_at_kills: list[int] = []
+        confirmer.start()
+        try:
+            wait_until(
+                lambda: confirmer.confirmed >= confirmed_first or not confirmer.is_alive(),
+                timeout=60,
+                message=lambda: f"{confirmer.confirmed} of {confirmed_first} orders confirmed",
+            )
+            consumers.append(spawn("run_export_consumer", env))
+            for threshold in kills_at:
+                # wait_until calls these before the loop moves on: they see this round's values.
+                # Polled often: a slow platform's calls come and go in rounds, each in flight for
+                # `delay`.
+                (in_flight,) = wait_until(
+                    lambda: kill_due(threshold),  # noqa: B023
+                    timeout=60,
+                    interval=0.01,
+                    message=lambda: (
+                        f"the platform has {accepted()} of {threshold} orders and {platform_stub.in_flight} "  # noqa: B023
+                        f"call(s) in flight ({confirmer.confirmed} confirmed); the consumer said:\n"
+                        f"{consumers[-1].output()[-3000:]}"
+                    ),
+                )
+                consumers[-1].kill()
+                killed_at.append(accepted())
+                in_flight_at_kills.append(in_flight)
+                # The calls the kill cut off are answered (to no one) before the next consumer
+                # starts, so that its kill counts only calls of its own.
+                wait_until(
+                    lambda: platform_stub.in_flight == 0, timeout=10, message="the platform kept calls in flight"
+                )
+                consumers.append(spawn("run_export_consumer", env))
+            confirmer.finish()
+        finally:
+            confirmer.stop_and_join()
+        consumer = consumers[-1]
+
+        relayed = outbox_backlog_publish()
+        wait_until_exported(
+            KILLED_ORDERS, timeout=90, said=lambda: f"the last consumer said:\n{consumer.output()[-3000:]}"
+        )
+        exit_code, stop_seconds = consumer.terminate()
+
+        output = consumer.output()
+        assert exit_code == 0, output
+        assert f"left group {export_group}" in output
+        event_ids = {int(key): str(event_id) for key, event_id in OutboxEvent.objects.values_list("key", "event_id")}
+        tally = platform_tally(platform_stub, order_ids, event_ids)
+        records = read_records(topic, expected=KILLED_ORDERS, timeout=60)
+        per_event = records_per_event(records)
+        # A redelivery of a record whose export had committed is dropped before any platform
+        # call; one killed between the platform's answer and the local commit reaches the platform
+        # again, which answers 409.
+        duplicate_line = re.compile(r"export: order \d+ event \S+ partition \d+ offset \d+: duplicate$", re.M)
+        redelivered_locally = sum(len(duplicate_line.findall(process.output())) for process in consumers)
+        report_figures(
+            name,
+            events_flowed=len(records),
+            doubled_on_topic=sum(n - 1 for n in per_event.values()),
+            relayed_after_fast_path=relayed,
+            **platform_figures(tally),
+            redeliveries_deduplicated_locally=redelivered_locally,
+            kills=len(killed_at),
+            most_calls_in_flight_at_platform=platform_stub.max_in_flight,
+            calls_in_flight_at_kills=in_flight_at_kills,
+            killed_at_accepted=killed_at,
+            consumer_runs=len(consumers),
+            sigterm_exit_seconds=round(stop_seconds, 1),
+        )
+
+        assert len(killed_at) == len(kills_at) and all(n < KILLED_ORDERS for n in killed_at), killed_at
+        assert_exported_once(tally, KILLED_ORDERS)
+        assert set(per_event) == set(event_ids.values())
+        assert OrderExport.objects.filter(status=OrderExport.Status.EXPORTED).count() == KILLED_ORDERS
+        assert not OrderExport.objects.exclude(status=OrderExport.Status.EXPORTED).exists()
+        assert end_offsets(dlt) == {0: 0, 1: 0, 2: 0}
+        assert_committed_to_the_end(kafka_admin, export_group, topic)
+
+    return run
+
+
 # --- the tests --------------------------------------------------------------------------------
 
 
-def test_consumer_sigkilled_three_times_with_64_calls_in_flight_every_order_exported_once(
-    export_topics, export_group, consumer_env, fresh_publisher, platform_stub, kafka_admin, spawn
-):
-    topic, dlt = export_topics
-    ORDERS = KILLED_ORDERS
+def test_consumer_sigkilled_three_times_with_64_calls_in_flight_every_order_exported_once(sigkilled_run):
     # A platform with a real platform's latency, so that each kill catches calls in flight.
-    platform_stub.delay = 0.02
-    # A SIGKILLed member stays in the group until its session runs out, and its partitions with
-    # it: the broker's minimum session keeps each restart's wait short.
-    env = {
-        **consumer_env,
-        "TEST_SETTINGS": '{"EXPORT_CONCURRENCY": 64}',
-        "KAFKA_CONSUMER_OPTIONS": '{"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000}',
-    }
-    order_ids = orders_create(ORDERS)
-
-    confirmer = Confirmer(order_ids)
-    consumer = spawn("run_export_consumer", env)
-    consumers = [consumer]
-    killed_at: list[int] = []
-    confirmer.start()
-    try:
-        for threshold in (200, 700, 1300):
-            # wait_until calls these before the loop moves on: they see this round's values.
-            wait_until(
-                lambda: len(platform_stub.exported_order_ids()) >= threshold,  # noqa: B023
-                timeout=60,
-                message=lambda: (
-                    f"the platform has {len(platform_stub.exported_order_ids())} of {threshold} orders "  # noqa: B023
-                    f"({confirmer.confirmed} confirmed); the consumer said:\n{consumer.output()[-3000:]}"  # noqa: B023
-                ),
-            )
-            consumer.kill()
-            killed_at.append(len(platform_stub.exported_order_ids()))
-            consumer = spawn("run_export_consumer", env)
-            consumers.append(consumer)
-        confirmer.finish()
-    finally:
-        confirmer.stop_and_join()
-
-    relayed = outbox_backlog_publish()
-    wait_until_exported(ORDERS, timeout=90, said=lambda: f"the last consumer said:\n{consumer.output()[-3000:]}")
-    exit_code, stop_seconds = consumer.terminate()
-
-    output = consumer.output()
-    assert exit_code == 0, output
-    assert f"left group {export_group}" in output
-    event_ids = {int(key): str(event_id) for key, event_id in OutboxEvent.objects.values_list("key", "event_id")}
-    tally = platform_tally(platform_stub, order_ids, event_ids)
-    records = read_records(topic, expected=ORDERS, timeout=60)
-    per_event = records_per_event(records)
-    # A redelivery of a record whose export had committed is dropped before any platform call;
-    # one killed between the platform's answer and the local commit reaches the platform again,
-    # which answers 409.
-    duplicate_line = re.compile(r"export: order \d+ event \S+ partition \d+ offset \d+: duplicate$", re.M)
-    redelivered_locally = sum(len(duplicate_line.findall(run.output())) for run in consumers)
-    report_figures(
-        "consumer SIGKILLed with 64 calls in flight",
-        events_flowed=len(records),
-        doubled_on_topic=sum(n - 1 for n in per_event.values()),
-        relayed_after_fast_path=relayed,
-        **platform_figures(tally),
-        redeliveries_deduplicated_locally=redelivered_locally,
-        kills=len(killed_at),
-        most_calls_in_flight_at_platform=platform_stub.max_in_flight,
-        killed_at_accepted=killed_at,
-        consumer_runs=len(consumers),
-        sigterm_exit_seconds=round(stop_seconds, 1),
+    sigkilled_run(
+        name="consumer SIGKILLed with 64 calls in flight", concurrency=64, delay=0.02, kills_at=(200, 700, 1300)
     )
 
-    assert len(killed_at) >= 3 and all(n < ORDERS for n in killed_at), killed_at
-    assert_exported_once(tally, ORDERS)
-    assert set(per_event) == set(event_ids.values())
-    assert OrderExport.objects.filter(status=OrderExport.Status.EXPORTED).count() == ORDERS
-    assert not OrderExport.objects.exclude(status=OrderExport.Status.EXPORTED).exists()
-    assert end_offsets(dlt) == {0: 0, 1: 0, 2: 0}
-    assert_committed_to_the_end(kafka_admin, export_group, topic)
+
+def test_consumer_sigkilled_twice_with_256_calls_in_flight_against_a_100_ms_platform_every_order_exported_once(
+    sigkilled_run, platform_stub
+):
+    sigkilled_run(
+        name="consumer SIGKILLed with 256 calls in flight against a 100 ms platform",
+        concurrency=256,
+        delay=0.1,
+        # A consumer with a backlog has rounds of 256 calls answered every 100 ms or so, about
+        # 2,000 orders a second: the first kill lands in the first consumer's second round (or its
+        # third), the second among the second consumer's first rounds, 1,200 orders from the end.
+        kills_at=(200, 800),
+        # Each kill among far more calls than the 64 of the test above.
+        kill_among=129,
+        # The first consumer starts with three rounds of calls waiting: 800 orders confirmed
+        # first (2 to 5 s), and a few more during its start-up.
+        confirmed_first=800,
+    )
+    assert platform_stub.max_in_flight > 128
 
 
 def test_sigterm_during_a_slow_platform_call_completes_and_commits_the_export(
