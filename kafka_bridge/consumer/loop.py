@@ -71,9 +71,11 @@ HOUSEKEEPING_INTERVAL = 0.05
 # While calls are in flight and enough records are on hand, the loop waits for results instead of
 # polling Kafka, for at most this many seconds between polls.
 POLL_GAP = 0.05
-# Results are recorded in batches of twice the calls that may run at once (at most this many),
-# once the oldest waited this many seconds, or when nothing else is in flight: a record
-# transaction costs mostly per batch.
+# Results are recorded in batches of twice the calls that may run at once (at most this many), or
+# once the oldest waited this many seconds: a record transaction costs mostly per batch, and it
+# holds the loop thread, which meanwhile neither polls nor prepares. A result waits for its batch
+# even when nothing else is in flight: at a trickle, a transaction per export would keep the
+# loop busy while the next records wait on the broker.
 MAX_RECORD_BATCH = 250
 RECORD_INTERVAL = 0.05
 
@@ -277,8 +279,13 @@ class ConsumerLoop:
         return {}
 
     def _poll(self) -> dict[TopicPartition, list[ConsumerRecord]]:
+        timeout_ms = self._dispatcher.poll_timeout_ms(idle_ms=self.poll_timeout_ms)
+        if self._held:
+            # Back in time to record the held results.
+            due = self._held_since + RECORD_INTERVAL - time.monotonic()
+            timeout_ms = min(timeout_ms, max(0, int(due * 1000) + 1))
         try:
-            polled = self._consumer.poll(timeout_ms=self._dispatcher.poll_timeout_ms(idle_ms=self.poll_timeout_ms))
+            polled = self._consumer.poll(timeout_ms=timeout_ms)
         except KafkaError as exc:
             # The broker is unreachable or the group coordinator moved: keep the consumer and
             # try again; it reconnects by itself. Nothing was handed out, so nothing is lost.
@@ -354,15 +361,14 @@ class ConsumerLoop:
 
     def _record_held(self) -> None:
         """Record the results held, in one transaction, once there are `record_batch` of them,
-        the oldest waited `RECORD_INTERVAL`, nothing else is in flight, or the loop is stopping:
-        a record transaction's cost is mostly per batch. A held record's key and commit point
-        wait for it; its slot does not (it was freed when its call ended)."""
+        the oldest waited `RECORD_INTERVAL`, or the loop is stopping: a record transaction's cost
+        is mostly per batch. A held record's key and commit point wait for it; its slot does not
+        (it was freed when its call ended)."""
         if not self._held:
             return
         if (
             len(self._held) >= self.record_batch
             or time.monotonic() - self._held_since >= RECORD_INTERVAL
-            or not self._dispatcher.handed
             or self.stop.is_set()
             or self._partitions.revoking
         ):

@@ -14,7 +14,7 @@ from kafka.structs import TopicPartition
 
 from kafka_bridge.consumer import ConsumerLoop, NonRetryableError, RetryableError
 from kafka_bridge.consumer.dead_letters import DeadLetterPosition
-from kafka_bridge.consumer.loop import POLL_GAP
+from kafka_bridge.consumer.loop import POLL_GAP, RECORD_INTERVAL
 from kafka_bridge.consumer.pacing import Pacer
 from kafka_bridge.consumer.state import consumer_states
 from kafka_bridge.runner import StopFlag
@@ -454,3 +454,35 @@ def test_a_result_is_recorded_within_the_record_interval_while_other_calls_stay_
         wait_until(lambda: processor.completed == [(0, 0)], message=lambda: f"completed {processor.completed}")
         wait_until(lambda: consumer.committed.get(P0) == 1, message=lambda: f"committed {consumer.committed}")
         assert loop.status()["calls_in_flight"] == 7
+
+
+class TimedProcessor(GatedProcessor):
+    """Notes when each call ended and when each `complete` (a record transaction) ran."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.ended: dict[tuple[int, int], float] = {}
+        self.batches: list[tuple[float, list[tuple[int, int]]]] = []
+
+    def _call(self, record) -> None:
+        super()._call(record)
+        self.ended[(record.partition, record.offset)] = time.monotonic()
+
+    def complete(self, results):
+        self.batches.append((time.monotonic(), [(record.partition, record.offset) for record, _, _ in results]))
+        return super().complete(results)
+
+
+def test_a_lone_result_waits_for_the_record_interval_instead_of_a_transaction_of_its_own():
+    consumer, processor = LocalConsumer(partitions=[P0]), TimedProcessor()
+    consumer.append(P0, key=b"k0")
+
+    with loop_on(consumer, processor, concurrency=8):
+        wait_until(lambda: processor.batches, message="never recorded")
+        wait_until(lambda: consumer.committed.get(P0) == 1, message=lambda: f"committed {consumer.committed}")
+
+    # Nothing else was in flight; the loop still held the result for its batch's interval (a
+    # transaction per export at a trickle keeps the loop thread from polling and preparing).
+    (recorded_at, batch), ended_at = processor.batches[0], processor.ended[(0, 0)]
+    assert batch == [(0, 0)]
+    assert recorded_at - ended_at >= RECORD_INTERVAL * 0.9, recorded_at - ended_at
