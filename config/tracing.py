@@ -1,0 +1,268 @@
+"""OpenTelemetry in orderflow: W3C trace context from the request that records an event, through
+the outbox and Kafka, to the consumer's work and the platform call.
+
+Everything that makes a span or moves a context is here, in one module: the request's SERVER
+span (`RequestSpanMiddleware`) and the outbox's creation span (its context stored with the
+outbox row as the record's `traceparent`/`tracestate` headers). The request span is ours too:
+opentelemetry-instrumentation-django 0.66b2 answers 500 to a request whose path has a character
+outside Latin-1 (`GET /api/orders/١/`: its WSGI attributes quote Django's decoded PATH_INFO as
+Latin-1 and raise UnicodeEncodeError), where orderflow answers 404.
+
+Two modes, chosen once per process by `tracing_configure()` from the standard `OTEL_*` variables:
+
+- exporting (`OTEL_TRACES_EXPORTER` names an exporter): an SDK tracer provider with the sampler,
+  resource and exporter settings the SDK reads from the environment; spans are made and exported.
+- propagating only (the default): no span is made and no SDK object exists. A context that came
+  in (a request's `traceparent`) is passed on unchanged to the outbox row; without one, nothing
+  is written and nothing invented.
+
+Malformed trace headers (too long, an unknown or invalid version, not hex, all zeros) are read as
+no header at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from django.core.exceptions import ImproperlyConfigured
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.trace import NonRecordingSpan, Span, SpanKind, Status, StatusCode
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+logger = logging.getLogger(__name__)
+
+TRACEPARENT = "traceparent"
+TRACESTATE = "tracestate"
+TRACE_HEADERS = (TRACEPARENT, TRACESTATE)
+# The instrumentation scope of the spans made here.
+SCOPE = "orderflow"
+MESSAGING_SYSTEM = "kafka"
+# What OTEL_TRACES_EXPORTER may name (the SDK's own names); the OTLP exporter is the HTTP one.
+EXPORTERS = ("otlp", "console", "none")
+OTLP_PROTOCOLS = ("http/protobuf",)
+
+_propagator = TraceContextTextMapPropagator()
+_no_context = otel_context.Context()
+
+
+class _Tracing:
+    """The process's mode: `tracer` is None while only propagating."""
+
+    tracer: trace.Tracer | None = None
+
+
+_tracing = _Tracing()
+
+
+# --- the process's set-up ---------------------------------------------------------------------
+
+
+def tracing_exporters(environ: dict[str, str] | None = None) -> list[str]:
+    """The exporters OTEL_TRACES_EXPORTER names (none when unset: the specification's default is
+    otlp, but a process that exports must be told where); raises ImproperlyConfigured, in one
+    line, for a name or an OTLP protocol this deployment does not have."""
+    environ = os.environ if environ is None else environ
+    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return []
+    names = [name.strip().lower() for name in environ.get("OTEL_TRACES_EXPORTER", "").split(",") if name.strip()]
+    unknown = [name for name in names if name not in EXPORTERS]
+    if unknown:
+        raise ImproperlyConfigured(
+            f"OTEL_TRACES_EXPORTER names {', '.join(unknown)}: this deployment has {', '.join(EXPORTERS)}"
+        )
+    names = [name for name in names if name != "none"]
+    if "otlp" in names:
+        protocol = environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or environ.get(
+            "OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf"
+        )
+        if protocol.strip() not in OTLP_PROTOCOLS:
+            raise ImproperlyConfigured(
+                f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r}: the OTLP exporter installed speaks http/protobuf "
+                "(a collector's port 4318)"
+            )
+    return names
+
+
+def tracing_configure() -> trace.TracerProvider | None:
+    """Once per process (the `config` app's `ready()`): with an exporter named in
+    OTEL_TRACES_EXPORTER, an SDK tracer provider set globally (sampler, resource, OTLP endpoint,
+    headers and batch settings as the SDK reads them from the environment) and used here."""
+    provider = None
+    exporters = tracing_exporters()
+    if exporters:
+        provider = tracer_provider_build(exporters=exporters)
+        trace.set_tracer_provider(provider)
+    tracing_use(provider)
+    return provider
+
+
+def tracer_provider_build(*, exporters: Sequence[str]) -> trace.TracerProvider:
+    """An SDK tracer provider exporting to `exporters` in batches; OTEL_SERVICE_NAME (default
+    `orderflow`), OTEL_RESOURCE_ATTRIBUTES, OTEL_TRACES_SAMPLER(_ARG), OTEL_EXPORTER_OTLP_* and
+    OTEL_BSP_* as the SDK reads them."""
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+
+    resource = Resource.create()
+    if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
+        resource = resource.merge(Resource({SERVICE_NAME: "orderflow"}))
+    provider = TracerProvider(resource=resource)
+    for name in exporters:
+        if name == "otlp":
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+            exporter = OTLPSpanExporter()
+        else:
+            exporter = ConsoleSpanExporter()
+        provider.add_span_processor(BatchSpanProcessor(exporter))
+    return provider
+
+
+def tracing_use(provider: trace.TracerProvider | None) -> None:
+    """Make this module's spans with `provider`, or none at all (propagating only) with None.
+    `tracing_configure` calls it; the tests give an SDK provider with an in-memory exporter."""
+    _tracing.tracer = provider.get_tracer(SCOPE) if provider is not None else None
+
+
+def tracing_enabled() -> bool:
+    """True when spans are made (an SDK provider), False while only propagating."""
+    return _tracing.tracer is not None
+
+
+# --- reading and writing the W3C headers --------------------------------------------------------
+
+
+def _headers_get(headers: Iterable[tuple[str, Any]], name: str) -> list[str] | None:
+    found = None
+    for header, value in headers:
+        if header == name and value is not None:
+            text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+            found = [text] if found is None else [*found, text]
+    return found
+
+
+class _HeadersGetter:
+    """The propagator's view of Kafka headers ([(name, bytes)]) or the outbox's ([[name, str]])."""
+
+    def get(self, carrier: Iterable[tuple[str, Any]], key: str) -> list[str] | None:
+        return _headers_get(carrier, key)
+
+    def keys(self, carrier: Iterable[tuple[str, Any]]) -> list[str]:
+        return [name for name, _ in carrier]
+
+
+_getter = _HeadersGetter()
+
+
+def headers_context(headers: Iterable[tuple[str, Any]] | None) -> trace.SpanContext | None:
+    """The valid W3C context in `headers` (Kafka's or the outbox's), or None: absent or
+    malformed, never an error."""
+    if not headers:
+        return None
+    headers = list(headers)
+    if not any(name == TRACEPARENT for name, _ in headers):
+        return None
+    try:
+        extracted = _propagator.extract(headers, context=_no_context, getter=_getter)
+    except Exception:  # a malformed header is as if there were none
+        return None
+    span_context = trace.get_current_span(extracted).get_span_context()
+    return span_context if span_context.is_valid else None
+
+
+def trace_headers(span: Span | None) -> list[tuple[str, str]]:
+    """`traceparent` (and `tracestate` when there is one) of `span`'s context, as the W3C
+    specification writes them; none for no span or an invalid context."""
+    if span is None or not span.get_span_context().is_valid:
+        return []
+    carrier: dict[str, str] = {}
+    _propagator.inject(carrier, context=trace.set_span_in_context(span, _no_context))
+    return [(name, carrier[name]) for name in TRACE_HEADERS if name in carrier]
+
+
+# --- the request -------------------------------------------------------------------------------
+
+
+class RequestSpanMiddleware:
+    """The SERVER span of each request (first in MIDDLEWARE), child of the request's own
+    `traceparent` when it has a valid one, with HTTP's semantic conventions; named after the
+    route once resolved. While only propagating, a valid incoming context is made current and
+    nothing else is done."""
+
+    def __init__(self, get_response: Callable[[Any], Any]):
+        self.get_response = get_response
+
+    def __call__(self, request: Any) -> Any:
+        meta = request.META
+        incoming = meta.get("HTTP_TRACEPARENT")
+        parent = (
+            headers_context([(TRACEPARENT, incoming), (TRACESTATE, meta.get("HTTP_TRACESTATE"))])
+            if incoming is not None
+            else None
+        )
+        tracer = _tracing.tracer
+        if tracer is None:
+            if parent is None:
+                return self.get_response(request)
+            with trace.use_span(NonRecordingSpan(parent), end_on_exit=False):
+                return self.get_response(request)
+        method = request.method
+        span = tracer.start_span(
+            method,
+            context=trace.set_span_in_context(NonRecordingSpan(parent), _no_context) if parent else _no_context,
+            kind=SpanKind.SERVER,
+            attributes={
+                "http.request.method": method,
+                "url.path": request.path,
+                "url.scheme": request.scheme,
+                "network.protocol.version": meta.get("SERVER_PROTOCOL", "").rpartition("/")[2],
+            },
+        )
+        with trace.use_span(span, end_on_exit=True):
+            response = self.get_response(request)
+            match = getattr(request, "resolver_match", None)
+            if match is not None and match.route:
+                route = f"/{match.route}"
+                span.update_name(f"{method} {route}")
+                span.set_attribute("http.route", route)
+            span.set_attribute("http.response.status_code", response.status_code)
+            if response.status_code >= 500:
+                span.set_attribute("error.type", str(response.status_code))
+                span.set_status(Status(StatusCode.ERROR))
+            return response
+
+
+# --- the producer side: where the event is born -----------------------------------------------
+
+
+def message_create_headers(*, destination: str, message_id: str, key: str | None) -> list[list[str]]:
+    """The trace headers of a message recorded now, as the outbox stores them ([[name, value]]):
+    the context of a PRODUCER span `create <destination>` child of the active span when spans are
+    made, the active span's own context when only propagating; none without an active span."""
+    current = trace.get_current_span()
+    if not current.get_span_context().is_valid:
+        return []
+    tracer = _tracing.tracer
+    if tracer is None:
+        return [[name, value] for name, value in trace_headers(current)]
+    span = tracer.start_span(
+        f"create {destination}",
+        kind=SpanKind.PRODUCER,
+        attributes={
+            "messaging.system": MESSAGING_SYSTEM,
+            "messaging.operation.name": "create",
+            "messaging.operation.type": "create",
+            "messaging.destination.name": destination,
+            "messaging.message.id": message_id,
+            **({"messaging.kafka.message.key": key} if key is not None else {}),
+        },
+    )
+    try:
+        return [[name, value] for name, value in trace_headers(span)]
+    finally:
+        span.end()
