@@ -2,8 +2,10 @@
 the outbox and Kafka, to the consumer's work and the platform call.
 
 Everything that makes a span or moves a context is here, in one module: the request's SERVER
-span (`RequestSpanMiddleware`) and the outbox's creation span (its context stored with the
-outbox row as the record's `traceparent`/`tracestate` headers). The request span is ours too:
+span (`RequestSpanMiddleware`), the outbox's creation span (its context stored with the outbox
+row as the record's `traceparent`/`tracestate` headers), the consumer's process span per record
+(kafka-python 3.x has no OpenTelemetry instrumentation), the trace headers on a dead letter, and
+the platform client's CLIENT span and `traceparent` header. The request span is ours too:
 opentelemetry-instrumentation-django 0.66b2 answers 500 to a request whose path has a character
 outside Latin-1 (`GET /api/orders/١/`: its WSGI attributes quote Django's decoded PATH_INFO as
 Latin-1 and raise UnicodeEncodeError), where orderflow answers 404.
@@ -13,15 +15,17 @@ Two modes, chosen once per process by `tracing_configure()` from the standard `O
 - exporting (`OTEL_TRACES_EXPORTER` names an exporter): an SDK tracer provider with the sampler,
   resource and exporter settings the SDK reads from the environment; spans are made and exported.
 - propagating only (the default): no span is made and no SDK object exists. A context that came
-  in (a request's `traceparent`) is passed on unchanged to the outbox row; without one, nothing
-  is written and nothing invented.
+  in (a request's `traceparent`, a record's) is passed on unchanged to the outbox row, the
+  platform call and a dead letter; without one, nothing is written and nothing invented.
 
 Malformed trace headers (too long, an unknown or invalid version, not hex, all zeros) are read as
-no header at all.
+no header at all: they never fail a record.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
 import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -30,7 +34,7 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.trace import NonRecordingSpan, Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 logger = logging.getLogger(__name__)
@@ -266,3 +270,133 @@ def message_create_headers(*, destination: str, message_id: str, key: str | None
         return [[name, value] for name, value in trace_headers(span)]
     finally:
         span.end()
+
+
+# --- the consumer side ------------------------------------------------------------------------
+
+
+def message_process_span(
+    *,
+    destination: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    headers: Sequence[tuple[str, bytes | None]] | None,
+    consumer_group: str,
+    message_id: str | None = None,
+) -> Span | None:
+    """The CONSUMER span `process <destination>` of one record, child of (and linked to) the
+    context in its headers; while only propagating, that context itself as a span that makes
+    nothing (so the platform call and a dead letter carry it on), or None without one."""
+    parent = headers_context(headers)
+    tracer = _tracing.tracer
+    if tracer is None:
+        return NonRecordingSpan(parent) if parent is not None else None
+    attributes: dict[str, Any] = {
+        "messaging.system": MESSAGING_SYSTEM,
+        "messaging.operation.name": "process",
+        "messaging.operation.type": "process",
+        "messaging.destination.name": destination,
+        "messaging.destination.partition.id": str(partition),
+        "messaging.kafka.offset": offset,
+        "messaging.consumer.group.name": consumer_group,
+    }
+    if message_id is None:
+        found = _headers_get(headers or (), "event_id")
+        message_id = found[0] if found else None
+    if message_id is not None:
+        attributes["messaging.message.id"] = message_id
+    if key is not None:
+        attributes["messaging.kafka.message.key"] = key.decode("utf-8", "replace")
+    if parent is None:
+        return tracer.start_span(
+            f"process {destination}", context=_no_context, kind=SpanKind.CONSUMER, attributes=attributes
+        )
+    return tracer.start_span(
+        f"process {destination}",
+        context=trace.set_span_in_context(NonRecordingSpan(parent), _no_context),
+        kind=SpanKind.CONSUMER,
+        attributes=attributes,
+        # The messaging conventions link a process span to the message's creation context; it is
+        # its parent too, so that one trace runs from the request to the platform's answer.
+        links=[Link(parent)],
+    )
+
+
+def span_retry(span: Span | None, *, attempt: int, error: str, delay: float) -> None:
+    """A `retry` event on a record's span: which attempt failed, why, and the wait before the next."""
+    if span is not None and span.is_recording():
+        span.add_event("retry", {"attempt": attempt, "error": error, "delay_s": round(delay, 3)})
+
+
+def span_dead_lettered(span: Span | None, *, error: str) -> None:
+    """A record given up on: its span's status is an error, with a `dead_letter` event."""
+    if span is not None and span.is_recording():
+        span.set_status(Status(StatusCode.ERROR, error))
+        span.add_event("dead_letter", {"error": error})
+
+
+def call_in_span(call: Callable[[], Any], span: Span | None) -> Callable[[], Any]:
+    """`call` made with `span` current, so that what it calls (the platform client) continues
+    the trace; `call` itself when there is no span. A coroutine function stays one."""
+    if span is None:
+        return call
+    if inspect.iscoroutinefunction(call):
+
+        async def in_span() -> Any:
+            token = otel_context.attach(trace.set_span_in_context(span))
+            try:
+                return await call()
+            finally:
+                otel_context.detach(token)
+
+        return in_span
+
+    @functools.wraps(call)
+    def in_span_blocking() -> Any:
+        with trace.use_span(span, end_on_exit=False, record_exception=False, set_status_on_exception=False):
+            return call()
+
+    return in_span_blocking
+
+
+# --- an HTTP client's call --------------------------------------------------------------------
+
+
+def http_client_span(
+    *, method: str, url: str, host: str, port: int, idempotency_key: str | None = None
+) -> tuple[Span | None, bytes]:
+    """For an HTTP call about to be made: its CLIENT span (None while only propagating) and the
+    `traceparent`/`tracestate` header lines to send (b"" without a context)."""
+    current = trace.get_current_span()
+    tracer = _tracing.tracer
+    if tracer is None:
+        span = None
+        headers = trace_headers(current) if current.get_span_context().is_valid else []
+    else:
+        attributes: dict[str, Any] = {
+            "http.request.method": method,
+            "url.full": url,
+            "server.address": host,
+            "server.port": port,
+        }
+        if idempotency_key is not None:
+            attributes["http.request.header.idempotency-key"] = (idempotency_key,)
+        span = tracer.start_span(method, kind=SpanKind.CLIENT, attributes=attributes)
+        headers = trace_headers(span)
+    return span, b"".join(f"{name}: {value}\r\n".encode("ascii", "replace") for name, value in headers)
+
+
+def http_client_span_end(span: Span | None, *, status: int | None = None, error: BaseException | None = None) -> None:
+    """End an HTTP call's span with the response's status, or the error it ended with."""
+    if span is None:
+        return
+    if status is not None:
+        span.set_attribute("http.response.status_code", status)
+        if status >= 400:
+            span.set_attribute("error.type", str(status))
+            span.set_status(Status(StatusCode.ERROR))
+    if error is not None:
+        span.set_attribute("error.type", type(error).__name__)
+        span.set_status(Status(StatusCode.ERROR, str(error)[:200]))
+    span.end()

@@ -49,6 +49,7 @@ from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import AuthorizationError, KafkaError, SaslAuthenticationFailedError
 from kafka.structs import TopicPartition
 
+from config.tracing import call_in_span, message_process_span
 from kafka_bridge.consumer.api import DeadLetterHook, LogFields, RecordProcessor
 from kafka_bridge.consumer.dead_letters import DeadLetterPublisher
 from kafka_bridge.consumer.dispatch import CallResult, DeadLetterResult, Dispatcher, Item
@@ -303,7 +304,18 @@ class ConsumerLoop:
                 continue  # handed out just before a revocation; the new owner reads it again
             for record in records:
                 self._partitions.received(tp, record.offset)
-                self._dispatcher.add((tp, record.key), Item(record, tp, generation))
+                item = Item(record, tp, generation)
+                # From its arrival to its end (exported, dropped as a duplicate, dead-lettered):
+                # waits, retries and calls included.
+                item.trace = message_process_span(
+                    destination=record.topic,
+                    partition=record.partition,
+                    offset=record.offset,
+                    key=record.key,
+                    headers=record.headers,
+                    consumer_group=self.group_id,
+                )
+                self._dispatcher.add((tp, record.key), item)
             self._partitions.pause_if_full(tp)
 
     def _prepare_more(self) -> None:
@@ -340,7 +352,7 @@ class ConsumerLoop:
                 item.attempts += 1
                 self._failed(key, item, step)
             else:
-                self._dispatcher.hold(key, item, step)
+                self._dispatcher.hold(key, item, call_in_span(step, item.trace))
 
     def _start_calls(self) -> None:
         if self.stop.is_set() or self._partitions.revoking:
@@ -399,6 +411,8 @@ class ConsumerLoop:
             self._done(key, item)
 
     def _done(self, key: Hashable, item: Item) -> None:
+        if item.trace is not None:
+            item.trace.end()
         self._dispatcher.finished(key)
         self._reporter.record_done(item.tp)
         self._partitions.done(item.tp, item.record.offset)

@@ -4,6 +4,7 @@ the project only propagates, as a process with no OTEL_TRACES_EXPORTER does."""
 
 from __future__ import annotations
 
+import subprocess
 from decimal import Decimal
 
 import pytest
@@ -17,9 +18,10 @@ from kafka_bridge.runner import StopFlag
 from orders.models import Order
 from orders.permissions import ORDER_OPERATOR_PERMISSIONS
 from orders.services import LineInput, order_confirm, order_create
+from tests.support.consumers import export_consumer_running
 from tests.support.factories import user_factory
 from tests.support.helpers import wait_until
-from tests.support.records import read_records
+from tests.support.records import produce_records, read_records
 from tests.support.tracing import header, ids, parts, traceparent
 
 pytestmark = [pytest.mark.kafka, pytest.mark.django_db(transaction=True)]
@@ -159,3 +161,197 @@ def test_a_malformed_incoming_traceparent_is_as_if_there_were_none(api, spans, e
     request = next(s for s in spans.of_kind(SpanKind.SERVER) if s.attributes["url.path"].endswith("/confirm/"))
     assert request.parent is None
     assert parts(header(row_of(order).headers, "traceparent"))[1] == ids(request)[0]
+
+
+# --- continued by the consumer, passed to the platform ---------------------------------------------
+
+
+@pytest.fixture
+def http_consumer(export_topics, export_group, platform_stub, fresh_publisher):
+    """The export consumer calling the platform stub over HTTP; yields the stub."""
+    from exports.platform.http import HttpExternalPlatformClient
+
+    with export_consumer_running(HttpExternalPlatformClient(url=platform_stub.url, timeout=5)):
+        yield platform_stub
+
+
+def requests_of(stub, n: int) -> list:
+    wait_until(lambda: len(stub.received()) >= n, timeout=30, message=lambda: f"{len(stub.received())} of {n} call(s)")
+    return stub.received()
+
+
+def process_spans(spans, n: int) -> list:
+    wait_until(
+        lambda: len(spans.of_kind(SpanKind.CONSUMER)) >= n,
+        timeout=30,
+        message=lambda: f"{len(spans.of_kind(SpanKind.CONSUMER))} of {n} process span(s) ended",
+    )
+    return spans.of_kind(SpanKind.CONSUMER)
+
+
+def test_one_api_confirm_is_one_trace_from_the_request_to_the_platform_call(api, spans, http_consumer, export_group):
+    stub = http_consumer
+    order = new_order()
+
+    confirm_over_the_api(api, order)
+
+    [call] = requests_of(stub, 1)
+    [process] = process_spans(spans, 1)
+    request = next(s for s in spans.of_kind(SpanKind.SERVER) if s.attributes["url.path"].endswith("/confirm/"))
+    create = spans.one(SpanKind.PRODUCER)
+    client = spans.one(SpanKind.CLIENT)
+    trace_id = request.context.trace_id
+    assert {s.context.trace_id for s in (create, process, client)} == {trace_id}
+    # request -> create -> process -> the platform call
+    assert create.parent.span_id == request.context.span_id
+    assert process.parent.span_id == create.context.span_id
+    assert client.parent.span_id == process.context.span_id
+    assert [link.context.span_id for link in process.links] == [create.context.span_id]
+    row = row_of(order)
+    topic = row.topic
+    assert process.name == f"process {topic}"
+    assert process.attributes["messaging.system"] == "kafka"
+    assert process.attributes["messaging.operation.type"] == "process"
+    assert process.attributes["messaging.destination.name"] == topic
+    assert process.attributes["messaging.consumer.group.name"] == export_group
+    assert process.attributes["messaging.message.id"] == str(row.event_id)
+    assert process.attributes["messaging.kafka.message.key"] == str(order.pk)
+    record_partition = process.attributes["messaging.destination.partition.id"]
+    request_publisher().flush()
+    row.refresh_from_db()
+    assert (record_partition, process.attributes["messaging.kafka.offset"]) == (str(row.partition), row.offset)
+    assert client.name == "POST"
+    assert client.attributes["http.request.method"] == "POST"
+    assert client.attributes["url.full"] == stub.url
+    assert client.attributes["http.response.status_code"] == 201
+    assert client.attributes["http.request.header.idempotency-key"] == (str(row.event_id),)
+    # The platform received the same trace, its parent the client span.
+    assert parts(call.headers["traceparent"]) == ("00", *ids(client), True)
+
+
+def kcat_produce(topic: str, *, key: str, value: str, headers: dict[str, str]) -> None:
+    from django.conf import settings
+
+    command = ["kcat", "-P", "-b", ",".join(settings.KAFKA_BOOTSTRAP_SERVERS), "-t", topic, "-k", key]
+    for name, header_value in headers.items():
+        command += ["-H", f"{name}={header_value}"]
+    subprocess.run(command, input=value.encode(), check=True, timeout=30)
+
+
+def unsent_event(settings) -> tuple[Order, OutboxEvent]:
+    """A confirmed order whose event is in the outbox only (the fast path off), for a test to
+    produce itself."""
+    settings.KAFKA_PUBLISH_ON_COMMIT = False
+    order = new_order()
+    order_confirm(order_id=order.pk)
+    return order, row_of(order)
+
+
+def test_a_record_produced_by_kcat_with_a_traceparent_is_continued(spans, http_consumer, settings):
+    topic = settings.ORDER_EXPORT_TOPIC
+    order, row = unsent_event(settings)
+    incoming = traceparent()
+
+    kcat_produce(
+        topic,
+        key=row.key,
+        value=row.payload,
+        headers={"event_type": row.event_type, "event_id": str(row.event_id), "traceparent": incoming},
+    )
+
+    [call] = requests_of(http_consumer, 1)
+    [process] = process_spans(spans, 1)
+    _, trace_id, parent_id, _ = parts(incoming)
+    assert ids(process)[0] == trace_id
+    assert format(process.parent.span_id, "016x") == parent_id
+    assert process.parent.is_remote
+    assert parts(call.headers["traceparent"])[1] == trace_id
+
+
+def test_with_no_exporter_a_records_context_reaches_the_platform_unchanged(http_consumer, settings):
+    order, row = unsent_event(settings)
+    incoming = traceparent()
+
+    produce_records(
+        settings.ORDER_EXPORT_TOPIC,
+        [{"key": row.key.encode(), "value": row.payload.encode(), "headers": [("traceparent", incoming.encode())]}],
+    )
+
+    [call] = requests_of(http_consumer, 1)
+    assert call.headers["traceparent"] == incoming
+
+
+def test_records_with_a_malformed_traceparent_are_exported_as_records_without_one(spans, http_consumer, settings):
+    malformed = [
+        f"00-{'a' * 32}-{'b' * 16}-01-{'c' * 600}",  # too long
+        f"ff-{'a' * 32}-{'b' * 16}-01",  # the invalid version
+        f"00-{'z' * 32}-{'b' * 16}-01",  # not hex
+    ]
+    rows = [unsent_event(settings)[1] for _ in malformed]
+
+    produce_records(
+        settings.ORDER_EXPORT_TOPIC,
+        [
+            {"key": row.key.encode(), "value": row.payload.encode(), "headers": [("traceparent", value.encode())]}
+            for row, value in zip(rows, malformed)
+        ],
+    )
+
+    calls = requests_of(http_consumer, 3)
+    processed = process_spans(spans, 3)
+    assert sorted(http_consumer.exported_order_ids()) == sorted(int(row.key) for row in rows)
+    assert all(span.parent is None and not span.links for span in processed)
+    assert {parts(call.headers["traceparent"])[1] for call in calls} == {ids(span)[0] for span in processed}
+    assert "a" * 32 not in {parts(call.headers["traceparent"])[1] for call in calls}
+
+
+def test_a_dead_letter_ends_its_span_in_error_carries_the_trace_on_and_a_redrive_keeps_it(
+    api, spans, http_consumer, settings
+):
+    from exports.redrive import dlt_replay
+    from tests.support.redrive import user_with
+
+    stub = http_consumer
+    dlt = settings.ORDER_EXPORT_DLT_TOPIC
+    stub.down_status = 422
+    order = new_order()
+
+    confirm_over_the_api(api, order)
+
+    [dead] = process_spans(spans, 1)
+    trace_id = ids(spans.one(SpanKind.PRODUCER))[0]
+    assert ids(dead)[0] == trace_id
+    assert dead.status.status_code.name == "ERROR"
+    assert [event.name for event in dead.events] == ["dead_letter"]
+    [dead_letter] = read_records(dlt, expected=1)
+    # The dead letter continues the trace from the span that gave the record up.
+    assert parts(header(dead_letter.headers, "traceparent"))[:3] == ("00", *ids(dead))
+
+    stub.down_status = None
+    user_with("ops", may_redrive=True)
+    assert len(dlt_replay(operator="ops").items) == 1
+    wait_until(lambda: order.pk in stub.exported_order_ids(), timeout=30, message="the redriven order was not exported")
+    redriven = process_spans(spans, 2)[-1]
+    assert ids(redriven)[0] == trace_id
+    assert redriven.parent.span_id == dead.context.span_id
+    assert redriven.status.status_code.name == "UNSET"
+
+
+def test_retries_are_events_on_the_records_span(api, spans, http_consumer, settings):
+    stub = http_consumer
+    stub.failure_rate = 0
+    stub.down_status = 503
+    order = new_order()
+
+    confirm_over_the_api(api, order)
+    wait_until(lambda: len(stub.received()) >= 2, timeout=30, message="no retry")
+    stub.down_status = None
+
+    [process] = process_spans(spans, 1)
+    retries = [event for event in process.events if event.name == "retry"]
+    assert retries and retries[0].attributes["attempt"] == 1
+    assert "HTTP 503" in retries[0].attributes["error"]
+    clients = spans.of_kind(SpanKind.CLIENT, trace_id=process.context.trace_id)
+    assert len(clients) == len(retries) + 1
+    assert {span.parent.span_id for span in clients} == {process.context.span_id}
+    assert [span.attributes["http.response.status_code"] for span in clients][-1] == 201
