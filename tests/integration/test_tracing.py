@@ -4,6 +4,8 @@ the project only propagates, as a process with no OTEL_TRACES_EXPORTER does."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 from decimal import Decimal
 
@@ -355,3 +357,58 @@ def test_retries_are_events_on_the_records_span(api, spans, http_consumer, setti
     assert len(clients) == len(retries) + 1
     assert {span.parent.span_id for span in clients} == {process.context.span_id}
     assert [span.attributes["http.response.status_code"] for span in clients][-1] == 201
+
+
+# --- exported over OTLP/HTTP, as the OTEL_* variables say -----------------------------------------
+
+
+def test_a_consumer_process_exports_its_spans_to_an_otlp_http_endpoint_set_by_the_standard_variables(
+    export_topics, export_group, settings
+):
+    from tests.support.otlp_receiver import OtlpReceiver
+    from tests.support.processes import ManagedProcess, database_url_of_test_db
+
+    topic, dlt = export_topics
+    order, row = unsent_event(settings)
+    incoming = traceparent()
+    produce_records(
+        topic,
+        [
+            {
+                "key": row.key.encode(),
+                "value": row.payload.encode(),
+                "headers": [("event_id", str(row.event_id).encode()), ("traceparent", incoming.encode())],
+            }
+        ],
+    )
+    receiver = OtlpReceiver()
+    env = {
+        **os.environ,
+        "DATABASE_URL": database_url_of_test_db(),
+        "ORDER_EXPORT_TOPIC": topic,
+        "ORDER_EXPORT_DLT_TOPIC": dlt,
+        "ORDER_EXPORT_CONSUMER_GROUP": export_group,
+        "OTEL_TRACES_EXPORTER": "otlp",
+        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_SERVICE_NAME": "orderflow-consumer",
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
+    }
+    consumer = ManagedProcess("run_export_consumer", env)
+    try:
+        wait_until(
+            lambda: any(span.name == f"process {topic}" for span in receiver.received()),
+            timeout=30,
+            message=lambda: f"no process span exported; the consumer said:\n{consumer.output()}",
+        )
+    finally:
+        consumer.process.send_signal(signal.SIGTERM)
+        exit_code = consumer.process.wait(timeout=15)
+        receiver.close()
+    assert exit_code == 0, consumer.output()
+    [process] = [span for span in receiver.received() if span.name == f"process {topic}"]
+    _, trace_id, parent_id, _ = parts(incoming)
+    assert (process.service, process.trace_id, process.parent_span_id) == ("orderflow-consumer", trace_id, parent_id)
+    assert process.kind == 5  # SPAN_KIND_CONSUMER
+    assert process.attributes["messaging.message.id"] == str(row.event_id)
+    assert receiver.content_types == {"application/x-protobuf"}
