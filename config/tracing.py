@@ -26,18 +26,16 @@ from __future__ import annotations
 
 import functools
 import inspect
-import logging
 import os
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import ImproperlyConfigured
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-
-logger = logging.getLogger(__name__)
 
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
@@ -133,11 +131,6 @@ def tracing_use(provider: trace.TracerProvider | None) -> None:
     _tracing.tracer = provider.get_tracer(SCOPE) if provider is not None else None
 
 
-def tracing_enabled() -> bool:
-    """True when spans are made (an SDK provider), False while only propagating."""
-    return _tracing.tracer is not None
-
-
 # --- reading and writing the W3C headers --------------------------------------------------------
 
 
@@ -163,13 +156,16 @@ class _HeadersGetter:
 _getter = _HeadersGetter()
 
 
-def headers_context(headers: Iterable[tuple[str, Any]] | None) -> trace.SpanContext | None:
+def headers_context(headers: Sequence[tuple[str, Any]] | None) -> trace.SpanContext | None:
     """The valid W3C context in `headers` (Kafka's or the outbox's), or None: absent or
     malformed, never an error."""
     if not headers:
         return None
-    headers = list(headers)
-    if not any(name == TRACEPARENT for name, _ in headers):
+    # The common case, a record without one, costs this scan and nothing else.
+    for name, _ in headers:
+        if name == TRACEPARENT:
+            break
+    else:
         return None
     try:
         extracted = _propagator.extract(headers, context=_no_context, getter=_getter)
@@ -187,6 +183,20 @@ def trace_headers(span: Span | None) -> list[tuple[str, str]]:
     carrier: dict[str, str] = {}
     _propagator.inject(carrier, context=trace.set_span_in_context(span, _no_context))
     return [(name, carrier[name]) for name in TRACE_HEADERS if name in carrier]
+
+
+def trace_id_of(headers: Sequence[tuple[str, Any]] | None) -> str | None:
+    """The trace id (32 hex digits) of the context in `headers`, or None."""
+    span_context = headers_context(headers)
+    return trace.format_trace_id(span_context.trace_id) if span_context is not None else None
+
+
+def trace_url(trace_id: str | None) -> str | None:
+    """The trace in the tracing UI, from OTEL_TRACE_URL_TEMPLATE; None without one."""
+    template = settings.OTEL_TRACE_URL_TEMPLATE
+    if not trace_id or not template:
+        return None
+    return template.replace("{trace_id}", trace_id)
 
 
 # --- the request -------------------------------------------------------------------------------

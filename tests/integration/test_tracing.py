@@ -4,7 +4,9 @@ the project only propagates, as a process with no OTEL_TRACES_EXPORTER does."""
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import signal
 import subprocess
 from decimal import Decimal
@@ -412,3 +414,102 @@ def test_a_consumer_process_exports_its_spans_to_an_otlp_http_endpoint_set_by_th
     assert process.kind == 5  # SPAN_KIND_CONSUMER
     assert process.attributes["messaging.message.id"] == str(row.event_id)
     assert receiver.content_types == {"application/x-protobuf"}
+
+
+# --- seen by the operator -------------------------------------------------------------------------
+
+
+def traced_confirm(api, order: Order, incoming: str) -> str:
+    """Confirm `order` in the trace of `incoming` and wait for its record; its trace id."""
+    confirm_over_the_api(api, order, HTTP_TRACEPARENT=incoming)
+    assert request_publisher().flush(timeout=10)
+    return parts(incoming)[1]
+
+
+def test_order_trace_shows_the_trace_id_and_its_link(api, export_topics, fresh_publisher, settings):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    settings.OTEL_TRACE_URL_TEMPLATE = "https://tempo.example/trace/{trace_id}"
+    order = new_order()
+    trace_id = traced_confirm(api, order, traceparent())
+
+    out = StringIO()
+    call_command("order_trace", str(order.pk), stdout=out)
+    text = out.getvalue()
+    assert f"  trace {trace_id}: https://tempo.example/trace/{trace_id}" in text
+    # The record read back shows the headers as they travelled.
+    assert f"header traceparent=00-{trace_id}-" in text
+
+    out = StringIO()
+    call_command("order_trace", str(order.pk), "--json", stdout=out)
+    [event] = json.loads(out.getvalue())["events"]
+    assert (event["trace_id"], event["trace_url"]) == (trace_id, f"https://tempo.example/trace/{trace_id}")
+
+
+def test_order_trace_of_an_event_recorded_outside_a_trace_has_no_trace_id(export_topics, fresh_publisher):
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    order = new_order()
+    order_confirm(order_id=order.pk)
+
+    out = StringIO()
+    call_command("order_trace", str(order.pk), "--json", stdout=out)
+    [event] = json.loads(out.getvalue())["events"]
+    assert (event["trace_id"], event["trace_url"]) == (None, None)
+
+
+def test_the_delivery_panel_links_the_trace_when_a_template_is_set(
+    api, client, export_topics, fresh_publisher, settings
+):
+    from django.urls import reverse
+
+    order = new_order()
+    trace_id = traced_confirm(api, order, traceparent())
+    client.force_login(
+        user_factory(
+            username="panel-viewer", is_staff=True, permissions=["orders.view_order", "exports.view_orderexport"]
+        )
+    )
+    url = reverse("admin:orders_order_change", args=[order.pk])
+
+    page = client.get(url).content.decode()
+    assert f'<code class="trace-id">{trace_id}</code>' in page
+
+    settings.OTEL_TRACE_URL_TEMPLATE = "https://tempo.example/trace/{trace_id}"
+    page = client.get(url).content.decode()
+    assert f'<a class="trace-link" href="https://tempo.example/trace/{trace_id}"' in page
+
+
+def test_the_topic_browser_filters_by_a_header_value(api, client, export_topics, fresh_publisher):
+    topic, _ = export_topics
+    traced, other, untraced = new_order(), new_order(), new_order()
+    trace_id = traced_confirm(api, traced, traceparent())
+    traced_confirm(api, other, traceparent())
+    order_confirm(order_id=untraced.pk)
+    assert request_publisher().flush(timeout=10)
+    client.force_login(user_factory(username="browser", is_staff=True, permissions=["kafka_bridge.browse_topics"]))
+
+    def keys_shown(**query) -> list[str]:
+        page = client.get(f"/admin/kafka/topics/{topic}/", query)
+        assert page.status_code == 200
+        return re.findall(r'<tr class="record" data-partition="\d+" data-offset="\d+">', page.content.decode())
+
+    def orders_found(**query) -> set[int]:
+        from kafka_bridge.console.browser.reading import topic_records_read
+
+        result = topic_records_read(topic=topic, limit=50, max_scanned=1000, timeout_ms=10_000, **query)
+        return {int(record.key) for record in result.records}
+
+    assert orders_found(header="traceparent", header_contains=trace_id) == {traced.pk}
+    assert orders_found(header_contains=trace_id) == {traced.pk}
+    assert orders_found(header="traceparent") == {traced.pk, other.pk}
+    event_id = str(row_of(untraced).event_id)
+    assert orders_found(header="event_id", header_contains=event_id) == {untraced.pk}
+    assert orders_found(header="tracestate", header_contains=trace_id) == set()
+    # The page takes the same filter and keeps it on its links.
+    assert len(keys_shown(header="traceparent", header_contains=trace_id)) == 1
+    assert len(keys_shown(header_contains=event_id)) == 1
