@@ -78,6 +78,23 @@ def test_an_api_confirm_stores_its_context_with_the_event_and_the_fast_path_send
     assert [name for name, _ in record.headers] == ["event_type", "event_id", "traceparent"]
 
 
+def test_the_admin_action_records_the_event_in_the_requests_trace(client, spans, export_topics, fresh_publisher):
+    from django.contrib.auth import get_user_model
+
+    topic, _ = export_topics
+    client.force_login(get_user_model().objects.create_superuser(username="boss", password="pw", email="b@x.org"))
+    order = new_order()
+
+    response = client.post("/admin/orders/order/", {"action": "mark_confirmed", "_selected_action": [order.pk]})
+
+    assert response.status_code == 302
+    request = next(s for s in spans.of_kind(SpanKind.SERVER) if s.attributes["http.request.method"] == "POST")
+    create = spans.one(SpanKind.PRODUCER)
+    assert create.parent.span_id == request.context.span_id
+    [record] = read_records(topic, expected=1)
+    assert parts(header(record.headers, "traceparent")) == ("00", *ids(create), True)
+
+
 def test_the_relay_sends_the_stored_context_and_tracestate(api, spans, export_topics, settings):
     topic, _ = export_topics
     settings.KAFKA_PUBLISH_ON_COMMIT = False
