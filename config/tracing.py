@@ -282,6 +282,37 @@ def message_create_headers(*, destination: str, message_id: str, key: str | None
         span.end()
 
 
+def messages_send_span(*, destinations: Sequence[str], headers: Sequence[Sequence[Any]]) -> Span | None:
+    """A PRODUCER span `send <destination>` for messages sent together now (a relay's round),
+    linked to each one's creation context, as the messaging conventions link a batch send; None
+    while only propagating or with nothing to send."""
+    tracer = _tracing.tracer
+    if tracer is None or not destinations:
+        return None
+    topics = sorted(set(destinations))
+    links = [Link(found) for found in map(headers_context, headers) if found is not None]
+    attributes: dict[str, Any] = {
+        "messaging.system": MESSAGING_SYSTEM,
+        "messaging.operation.name": "send",
+        "messaging.operation.type": "send",
+        "messaging.batch.message_count": len(destinations),
+    }
+    if len(topics) == 1:
+        attributes["messaging.destination.name"] = topics[0]
+    name = f"send {topics[0]}" if len(topics) == 1 else "send"
+    return tracer.start_span(name, context=_no_context, kind=SpanKind.PRODUCER, attributes=attributes, links=links)
+
+
+def messages_send_span_end(span: Span | None, *, failed: int) -> None:
+    """End a send's span: in error when `failed` of its messages were not acknowledged."""
+    if span is None:
+        return
+    if failed:
+        span.set_attribute("error.type", "send_failed")
+        span.set_status(Status(StatusCode.ERROR, f"{failed} message(s) not acknowledged"))
+    span.end()
+
+
 # --- the consumer side ------------------------------------------------------------------------
 
 

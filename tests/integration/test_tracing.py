@@ -26,7 +26,7 @@ from tests.support.consumers import export_consumer_running
 from tests.support.factories import user_factory
 from tests.support.helpers import wait_until
 from tests.support.records import produce_records, read_records
-from tests.support.tracing import header, ids, parts, traceparent
+from tests.support.tracing import header, ids, ids_of, parts, traceparent
 
 pytestmark = [pytest.mark.kafka, pytest.mark.django_db(transaction=True)]
 
@@ -109,11 +109,18 @@ def test_the_relay_sends_the_stored_context_and_tracestate(api, spans, export_to
     finally:
         relay.publisher.close()
     [record] = read_records(topic, expected=1)
-    create = spans.one(SpanKind.PRODUCER)
+    [create] = [span for span in spans.of_kind(SpanKind.PRODUCER) if span.name.startswith("create ")]
     # The request continued the caller's trace; the record continues the request's.
     assert ids(create)[0] == parts(incoming)[1]
     assert parts(header(record.headers, "traceparent")) == ("00", *ids(create), True)
     assert header(record.headers, "tracestate") == "vendor=a1,other=b2"
+    # The relay's round is a send span of its own, linked to the event's creation.
+    [send] = [span for span in spans.of_kind(SpanKind.PRODUCER) if span.name == f"send {topic}"]
+    assert send.parent is None
+    assert [ids_of(link.context) for link in send.links] == [ids(create)]
+    assert send.attributes["messaging.batch.message_count"] == 1
+    assert send.attributes["messaging.operation.type"] == "send"
+    assert send.status.status_code.name == "UNSET"
 
 
 def test_a_confirm_outside_any_span_writes_no_trace_header(spans, export_topics, fresh_publisher):

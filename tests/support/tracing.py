@@ -56,7 +56,12 @@ class SpanRecorder:
 
 def ids(span: ReadableSpan) -> tuple[str, str]:
     """(trace id, span id) of `span` as a traceparent writes them."""
-    return format_trace_id(span.context.trace_id), format_span_id(span.context.span_id)
+    return ids_of(span.context)
+
+
+def ids_of(context) -> tuple[str, str]:
+    """(trace id, span id) of a span context as a traceparent writes them."""
+    return format_trace_id(context.trace_id), format_span_id(context.span_id)
 
 
 def parts(value: str) -> tuple[str, str, str, bool]:
