@@ -55,7 +55,7 @@ LOGGING = {
 }
 
 # OpenTelemetry is configured by its standard OTEL_* variables only (OTEL_TRACES_EXPORTER,
-# OTEL_SERVICE_NAME, OTEL_EXPORTER_OTLP_ENDPOINT, ...), which config/tracing.py and the SDK read
+# OTEL_SERVICE_NAME, OTEL_EXPORTER_OTLP_ENDPOINT, ...), which kafka_bridge/tracing.py and the SDK read
 # as the specification says: they are OpenTelemetry's surface, not orderflow's. This one is the
 # operator pages' link to a trace in the tracing UI, e.g. https://tempo.example/trace/{trace_id};
 # unset: the trace id without a link.

@@ -13,11 +13,11 @@ from django.db import connections, router
 from django.db.models import BooleanField
 from django.db.models.expressions import RawSQL
 
-from config.tracing import trace_id_of, trace_url
 from exports.models import ExportAttempt, OrderExport, RedriveAudit
 from kafka_bridge.connection import KafkaBridgeError
 from kafka_bridge.console.browser.reading import RecordView, record_at
 from kafka_bridge.models import OutboxEvent
+from kafka_bridge.tracing import trace_id_of, trace_url
 from orders.models import Order
 
 # Redrives shown per order, newest first.

@@ -6,9 +6,9 @@ import json
 from datetime import datetime, timedelta
 from typing import Any
 
-from config.tracing import trace_id_of, trace_url
 from exports.console.trace import OrderTrace, RecordRead
 from kafka_bridge.models import OutboxEvent
+from kafka_bridge.tracing import trace_id_of, trace_url
 
 # --- as text, for `order_trace` -----------------------------------------------------------------
 

@@ -23,9 +23,9 @@ from urllib.parse import unquote, urlsplit
 
 import httptools
 
-from config.tracing import http_client_span, http_client_span_end
 from exports.platform.client import AsyncExternalPlatformClient, PermanentExportError, TransientExportError
 from exports.platform.connections import BODY_LIMIT, ConnectionPool
+from kafka_bridge.tracing import http_client_span, http_client_span_end
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ class HttpExternalPlatformClient(AsyncExternalPlatformClient):
             # A line break would end the header and start another one of the caller's choice.
             raise ValueError("the Idempotency-Key must be printable (no line break or control character)")
         # The CLIENT span of the call (when spans are made) and the trace context it passes on:
-        # the record's, through its process span (config.tracing).
+        # the record's, through its process span (kafka_bridge.tracing).
         span, trace_lines = http_client_span(
             method="POST", url=self._safe_url, host=self._host, port=self._port, idempotency_key=idempotency_key
         )

@@ -29,10 +29,10 @@ from kafka.errors import IllegalStateError
 from kafka.producer.future import FutureRecordMetadata
 from kafka.structs import TopicPartition
 
-from config.tracing import TRACE_HEADERS
 from kafka_bridge.outbox.sending import producer_config
 from kafka_bridge.send_failures import SendFailureKind, error_line, send_failure_kind
 from kafka_bridge.text import one_line
+from kafka_bridge.tracing import TRACE_HEADERS
 
 logger = logging.getLogger(__name__)
 

@@ -62,7 +62,7 @@ class Item:
     # Its call is the circuit breaker's probe.
     probe: bool = False
     error: str = ""
-    # Its `process` span (config.tracing), ended when it is done with; None without a trace.
+    # Its `process` span (kafka_bridge.tracing), ended when it is done with; None without a trace.
     trace: Span | None = None
 
 

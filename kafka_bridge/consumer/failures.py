@@ -18,11 +18,11 @@ from concurrent.futures import Future
 
 from kafka.consumer.fetcher import ConsumerRecord
 
-from config.tracing import span_dead_lettered, span_retry, trace_headers
 from kafka_bridge import metrics
 from kafka_bridge.consumer.api import DeadLetterHook, LogFields, NonRetryableError, RetryableError, backoff_delay
 from kafka_bridge.consumer.dead_letters import DeadLetterPosition, DeadLetterPublisher, dead_letter_cut_record
 from kafka_bridge.consumer.dispatch import Dispatcher, Item, where
+from kafka_bridge.tracing import span_dead_lettered, span_retry, trace_headers
 
 # The loop's lines keep the one logger name, whichever of its modules writes them: LOG_LEVELS
 # and the log captures name that logger.

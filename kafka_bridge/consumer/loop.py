@@ -49,7 +49,6 @@ from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import AuthorizationError, KafkaError, SaslAuthenticationFailedError
 from kafka.structs import TopicPartition
 
-from config.tracing import call_in_span, message_process_span
 from kafka_bridge.consumer.api import DeadLetterHook, LogFields, RecordProcessor
 from kafka_bridge.consumer.dead_letters import DeadLetterPublisher
 from kafka_bridge.consumer.dispatch import CallResult, DeadLetterResult, Dispatcher, Item
@@ -60,6 +59,7 @@ from kafka_bridge.consumer.partitions import Partitions, partition_names
 from kafka_bridge.consumer.reporting import Reporter
 from kafka_bridge.consumer.state import consumer_member_name
 from kafka_bridge.runner import StopFlag
+from kafka_bridge.tracing import call_in_span, message_process_span
 
 # The loop's lines keep the one logger name, whichever of its modules writes them: LOG_LEVELS
 # and the log captures name that logger.

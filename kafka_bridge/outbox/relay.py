@@ -11,13 +11,13 @@ import uuid
 from django.conf import settings
 from django.db import DatabaseError, InterfaceError, close_old_connections, connection
 
-from config.tracing import messages_send_span, messages_send_span_end
 from kafka_bridge import metrics
 from kafka_bridge.models import OutboxEvent
 from kafka_bridge.outbox.publisher import OutboxPublisher, PublishResult, SendOutcome
 from kafka_bridge.outbox.store import outbox_claim, outbox_outcomes_record, outbox_release
 from kafka_bridge.runner import StopFlag
 from kafka_bridge.selectors import outbox_backlog
+from kafka_bridge.tracing import messages_send_span, messages_send_span_end
 
 logger = logging.getLogger(__name__)
 

@@ -39,9 +39,9 @@ from django.db.models import Case, F, Min, Q, QuerySet, When
 from django.db.models.functions import Now
 from django.utils import timezone
 
-from config.tracing import message_create_headers
 from kafka_bridge.models import OutboxEvent
 from kafka_bridge.registry import event_topic
+from kafka_bridge.tracing import message_create_headers
 
 
 class DomainEvent(Protocol):

@@ -1,5 +1,5 @@
 """W3C trace context through the outbox, Kafka and the export, with OpenTelemetry
-(config/tracing.py), on the real broker: spans kept in memory by the `spans` fixture; without it
+(kafka_bridge/tracing.py), on the real broker: spans kept in memory by the `spans` fixture; without it
 the project only propagates, as a process with no OTEL_TRACES_EXPORTER does."""
 
 from __future__ import annotations

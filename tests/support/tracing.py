@@ -1,5 +1,5 @@
 """Spans kept in memory for the tracing tests: an SDK tracer provider with the in-memory exporter
-that `config.tracing` makes its spans with while the test runs; and W3C `traceparent` values."""
+that `kafka_bridge.tracing` makes its spans with while the test runs; and W3C `traceparent` values."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.sdk.trace.sampling import Sampler
 from opentelemetry.trace import SpanKind, format_span_id, format_trace_id
 
-from config.tracing import tracing_use
+from kafka_bridge.tracing import tracing_use
 
 
 def traceparent(*, trace_id: str | None = None, span_id: str | None = None, sampled: bool = True) -> str:
@@ -22,7 +22,7 @@ def traceparent(*, trace_id: str | None = None, span_id: str | None = None, samp
 
 
 class SpanRecorder:
-    """While started, `config.tracing` makes spans with an SDK provider of its own (`sampler`:
+    """While started, `kafka_bridge.tracing` makes spans with an SDK provider of its own (`sampler`:
     the SDK's default, parent-based always-on, unless given) whose finished spans are kept here."""
 
     def __init__(self, *, sampler: Sampler | None = None):

@@ -34,7 +34,7 @@ def test_the_settings_read_exactly_the_variables_the_docs_document_and_at_most_3
     assert len(read) > 20, "few env() calls found: the pattern is out of date"
     assert read == variables_in_the_docs_tables()
     # 31: OTEL_TRACE_URL_TEMPLATE, the link to a trace (tracing's own OTEL_* variables are
-    # OpenTelemetry's, read by config/tracing.py and the SDK, not by the settings).
+    # OpenTelemetry's, read by kafka_bridge/tracing.py and the SDK, not by the settings).
     assert len(read) <= 31
 
 

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 import pytest
 from opentelemetry.trace import NonRecordingSpan, SpanKind
 
-from config.tracing import call_in_span, headers_context
 from exports.platform.client import PermanentExportError
 from exports.platform.http import HttpExternalPlatformClient
+from kafka_bridge.tracing import call_in_span, headers_context
 from tests.support.platform_stub import PlatformServer, PlatformStub
 from tests.support.tracing import ids, parts, traceparent
 

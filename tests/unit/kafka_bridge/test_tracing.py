@@ -1,11 +1,11 @@
-"""config/tracing.py without a broker: reading W3C headers (a malformed one is no header), the
+"""kafka_bridge/tracing.py without a broker: reading W3C headers (a malformed one is no header), the
 exporters OTEL_TRACES_EXPORTER may name, and the request span."""
 
 import pytest
 from django.core.exceptions import ImproperlyConfigured
 from opentelemetry.trace import SpanKind, format_span_id, format_trace_id
 
-from config.tracing import headers_context, message_create_headers, trace_headers, tracing_exporters
+from kafka_bridge.tracing import headers_context, message_create_headers, trace_headers, tracing_exporters
 from tests.support.tracing import traceparent
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
