@@ -20,6 +20,7 @@ from pathlib import Path
 from bench.harness import BenchError
 from bench.plan import DatabaseRun
 from bench.stats import cpu_figures, runs_figure
+from bench.tracing import TRACED, otlp_receiver_running
 
 READY_TIMEOUT = 120.0
 DRAIN_TIMEOUT = 900.0
@@ -262,7 +263,7 @@ def run_export_consumers(
 
 
 def steps(repeats: int, consumers: tuple[int, ...]) -> int:
-    return 1 + repeats * (2 + len(consumers))
+    return 1 + repeats * (3 + len(consumers))
 
 
 def measure(run: DatabaseRun) -> list[dict]:
@@ -299,6 +300,13 @@ def measure(run: DatabaseRun) -> list[dict]:
         harness.run("consume.exports-reset", {}, env=env)
         lines = run_export_consumers(run, {**env, "LOG_LEVELS": "exports.consumer=DEBUG"}, count=1, records=records)
         results["export-1-lines"].append(lines)
+        # The same single consumer exporting a span per record over OTLP/HTTP (the backlog's
+        # records carry no traceparent: each is a trace of its own): what tracing costs.
+        progress.next(f"consume: 1 export consumer, {TRACED} {suffix}")
+        harness.run("consume.exports-reset", {}, env=env)
+        with otlp_receiver_running(harness) as tracing_env:
+            traced = run_export_consumers(run, {**env, **tracing_env}, count=1, records=records)
+        results["export-1-traced"].append(traced)
     note = f"backlog of {records} events of {prepared['event_bytes']} bytes, 3 partitions"
 
     def exports(key: str, name: str, label: str) -> list[dict]:
@@ -331,4 +339,5 @@ def measure(run: DatabaseRun) -> list[dict]:
             "export-1-lines",
             "export consumer x1, a line per export (LOG_LEVELS=exports.consumer=DEBUG)",
         ),
+        *exports("consume.export.1.traced", "export-1-traced", f"export consumer x1, {TRACED}"),
     ]

@@ -23,6 +23,7 @@ fast path, one consumer) with the consumer calling a 20 ms stub over HTTP.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -39,6 +40,7 @@ from bench.e2e import WARMUP, pipeline_run
 from bench.harness import PYTHON, BenchError, Harness, Worker, log_tail
 from bench.plan import DatabaseRun, Sizes
 from bench.stats import cpu_figures, figure, latency_figures, median, runs_figure
+from bench.tracing import TRACED, otlp_receiver_running
 
 DELAY = 0.02
 SLOW_DELAY = 0.1
@@ -180,6 +182,8 @@ class Variant:
     concurrency: int
     processes: int
     serial_backlog: bool = False
+    # Spans exported over OTLP/HTTP (bench.tracing): a process span and a call span per record.
+    traced: bool = False
 
     @property
     def limit(self) -> float:
@@ -191,19 +195,22 @@ class Variant:
         calls = "1 call at a time" if self.concurrency == 1 else f"{self.concurrency} in flight"
         return (
             f"{self.delay * 1000:g} ms platform\n{self.processes} process{'es' if self.processes > 1 else ''}\n{calls}"
+            + ("\ntraced" if self.traced else "")
         )
 
     @property
     def label(self) -> str:
         calls = "1 call at a time" if self.concurrency == 1 else f"{self.concurrency} calls in flight"
         processes = f"{self.processes} processes" if self.processes > 1 else "1 process"
-        return f"export consumer over HTTP, {self.delay * 1000:g} ms platform, {processes}, {calls}"
+        traced = f", {TRACED}" if self.traced else ""
+        return f"export consumer over HTTP, {self.delay * 1000:g} ms platform, {processes}, {calls}{traced}"
 
 
 def variants(sizes: Sizes, concurrency: int) -> list[Variant]:
     return [
         Variant("platform.export.20ms.serial", DELAY, 1, 1, serial_backlog=True),
         Variant("platform.export.20ms", DELAY, concurrency, 1),
+        Variant("platform.export.20ms.traced", DELAY, concurrency, 1, traced=True),
         Variant(f"platform.export.20ms.x{sizes.platform_processes}", DELAY, concurrency, sizes.platform_processes),
         Variant("platform.export.100ms", SLOW_DELAY, concurrency, 1),
         Variant("platform.export.100ms.c512", SLOW_DELAY, WIDE_CONCURRENCY, 1),
@@ -300,7 +307,7 @@ def _e2e(run: DatabaseRun, suffix: str, concurrency: int) -> dict:
 
 
 def steps(repeats: int) -> int:
-    return 2 + repeats * 7
+    return 2 + repeats * 8
 
 
 def measure(run: DatabaseRun) -> list[dict]:
@@ -332,7 +339,11 @@ def measure(run: DatabaseRun) -> list[dict]:
         for variant in chosen:
             progress.next(f"platform: {variant.label} {suffix}")
             records = sizes.platform_serial_backlog if variant.serial_backlog else sizes.platform_backlog
-            results[variant.key].append(_export(run, envs[variant.serial_backlog], variant, records=records))
+            with contextlib.ExitStack() as stack:
+                env = envs[variant.serial_backlog]
+                if variant.traced:
+                    env = {**env, **stack.enter_context(otlp_receiver_running(harness))}
+                results[variant.key].append(_export(run, env, variant, records=records))
         paced = _e2e(run, suffix, concurrency)
         pooled.extend(paced.pop("latencies"))
         results["e2e"].append(paced)

@@ -8,11 +8,14 @@ Variants (the same in both):
 - "outbox-only": KAFKA_PUBLISH_ON_COMMIT=false, the outbox row without the send (the relay's
   job), the baseline of the send's cost;
 - "publish-linger20" (service layer only): as "publish" with KAFKA_PRODUCER_OPTIONS={"linger_ms": 20}, the
-  other side of the trade-off that the default of 5 ms makes for end-to-end latency.
+  other side of the trade-off that the default of 5 ms makes for end-to-end latency;
+- "publish-traced" (HTTP only): as "publish" with the spans of the request and of the event's
+  creation exported over OTLP/HTTP to a receiver process (bench.tracing).
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import socket
@@ -22,12 +25,15 @@ from collections import defaultdict
 from bench.harness import PYTHON, BenchError
 from bench.plan import DatabaseRun
 from bench.stats import latency_summary, median, runs_figure
+from bench.tracing import TRACED, otlp_receiver_running
 
 VARIANTS = {
     "publish": "publishing on (outbox + on-commit send)",
     "outbox-only": "outbox only (KAFKA_PUBLISH_ON_COMMIT=false)",
 }
 SERVICE_VARIANTS = {**VARIANTS, "publish-linger20": "publishing on, linger_ms 20 (KAFKA_PRODUCER_OPTIONS)"}
+# Over HTTP the request has a span, and with it the event a creation span and a traceparent.
+HTTP_VARIANTS = {**VARIANTS, "publish-traced": f"publishing on, {TRACED}"}
 LINGER_VARIANT_MS = 20
 GUNICORN_WORKERS = 2
 GUNICORN_THREADS = 4
@@ -168,7 +174,7 @@ def http_available(context) -> bool:
 
 
 def http_steps(repeats: int) -> int:
-    return len(VARIANTS) * repeats
+    return len(HTTP_VARIANTS) * repeats
 
 
 def _free_port() -> int:
@@ -178,62 +184,24 @@ def _free_port() -> int:
 
 
 def measure_http(run: DatabaseRun) -> list[dict]:
-    from bench.loadgen import confirm_load, wait_listening
-
     context = run.context
     sizes, harness = context.sizes, context.harness
     topic = harness.topic("http")
     results: dict[str, list[dict]] = defaultdict(list)
     for repeat in range(1, sizes.repeats + 1):
-        for variant, label in _rotated(repeat):
+        for variant, label in _rotated(repeat, HTTP_VARIANTS):
             context.progress.next(
                 f"publish: POST confirm under gunicorn, {label} ({run.vendor}), run {repeat}/{sizes.repeats}"
             )
-            env = _variant_env(run, variant, topic)
-            prepared = harness.run("publish.http-prepare", {"orders": sizes.warmup * 2 + sizes.http_requests}, env=env)
-            port = _free_port()
-            server = harness.command(
-                [
-                    PYTHON,
-                    "-m",
-                    "gunicorn",
-                    "bench.wsgi:application",
-                    "--bind",
-                    f"127.0.0.1:{port}",
-                    "--workers",
-                    str(GUNICORN_WORKERS),
-                    "--worker-class",
-                    "gthread",
-                    "--threads",
-                    str(GUNICORN_THREADS),
-                    "--log-level",
-                    "warning",
-                    "--graceful-timeout",
-                    "10",
-                ],
-                env=env,
-                name="gunicorn",
-            )
-            try:
-                wait_listening(port, timeout=60, alive=server.alive)
-                warmup, timed = prepared["ids"][: sizes.warmup * 2], prepared["ids"][sizes.warmup * 2 :]
-                confirm_load(port=port, token=prepared["token"], order_ids=warmup, concurrency=sizes.http_concurrency)
-                result = confirm_load(
-                    port=port, token=prepared["token"], order_ids=timed, concurrency=sizes.http_concurrency
-                )
-            except (RuntimeError, TimeoutError) as exc:
-                raise BenchError(f"gunicorn: {exc}") from exc
-            finally:
-                server.terminate()
-            if result["ok"] != len(timed):
-                context.note(
-                    f"{run.vendor} HTTP {variant}: {result['ok']} of {len(timed)} confirms answered 200 ({result['statuses']})"
-                )
-            results[variant].append({"variant": variant, **result})
+            with contextlib.ExitStack() as stack:
+                env = _variant_env(run, variant, topic)
+                if variant == "publish-traced":
+                    env.update(stack.enter_context(otlp_receiver_running(harness)))
+                results[variant].append(_http_run(run, variant, env))
     return [
         runs_figure(
             f"publish.http.{variant}",
-            label=f"POST confirm (gunicorn), {VARIANTS[variant]}",
+            label=f"POST confirm (gunicorn), {HTTP_VARIANTS[variant]}",
             unit="confirms/s",
             db=run.vendor,
             runs=runs,
@@ -242,3 +210,49 @@ def measure_http(run: DatabaseRun) -> list[dict]:
         )
         for variant, runs in results.items()
     ]
+
+
+def _http_run(run: DatabaseRun, variant: str, env: dict[str, str]) -> dict:
+    """One run of a variant: gunicorn started with `env`, warmed up, then timed under the load."""
+    from bench.loadgen import confirm_load, wait_listening
+
+    context = run.context
+    sizes, harness = context.sizes, context.harness
+    prepared = harness.run("publish.http-prepare", {"orders": sizes.warmup * 2 + sizes.http_requests}, env=env)
+    port = _free_port()
+    server = harness.command(
+        [
+            PYTHON,
+            "-m",
+            "gunicorn",
+            "bench.wsgi:application",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            str(GUNICORN_WORKERS),
+            "--worker-class",
+            "gthread",
+            "--threads",
+            str(GUNICORN_THREADS),
+            "--log-level",
+            "warning",
+            "--graceful-timeout",
+            "10",
+        ],
+        env=env,
+        name="gunicorn",
+    )
+    try:
+        wait_listening(port, timeout=60, alive=server.alive)
+        warmup, timed = prepared["ids"][: sizes.warmup * 2], prepared["ids"][sizes.warmup * 2 :]
+        confirm_load(port=port, token=prepared["token"], order_ids=warmup, concurrency=sizes.http_concurrency)
+        result = confirm_load(port=port, token=prepared["token"], order_ids=timed, concurrency=sizes.http_concurrency)
+    except (RuntimeError, TimeoutError) as exc:
+        raise BenchError(f"gunicorn: {exc}") from exc
+    finally:
+        server.terminate()
+    if result["ok"] != len(timed):
+        context.note(
+            f"{run.vendor} HTTP {variant}: {result['ok']} of {len(timed)} confirms answered 200 ({result['statuses']})"
+        )
+    return {"variant": variant, **result}

@@ -302,6 +302,17 @@ def platform_stub():
 
 
 @pytest.fixture
+def spans():
+    """Spans made during the test, kept in memory (`SpanRecorder`); without this fixture the
+    project only propagates trace context, as a process with no OTEL_TRACES_EXPORTER does."""
+    from tests.support.tracing import SpanRecorder
+
+    recorder = SpanRecorder().start()
+    yield recorder
+    recorder.stop()
+
+
+@pytest.fixture
 def spawn():
     """`spawn(command, env)` starts a `manage.py` command; whatever still runs after the test is
     killed, so a failed test leaves no consumer or relay behind."""

@@ -62,6 +62,10 @@ RATIOS = {
     "consumer_with_lines_vs_raw": ("consume.export.1.lines", "consume.raw"),
     "consumers_2_vs_1": ("consume.export.2", "consume.export.1"),
     "consumers_3_vs_1": ("consume.export.3", "consume.export.1"),
+    # Tracing exported over OTLP/HTTP against the same run without it (bench.tracing).
+    "http_publish_traced_vs_untraced": ("publish.http.publish-traced", "publish.http.publish"),
+    "consumer_traced_vs_untraced": ("consume.export.1.traced", "consume.export.1"),
+    "platform20_traced_vs_untraced": ("platform.export.20ms.traced", "platform.export.20ms"),
 }
 
 

@@ -22,11 +22,15 @@ INSTALLED_APPS = [
     "kafka_bridge",
     "orders",
     "exports",
+    # Tracing, set up once Django is (kafka_bridge/tracing.py)
+    "config.apps.ObservabilityConfig",
 ]
 
 MIDDLEWARE = [
     # First and last: django-prometheus times the whole stack and counts requests by view.
     "django_prometheus.middleware.PrometheusBeforeMiddleware",
+    # The request's trace (kafka_bridge/tracing.py): around the rest, so the span is the whole request.
+    "kafka_bridge.tracing.RequestSpanMiddleware",
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",

@@ -53,3 +53,17 @@ LOGGING = {
         **{name: {"level": level} for name, level in LOG_LEVELS.items()},
     },
 }
+
+# OpenTelemetry is configured by its standard OTEL_* variables only (OTEL_TRACES_EXPORTER,
+# OTEL_SERVICE_NAME, OTEL_EXPORTER_OTLP_ENDPOINT, ...), which kafka_bridge/tracing.py and the SDK read
+# as the specification says: they are OpenTelemetry's surface, not orderflow's. This one is the
+# operator pages' link to a trace in the tracing UI, e.g. https://tempo.example/trace/{trace_id};
+# unset: the trace id without a link.
+OTEL_TRACE_URL_TEMPLATE = env("OTEL_TRACE_URL_TEMPLATE", default=None) or None
+if OTEL_TRACE_URL_TEMPLATE is not None and (
+    "{trace_id}" not in OTEL_TRACE_URL_TEMPLATE or not OTEL_TRACE_URL_TEMPLATE.startswith(("http://", "https://"))
+):
+    raise ImproperlyConfigured(
+        f"OTEL_TRACE_URL_TEMPLATE={OTEL_TRACE_URL_TEMPLATE!r} must be an http(s) URL with {{trace_id}} in it, "
+        "e.g. https://tempo.example/trace/{trace_id}"
+    )

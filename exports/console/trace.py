@@ -17,6 +17,7 @@ from exports.models import ExportAttempt, OrderExport, RedriveAudit
 from kafka_bridge.connection import KafkaBridgeError
 from kafka_bridge.console.browser.reading import RecordView, record_at
 from kafka_bridge.models import OutboxEvent
+from kafka_bridge.tracing import trace_id_of, trace_url
 from orders.models import Order
 
 # Redrives shown per order, newest first.
@@ -61,6 +62,16 @@ class OrderTrace:
     @property
     def event(self) -> OutboxEvent | None:
         return self.events[-1] if self.events else None
+
+    @property
+    def trace_id(self) -> str | None:
+        """The trace the event was recorded in (its `traceparent`), if it was."""
+        return trace_id_of(self.event.headers) if self.event is not None else None
+
+    @property
+    def trace_url(self) -> str | None:
+        """That trace in the tracing UI, when OTEL_TRACE_URL_TEMPLATE is set."""
+        return trace_url(self.trace_id)
 
     @property
     def confirm_to_exported(self) -> timedelta | None:

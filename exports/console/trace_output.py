@@ -8,6 +8,7 @@ from typing import Any
 
 from exports.console.trace import OrderTrace, RecordRead
 from kafka_bridge.models import OutboxEvent
+from kafka_bridge.tracing import trace_id_of, trace_url
 
 # --- as text, for `order_trace` -----------------------------------------------------------------
 
@@ -33,6 +34,10 @@ def order_trace_lines(trace: OrderTrace) -> list[str]:
                 else "not sent yet"
             ),
         ]
+        event_trace = trace_id_of(event.headers)
+        if event_trace is not None:
+            url = trace_url(event_trace)
+            lines.append(f"  trace {event_trace}" + (f": {url}" if url else ""))
         if event.last_error:
             lines.append(f"  last send error: {event.last_error}")
         if event.quarantined_at:
@@ -140,8 +145,13 @@ def order_trace_data(trace: OrderTrace) -> dict[str, Any]:
 
 
 def _event_data(event: OutboxEvent) -> dict[str, Any]:
+    event_trace = trace_id_of(event.headers)
     return {
         "event_id": str(event.event_id),
+        # The trace the event was recorded in (its traceparent), and its link when
+        # OTEL_TRACE_URL_TEMPLATE is set.
+        "trace_id": event_trace,
+        "trace_url": trace_url(event_trace),
         "event_type": event.event_type,
         "topic": event.topic,
         "created_at": _iso(event.created_at),

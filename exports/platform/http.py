@@ -25,6 +25,7 @@ import httptools
 
 from exports.platform.client import AsyncExternalPlatformClient, PermanentExportError, TransientExportError
 from exports.platform.connections import BODY_LIMIT, ConnectionPool
+from kafka_bridge.tracing import http_client_span, http_client_span_end
 
 logger = logging.getLogger(__name__)
 
@@ -120,11 +121,17 @@ class HttpExternalPlatformClient(AsyncExternalPlatformClient):
         if not idempotency_key.isprintable():
             # A line break would end the header and start another one of the caller's choice.
             raise ValueError("the Idempotency-Key must be printable (no line break or control character)")
+        # The CLIENT span of the call (when spans are made) and the trace context it passes on:
+        # the record's, through its process span (kafka_bridge.tracing).
+        span, trace_lines = http_client_span(
+            method="POST", url=self._safe_url, host=self._host, port=self._port, idempotency_key=idempotency_key
+        )
         # One write of the whole request: head and body in one piece.
-        request = b"%s%s\r\nContent-Length: %d\r\n%s%s" % (
+        request = b"%s%s\r\nContent-Length: %d\r\n%s%s%s" % (
             self._head_start,
             idempotency_key.encode("utf-8"),
             len(body),
+            trace_lines,
             self._head_end,
             body,
         )
@@ -137,9 +144,17 @@ class HttpExternalPlatformClient(AsyncExternalPlatformClient):
             async with asyncio.timeout(self.timeout):
                 status, retry_after_value, body = await pool.exchange(request)
         except TimeoutError:
-            raise TransientExportError(f"timeout after {self.timeout:g} s") from None
+            error = TransientExportError(f"timeout after {self.timeout:g} s")
+            http_client_span_end(span, error=error)
+            raise error from None
         except (OSError, httptools.HttpParserError) as exc:
-            raise TransientExportError(self._connection_error(exc)) from None
+            error = TransientExportError(self._connection_error(exc))
+            http_client_span_end(span, error=error)
+            raise error from None
+        except BaseException as exc:  # cancelled: the span ends with the call
+            http_client_span_end(span, error=exc)
+            raise
+        http_client_span_end(span, status=status)
         if 200 <= status < 300 or status == 409:
             return
         text = body[:BODY_LIMIT].decode("utf-8", "replace")

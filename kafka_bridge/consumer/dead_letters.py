@@ -32,6 +32,7 @@ from kafka.structs import TopicPartition
 from kafka_bridge.outbox.sending import producer_config
 from kafka_bridge.send_failures import SendFailureKind, error_line, send_failure_kind
 from kafka_bridge.text import one_line
+from kafka_bridge.tracing import TRACE_HEADERS
 
 logger = logging.getLogger(__name__)
 
@@ -61,16 +62,29 @@ class DeadLetterPosition(NamedTuple):
     cut: str = ""
 
 
-def dead_letter_headers(record: ConsumerRecord, *, error: str, attempts: int) -> list[tuple[str, bytes]]:
+def dead_letter_headers(
+    record: ConsumerRecord, *, error: str, attempts: int, trace_headers: Sequence[tuple[str, bytes]] = ()
+) -> list[tuple[str, bytes]]:
+    """The record's own headers and the `dlt.*` ones; with `trace_headers` (the context of the
+    span that gave the record up), those instead of the record's `traceparent`/`tracestate`."""
     # A record dead-lettered again after a replay keeps one set of dlt.* headers: the latest.
-    original = [(name, value) for name, value in (record.headers or []) if not name.startswith(DLT_HEADER_PREFIX)]
-    return original + [
-        ("dlt.original.topic", record.topic.encode()),
-        ("dlt.original.partition", str(record.partition).encode()),
-        ("dlt.original.offset", str(record.offset).encode()),
-        ("dlt.error", one_line(error).encode()),
-        ("dlt.attempts", str(attempts).encode()),
+    replaced = {name for name, _ in trace_headers}
+    original = [
+        (name, value)
+        for name, value in (record.headers or [])
+        if not name.startswith(DLT_HEADER_PREFIX) and not (replaced and name in TRACE_HEADERS)
     ]
+    return (
+        original
+        + list(trace_headers)
+        + [
+            ("dlt.original.topic", record.topic.encode()),
+            ("dlt.original.partition", str(record.partition).encode()),
+            ("dlt.original.offset", str(record.offset).encode()),
+            ("dlt.error", one_line(error).encode()),
+            ("dlt.attempts", str(attempts).encode()),
+        ]
+    )
 
 
 def cut_headers(record: ConsumerRecord, *, error: str, attempts: int, reason: str) -> list[tuple[str, bytes]]:
@@ -217,7 +231,9 @@ class DeadLetterPublisher:
         self.topic = topic
         self._copier = copier or RecordCopier(timeout=timeout)
 
-    def publish(self, record: ConsumerRecord, *, error: str, attempts: int) -> DeadLetterPosition:
+    def publish(
+        self, record: ConsumerRecord, *, error: str, attempts: int, trace_headers: Sequence[tuple[str, bytes]] = ()
+    ) -> DeadLetterPosition:
         """Where the dead letter went, with `cut` set when it is a bounded stand-in; raises a
         `KafkaError` when the DLT did not acknowledge within the timeout."""
         try:
@@ -226,7 +242,7 @@ class DeadLetterPublisher:
                 partition=record.partition,
                 key=record.key,
                 value=record.value,
-                headers=dead_letter_headers(record, error=error, attempts=attempts),
+                headers=dead_letter_headers(record, error=error, attempts=attempts, trace_headers=trace_headers),
             )
         except Exception as exc:
             if not refused_for_its_own_sake(exc):

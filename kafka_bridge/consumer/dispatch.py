@@ -22,6 +22,7 @@ from typing import Any
 
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.structs import TopicPartition
+from opentelemetry.trace import Span
 
 from kafka_bridge.consumer.api import Call, NonRetryableError
 from kafka_bridge.consumer.dead_letters import DeadLetterPosition
@@ -61,6 +62,8 @@ class Item:
     # Its call is the circuit breaker's probe.
     probe: bool = False
     error: str = ""
+    # Its `process` span (kafka_bridge.tracing), ended when it is done with; None without a trace.
+    trace: Span | None = None
 
 
 def where(record: ConsumerRecord) -> str:

@@ -22,6 +22,7 @@ from kafka_bridge import metrics
 from kafka_bridge.consumer.api import DeadLetterHook, LogFields, NonRetryableError, RetryableError, backoff_delay
 from kafka_bridge.consumer.dead_letters import DeadLetterPosition, DeadLetterPublisher, dead_letter_cut_record
 from kafka_bridge.consumer.dispatch import Dispatcher, Item, where
+from kafka_bridge.tracing import span_dead_lettered, span_retry, trace_headers
 
 # The loop's lines keep the one logger name, whichever of its modules writes them: LOG_LEVELS
 # and the log captures name that logger.
@@ -91,6 +92,7 @@ class FailurePolicy:
         if retry_after:
             delay = max(delay, retry_after)
         self.dispatcher.retry_at(key, time.monotonic() + delay)
+        span_retry(item.trace, attempt=item.attempts, error=error, delay=delay)
         limit = f"/{self.max_attempts}" if limited else ""
         logger.warning(
             "%s: attempt %d%s of %s failed (%s); retrying in %.1f s",
@@ -109,6 +111,7 @@ class FailurePolicy:
         """Give up on the record: its dead letter goes out on the dead-letter thread (the record
         is done with once it is acknowledged and the hook ran)."""
         item.error, item.giving_up = error, True
+        span_dead_lettered(item.trace, error=error)
         if self.dead_letter_publisher is None:
             logger.error(
                 "%s: dropping %s after %d attempt(s): %s",
@@ -120,7 +123,14 @@ class FailurePolicy:
             )
             item.dead_lettered = True
             return self.run_hook(key, item)
-        send = functools.partial(self.dead_letter_publisher.publish, item.record, error=error, attempts=item.attempts)
+        send = functools.partial(
+            self.dead_letter_publisher.publish,
+            item.record,
+            error=error,
+            attempts=item.attempts,
+            # The dead letter continues the record's trace from its process span.
+            trace_headers=[(name, value.encode()) for name, value in trace_headers(item.trace)],
+        )
         self.dispatcher.send_dead_letter(key, item, send)
         return False
 

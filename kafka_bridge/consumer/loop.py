@@ -59,6 +59,7 @@ from kafka_bridge.consumer.partitions import Partitions, partition_names
 from kafka_bridge.consumer.reporting import Reporter
 from kafka_bridge.consumer.state import consumer_member_name
 from kafka_bridge.runner import StopFlag
+from kafka_bridge.tracing import call_in_span, message_process_span
 
 # The loop's lines keep the one logger name, whichever of its modules writes them: LOG_LEVELS
 # and the log captures name that logger.
@@ -310,7 +311,18 @@ class ConsumerLoop:
                 continue  # handed out just before a revocation; the new owner reads it again
             for record in records:
                 self._partitions.received(tp, record.offset)
-                self._dispatcher.add((tp, record.key), Item(record, tp, generation))
+                item = Item(record, tp, generation)
+                # From its arrival to its end (exported, dropped as a duplicate, dead-lettered):
+                # waits, retries and calls included.
+                item.trace = message_process_span(
+                    destination=record.topic,
+                    partition=record.partition,
+                    offset=record.offset,
+                    key=record.key,
+                    headers=record.headers,
+                    consumer_group=self.group_id,
+                )
+                self._dispatcher.add((tp, record.key), item)
             self._partitions.pause_if_full(tp)
 
     def _prepare_more(self) -> None:
@@ -347,7 +359,7 @@ class ConsumerLoop:
                 item.attempts += 1
                 self._failed(key, item, step)
             else:
-                self._dispatcher.hold(key, item, step)
+                self._dispatcher.hold(key, item, call_in_span(step, item.trace))
 
     def _start_calls(self) -> None:
         if self.stop.is_set() or self._partitions.revoking:
@@ -405,6 +417,8 @@ class ConsumerLoop:
             self._done(key, item)
 
     def _done(self, key: Hashable, item: Item) -> None:
+        if item.trace is not None:
+            item.trace.end()
         self._dispatcher.finished(key)
         self._reporter.record_done(item.tp)
         self._partitions.done(item.tp, item.record.offset)

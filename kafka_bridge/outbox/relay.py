@@ -17,6 +17,7 @@ from kafka_bridge.outbox.publisher import OutboxPublisher, PublishResult, SendOu
 from kafka_bridge.outbox.store import outbox_claim, outbox_outcomes_record, outbox_release
 from kafka_bridge.runner import StopFlag
 from kafka_bridge.selectors import outbox_backlog
+from kafka_bridge.tracing import messages_send_span, messages_send_span_end
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +64,10 @@ class OutboxRelay:
         if self._unwritten is not None:
             self._write(*self._unwritten)
         rows = outbox_claim(relay_id=self.relay_id, older_than=self.grace, limit=self.batch_size, lease=self.lease)
+        # One span per round that sends, linked to each event's creation (when spans are made).
+        span = messages_send_span(destinations=[row.topic for row in rows], headers=[row.headers for row in rows])
         outcome = self.publisher.send(rows)
+        messages_send_span_end(span, failed=len(outcome.failed) + len(outcome.refused))
         result = self._write(outcome, rows)
         if result.sent:
             logger.info("relay: sent %d outbox event(s)", result.sent)

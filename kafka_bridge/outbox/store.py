@@ -41,6 +41,7 @@ from django.utils import timezone
 
 from kafka_bridge.models import OutboxEvent
 from kafka_bridge.registry import event_topic
+from kafka_bridge.tracing import message_create_headers
 
 
 class DomainEvent(Protocol):
@@ -72,14 +73,22 @@ class SendFailure(NamedTuple):
 
 def outbox_insert(*, event: DomainEvent) -> OutboxEvent:
     """Write `event`'s row in the current transaction, unsent: a rolled-back transaction takes
-    it with it."""
+    it with it. Recorded inside a trace, the row's headers carry its context too (`traceparent`,
+    and `tracestate` when there is one), so that the fast path, the relay and a resend all send
+    it; outside one, nothing is added."""
+    topic = event_topic(event_type=event.event_type)
+    key = event.key
     return OutboxEvent.objects.create(
         event_id=event.event_id,
         event_type=event.event_type,
-        topic=event_topic(event_type=event.event_type),
-        key=event.key,
+        topic=topic,
+        key=key,
         payload=json.dumps(event.to_dict(), separators=(",", ":"), ensure_ascii=False),
-        headers=[["event_type", event.event_type], ["event_id", str(event.event_id)]],
+        headers=[
+            ["event_type", event.event_type],
+            ["event_id", str(event.event_id)],
+            *message_create_headers(destination=topic, message_id=str(event.event_id), key=key),
+        ],
     )
 
 

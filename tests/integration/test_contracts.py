@@ -184,6 +184,39 @@ def test_real_events_on_the_topic_satisfy_the_schema_and_the_asyncapi_message(ex
     assert json.loads(by_key[str(orders["a free order"].pk)].value)["order"]["total_amount"] == "0.00"
 
 
+@pytest.mark.kafka
+@pytest.mark.django_db(transaction=True)
+def test_an_event_recorded_in_a_trace_carries_the_w3c_headers_the_asyncapi_message_describes(
+    export_topics, fresh_publisher, spans
+):
+    from rest_framework.test import APIClient
+
+    from orders.permissions import ORDER_OPERATOR_PERMISSIONS
+    from tests.support.factories import user_factory
+
+    topic, _ = export_topics
+    order = order_create(customer_id="c-traced", lines=[LineInput(sku="S", quantity=1, unit_price=Decimal("1.00"))])
+    client = APIClient()
+    client.force_authenticate(user_factory(username="contract-api", permissions=ORDER_OPERATOR_PERMISSIONS))
+
+    confirmed = client.post(
+        f"/api/orders/{order.pk}/confirm/",
+        HTTP_TRACEPARENT="00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        HTTP_TRACESTATE="congo=t61rcWkgMzE",
+    )
+    assert confirmed.status_code == 200
+
+    [record] = read_records(topic, expected=1)
+    headers = header_texts(record.headers)
+    assert errors_of(asyncapi_schema_validator(EVENT_MESSAGE["headers"]), headers) == []
+    assert list(headers) == ["event_type", "event_id", "traceparent", "tracestate"]
+    assert headers["traceparent"].startswith("00-4bf92f3577b34da6a3ce929d0e0e4736-")
+    assert headers["tracestate"] == "congo=t61rcWkgMzE"
+    assert not asyncapi_schema_validator(EVENT_MESSAGE["headers"]).is_valid(
+        {**headers, "traceparent": "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
+    )
+
+
 def assert_is_the_contracts_dead_letter(dead) -> dict[str, str | None]:
     headers = header_texts(dead.headers)
     assert errors_of(asyncapi_schema_validator(DEAD_LETTER_MESSAGE["headers"]), headers) == []

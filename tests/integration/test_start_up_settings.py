@@ -73,3 +73,38 @@ def test_the_dlt_topic_follows_the_event_topic_unless_set():
         timeout=60,
     )
     assert result.stdout.split() == ["orders-v2", "orders-v2.DLT"]
+
+
+@pytest.mark.parametrize(
+    ("env", "line"),
+    [
+        (
+            {"OTEL_TRACES_EXPORTER": "jaeger"},
+            "OTEL_TRACES_EXPORTER names jaeger: this deployment has otlp, console, none",
+        ),
+        (
+            {"OTEL_TRACES_EXPORTER": "otlp", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"},
+            "OTEL_EXPORTER_OTLP_PROTOCOL='grpc': the OTLP exporter installed speaks http/protobuf",
+        ),
+        (
+            {"OTEL_TRACE_URL_TEMPLATE": "https://tempo.example/trace/"},
+            "OTEL_TRACE_URL_TEMPLATE='https://tempo.example/trace/' must be an http(s) URL with {trace_id} in it",
+        ),
+    ],
+)
+def test_tracing_settings_this_deployment_cannot_honour_stop_start_up_with_a_clear_error(env, line):
+    result = run_django({"DJANGO_DEBUG": "true", **env})
+    assert result.returncode == 1
+    assert f"ImproperlyConfigured: {line}" in result.stderr
+
+
+def test_an_otlp_exporter_with_its_endpoint_starts():
+    result = run_django(
+        {
+            "DJANGO_DEBUG": "true",
+            "OTEL_TRACES_EXPORTER": "otlp",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        }
+    )
+    assert result.returncode == 0, result.stderr

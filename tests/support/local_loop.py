@@ -26,7 +26,7 @@ class RecordingPublisher:
         self.refused = 0
         self.closed = False
 
-    def publish(self, record, *, error: str, attempts: int) -> DeadLetterPosition:
+    def publish(self, record, *, error: str, attempts: int, trace_headers=()) -> DeadLetterPosition:
         if self.refusing:
             self.refused += 1
             raise KafkaTimeoutError("the dead-letter topic did not acknowledge the send")

@@ -35,7 +35,7 @@ from kafka_bridge.console.browser.records import (
     TopicSummary,
     bytes_text,
 )
-from kafka_bridge.console.browser.scan import Scan, partition_offsets, remaining_ms, topic_partitions
+from kafka_bridge.console.browser.scan import HeaderSearch, Scan, partition_offsets, remaining_ms, topic_partitions
 
 # The record types live in kafka_bridge.console.browser.records and the scanning in .scan; the
 # names callers use are all importable from here.
@@ -125,13 +125,17 @@ def topic_records_read(
     from_timestamp: datetime | None = None,
     key: str | None = None,
     contains: str | None = None,
+    header: str | None = None,
+    header_contains: str | None = None,
     limit: int,
     max_scanned: int,
     timeout_ms: int,
     value_bytes: int | None = VALUE_HEAD_BYTES,
 ) -> BrowseResult:
     """Records of `topic` (all partitions, or those in `partitions`) matching `key` (the exact
-    key, as UTF-8) and `contains` (bytes of the value, as UTF-8), at most `limit` of them.
+    key, as UTF-8), `contains` (bytes of the value, as UTF-8) and a header named `header` (any
+    name when None) whose value holds `header_contains` (e.g. a trace id in `traceparent`), at
+    most `limit` of them.
 
     With `from_offset` (the same offset in each partition) or `from_timestamp` (the first record
     at or after it), the first matches from there, oldest first; otherwise the newest matches,
@@ -145,7 +149,12 @@ def topic_records_read(
     forward = from_offset is not None or from_timestamp is not None
     key_bytes = key.encode() if key is not None else None
     needle = contains.encode() if contains else None
-    filtered = key_bytes is not None or needle is not None
+    header_search = (
+        HeaderSearch(header or None, header_contains.encode() if header_contains else None)
+        if header or header_contains
+        else None
+    )
+    filtered = key_bytes is not None or needle is not None or header_search is not None
 
     tps, earliest, latest, at_time = _offsets_read(topic, partitions, from_timestamp, deadline)
     # Newest mode: whether the scan bound, rather than `limit`, decided how far back to look.
@@ -166,6 +175,7 @@ def topic_records_read(
         ends=latest,
         key=key_bytes,
         contains=needle,
+        header=header_search,
         value_head_bytes=value_bytes,
         limit_per_partition=limit if forward else None,
         max_scanned=max_scanned,

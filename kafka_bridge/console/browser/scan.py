@@ -90,6 +90,7 @@ class _Value(NamedTuple):
     sha256: str
     found: bool  # holds the text searched for, or none is
     header_sizes: list[int]
+    header_found: bool = True  # has the header searched for, or none is
 
 
 class _KeyCut(Deserializer):
@@ -106,20 +107,40 @@ class _ValueCut(Deserializer):
     """Called by kafka-python for each record as it unpacks it, with the whole value: the only
     moment the scan sees it. `head_bytes` None keeps all of it (`record_at` for a download)."""
 
-    def __init__(self, *, head_bytes: int | None, needle: bytes | None):
-        self.head_bytes, self.needle = head_bytes, needle
+    def __init__(self, *, head_bytes: int | None, needle: bytes | None, header: HeaderSearch | None = None):
+        self.head_bytes, self.needle, self.header = head_bytes, needle, header
 
     def deserialize(self, topic, headers, data):
+        # Before the headers are cut: a header value is matched whole.
+        header_found = self.header is None or self.header.found_in(headers)
         header_sizes = _headers_cut(headers)
         if data is None:
-            return _Value(None, -1, "", self.needle is None, header_sizes)
+            return _Value(None, -1, "", self.needle is None, header_sizes, header_found)
         return _Value(
             head=data if self.head_bytes is None else data[: self.head_bytes],
             size=len(data),
             sha256=hashlib.sha256(data).hexdigest(),
             found=self.needle is None or self.needle in data,
             header_sizes=header_sizes,
+            header_found=header_found,
         )
+
+
+class HeaderSearch(NamedTuple):
+    """A header to search for: named `name` (any name when None), its value holding `needle`
+    (any value, null included, when None). A trace id is found in `traceparent`, an event id in
+    `event_id`."""
+
+    name: str | None
+    needle: bytes | None
+
+    def found_in(self, headers: list | None) -> bool:
+        for name, value in headers or ():
+            if self.name is not None and name != self.name:
+                continue
+            if self.needle is None or (value is not None and self.needle in value):
+                return True
+        return False
 
 
 def _headers_cut(headers: list | None) -> list[int]:
@@ -152,10 +173,11 @@ class Scan:
         value_head_bytes: int | None,
         limit_per_partition: int | None,
         max_scanned: int,
+        header: HeaderSearch | None = None,
     ):
         self.starts, self.ends = starts, ends
         self.key_cut = _KeyCut(key)
-        self.value_cut = _ValueCut(head_bytes=value_head_bytes, needle=contains)
+        self.value_cut = _ValueCut(head_bytes=value_head_bytes, needle=contains, header=header)
         self.limit_per_partition, self.max_scanned = limit_per_partition, max_scanned
         self.found: dict[TopicPartition, list[RecordView]] = {tp: [] for tp in starts}
         self.next_offsets = dict(starts)
@@ -260,8 +282,9 @@ def partition_offsets(admin, partitions: list[TopicPartition], spec, deadline: f
 
 
 def record_matches(record) -> bool:
-    """Whether a record the scan's deserializers unpacked has the key and the text searched for."""
-    return record.key.wanted and record.value.found
+    """Whether a record the scan's deserializers unpacked has the key, the text and the header
+    searched for."""
+    return record.key.wanted and record.value.found and record.value.header_found
 
 
 def _view(record) -> RecordView:

@@ -123,6 +123,18 @@ class RecordQueryForm(forms.Form):
     )
     key = forms.CharField(required=False, max_length=MAX_SEARCH_LENGTH, label="Key is")
     contains = forms.CharField(required=False, max_length=MAX_SEARCH_LENGTH, label="Value contains")
+    header = forms.CharField(
+        required=False,
+        max_length=MAX_SEARCH_LENGTH,
+        label="Header",
+        widget=forms.TextInput(attrs={"placeholder": "any, e.g. traceparent"}),
+    )
+    header_contains = forms.CharField(
+        required=False,
+        max_length=MAX_SEARCH_LENGTH,
+        label="Header value contains",
+        widget=forms.TextInput(attrs={"placeholder": "a trace id, an event id"}),
+    )
     full = forms.BooleanField(required=False, widget=forms.HiddenInput)
 
     def clean_since(self) -> datetime | None:
@@ -191,6 +203,8 @@ def topic_records_page(request: HttpRequest, name: str) -> HttpResponse:
                     from_timestamp=query["since"],
                     key=query["key"] or None,
                     contains=query["contains"] or None,
+                    header=query["header"] or None,
+                    header_contains=query["header_contains"] or None,
                     limit=query["limit"] or DEFAULT_LIMIT,
                     max_scanned=MAX_SCANNED,
                     timeout_ms=settings.KAFKA_STATUS_TIMEOUT_MS,
@@ -206,7 +220,7 @@ def topic_records_page(request: HttpRequest, name: str) -> HttpResponse:
 
 def _result_context(result: BrowseResult, *, query: dict[str, Any]) -> dict[str, Any]:
     # A continuation keeps the filters and the page size, and reads one partition forward.
-    kept = {name: query[name] for name in ("key", "contains", "limit") if query[name]}
+    kept = {name: query[name] for name in ("key", "contains", "header", "header_contains", "limit") if query[name]}
     resume = []
     for read in result.resume_points:
         offset = read.older_search_offset if result.newest_first else read.next_offset

@@ -53,7 +53,7 @@ class FailingForOneOrder(RecordingPlatform):
 class NoDeadLetters:
     """A dead-letter publisher for a test in which nothing may be dead-lettered."""
 
-    def publish(self, record, *, error: str, attempts: int) -> DeadLetterPosition:
+    def publish(self, record, *, error: str, attempts: int, trace_headers=()) -> DeadLetterPosition:
         raise AssertionError(f"dead-lettered {record.partition}@{record.offset}: {error}")
 
     def close(self) -> None:

@@ -10,7 +10,12 @@ import pytest
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.errors import KafkaTimeoutError, MessageSizeTooLargeError, NotLeaderForPartitionError
 
-from kafka_bridge.consumer.dead_letters import CUT_KEY_MAX_BYTES, DeadLetterPosition, DeadLetterPublisher
+from kafka_bridge.consumer.dead_letters import (
+    CUT_KEY_MAX_BYTES,
+    DeadLetterPosition,
+    DeadLetterPublisher,
+    dead_letter_headers,
+)
 
 
 class ScriptedCopier:
@@ -115,3 +120,20 @@ def test_a_bounded_dead_letter_the_broker_cannot_take_either_is_raised():
     copier = ScriptedCopier(MessageSizeTooLargeError("too large"), KafkaTimeoutError("no answer"))
     with pytest.raises(KafkaTimeoutError):
         DeadLetterPublisher(topic="events.DLT", copier=copier).publish(record(), error="boom", attempts=1)
+
+
+def test_a_dead_letter_given_the_context_of_its_span_carries_that_instead_of_the_records():
+    original = record(headers=(("event_id", b"e-1"), ("traceparent", b"00-aa-bb-01"), ("tracestate", b"a=1")))
+    given = [("traceparent", b"00-" + b"1" * 32 + b"-" + b"2" * 16 + b"-01")]
+
+    headers = dead_letter_headers(original, error="boom", attempts=1, trace_headers=given)
+
+    assert [(n, v) for n, v in headers if not n.startswith("dlt.")] == [("event_id", b"e-1"), *given]
+
+
+def test_a_dead_letter_without_a_span_keeps_the_records_trace_headers_byte_for_byte():
+    original = record(headers=(("traceparent", b"not even valid"), ("tracestate", b"a=1")))
+
+    headers = dead_letter_headers(original, error="boom", attempts=1)
+
+    assert headers[:2] == [("traceparent", b"not even valid"), ("tracestate", b"a=1")]
