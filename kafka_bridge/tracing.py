@@ -377,6 +377,16 @@ def span_dead_lettered(span: Span | None, *, error: str) -> None:
         span.add_event("dead_letter", {"error": error})
 
 
+def span_let_go(span: Span | None) -> None:
+    """A record left to its partition's next owner (the partition was revoked before the record
+    was done with): a `partition_revoked` event, and the span ends; the next owner reads the
+    record again under a span of its own."""
+    if span is not None:
+        if span.is_recording():
+            span.add_event("partition_revoked")
+        span.end()
+
+
 def call_in_span(call: Callable[[], Any], span: Span | None) -> Callable[[], Any]:
     """`call` made with `span` current, so that what it calls (the platform client) continues
     the trace; `call` itself when there is no span. A coroutine function stays one."""

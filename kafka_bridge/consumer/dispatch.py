@@ -29,6 +29,7 @@ from kafka_bridge.consumer.dead_letters import DeadLetterPosition
 from kafka_bridge.consumer.event_loop import EventLoopThread, NotStarted, Outcome
 from kafka_bridge.consumer.pacing import Pacer
 from kafka_bridge.consumer.scheduling import KeyScheduler
+from kafka_bridge.tracing import span_let_go
 
 # While calls are in flight the loop polls with this timeout, so their results are taken up
 # soon after they arrive (the broker's fetch responses wake the poll earlier anyway).
@@ -159,10 +160,15 @@ class Dispatcher:
         self._scheduler.retry_at(key, due)
 
     def forget(self, partitions: set[TopicPartition]) -> None:
-        """Partitions that went: their records, prepared calls and in-flight counts."""
+        """Partitions that went: their records, prepared calls and in-flight counts. The records
+        dropped are let go (their spans end); a call still in flight is let go by the loop when
+        its result comes back."""
         for tp in partitions:
             self._in_flight.pop(tp, None)
-        self._scheduler.drop(lambda key: key[0] in partitions)
+        for _, item, _ in self._prepared:
+            if item.tp in partitions:
+                span_let_go(item.trace)
+        self._scheduler.drop(lambda key: key[0] in partitions, on_drop=lambda item: span_let_go(item.trace))
         self._prepared = deque(entry for entry in self._prepared if entry[1].tp not in partitions)
 
     # --- calls ------------------------------------------------------------------------------

@@ -59,7 +59,7 @@ from kafka_bridge.consumer.partitions import Partitions, partition_names
 from kafka_bridge.consumer.reporting import Reporter
 from kafka_bridge.consumer.state import consumer_member_name
 from kafka_bridge.runner import StopFlag
-from kafka_bridge.tracing import call_in_span, message_process_span
+from kafka_bridge.tracing import call_in_span, message_process_span, span_let_go
 
 # The loop's lines keep the one logger name, whichever of its modules writes them: LOG_LEVELS
 # and the log captures name that logger.
@@ -388,7 +388,9 @@ class ConsumerLoop:
 
     def _record_dead_letters(self, dead_letters: list[DeadLetterResult]) -> None:
         for key, item, future in dead_letters:
-            if self._partitions.current(item) and self._failures.dead_letter_sent(key, item, future):
+            if not self._partitions.current(item):
+                span_let_go(item.trace)
+            elif self._failures.dead_letter_sent(key, item, future):
                 self._done(key, item)
 
     def _record(self, calls: list[CallResult], dead_letters: list[DeadLetterResult]) -> None:
@@ -406,7 +408,8 @@ class ConsumerLoop:
             outcomes = [exc] * len(calls)
         for (key, item, _, _), outcome in zip(calls, outcomes):
             if not self._partitions.current(item):
-                continue  # the partition went meanwhile: its new owner reads the record again
+                span_let_go(item.trace)  # the partition went meanwhile: its new owner reads it again
+                continue
             if outcome is None:
                 self._done(key, item)
             else:

@@ -100,14 +100,19 @@ class KeyScheduler(Generic[T]):
         self._wake(now)
         return bool(self._ready)
 
-    def drop(self, predicate: Callable[[Hashable], bool]) -> int:
+    def drop(self, predicate: Callable[[Hashable], bool], *, on_drop: Callable[[T], None] | None = None) -> int:
         """Forget every key for which `predicate(key)` holds, and their items (a revoked
-        partition); returns how many items went. Taken keys must be finished first."""
+        partition); returns how many items went. Taken keys must be finished first. `on_drop`
+        is called with each item that was not taken (a taken one is its caller's to let go)."""
         dropped = 0
         for key in [key for key in self._queues if predicate(key)]:
             state = self._state.pop(key)
-            items = len(self._queues.pop(key))
+            queue = self._queues.pop(key)
+            items = len(queue)
             dropped += items
+            if on_drop is not None:
+                for item in list(queue)[1 if state == _TAKEN else 0 :]:
+                    on_drop(item)
             if state == _TAKEN:
                 self._taken -= 1
                 self._queued -= items - 1

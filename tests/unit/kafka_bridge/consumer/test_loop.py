@@ -486,3 +486,32 @@ def test_a_lone_result_waits_for_the_record_interval_instead_of_a_transaction_of
     (recorded_at, batch), ended_at = processor.batches[0], processor.ended[(0, 0)]
     assert batch == [(0, 0)]
     assert recorded_at - ended_at >= RECORD_INTERVAL * 0.9, recorded_at - ended_at
+
+
+def test_records_dropped_at_a_revocation_end_their_spans_as_let_go_and_the_finished_one_as_done():
+    from opentelemetry.trace import SpanKind
+
+    from tests.support.tracing import SpanRecorder
+
+    spans = SpanRecorder().start()
+    try:
+        consumer, processor = LocalConsumer(partitions=[P0]), GatedProcessor()
+        in_flight = processor.gate(P0, 0)
+        consumer.append(P0, key=b"same")  # P0@0: in flight when the revocation comes
+        consumer.append(P0, key=b"same")  # P0@1: waits behind it, its key's next record
+
+        with loop_on(consumer, processor):
+            wait_until(lambda: processor.starts(P0, 0), message="the call of P0@0 never started")
+            revoked = consumer.rebalance(revoke=[P0])
+            wait_until(lambda: consumer.revoking, message="the revocation did not start")
+            in_flight.set()
+            assert revoked.wait(GATE_TIMEOUT), "the revocation did not end"
+            wait_until(lambda: len(spans.of_kind(SpanKind.CONSUMER)) == 2, message=lambda: spans.finished())
+    finally:
+        spans.stop()
+
+    by_offset = {span.attributes["messaging.kafka.offset"]: span for span in spans.of_kind(SpanKind.CONSUMER)}
+    assert sorted(by_offset) == [0, 1]
+    assert [event.name for event in by_offset[0].events] == [], "P0@0 was exported before the partition went"
+    assert [event.name for event in by_offset[1].events] == ["partition_revoked"]
+    assert processor.completed == [(0, 0)], "P0@1 was never called: its next owner reads it"

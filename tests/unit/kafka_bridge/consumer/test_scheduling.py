@@ -159,9 +159,12 @@ def test_drop_forgets_matching_keys_whatever_their_state_and_keeps_the_counters_
     scheduler.retry_at(("kept", "waiting"), 7.0)
     assert counters(scheduler) == {"taken": 2, "waiting": 2, "queued": 9, "len": 11}
 
-    dropped = scheduler.drop(lambda key: key[0] == "gone")
+    let_go: list[str] = []
+    dropped = scheduler.drop(lambda key: key[0] == "gone", on_drop=let_go.append)
 
     assert dropped == 7
+    # Every dropped item but the one taken (its call is its caller's to let go).
+    assert sorted(let_go) == ["ready-0", "ready-1", "taken-1", "taken-2", "waiting-0", "waiting-1"]
     assert counters(scheduler) == {"taken": 1, "waiting": 1, "queued": 3, "len": 4}
     assert scheduler.next_due() == 7.0
     # The dropped taken key's call comes back after the drop: nothing of it is left to finish.
