@@ -5,7 +5,6 @@ the project only propagates, as a process with no OTEL_TRACES_EXPORTER does."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
@@ -392,7 +391,7 @@ def test_a_consumer_process_exports_its_spans_to_an_otlp_http_endpoint_set_by_th
     export_topics, export_group, settings
 ):
     from tests.support.otlp_receiver import OtlpReceiver
-    from tests.support.processes import ManagedProcess, database_url_of_test_db
+    from tests.support.processes import ManagedProcess, command_env
 
     topic, dlt = export_topics
     order, row = unsent_event(settings)
@@ -408,18 +407,16 @@ def test_a_consumer_process_exports_its_spans_to_an_otlp_http_endpoint_set_by_th
         ],
     )
     receiver = OtlpReceiver()
-    env = {
-        **os.environ,
-        "DATABASE_URL": database_url_of_test_db(),
-        "ORDER_EXPORT_TOPIC": topic,
-        "ORDER_EXPORT_DLT_TOPIC": dlt,
-        "ORDER_EXPORT_CONSUMER_GROUP": export_group,
-        "OTEL_TRACES_EXPORTER": "otlp",
-        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url,
-        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
-        "OTEL_SERVICE_NAME": "orderflow-consumer",
-        "OTEL_BSP_SCHEDULE_DELAY": "100",
-    }
+    env = command_env(
+        ORDER_EXPORT_TOPIC=topic,
+        ORDER_EXPORT_DLT_TOPIC=dlt,
+        ORDER_EXPORT_CONSUMER_GROUP=export_group,
+        OTEL_TRACES_EXPORTER="otlp",
+        OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url,
+        OTEL_EXPORTER_OTLP_PROTOCOL="http/protobuf",
+        OTEL_SERVICE_NAME="orderflow-consumer",
+        OTEL_BSP_SCHEDULE_DELAY="100",
+    )
     consumer = ManagedProcess("run_export_consumer", env)
     try:
         wait_until(
