@@ -3,7 +3,8 @@ consumer's options, and whether requests publish on commit."""
 
 from django.core.exceptions import ImproperlyConfigured
 
-from config.env import env, env_options
+from config.env import BASE_DIR, env, env_options
+from config.settings.base import DATABASES
 
 KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 KAFKA_SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
@@ -96,8 +97,42 @@ KAFKA_CONSUMER_OPTIONS = env_options(
     fixed=KAFKA_CONSUMER_FIXED_KEYS,
 )
 
+# --- Who publishes the outbox ------------------------------------------------------------------
+# relay: the project's own (the on-commit fast path, then run_outbox_relay for what it missed).
+# debezium: Debezium's outbox EventRouter on Kafka Connect reads the rows from PostgreSQL's
+# write-ahead log (docs/debezium.md); the web process sends nothing and run_outbox_relay refuses.
+OUTBOX_PUBLISHERS = ("relay", "debezium")
+OUTBOX_PUBLISHER = env("OUTBOX_PUBLISHER", default="relay").lower()
+if OUTBOX_PUBLISHER not in OUTBOX_PUBLISHERS:
+    raise ImproperlyConfigured(f"OUTBOX_PUBLISHER={OUTBOX_PUBLISHER!r} is not one of {', '.join(OUTBOX_PUBLISHERS)}")
+if OUTBOX_PUBLISHER == "debezium" and DATABASES["default"]["ENGINE"] != "django.db.backends.postgresql":
+    raise ImproperlyConfigured(
+        "OUTBOX_PUBLISHER=debezium needs PostgreSQL (DATABASE_URL=postgres://...): Debezium reads the outbox "
+        "from PostgreSQL's write-ahead log"
+    )
+# Kafka Connect's REST API, where the outbox connector is registered and its state read.
+KAFKA_CONNECT_URL = env("KAFKA_CONNECT_URL", default="http://127.0.0.1:8083").rstrip("/")
+# The connector's settings that no deployment changes (the EventRouter's, the converters', the
+# transforms'); `debezium_connector register` adds the database's and the names below.
+DEBEZIUM_CONNECTOR_CONFIG = BASE_DIR / "connect" / "outbox-connector.json"
+DEBEZIUM_CONNECTOR_NAME = "orderflow-outbox"
+# The replication slot and the publication (insert only, the outbox table alone) it reads from.
+DEBEZIUM_SLOT_NAME = "orderflow_outbox"
+DEBEZIUM_PUBLICATION_NAME = "orderflow_outbox"
+# The connector's logical name: its heartbeat topic is __debezium-heartbeat.<prefix>.
+DEBEZIUM_TOPIC_PREFIX = "orderflow"
+# Bound on each call to Kafka Connect's REST API (the status page, readiness, the commands).
+KAFKA_CONNECT_TIMEOUT_SECONDS = 3.0
+
 # Off: events wait in the outbox for the relay (e.g. a web tier that must never touch Kafka).
-KAFKA_PUBLISH_ON_COMMIT = env.bool("KAFKA_PUBLISH_ON_COMMIT", default=True)
+# With OUTBOX_PUBLISHER=debezium it is off, and saying it is on is refused.
+_publish_on_commit = env.bool("KAFKA_PUBLISH_ON_COMMIT", default=None)
+if OUTBOX_PUBLISHER == "debezium" and _publish_on_commit:
+    raise ImproperlyConfigured(
+        "KAFKA_PUBLISH_ON_COMMIT=true contradicts OUTBOX_PUBLISHER=debezium: Debezium publishes every outbox row; "
+        "unset KAFKA_PUBLISH_ON_COMMIT"
+    )
+KAFKA_PUBLISH_ON_COMMIT = OUTBOX_PUBLISHER == "relay" and _publish_on_commit is not False
 # The longest a request waits on Kafka after its commit. Past it, the event stays in the outbox
 # for the relay, and the fast path pauses for KAFKA_PUBLISH_SUSPEND_SECONDS so that a dead
 # broker does not slow every request down.

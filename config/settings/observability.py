@@ -17,6 +17,9 @@ HEALTH_CACHE_SECONDS = 2.0
 # outbox age (seconds) still ready.
 READINESS_MAX_LAG = 1000
 READINESS_MAX_OUTBOX_AGE_SECONDS = 300.0
+# With OUTBOX_PUBLISHER=debezium (--max-slot-lag): the most WAL (bytes) the connector's
+# replication slot may hold back and still be ready.
+READINESS_MAX_SLOT_LAG_BYTES = 256 * 1024 * 1024
 
 LOG_LEVEL_NAMES = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # plain: one readable line per record; json: one JSON object per line with the extra fields.

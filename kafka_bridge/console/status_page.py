@@ -13,6 +13,7 @@ from kafka_bridge.cluster.status import kafka_status
 from kafka_bridge.connection import BrokerUnavailable
 from kafka_bridge.console.charts.svg import Chart
 from kafka_bridge.consumer.state import consumer_states_by_group
+from kafka_bridge.debezium.status import outbox_connector_status
 from kafka_bridge.registry import status_panels, watched_groups
 from kafka_bridge.selectors import dead_letters_cut_count, outbox_backlog
 
@@ -78,7 +79,14 @@ def kafka_status_page(request: HttpRequest) -> HttpResponse:
             w["dlt_size"] = dlt_size(status, w["dlt_topic"]) if w["dlt_topic"] else None
             group = next((g for g in context["groups"] if g["group_id"] == w["group"]), None)
             w["lag_chart"] = group_lag_chart(group=group, chart_id=f"{w['name']}-lag") if group else None
-    context["outbox"] = outbox_backlog()
+    if settings.OUTBOX_PUBLISHER == "debezium":
+        context["connector"] = outbox_connector_status(
+            existing_topics={t["name"] for t in context["status"]["topics"]} if "status" in context else None,
+            max_slot_lag_bytes=settings.READINESS_MAX_SLOT_LAG_BYTES,
+            max_age_seconds=settings.READINESS_MAX_OUTBOX_AGE_SECONDS,
+        )
+    else:
+        context["outbox"] = outbox_backlog()
     cut = dead_letters_cut_count(dead_letter_topics=[w["dlt_topic"] for w in watched if w["dlt_topic"]])
     for w in watched:
         w["dlt_cut"] = cut.get(w["dlt_topic"], 0)

@@ -278,8 +278,31 @@ def outbox_resend(*, event_ids) -> int:
     """Queue events for the relay again (same row, same bytes, same event id), sent or not,
     quarantined ones included (their refusal count starts afresh). An acknowledgement still on
     its way from a send before this call does not count: the event is sent again. Returns how
-    many rows were found."""
-    return _requeue(OutboxEvent.objects.filter(event_id__in=list(event_ids)))
+    many rows were found.
+
+    With OUTBOX_PUBLISHER=debezium the publication carries INSERTs alone, so an event is
+    published again by writing its row again: deleted and inserted as it was (same event id,
+    topic, key, payload and headers; a new id), in one transaction."""
+    rows = OutboxEvent.objects.filter(event_id__in=list(event_ids))
+    if settings.OUTBOX_PUBLISHER != "debezium":
+        return _requeue(rows)
+    with transaction.atomic():
+        found = list(rows.select_for_update().order_by("id"))
+        OutboxEvent.objects.filter(pk__in=[row.pk for row in found]).delete()
+        OutboxEvent.objects.bulk_create(
+            OutboxEvent(
+                event_id=row.event_id,
+                event_type=row.event_type,
+                topic=row.topic,
+                key=row.key,
+                payload=row.payload,
+                headers=row.headers,
+                created_at=row.created_at,
+                resends=row.resends + 1,
+            )
+            for row in found
+        )
+    return len(found)
 
 
 def outbox_quarantine_release(*, pks: Iterable[int]) -> int:
@@ -290,9 +313,16 @@ def outbox_quarantine_release(*, pks: Iterable[int]) -> int:
 
 def outbox_purge(*, older_than, dry_run: bool = False, chunk: int = 5000) -> int:
     """Delete rows acknowledged more than `older_than` (a timedelta) ago, in chunks so no single
-    transaction grows with the table. Unsent rows, quarantined ones included, are never touched."""
+    transaction grows with the table. Unsent rows, quarantined ones included, are never touched.
+
+    With OUTBOX_PUBLISHER=debezium nothing marks a row sent: rows written more than `older_than`
+    ago are deleted. Debezium reads INSERTs from the write-ahead log, so deleting a row it has
+    not read yet loses nothing (the publication carries no DELETE)."""
     cutoff = timezone.now() - older_than
-    old = OutboxEvent.objects.filter(sent_at__isnull=False, sent_at__lt=cutoff)
+    if settings.OUTBOX_PUBLISHER == "debezium":
+        old = OutboxEvent.objects.filter(created_at__lt=cutoff)
+    else:
+        old = OutboxEvent.objects.filter(sent_at__isnull=False, sent_at__lt=cutoff)
     if dry_run:
         return old.count()
     deleted = 0

@@ -108,3 +108,30 @@ def test_an_otlp_exporter_with_its_endpoint_starts():
         }
     )
     assert result.returncode == 0, result.stderr
+
+
+def test_debezium_on_sqlite_is_refused_in_one_line():
+    result = run_django({"OUTBOX_PUBLISHER": "debezium", "DATABASE_URL": "sqlite:///unused.sqlite3"})
+    assert result.returncode == 1
+    assert (
+        "ImproperlyConfigured: OUTBOX_PUBLISHER=debezium needs PostgreSQL (DATABASE_URL=postgres://...)"
+        in result.stderr
+    )
+
+
+def test_an_unknown_outbox_publisher_is_refused_naming_the_known_ones():
+    result = run_django({"OUTBOX_PUBLISHER": "polling"})
+    assert result.returncode == 1
+    assert "ImproperlyConfigured: OUTBOX_PUBLISHER='polling' is not one of relay, debezium" in result.stderr
+
+
+def test_publishing_on_commit_said_on_beside_debezium_is_refused():
+    result = run_django(
+        {
+            "OUTBOX_PUBLISHER": "debezium",
+            "DATABASE_URL": "postgres://orderflow@127.0.0.1:1/unused",
+            "KAFKA_PUBLISH_ON_COMMIT": "true",
+        }
+    )
+    assert result.returncode == 1
+    assert "KAFKA_PUBLISH_ON_COMMIT=true contradicts OUTBOX_PUBLISHER=debezium" in result.stderr

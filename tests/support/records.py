@@ -26,10 +26,11 @@ def produce_records(topic: str, records: Iterable[Mapping[str, Any]], **producer
         producer.close(timeout=5)
 
 
-def read_records(topic: str, *, expected: int, timeout: float = 20.0) -> list:
+def read_records(topic: str, *, expected: int, timeout: float = 20.0, **consumer_options: Any) -> list:
     """Read `topic` from the beginning (no consumer group) until `expected` records arrived, and
-    a little past that, so that an extra record would be seen too."""
-    consumer = KafkaConsumer(**connection_config(), enable_auto_commit=False, group_id=None)
+    a little past that, so that an extra record would be seen too. `consumer_options` go to the
+    consumer (`isolation_level="read_committed"`, say)."""
+    consumer = KafkaConsumer(**connection_config(), enable_auto_commit=False, group_id=None, **consumer_options)
     try:
         partitions = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
         consumer.assign(partitions)

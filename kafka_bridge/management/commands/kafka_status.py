@@ -1,9 +1,11 @@
 import json
 
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from kafka_bridge.cluster.status import kafka_status
 from kafka_bridge.connection import BrokerUnavailable
+from kafka_bridge.debezium.status import outbox_connector_status, status_lines
 
 
 class Command(BaseCommand):
@@ -22,10 +24,19 @@ class Command(BaseCommand):
             status = kafka_status(topics=topics, group_ids=groups, include_internal=internal)
         except BrokerUnavailable as exc:
             raise CommandError(str(exc), returncode=1) from exc
+        if settings.OUTBOX_PUBLISHER == "debezium":
+            # Beside the contract's shape: who publishes the outbox, and how far it has come.
+            status["outbox_connector"] = outbox_connector_status(
+                existing_topics={t["name"] for t in status["topics"]} if not topics else None,
+                max_slot_lag_bytes=settings.READINESS_MAX_SLOT_LAG_BYTES,
+                max_age_seconds=settings.READINESS_MAX_OUTBOX_AGE_SECONDS,
+            )
         if as_json:
             self.stdout.write(json.dumps(status, indent=2))
             return
         self.stdout.write(render_text(status))
+        if "outbox_connector" in status:
+            self.stdout.write("\n" + "\n".join(status_lines(status["outbox_connector"])))
 
 
 def render_text(status: dict) -> str:

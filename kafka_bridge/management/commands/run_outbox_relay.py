@@ -1,4 +1,5 @@
-from django.core.management.base import BaseCommand
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
 
 from kafka_bridge.metrics import metrics_serve
 from kafka_bridge.outbox.relay import OutboxRelay
@@ -17,6 +18,12 @@ class Command(BaseCommand):
         parser.add_argument("--metrics-addr", default="127.0.0.1", help="the address /metrics listens on")
 
     def handle(self, *args, batch_size, interval, metrics_port, metrics_addr, **options):
+        if settings.OUTBOX_PUBLISHER != "relay":
+            raise CommandError(
+                f"run_outbox_relay does not run with OUTBOX_PUBLISHER={settings.OUTBOX_PUBLISHER}: the Debezium "
+                "connector publishes the outbox (manage.py debezium_connector status)",
+                returncode=2,
+            )
         stop = StopFlag()
         stop.install_signal_handlers()
         metrics_serve(port=metrics_port, addr=metrics_addr)
