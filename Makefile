@@ -9,7 +9,8 @@ PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
 .PHONY: help venv dev run test test-fast test-postgres lint tools check topics \
-        kafka-up kafka-down kafka-reset kafka-status kafka-logs postgres-up postgres-down clean bench
+        kafka-up kafka-down kafka-reset kafka-status kafka-logs postgres-up postgres-down clean bench \
+        connect-jars connect-up connect-down connect-status connect-logs
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-15s %s\n", $$1, $$2}'
@@ -122,6 +123,29 @@ postgres-up: ## install (if missing) and start the project's PostgreSQL on 127.0
 postgres-down: ## stop the project's PostgreSQL
 	@scripts/postgres.sh down
 
+# Debezium's outbox EventRouter on a Kafka Connect worker (connect/worker.sh) as the relay: the
+# worker reads the outbox table's inserts from PostgreSQL's logical decoding and publishes them.
+# `make connect-down` stops the worker and keeps the replication slot, so that the next
+# `connect-up` resumes where it stopped; `make connect-down DROP_SLOT=1` first deletes the
+# connector and drops its slot (PostgreSQL keeps WAL for an unread slot forever).
+connect-jars: ## resolve the Connect worker's and Debezium's jars, build the project's transformation
+	@connect/worker.sh jars
+
+connect-up: venv kafka-up postgres-up ## start the Connect worker and register the outbox connector (Debezium)
+	@connect/worker.sh up
+	$(PY) manage.py debezium_connector register
+
+connect-down: ## stop the Connect worker; DROP_SLOT=1 deletes the connector and its replication slot first
+	$(if $(DROP_SLOT),$(PY) manage.py debezium_connector delete --drop-slot)
+	@connect/worker.sh down
+
+connect-status: ## is the Connect worker running; the connector's state and slot lag
+	@connect/worker.sh status
+	$(PY) manage.py debezium_connector status
+
+connect-logs: ## follow the Connect worker's log
+	@connect/worker.sh logs
+
 # `make bench` measures the pipeline on the local broker, on SQLite and PostgreSQL, and writes
 # bench/results/<timestamp>.{json,md} and PNG plots. BENCH_ARGS=--quick for a short smoke run;
 # `.venv/bin/python -m bench --help` lists the options (--db, --only, --repeats, --profile).
@@ -136,5 +160,6 @@ $(BENCH_INSTALLED): requirements-bench.txt $(RUNTIME_INSTALLED)
 bench: venv kafka-up postgres-up $(BENCH_INSTALLED) ## benchmarks (bench/results/); BENCH_ARGS=--quick for a short run, "--baseline REF" to run REF's beside
 	BENCH_POSTGRES_URL=$$(scripts/postgres.sh url) $(PY) -m bench $(BENCH_ARGS)
 
-clean: kafka-down postgres-down ## stop services and remove .venv, broker jars and data
+clean: connect-down kafka-down postgres-down ## stop services and remove .venv, broker and worker jars and data
 	rm -rf $(VENV) kafka/lib kafka/.lib.stamp kafka/data .pgdata db.sqlite3
+	rm -rf connect/lib connect/plugins connect/transforms/target connect/.jars.stamp connect/.mvn.log connect/data

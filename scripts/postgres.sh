@@ -2,13 +2,16 @@
 # A PostgreSQL cluster of the project's own, on 127.0.0.1, from Debian's `postgresql` package.
 #
 #   scripts/postgres.sh up     install the package when missing, create the cluster in .pgdata
-#                              (ignored by git) on first use, start it, create the database
+#                              (ignored by git) on first use, start it with wal_level=logical
+#                              (restarting a running one that has another wal_level), create the
+#                              role (with REPLICATION) and the database
 #   scripts/postgres.sh down   stop it (the data stays)
 #   scripts/postgres.sh url    print the DATABASE_URL that points at it
 #   scripts/postgres.sh datadir  print the folder that holds (or will hold) the cluster's data
 #
 # The cluster listens on 127.0.0.1 only and trusts local connections: it is for development
-# and tests, never for production.
+# and tests, never for production. wal_level=logical and the REPLICATION role are what Debezium's
+# PostgreSQL connector (connect/worker.sh) needs to read the outbox table's inserts.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -27,6 +30,9 @@ PGPORT="${PG_PORT:-5433}"
 DB_NAME="${PG_DATABASE:-orderflow}"
 DB_USER="${PG_USER:-orderflow}"
 URL="postgres://$DB_USER@127.0.0.1:$PGPORT/$DB_NAME"
+# What the server starts with: 127.0.0.1 only, and logical decoding (Debezium's pgoutput) with
+# room for a few replication slots and the connections that stream them.
+SERVER_OPTS="-c listen_addresses=127.0.0.1 -p $PGPORT -k /tmp -c wal_level=logical -c max_replication_slots=10 -c max_wal_senders=10"
 
 say() { echo "postgres: $*"; }
 die() { echo "postgres: $*" >&2; exit 1; }
@@ -63,18 +69,34 @@ up() {
     as_owner "$(bindir)/initdb" -D "$PGDATA_DIR" -U postgres --auth=trust --encoding=UTF8 \
       --locale=C.UTF-8 >/dev/null
   fi
+  local psql=("$(bindir)/psql" -h 127.0.0.1 -p "$PGPORT" -U postgres -d postgres -qtA)
   if pg_ctl_ status >/dev/null 2>&1; then
-    say "already running on 127.0.0.1:$PGPORT"
+    # A cluster started before wal_level=logical was asked for (or by hand without it): restart
+    # it with the options below, so logical decoding works whenever `up` has run.
+    local wal_level
+    wal_level="$("${psql[@]}" -c "SHOW wal_level")" || die "the server runs but does not answer on 127.0.0.1:$PGPORT"
+    if [[ "$wal_level" == logical ]]; then
+      say "already running on 127.0.0.1:$PGPORT"
+    else
+      say "running with wal_level=$wal_level; restarting with wal_level=logical"
+      pg_ctl_ restart -m fast -w -t 60 -l "$PGDATA_DIR/server.log" -o "$SERVER_OPTS" >/dev/null \
+        || { tail -n 20 "$PGDATA_DIR/server.log" >&2; die "the server did not restart"; }
+      say "restarted on 127.0.0.1:$PGPORT"
+    fi
   else
     # -w waits until the server accepts connections.
-    pg_ctl_ start -w -t 60 -l "$PGDATA_DIR/server.log" \
-      -o "-c listen_addresses=127.0.0.1 -p $PGPORT -k /tmp" >/dev/null \
+    pg_ctl_ start -w -t 60 -l "$PGDATA_DIR/server.log" -o "$SERVER_OPTS" >/dev/null \
       || { tail -n 20 "$PGDATA_DIR/server.log" >&2; die "the server did not start"; }
     say "started on 127.0.0.1:$PGPORT"
   fi
-  local psql=("$(bindir)/psql" -h 127.0.0.1 -p "$PGPORT" -U postgres -d postgres -qtA)
-  if [[ -z "$("${psql[@]}" -c "SELECT 1 FROM pg_roles WHERE rolname = '$DB_USER'")" ]]; then
-    "${psql[@]}" -c "CREATE ROLE \"$DB_USER\" LOGIN CREATEDB" >/dev/null
+  # REPLICATION: Debezium's connector logs in as this role to stream the outbox's changes.
+  local has_replication
+  has_replication="$("${psql[@]}" -c "SELECT rolreplication FROM pg_roles WHERE rolname = '$DB_USER'")"
+  if [[ -z "$has_replication" ]]; then
+    "${psql[@]}" -c "CREATE ROLE \"$DB_USER\" LOGIN CREATEDB REPLICATION" >/dev/null
+  elif [[ "$has_replication" != t ]]; then
+    "${psql[@]}" -c "ALTER ROLE \"$DB_USER\" REPLICATION" >/dev/null
+    say "gave role $DB_USER REPLICATION"
   fi
   if [[ -z "$("${psql[@]}" -c "SELECT 1 FROM pg_database WHERE datname = '$DB_NAME'")" ]]; then
     "${psql[@]}" -c "CREATE DATABASE \"$DB_NAME\" OWNER \"$DB_USER\"" >/dev/null
