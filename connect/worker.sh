@@ -50,11 +50,17 @@ URL="http://127.0.0.1:$PORT"
 say() { echo "connect: $*"; }
 die() { echo "connect: $*" >&2; exit 1; }
 
+# A worker that exited but whose parent does not reap it (the shell that started it is gone,
+# and PID 1 in a container may not reap) stays a zombie: dead all the same.
+alive() {
+  kill -0 "$1" 2>/dev/null && [[ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != "Z" ]]
+}
+
 running_pid() {
   [[ -f "$PID_FILE" ]] || return 1
   local pid
   pid="$(cat "$PID_FILE")"
-  kill -0 "$pid" 2>/dev/null || return 1
+  alive "$pid" || return 1
   echo "$pid"
 }
 
@@ -131,7 +137,7 @@ JAVA_ARGS=($HEAP_OPTS -XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:+ExitOnOutOfMemor
 wait_until_answers() {
   local pid="$1" started=$SECONDS
   until port_open "$PORT" && answers 2; do
-    if ! kill -0 "$pid" 2>/dev/null; then
+    if ! alive "$pid"; then
       echo "connect: the worker exited during start-up; last lines of its log:" >&2
       tail -n 30 "$LOG_DIR/connect.log" "$LOG_DIR/connect.out" 2>/dev/null >&2 || true
       exit 1
@@ -187,7 +193,7 @@ down() {
   # SIGTERM: the worker stops its tasks (committing their offsets) and leaves its group.
   kill -TERM "$pid"
   local waited=0
-  while kill -0 "$pid" 2>/dev/null; do
+  while alive "$pid"; do
     if (( waited == 300 )); then
       say "no exit 30 s after SIGTERM; killing"
       kill -KILL "$pid" 2>/dev/null || true

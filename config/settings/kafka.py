@@ -93,6 +93,11 @@ KAFKA_CONSUMER_OPTIONS = env_options(
         "session_timeout_ms": 10000,
         "heartbeat_interval_ms": 3000,
         "fetch_max_wait_ms": 500,
+        # Records of a transaction its producer aborted are skipped: Kafka Connect's exactly-once
+        # source support (OUTBOX_PUBLISHER=debezium) writes in transactions, and a worker killed
+        # mid-transaction leaves its records on the topic, aborted. The project's own producers
+        # are not transactional; for their records this changes nothing.
+        "isolation_level": "read_committed",
     },
     fixed=KAFKA_CONSUMER_FIXED_KEYS,
 )

@@ -19,7 +19,7 @@ from django.db import DatabaseError, connection
 
 from kafka_bridge.cluster.topics import TopicSpec, topics_ensure
 from kafka_bridge.debezium.postgres import publication_ensure, slot_drop
-from kafka_bridge.debezium.rest import ConnectClient
+from kafka_bridge.debezium.rest import ConnectClient, ConnectError
 from kafka_bridge.models import OutboxEvent
 
 # Debezium's default `topic.heartbeat.prefix`: its heartbeats go to <prefix>.<topic.prefix>, a
@@ -97,7 +97,19 @@ def connector_remove(*, client: ConnectClient, drop_slot: bool, slot_wait: float
     """Delete the connector; with `drop_slot`, then its replication slot (once the connector's
     task has let go of it, up to `slot_wait` seconds). What was done, as lines."""
     name, slot = settings.DEBEZIUM_CONNECTOR_NAME, settings.DEBEZIUM_SLOT_NAME
-    done = [f"connector {name}: {'deleted' if client.connector_delete(name=name) else 'not registered'}"]
+    done = []
+    if drop_slot and client.connector_status(name=name) is not None:
+        # The committed source offsets outlive the connector; a connector registered again under
+        # its name would ask the new slot for a position it never had. Forgotten with the slot.
+        client.connector_stop(name=name)
+        deadline = time.monotonic() + slot_wait
+        while (client.connector_status(name=name) or {}).get("connector", {}).get("state") != "STOPPED":
+            if time.monotonic() > deadline:
+                raise ConnectError(f"connector {name} did not stop within {slot_wait:g} s")
+            time.sleep(0.2)
+        client.connector_offsets_reset(name=name)
+        done.append(f"connector {name}: offsets reset")
+    done.append(f"connector {name}: {'deleted' if client.connector_delete(name=name) else 'not registered'}")
     if drop_slot:
         deadline = time.monotonic() + slot_wait
         while True:

@@ -72,6 +72,14 @@ class ConnectClient:
         """Restart the connector and its failed tasks."""
         self._call("POST", f"{self._path(name)}/restart?includeTasks=true&onlyFailed=true")
 
+    def connector_stop(self, *, name: str) -> None:
+        """Stop the connector and its tasks, keeping its configuration (STOPPED)."""
+        self._call("PUT", f"{self._path(name)}/stop")
+
+    def connector_offsets_reset(self, *, name: str) -> None:
+        """Forget the connector's committed source offsets (it must be STOPPED)."""
+        self._call("DELETE", f"{self._path(name)}/offsets")
+
     def connector_delete(self, *, name: str) -> bool:
         """Delete the connector (its offsets stay in the worker's offsets topic). False when there
         was none."""
