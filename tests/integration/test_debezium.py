@@ -14,7 +14,7 @@ import uuid
 from collections import Counter
 
 import pytest
-from django.core.management import call_command
+from django.core.management import CommandError, call_command
 from opentelemetry import context
 from opentelemetry.propagate import extract
 
@@ -213,3 +213,77 @@ def test_worker_sigkilled_mid_burst_loses_nothing_and_doubles_nothing(
     wait_until(lambda: len(set(platform.received_order_ids())) == total, timeout=120)
     assert max(Counter(platform.received_order_ids()).values()) == 1
     assert len({key for _, key in platform.received()}) == total
+
+
+def test_postgresql_restarted_under_the_connector_loses_nothing_and_doubles_nothing(
+    debezium, connect_worker, export_topics, transactional_db
+):
+    import subprocess
+
+    from django.db import connections
+
+    from config.env import BASE_DIR
+
+    topic, _ = export_topics
+    before = [order_factory(confirmed=True) for _ in range(100)]
+    read_records(topic, expected=len(before), timeout=60, **COMMITTED)
+
+    postgres = BASE_DIR / "scripts" / "postgres.sh"
+    connections.close_all()
+    subprocess.run([postgres, "down"], check=True, capture_output=True)
+    try:
+        # Debezium retries the connection by itself (Connect keeps saying RUNNING); the status
+        # names what is wrong meanwhile.
+        problems = outbox_connector_status(client=connect_worker.client)["problems"]
+        assert any(p.startswith("database unavailable") for p in problems), problems
+    finally:
+        subprocess.run([postgres, "up"], check=True, capture_output=True)
+    after = [order_factory(confirmed=True) for _ in range(100)]
+
+    records = read_records(topic, expected=len(before) + len(after), timeout=120, **COMMITTED)
+    counts = Counter(event_id_of(r) for r in records)
+    assert set(counts) == {str(e) for e in OutboxEvent.objects.values_list("event_id", flat=True)}
+    assert len(counts) == 200 and max(counts.values()) == 1
+    wait_until(
+        lambda: not outbox_connector_status(client=connect_worker.client)["problems"],
+        timeout=60,
+        message=lambda: f"still {outbox_connector_status(client=connect_worker.client)['problems']}",
+    )
+
+
+def test_a_row_its_topic_refuses_fails_the_task_and_shows_within_seconds(
+    debezium, transactional_db, kafka_admin, unique_name, capsys
+):
+    """Last in the module: the task stays failed on that row (the fixture deletes the connector,
+    its offsets and its slot after)."""
+    small = unique_name("small")
+    kafka_admin.create_topics(
+        {small: {"num_partitions": 1, "replication_factor": 1, "configs": {"max.message.bytes": "1024"}}},
+        wait_for_metadata=True,
+    )
+    try:
+        event_id = uuid.uuid4()
+        OutboxEvent.objects.create(
+            event_id=event_id,
+            event_type="Probe",
+            topic=small,
+            key="k",
+            payload='{"blob":"' + "x" * 4000 + '"}',
+            headers=[["event_type", "Probe"], ["event_id", str(event_id)]],
+        )
+        name = debezium["DEBEZIUM_CONNECTOR_NAME"]
+        # The task fails at once, and says so once its stop is over; until then the transaction it
+        # left open holds its committed offsets back: either is a problem, named within seconds.
+        shown = (f"task 0 of {name} is FAILED: ", f"the committed offsets of {name} cannot be read")
+        wait_until(
+            lambda: any(p.startswith(shown) for p in outbox_connector_status()["problems"]),
+            timeout=15,
+            message=lambda: f"the failed row was not shown: {outbox_connector_status()}",
+        )
+        with pytest.raises(CommandError) as failed:
+            call_command("debezium_connector", "status")
+        assert failed.value.returncode == 1
+        assert "\n" not in str(failed.value)
+        assert "problem: " in capsys.readouterr().out
+    finally:
+        kafka_admin.delete_topics([small])
