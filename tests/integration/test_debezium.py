@@ -62,6 +62,19 @@ def shape(record) -> tuple:
     return record.partition, record.key, record.value, list(record.headers)
 
 
+def probe_row(*, topic: str, payload: str) -> OutboxEvent:
+    """An outbox row written straight to the table, for a topic no app registered."""
+    event_id = uuid.uuid4()
+    return OutboxEvent.objects.create(
+        event_id=event_id,
+        event_type="Probe",
+        topic=topic,
+        key="k",
+        payload=payload,
+        headers=[["event_type", "Probe"], ["event_id", str(event_id)]],
+    )
+
+
 def confirmed_in_a_trace(*, customer_id: str, tracestate: str):
     """An order confirmed inside a trace continued from a caller with a tracestate."""
     token = context.attach(extract({"traceparent": traceparent(), "tracestate": tracestate}))
@@ -137,15 +150,7 @@ def test_status_shows_the_connector_and_a_row_waiting_for_a_missing_topic_within
     assert status["slot"]["active"] is True
 
     missing = unique_name("missing")
-    event_id = uuid.uuid4()
-    OutboxEvent.objects.create(
-        event_id=event_id,
-        event_type="Probe",
-        topic=missing,
-        key="k",
-        payload="{}",
-        headers=[["event_type", "Probe"], ["event_id", str(event_id)]],
-    )
+    probe_row(topic=missing, payload="{}")
     order_factory(confirmed=True)  # behind the stalled row
 
     def stalled() -> list[str]:
@@ -262,15 +267,7 @@ def test_a_row_its_topic_refuses_fails_the_task_and_shows_within_seconds(
         wait_for_metadata=True,
     )
     try:
-        event_id = uuid.uuid4()
-        OutboxEvent.objects.create(
-            event_id=event_id,
-            event_type="Probe",
-            topic=small,
-            key="k",
-            payload='{"blob":"' + "x" * 4000 + '"}',
-            headers=[["event_type", "Probe"], ["event_id", str(event_id)]],
-        )
+        probe_row(topic=small, payload='{"blob":"' + "x" * 4000 + '"}')
         name = debezium["DEBEZIUM_CONNECTOR_NAME"]
         # The task fails at once, and says so once its stop is over; until then the transaction it
         # left open holds its committed offsets back: either is a problem, named within seconds.
