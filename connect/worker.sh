@@ -50,21 +50,9 @@ URL="http://127.0.0.1:$PORT"
 say() { echo "connect: $*"; }
 die() { echo "connect: $*" >&2; exit 1; }
 
-# A worker that exited but whose parent does not reap it (the shell that started it is gone,
-# and PID 1 in a container may not reap) stays a zombie: dead all the same.
-alive() {
-  kill -0 "$1" 2>/dev/null && [[ "$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" != "Z" ]]
-}
-
-running_pid() {
-  [[ -f "$PID_FILE" ]] || return 1
-  local pid
-  pid="$(cat "$PID_FILE")"
-  alive "$pid" || return 1
-  echo "$pid"
-}
-
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# running_pid, alive, port_open, stop_running
+# shellcheck source=../scripts/processes.sh
+source "$ROOT/scripts/processes.sh"
 
 # GET /connectors answers 200 once the worker has joined its group and read its config topic;
 # while it starts up, the REST API answers 503 or not at all.
@@ -183,27 +171,8 @@ up() {
 }
 
 down() {
-  local pid
-  if ! pid="$(running_pid)"; then
-    rm -f "$PID_FILE"
-    say "not running"
-    return 0
-  fi
-  say "stopping (pid $pid)"
   # SIGTERM: the worker stops its tasks (committing their offsets) and leaves its group.
-  kill -TERM "$pid"
-  local waited=0
-  while alive "$pid"; do
-    if (( waited == 300 )); then
-      say "no exit 30 s after SIGTERM; killing"
-      kill -KILL "$pid" 2>/dev/null || true
-    fi
-    sleep 0.1
-    waited=$(( waited + 1 ))
-  done
-  rm -f "$PID_FILE"
-  while port_open "$PORT"; do sleep 0.1; done
-  say "stopped; port $PORT is free"
+  stop_running 30
 }
 
 status() {

@@ -42,15 +42,9 @@ LOCAL_BOOTSTRAP="127.0.0.1:$PORT"
 say() { echo "kafka: $*"; }
 die() { echo "kafka: $*" >&2; exit 1; }
 
-running_pid() {
-  [[ -f "$PID_FILE" ]] || return 1
-  local pid
-  pid="$(cat "$PID_FILE")"
-  kill -0 "$pid" 2>/dev/null || return 1
-  echo "$pid"
-}
-
-port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+# running_pid, alive, port_open, stop_running
+# shellcheck source=../scripts/processes.sh
+source "$ROOT/scripts/processes.sh"
 
 # A metadata request through the project's own client settings (bootstrap, SASL, TLS).
 answers() {
@@ -184,7 +178,7 @@ wait_until_answers() {
   local pid="$1" started=$SECONDS
   # A metadata request starts a Python process; the port opens first, and costs nothing to try.
   until port_open "$PORT" && answers_plaintext "$LOCAL_BOOTSTRAP" 2; do
-    if ! kill -0 "$pid" 2>/dev/null; then
+    if ! alive "$pid"; then
       echo "kafka: the broker exited during start-up; last lines of its log:" >&2
       tail -n 30 "$LOG_DIR/server.log" "$LOG_DIR/kafka.out" 2>/dev/null >&2 || true
       exit 1
@@ -244,28 +238,9 @@ up_local() {
 }
 
 down_local() {
-  local pid
-  if ! pid="$(running_pid)"; then
-    rm -f "$PID_FILE"
-    say "not running"
-    return 0
-  fi
-  say "stopping (pid $pid)"
   # SIGTERM runs the broker's controlled shutdown: logs are flushed and closed cleanly, so the
   # next start needs no log recovery.
-  kill -TERM "$pid"
-  local waited=0
-  while kill -0 "$pid" 2>/dev/null; do
-    if (( waited >= 600 )); then
-      say "no exit 60 s after SIGTERM; killing"
-      kill -KILL "$pid" 2>/dev/null || true
-    fi
-    sleep 0.1
-    waited=$(( waited + 1 ))
-  done
-  rm -f "$PID_FILE"
-  while port_open "$PORT"; do sleep 0.1; done
-  say "stopped; port $PORT is free"
+  stop_running 60
 }
 
 compose() {
