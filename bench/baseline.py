@@ -77,6 +77,8 @@ def bench_argv(
             wanted.append((option, str(value)))
     if args.quick:
         wanted.append(("--quick", None))
+    if getattr(args, "no_debezium", False):
+        wanted.append(("--no-debezium", None))
     wanted += [("--no-plots", None), ("--out", str(out))]
     argv, left_out = [], []
     for option, value in wanted:

@@ -11,6 +11,15 @@ send. The commit time is taken by an on-commit callback registered before the co
 CreateTime, read back from the topic; when the platform call started and answered comes from
 the attempt log the consumer writes (`ExportAttempt`). All are wall-clock times of the same
 machine.
+
+On PostgreSQL the same pipeline runs a second time in each repeat with
+`OUTBOX_PUBLISHER=debezium` (bench.debezium): no on-commit send and no relay, Debezium's outbox
+EventRouter on a Kafka Connect worker of the bench's own publishes the rows from the
+write-ahead log. Its figures are the relay's keys with `e2e.debezium.` for `e2e.`
+(`e2e.debezium.segment.commit_to_send.p99`, ...). There the record's CreateTime is the time the
+connector read the row's change from the WAL (the change event's `ts_ms`, which the EventRouter
+gives the record), the counterpart of the relay's send(): both are taken before the producer's
+linger and the broker's append.
 """
 
 from __future__ import annotations
@@ -20,6 +29,7 @@ from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from bench import debezium
 from bench.consume import wait_for_files
 from bench.harness import PYTHON, BenchError
 from bench.plan import DatabaseRun
@@ -28,6 +38,8 @@ from bench.stats import figure, latency_figures, latency_summary, median, runs_f
 WARMUP = 5
 # The key prefix of the latency figures at half the saturation throughput.
 HALF_SATURATION = "e2e.half_saturation"
+# Who publishes the outbox rows, and the infix of its figures' keys (e2e<infix>.saturation).
+PUBLISHERS = {"relay": "", "debezium": ".debezium"}
 
 # --- worker side ----------------------------------------------------------------------------
 
@@ -50,6 +62,7 @@ def confirm_generate(
 
     Touches `ready_path` once its orders exist and its producer is connected, and starts when
     `go_path` holds the common start time (time.time())."""
+    from django.conf import settings
     from django.db import transaction
 
     from bench.payloads import orders_create
@@ -89,8 +102,11 @@ def confirm_generate(
             time.sleep(max(0.0, start - time.time()))
             futures = [pool.submit(confirm, order_id) for order_id in timed]
         errors = [exc for exc in (future.exception() for future in futures) if exc is not None]
-    request_publisher().flush(timeout=30)
-    unsent = OutboxEvent.objects.filter(key__in=[str(order_id) for order_id in timed], sent_at__isnull=True).count()
+    if settings.OUTBOX_PUBLISHER == "relay":
+        request_publisher().flush(timeout=30)
+        unsent = OutboxEvent.objects.filter(key__in=[str(order_id) for order_id in timed], sent_at__isnull=True).count()
+    else:
+        unsent = 0  # Debezium marks no row sent, and publishes every one of them
     return {
         "orders": orders,
         "confirmed": len(commits),
@@ -194,8 +210,10 @@ def _generate(
     }
 
 
-def steps(repeats: int) -> int:
-    return 2 * repeats
+def steps(repeats: int, *, debezium: bool = False) -> int:
+    """Progress steps of one database's e2e group; with the Debezium runs, theirs and the
+    Connect worker's start."""
+    return 2 * repeats + ((2 * repeats + 1) if debezium else 0)
 
 
 def _drain(run: DatabaseRun, group: str, topic: str, *, expected: int, unsent: int, workers) -> None:
@@ -208,6 +226,36 @@ def _drain(run: DatabaseRun, group: str, topic: str, *, expected: int, unsent: i
         # for the relay; give it that, then drain again.
         time.sleep(8)
     harness.wait_group_caught_up(group, target=harness.end_offset_total(topic), timeout=300, alive=alive)
+
+
+def _drain_exported(run: DatabaseRun, topic: str, *, expected: int, workers, stalled_after: float = 60.0) -> None:
+    """Until `expected` orders of the topic were exported (Debezium's runs). Not by offsets:
+    Connect's producer writes in transactions, and each one's commit marker takes an offset
+    that no consumer ever commits past, so offsets overstate the records and the group never
+    reaches the end offset. Counted in the attempt log, read from the bench database."""
+    import psycopg
+
+    from exports.models import ExportAttempt
+
+    query = f'SELECT count(DISTINCT order_id) FROM "{ExportAttempt._meta.db_table}" WHERE topic = %s AND outcome = %s'
+    deadline, last, moved = time.monotonic() + 300, -1, time.monotonic()
+    with psycopg.connect(run.db.url, autocommit=True) as conn:
+        while True:
+            done = conn.execute(query, [topic, ExportAttempt.Outcome.EXPORTED.value]).fetchone()[0]
+            now = time.monotonic()
+            if done >= expected:
+                return
+            if not all(w.alive() for w in workers):
+                raise BenchError(f"the consumer of {topic} died after exporting {done} of {expected} orders")
+            if done != last:
+                last, moved = done, now
+            elif now - moved > stalled_after:
+                raise BenchError(
+                    f"nothing exported from {topic} for {stalled_after:g} s, at {done} of {expected} orders"
+                )
+            if now > deadline:
+                raise BenchError(f"{done} of {expected} orders of {topic} exported within 300 s")
+            time.sleep(0.2)
 
 
 def _delivery(generated: dict, receipts: dict[int, float]) -> dict:
@@ -231,6 +279,14 @@ SEGMENTS = {
     "send_to_consumer": "producer send → at the consumer (linger, the broker's append, the fetch, the poll)",
     "consumer_to_call": "at the consumer → platform call started (the batch's DB read, waiting for a slot)",
     "call": "platform call started → answered",
+}
+# The same segments with Debezium publishing: its record's CreateTime is the change event's
+# `ts_ms`, when the connector read the row's change from the WAL.
+DEBEZIUM_SEGMENTS = {
+    **SEGMENTS,
+    "commit_to_send": "commit → record made by Debezium (WAL sent, decoded, the connector's poll)",
+    "send_to_consumer": "record made → at the consumer (Connect's producer, its transaction's commit, the fetch, "
+    "the poll)",
 }
 
 
@@ -261,33 +317,85 @@ def pipeline_run(
     saturation: bool,
     env_overrides: dict[str, str] | None = None,
     concurrency: int | None = None,
+    publisher: str = "relay",
+    paced_rate: float | None = None,
 ) -> dict[str, dict]:
     """One run of the pipeline on a topic and group of its own, and per load its delivery to the
     platform, latencies included. Without `saturation`, the paced load at `sizes.e2e_rate`; with
     it, first the flat-out load (`flat`), whose end-to-end delivered rate is the saturation
     throughput, then the paced load at half that rate (`paced`, with its `offered_rate`).
     `env_overrides` change the processes' settings; `concurrency` is the consumer's
-    `--concurrency`."""
+    `--concurrency`. With `publisher="debezium"` (PostgreSQL, `context.connect` started) the
+    outbox connector publishes instead of the on-commit send and the relay: registered for the
+    run, streaming before the first confirm, removed after it with its slot. `paced_rate`, with
+    `saturation`, offers that rate after the flat-out load instead of half its saturation (the
+    same load as another run's)."""
     context = run.context
-    sizes, harness, progress = context.sizes, context.harness, context.progress
+    harness = context.harness
     topic = harness.topic("e2e", dlt=True)
     group = harness.group("e2e")
+    publishing = (
+        {"KAFKA_PUBLISH_ON_COMMIT": "true"}
+        if publisher == "relay"
+        # The settings refuse KAFKA_PUBLISH_ON_COMMIT=true beside Debezium: unset.
+        else {"OUTBOX_PUBLISHER": "debezium", "KAFKA_PUBLISH_ON_COMMIT": None, "KAFKA_CONNECT_URL": context.connect.url}
+    )
     env = run.env(
         ORDER_EXPORT_TOPIC=topic,
         ORDER_EXPORT_DLT_TOPIC=f"{topic}.DLT",
         ORDER_EXPORT_CONSUMER_GROUP=group,
-        KAFKA_PUBLISH_ON_COMMIT="true",
+        **publishing,
         **(env_overrides or {}),
     )
     harness.run("db.outbox-discard", {}, env=env)
+    connector = debezium.names(harness.run_id) if publisher == "debezium" else None
+    try:
+        if connector is not None:
+            harness.run("e2e.debezium-start", {"names": connector}, env=env, timeout=300)
+        return _pipeline(
+            run,
+            env=env,
+            topic=topic,
+            group=group,
+            label=label,
+            suffix=suffix,
+            saturation=saturation,
+            concurrency=concurrency,
+            relay=publisher == "relay",
+            paced_rate=paced_rate,
+        )
+    finally:
+        if connector is not None:
+            try:
+                harness.run("e2e.debezium-stop", {"names": connector}, env=env, timeout=120)
+            except BenchError as exc:
+                context.note(f"could not remove the {label} connector: {str(exc).splitlines()[0]}")
+
+
+def _pipeline(
+    run: DatabaseRun,
+    *,
+    env: dict[str, str],
+    topic: str,
+    group: str,
+    label: str,
+    suffix: str,
+    saturation: bool,
+    concurrency: int | None,
+    relay: bool,
+    paced_rate: float | None,
+) -> dict[str, dict]:
+    context = run.context
+    sizes, harness, progress = context.sizes, context.harness, context.progress
     assigned = harness.path("assigned")
     consumer = harness.spawn(
         "consume.export-consumer",
         {"assigned_path": str(assigned), "concurrency": concurrency, "stamp_received": True},
         env=env,
     )
-    relay = harness.command([PYTHON, "manage.py", "run_outbox_relay"], env=env, name="relay")
-    workers = [consumer, relay]
+    workers = [consumer]
+    if relay:
+        workers.append(harness.command([PYTHON, "manage.py", "run_outbox_relay"], env=env, name="relay"))
     generated: dict[str, dict] = {}
     warmups = WARMUP * sizes.e2e_processes
     expected = 0
@@ -307,8 +415,13 @@ def pipeline_run(
                 consumers=workers,
             )
             expected += warmups + sizes.saturation_orders
-            _drain(run, group, topic, expected=expected, unsent=generated["flat"]["unsent_after_run"], workers=workers)
-            rate = _half_saturation(run, label, generated["flat"], topic=topic, env=env)
+            if relay:
+                _drain(
+                    run, group, topic, expected=expected, unsent=generated["flat"]["unsent_after_run"], workers=workers
+                )
+            else:
+                _drain_exported(run, topic, expected=expected, workers=workers)
+            rate = paced_rate or _half_saturation(run, label, generated["flat"], topic=topic, env=env)
         paced_orders = max(1, int(rate * sizes.e2e_seconds))
         progress.next(f"{label}: {rate:.0f} confirms/s for {sizes.e2e_seconds:g} s, latency to the platform {suffix}")
         generated["paced"] = _generate(
@@ -316,10 +429,14 @@ def pipeline_run(
         )
         generated["paced"]["offered_rate"] = round(rate, 2)
         expected += warmups + paced_orders
-        _drain(run, group, topic, expected=expected, unsent=generated["paced"]["unsent_after_run"], workers=workers)
+        if relay:
+            _drain(run, group, topic, expected=expected, unsent=generated["paced"]["unsent_after_run"], workers=workers)
+        else:
+            _drain_exported(run, topic, expected=expected, workers=workers)
     finally:
         received = consumer.stop().get("received", {}) if consumer.alive() else {}
-        relay.terminate()
+        for worker in workers[1:]:
+            worker.terminate()
     receipts, started = _receipts(run, topic=topic, env=env)
     created = harness.run("e2e.create-times", {"topic": topic}, env=env)["times"]
     outcomes: dict[str, dict] = {}
@@ -360,40 +477,83 @@ def _half_saturation(run: DatabaseRun, label: str, flat: dict, *, topic: str, en
 
 
 def measure(run: DatabaseRun) -> list[dict]:
+    """The relay's figures, and on PostgreSQL with `context.debezium` Debezium's beside them at
+    the same load: in each repeat the relay's run, then Debezium's at the same sizes, its paced
+    load at the rate the relay's was offered (half the relay's saturation), so that their
+    latencies compare. A failed Debezium run is an error of its own; the relay's figures are
+    kept."""
     context = run.context
     sizes = context.sizes
-    results: dict[str, list[dict]] = defaultdict(list)
-    pooled: list[float] = []
+    publishers = ["relay", "debezium"] if context.debezium and run.vendor == "postgresql" else ["relay"]
+    results: dict[str, dict[str, list[dict]]] = {p: defaultdict(list) for p in publishers}
+    pooled: dict[str, list[float]] = {p: [] for p in publishers}
     for repeat in range(1, sizes.repeats + 1):
-        outcomes = pipeline_run(
-            run, label="e2e", suffix=f"({run.vendor}), run {repeat}/{sizes.repeats}", saturation=True
+        suffix = f"({run.vendor}), run {repeat}/{sizes.repeats}"
+        outcomes = {"relay": pipeline_run(run, label="e2e", suffix=suffix, saturation=True)}
+        if "debezium" in publishers:
+            found = _debezium_run(run, suffix=suffix, rate=outcomes["relay"]["paced"]["offered_rate"])
+            if found is None:
+                publishers.remove("debezium")
+            else:
+                outcomes["debezium"] = found
+        for publisher, runs in outcomes.items():
+            pooled[publisher].extend(runs["paced"]["latencies"])
+            for name, outcome in runs.items():
+                results[publisher][name].append({key: value for key, value in outcome.items() if key != "latencies"})
+    found = _figures(run, results=results["relay"], pooled=pooled["relay"], publisher="relay")
+    if results.get("debezium", {}).get("paced"):
+        found += _figures(run, results=results["debezium"], pooled=pooled["debezium"], publisher="debezium")
+    return found
+
+
+def _debezium_run(run: DatabaseRun, *, suffix: str, rate: float) -> dict[str, dict] | None:
+    """One Debezium pipeline run, its paced load at `rate`, the Connect worker started first
+    when it is not yet; None (an error, a note) when the worker or the run failed: no Debezium
+    run follows."""
+    context = run.context
+    try:
+        if context.connect is None:
+            context.progress.next("e2e debezium: starting a Kafka Connect worker (connect/worker.sh up)")
+            context.connect = debezium.ConnectWorker.start(context.harness)
+        return pipeline_run(
+            run, label="e2e debezium", suffix=suffix, saturation=True, publisher="debezium", paced_rate=rate
         )
-        pooled.extend(outcomes["paced"]["latencies"])
-        for name, outcome in outcomes.items():
-            results[name].append({key: value for key, value in outcome.items() if key != "latencies"})
+    except BenchError as exc:
+        context.error(f"e2e debezium ({run.vendor}): {exc}")
+        return None
+
+
+def _figures(run: DatabaseRun, *, results: dict[str, list[dict]], pooled: list[float], publisher: str) -> list[dict]:
+    """The figures of one publisher's runs: the relay's keys `e2e.…`, Debezium's `e2e.debezium.…`."""
+    sizes = run.context.sizes
+    prefix = f"e2e{PUBLISHERS[publisher]}"
+    half = f"{prefix}{HALF_SATURATION.removeprefix('e2e')}"
+    by = "" if publisher == "relay" else "Debezium: "
     paced_runs, flat_runs = results["paced"], results["flat"]
     offered = median([r["offered_rate"] for r in paced_runs])
     rates = ", ".join(f"{r['offered_rate']:.0f}" for r in paced_runs)
+    whose = "" if publisher == "relay" else "the relay's "
     note = (
-        f"half the saturation measured just before in the same run ({rates}/s) "
+        f"{whose}half the saturation measured just before in the same run ({rates}/s) "
         f"offered for {sizes.e2e_seconds:g} s by {sizes.e2e_processes} processes x {sizes.e2e_threads} threads"
     )
+    running = "consumer and relay running" if publisher == "relay" else "consumer and Connect worker running"
     segments = [
         figure(
-            f"e2e.segment.{name}.{q}",
-            label=f"{q}: {label}",
+            f"{prefix}.segment.{name}.{q}",
+            label=f"{by}{q}: {label}",
             unit="ms",
             db=run.vendor,
             runs=[r.get("segments", {}).get(name, {}).get(f"{q}_ms") for r in paced_runs],
             note=note,
         )
-        for name, label in SEGMENTS.items()
+        for name, label in (SEGMENTS if publisher == "relay" else DEBEZIUM_SEGMENTS).items()
         for q in ("p50", "p99")
     ]
     return [
         *latency_figures(
-            HALF_SATURATION,
-            label=f"end-to-end {{}} at half the saturation ({offered:.0f}/s)",
+            half,
+            label=f"{by}end-to-end {{}} at {whose}half the saturation ({offered:.0f}/s)",
             db=run.vendor,
             runs=paced_runs,
             pooled=pooled,
@@ -402,8 +562,8 @@ def measure(run: DatabaseRun) -> list[dict]:
         ),
         *segments,
         runs_figure(
-            f"{HALF_SATURATION}.offered",
-            label="confirms/s offered: half the saturation (delivered orders/s flat out) of the same run",
+            f"{half}.offered",
+            label=f"{by}confirms/s offered: {whose}half the saturation (delivered orders/s flat out) of the same run",
             unit="confirms/s",
             db=run.vendor,
             runs=paced_runs,
@@ -412,8 +572,8 @@ def measure(run: DatabaseRun) -> list[dict]:
             with_details=False,
         ),
         runs_figure(
-            f"{HALF_SATURATION}.achieved",
-            label="confirms/s achieved at the offered load",
+            f"{half}.achieved",
+            label=f"{by}confirms/s achieved at the offered load",
             unit="confirms/s",
             db=run.vendor,
             runs=paced_runs,
@@ -421,25 +581,26 @@ def measure(run: DatabaseRun) -> list[dict]:
             with_details=False,
         ),
         runs_figure(
-            "e2e.saturation",
-            label="saturation: orders/s delivered end to end",
+            f"{prefix}.saturation",
+            label=f"{by}saturation: orders/s delivered end to end",
             unit="orders/s",
             db=run.vendor,
             runs=flat_runs,
             field="delivered_rate",
-            note=f"{sizes.saturation_orders} orders confirmed flat out by {sizes.e2e_processes} processes x {sizes.saturation_threads} threads, consumer and relay running",
+            note=f"{sizes.saturation_orders} orders confirmed flat out by {sizes.e2e_processes} processes x "
+            f"{sizes.saturation_threads} threads, {running}",
         ),
         runs_figure(
-            "e2e.saturation.confirms",
-            label="saturation: confirms/s flat out (consumer running)",
+            f"{prefix}.saturation.confirms",
+            label=f"{by}saturation: confirms/s flat out (consumer running)",
             unit="confirms/s",
             db=run.vendor,
             runs=flat_runs,
             with_details=False,
         ),
         runs_figure(
-            "e2e.saturation.p99",
-            label="saturation: end-to-end p99",
+            f"{prefix}.saturation.p99",
+            label=f"{by}saturation: end-to-end p99",
             unit="ms",
             db=run.vendor,
             runs=flat_runs,

@@ -323,4 +323,20 @@ class BenchDatabase:
         import psycopg
 
         with psycopg.connect(self.admin_url, autocommit=True) as conn:
+            # A replication slot left on the database (a Debezium run whose connector could not be
+            # removed) keeps it from being dropped: its reader is ended and the slot dropped first.
+            for _ in range(20):
+                slots = conn.execute(
+                    "SELECT slot_name, active_pid FROM pg_replication_slots WHERE database = %s", [self.name]
+                ).fetchall()
+                if not slots:
+                    break
+                for slot, pid in slots:
+                    try:
+                        if pid is not None:
+                            conn.execute("SELECT pg_terminate_backend(%s)", [pid])
+                        conn.execute("SELECT pg_drop_replication_slot(%s)", [slot])
+                    except psycopg.Error:
+                        pass  # still active (its reader came back): again
+                time.sleep(0.5)
             conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')

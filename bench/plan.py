@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 from bench.harness import BenchDatabase, Harness
 from bench.progress import Progress
+
+if TYPE_CHECKING:
+    from bench.debezium import ConnectWorker
 
 
 @dataclass(frozen=True)
@@ -74,10 +78,21 @@ class Context:
     sizes: Sizes
     progress: Progress
     notes: list[str] = field(default_factory=list)
+    # A failure that cost some figures but not the measurement's others (Debezium's beside the
+    # relay's): reported as an error of the run.
+    errors: list[str] = field(default_factory=list)
+    # Whether the e2e group measures Debezium beside the relay on PostgreSQL, and its Connect
+    # worker (bench.debezium.ConnectWorker), started by the first Debezium run, stopped at the end.
+    debezium: bool = False
+    connect: ConnectWorker | None = None
 
     def note(self, text: str) -> None:
         self.notes.append(text)
         self.progress.note(f"bench: {text}")
+
+    def error(self, text: str) -> None:
+        self.errors.append(text)
+        self.progress.note(f"bench: {text.splitlines()[0]}")
 
 
 @dataclass

@@ -5,6 +5,11 @@ Needs the broker (`make kafka-up`) and, for PostgreSQL, the project's cluster (`
 postgres-up`); `make bench` starts both. Every measurement uses topics, groups and databases of
 its own, and removes them at the end. With `--baseline REF`, REF's own bench runs afterwards in
 a temporary git worktree, and its figures are written beside today's (bench/baseline.py).
+
+On PostgreSQL the end-to-end group (`e2e`) measures both outbox publishers at the same load:
+the Python relay (on-commit send plus `run_outbox_relay`) and Debezium (`OUTBOX_PUBLISHER=debezium`,
+on a Kafka Connect worker that the bench starts with connect/worker.sh and stops at the end;
+Java, and Maven the first time, are needed). `--no-debezium` measures the relay alone.
 """
 
 from __future__ import annotations
@@ -50,6 +55,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="the cluster to create the bench database on (default: scripts/postgres.sh url)",
     )
     parser.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    parser.add_argument(
+        "--no-debezium",
+        action="store_true",
+        help="on PostgreSQL, measure the e2e pipeline with the relay alone: no Kafka Connect worker, no "
+        "e2e.debezium.* figures (by default both publishers are measured: in each repeat the Debezium run "
+        "right after the relay's, its paced load at the relay's rate)",
+    )
     parser.add_argument(
         "--profile",
         action="store_true",
@@ -158,8 +170,14 @@ def measure_all(
         outcome.interrupted = True
         outcome.errors.append("interrupted")
     finally:
-        harness.cleanup()
-        context.progress.done()
+        try:
+            if context.connect is not None:
+                for problem in context.connect.stop():
+                    context.note(problem)
+        finally:
+            harness.cleanup()
+            context.progress.done()
+            outcome.errors[:0] = context.errors
     return outcome
 
 
@@ -173,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
 
     django.setup()
 
-    from bench import ceilings, consume, e2e, platform, publish
+    from bench import ceilings, consume, debezium, e2e, platform, publish
     from bench.harness import Harness
     from bench.machine import machine, versions
     from bench.plan import FULL, QUICK, Context
@@ -221,6 +239,9 @@ def main(argv: list[str] | None = None) -> int:
         parts = ceilings.available_parts(context, parts)
     if "http" in db_groups and not publish.http_available(context):
         db_groups.remove("http")
+    context.debezium = (
+        "e2e" in db_groups and "postgresql" in vendors_measured and not args.no_debezium and debezium.available(context)
+    )
     steps = {
         "publish": publish.service_steps(sizes.repeats),
         "http": publish.http_steps(sizes.repeats),
@@ -231,6 +252,8 @@ def main(argv: list[str] | None = None) -> int:
     context.progress.total = (ceilings.steps(parts, sizes.repeats) if "ceilings" in groups else 0) + len(
         vendors_measured
     ) * (1 + sum(steps[g] for g in db_groups))
+    if context.debezium:
+        context.progress.total += e2e.steps(sizes.repeats, debezium=True) - e2e.steps(sizes.repeats)
     outcome = measure_all(
         context, groups=groups, parts=parts, vendors=vendors_measured, db_groups=db_groups, pg_url=pg_url
     )
@@ -244,11 +267,15 @@ def main(argv: list[str] | None = None) -> int:
         else None
     )
     targets, checks, ratios = targets_compute(outcome.figures, vendors)
+    measured_versions = versions(outcome.database_facts)
+    if context.connect is not None:
+        measured_versions["Kafka Connect"] = context.connect.version
+        measured_versions["Debezium"] = debezium.debezium_version()
     results = {
         "schema": 1,
         "timestamp": started.strftime("%Y-%m-%d %H:%M:%S UTC"),
         "machine": machine_facts,
-        "versions": versions(outcome.database_facts),
+        "versions": measured_versions,
         "databases": outcome.database_facts,
         "databases_measured": vendors_measured,
         "config": {
@@ -256,6 +283,7 @@ def main(argv: list[str] | None = None) -> int:
             "only": args.only or "all",
             "sizes": sizes.as_dict(),
             "outbox_only": "KAFKA_PUBLISH_ON_COMMIT=false: the outbox row, no on-commit send",
+            "e2e_publishers": ["relay", "debezium"] if context.debezium else ["relay"],
             "producer": {
                 "acks": "all",
                 "idempotence": True,

@@ -29,6 +29,8 @@ WORKERS = {
     "e2e.create-times": "bench.e2e:create_times",
     "e2e.generate": "bench.e2e:confirm_generate",
     "db.outbox-discard": "bench.e2e:outbox_discard",
+    "e2e.debezium-start": "bench.debezium:connector_start",
+    "e2e.debezium-stop": "bench.debezium:connector_stop",
     "platform.stub-drive": "bench.platform:stub_drive",
 }
 

@@ -92,6 +92,7 @@ DB_COLOURS = {"sqlite": "#1f77b4", "postgresql": "#d62728"}
 # The end-to-end latency curves drawn, with their legend and line style.
 LATENCY_CURVES = {
     "e2e.half_saturation.p99": ("fake platform, half the saturation", "-"),
+    "e2e.debezium.half_saturation.p99": ("fake platform, Debezium at the relay's load", "-."),
     "e2e.platform20.p99": ("20 ms platform over HTTP, {e2e_rate:g}/s", "--"),
 }
 

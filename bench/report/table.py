@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bench.report.targets import RATIOS, TARGETS, find_figure, targets_compute
+from bench.report.targets import RATIOS, TARGETS, find_figure, run_ratio, targets_compute
 from bench.stats import CPU_FIELDS
 
 
@@ -201,6 +201,41 @@ def _others(figures: list[dict], keys: list[str], columns: list[Column]) -> list
     return lines
 
 
+# Debezium's end-to-end figures are the relay's keys with this for `e2e.` (bench.e2e).
+DEBEZIUM_PREFIX = "e2e.debezium."
+
+
+def _publishers(figures: list[dict], databases: list[str]) -> list[str]:
+    """The relay's and Debezium's end-to-end figures side by side, per database where Debezium
+    was measured, with Debezium's ÷ the relay's (run by run, then the median)."""
+    lines = []
+    for db in databases:
+        pairs = [
+            (f, find_figure(figures, DEBEZIUM_PREFIX + f["key"].removeprefix("e2e."), db))
+            for f in figures
+            if f["db"] == db and f["key"].startswith("e2e.") and not f["key"].startswith(DEBEZIUM_PREFIX)
+        ]
+        pairs = [(relay, other) for relay, other in pairs if other is not None]
+        if not pairs:
+            continue
+        lines += [
+            f"## Relay or Debezium ({db}: the same pipeline, the relay's run then Debezium's in each repeat, "
+            "Debezium's paced load at the relay's rate; commit → send: Debezium's record is made when it reads "
+            "the change from the WAL)",
+            "",
+            *_table_head(["measurement", "unit"], ["relay", "Debezium", "Debezium ÷ relay"]),
+        ]
+        for relay, other in pairs:
+            # Under CreateTime's resolution (whole milliseconds) a ratio says nothing.
+            small = relay["unit"] == "ms" and any(abs(f["median"] or 0) < 1 for f in (relay, other))
+            ratio = None if small else run_ratio(figures, other["key"], relay["key"], db)
+            lines.append(
+                f"| {relay['label']} | {relay['unit']} | {_value(relay)} | {_value(other)} | {number(ratio)} |"
+            )
+        lines.append("")
+    return lines
+
+
 def markdown(results: dict) -> str:
     figures, databases = results["figures"], results["databases_measured"]
     targeted = [db for db in results["targets"] if any(v is not None for v in results["targets"][db].values())]
@@ -217,9 +252,12 @@ def markdown(results: dict) -> str:
     # Shown in the cell of their rate: its share of the limit, its CPU.
     shown = set(limited) | {f"{key}.vs_limit" for key in limited}
     shown |= {f["key"] for f in figures if f["key"].rpartition(".")[2] in CPU_FIELDS}
+    # Debezium's end-to-end figures: in their own section, beside the relay's.
+    shown |= {f["key"] for f in figures if f["key"].startswith(DEBEZIUM_PREFIX)}
     keys = list(dict.fromkeys(f["key"] for f in figures if f["db"] is not None and f["key"] not in shown))
     if keys:
         lines += _others(figures, keys, measured)
+    lines += _publishers(figures, databases)
     if results["notes"] or results["errors"]:
         lines += (
             ["Notes:", ""] + [f"- {note}" for note in results["notes"]] + [f"- error: {e}" for e in results["errors"]]

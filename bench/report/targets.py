@@ -66,6 +66,13 @@ RATIOS = {
     "http_publish_traced_vs_untraced": ("publish.http.publish-traced", "publish.http.publish"),
     "consumer_traced_vs_untraced": ("consume.export.1.traced", "consume.export.1"),
     "platform20_traced_vs_untraced": ("platform.export.20ms.traced", "platform.export.20ms"),
+    # Debezium publishing against the relay, end to end on PostgreSQL at the same load (bench.debezium).
+    "debezium_vs_relay_saturation": ("e2e.debezium.saturation", "e2e.saturation"),
+    "debezium_vs_relay_e2e_p99": ("e2e.debezium.half_saturation.p99", "e2e.half_saturation.p99"),
+    "debezium_vs_relay_commit_to_send_p99": (
+        "e2e.debezium.segment.commit_to_send.p99",
+        "e2e.segment.commit_to_send.p99",
+    ),
 }
 
 
