@@ -47,6 +47,20 @@ class OffsetTracker:
         while state.outstanding and state.outstanding[0] in state.done:
             state.done.discard(state.outstanding.popleft())
 
+    def settled(self) -> list[Hashable]:
+        """The partitions with records received and every one of them done with."""
+        return [p for p, state in self._partitions.items() if state.next_offset is not None and not state.outstanding]
+
+    def passed(self, partition: Hashable, offset: int) -> None:
+        """The consumer's position in `partition` is `offset`, and every record before it that
+        it handed out is done with: the offsets between are no records (a transaction's commit
+        or abort marker, a record of an aborted transaction), so the commit point may pass them.
+        Without it, a topic written in transactions would show a lag of one marker for ever."""
+        state = self._partitions.get(partition)
+        if state is None or state.outstanding or state.next_offset is None:
+            return
+        state.next_offset = max(state.next_offset, offset)
+
     def commit_point(self, partition: Hashable) -> int | None:
         """The offset to commit: the first received record not yet done, or the offset after the
         last one received when all are done; None before any record arrived."""

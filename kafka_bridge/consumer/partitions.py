@@ -99,6 +99,15 @@ class Partitions:
             return
         self._commit_due = now + COMMIT_INTERVAL
         with self._lock:
+            # Where every record handed out is done with, the consumer's position may be past
+            # offsets that were no records (transaction markers): commit up to it.
+            for tp in self._tracker.settled():
+                try:
+                    position = self._consumer.position(tp, timeout_ms=0)
+                except (IllegalStateError, KafkaError):
+                    continue
+                if position is not None:
+                    self._tracker.passed(tp, position)
             offsets = self._tracker.to_commit()
         if not offsets:
             return

@@ -25,7 +25,7 @@ from kafka_bridge.outbox.store import outbox_resend
 from tests.support.connect import connect_worker_started, debezium_connector_registered
 from tests.support.factories import order_factory
 from tests.support.helpers import wait_until
-from tests.support.records import end_offsets, read_records
+from tests.support.records import committed_offsets, end_offsets, read_records
 from tests.support.tracing import SpanRecorder, traceparent
 
 pytestmark = [pytest.mark.kafka, pytest.mark.serial, pytest.mark.debezium]
@@ -179,7 +179,7 @@ def test_status_shows_the_connector_and_a_row_waiting_for_a_missing_topic_within
 
 
 def test_worker_sigkilled_mid_burst_loses_nothing_and_doubles_nothing(
-    debezium, connect_worker, export_topics, running_export_consumer
+    debezium, connect_worker, export_topics, export_group, running_export_consumer, kafka_admin
 ):
     topic, _ = export_topics
     total = 1500
@@ -218,6 +218,12 @@ def test_worker_sigkilled_mid_burst_loses_nothing_and_doubles_nothing(
     wait_until(lambda: len(set(platform.received_order_ids())) == total, timeout=120)
     assert max(Counter(platform.received_order_ids()).values()) == 1
     assert len({key for _, key in platform.received()}) == total
+    # The group commits past the transactions' markers too: its lag goes back to 0.
+    wait_until(
+        lambda: committed_offsets(kafka_admin, export_group, topic) == end_offsets(topic),
+        timeout=30,
+        message=lambda: f"committed {committed_offsets(kafka_admin, export_group, topic)}, end {end_offsets(topic)}",
+    )
 
 
 def test_postgresql_restarted_under_the_connector_loses_nothing_and_doubles_nothing(

@@ -47,7 +47,8 @@ class LocalConsumer:
 
     def __init__(self, *, partitions: Iterable[TopicPartition], max_poll_records: int = 500):
         self.max_poll_records = max_poll_records
-        self.log: dict[TopicPartition, list[ConsumerRecord]] = {tp: [] for tp in partitions}
+        # A partition's entries by offset: records, and None for a transaction marker.
+        self.log: dict[TopicPartition, list[ConsumerRecord | None]] = {tp: [] for tp in partitions}
         self.committed: dict[TopicPartition, int] = {}
         self.closed = False
         # What happened, in order: ("assigned" | "revoked" | "commit", partitions or offsets).
@@ -78,6 +79,15 @@ class LocalConsumer:
             log.append(record)
             self._changed.notify_all()
             return record
+
+    def append_marker(self, tp: TopicPartition) -> int:
+        """A transaction's commit marker at the end of `tp`: it takes an offset, and a poll never
+        returns it (the consumer's position passes it). Returns its offset."""
+        with self._changed:
+            log = self.log.setdefault(tp, [])
+            log.append(None)
+            self._changed.notify_all()
+            return len(log) - 1
 
     def rebalance(
         self, *, revoke: Iterable[TopicPartition] = (), assign: Iterable[TopicPartition] = ()
@@ -119,10 +129,11 @@ class LocalConsumer:
         polled, room = {}, self.max_poll_records
         for tp in sorted(self._assigned - self._paused):
             position = self._positions[tp]
-            records = self.log.get(tp, [])[position : position + room]
+            entries = self.log.get(tp, [])[position : position + room]
+            records = [entry for entry in entries if entry is not None]  # markers are passed
+            self._positions[tp] = position + len(entries)
             if records:
                 polled[tp] = records
-                self._positions[tp] = position + len(records)
                 room -= len(records)
             if not room:
                 break

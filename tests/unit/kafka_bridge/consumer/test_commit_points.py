@@ -224,3 +224,30 @@ def test_the_commit_point_matches_a_brute_force_model(seed):
             at_or_past = [offset for offset in received[p] if point is not None and offset >= point]
             assert tracker.uncommitted(p) == len(at_or_past)
             assert tracker.done_ahead(p) == len([offset for offset in at_or_past if offset in done[p]])
+
+
+def test_the_consumers_position_past_a_transaction_marker_moves_the_commit_point_once_all_is_done():
+    # Records 10 and 11 of a transaction, its commit marker at 12: the consumer's position is 13.
+    tracker = tracker_with("p0", [10, 11])
+    tracker.passed("p0", 13)
+    assert tracker.commit_point("p0") == 10  # not while a record before it is not done
+    tracker.done("p0", 11)
+    assert tracker.settled() == []
+    tracker.done("p0", 10)
+    assert tracker.settled() == ["p0"]
+
+    tracker.passed("p0", 13)
+
+    assert tracker.commit_point("p0") == 13
+    tracker.passed("p0", 12)  # never backwards
+    assert tracker.commit_point("p0") == 13
+    tracker.received("p0", 14)  # the next transaction
+    assert tracker.commit_point("p0") == 14
+    assert tracker.settled() == []
+
+
+def test_a_partition_never_received_from_is_not_passed():
+    tracker = OffsetTracker()
+    tracker.passed("p0", 5)
+    assert tracker.commit_point("p0") is None
+    assert tracker.settled() == []

@@ -227,6 +227,27 @@ def test_records_of_one_key_run_in_offset_order_and_all_are_committed():
         assert all(offsets == sorted(offsets) for offsets in per_key.values())
 
 
+def test_a_transaction_marker_at_the_end_of_a_partition_is_committed_past_once_its_records_are_done():
+    # A topic written in transactions (Kafka Connect's exactly-once source): two records and
+    # their commit marker, on P0; one record held at the platform, so the marker waits for it.
+    consumer, processor = LocalConsumer(partitions=[P0]), GatedProcessor()
+    consumer.append(P0, key=b"a")
+    consumer.append(P0, key=b"b")
+    marker = consumer.append_marker(P0)
+    gate = processor.gate(P0, 1)
+
+    with loop_on(consumer, processor):
+        wait_until(lambda: (0, 0) in processor.completed, message="the first record was not handled")
+        wait_until(lambda: consumer.committed.get(P0) == 1, message=lambda: f"committed {consumer.committed}")
+        assert consumer.committed[P0] == 1  # not past the record still at the platform
+        gate.set()
+        wait_until(lambda: consumer.committed.get(P0) == marker + 1, message=lambda: f"committed {consumer.committed}")
+        consumer.append(P0, key=b"c")  # the next transaction
+        wait_until(lambda: consumer.committed.get(P0) == marker + 2, message=lambda: f"committed {consumer.committed}")
+
+    assert sorted(offset for _, offset, _ in processor.started) == [0, 1, 3]
+
+
 def test_a_retried_record_holds_back_its_key_and_its_partitions_commit_point_and_nothing_else():
     consumer, processor = LocalConsumer(partitions=[P0, P1]), GatedProcessor()
     processor.failing[(0, 0)] = RetryableError("platform busy")
