@@ -57,11 +57,20 @@ HONCHO := $(PY) -m honcho --procfile Procfile.dev --env /dev/null
 run: export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 run: export PYTHONUNBUFFERED := 1
 run: export WEB_ADDRESS ?= 127.0.0.1:8000
-run: dev kafka-up .env ## run everything: broker, migrations, topics, web server, consumer, relay
+# With OUTBOX_PUBLISHER=debezium in the environment (and DATABASE_URL on PostgreSQL), the
+# Connect worker and the outbox connector take the relay's place, once the migrations and
+# topics are there.
+ifeq ($(OUTBOX_PUBLISHER),debezium)
+RUN_PROCESSES := web consumer
+else
+RUN_PROCESSES := web consumer relay
+endif
+run: dev kafka-up .env ## run everything: broker, migrations, topics, web server, consumer, relay (or Debezium)
 	$(HONCHO) start release
+	$(if $(filter debezium,$(OUTBOX_PUBLISHER)),@$(MAKE) --no-print-directory connect-up)
 	@$(PY) manage.py ensure_dev_superuser --web-address $(WEB_ADDRESS)
-	@echo "Starting web, consumer and relay; Ctrl-C stops them all."
-	@$(PY) scripts/foreground.py $(HONCHO) start web consumer relay
+	@echo "Starting $(RUN_PROCESSES); Ctrl-C stops them all."
+	@$(PY) scripts/foreground.py $(HONCHO) start $(RUN_PROCESSES)
 
 # `make test` runs on SQLite (or on DATABASE_URL when set); `make test DB=postgres` starts the
 # project's PostgreSQL and runs on it.
@@ -131,15 +140,15 @@ postgres-down: ## stop the project's PostgreSQL
 connect-jars: ## resolve the Connect worker's and Debezium's jars, build the project's transformation
 	@connect/worker.sh jars
 
-connect-up: venv kafka-up postgres-up ## start the Connect worker and register the outbox connector (Debezium)
+connect-up: venv kafka-up postgres-up .env ## start the Connect worker and register the outbox connector (Debezium)
 	@connect/worker.sh up
 	$(PY) manage.py debezium_connector register
 
-connect-down: ## stop the Connect worker; DROP_SLOT=1 deletes the connector and its replication slot first
+connect-down: $(if $(DROP_SLOT),venv .env) ## stop the Connect worker; DROP_SLOT=1 deletes the connector and its replication slot first
 	$(if $(DROP_SLOT),$(PY) manage.py debezium_connector delete --drop-slot)
 	@connect/worker.sh down
 
-connect-status: ## is the Connect worker running; the connector's state and slot lag
+connect-status: venv .env ## is the Connect worker running; the connector's state and slot lag
 	@connect/worker.sh status
 	$(PY) manage.py debezium_connector status
 

@@ -99,6 +99,11 @@ def outbox_connector_status(
                 problems.append(f"the committed offsets of {name} cannot be read (a transaction left open?): {exc}")
     committed = committed_until(offsets)
     status["committed_until"] = committed.isoformat() if committed else None
+    if offsets_known and committed is None and status["state"] is not None:
+        # A connector registered a moment ago commits its first position with its first record
+        # or heartbeat (HEARTBEAT_INTERVAL); until then every row would look unpublished.
+        offsets_known = False
+        status.setdefault("offsets_error", "the connector has committed no position yet")
     try:
         status["slot"] = slot_state(name=settings.DEBEZIUM_SLOT_NAME)
         status["backlog"] = unpublished_backlog(since=committed) if offsets_known else None
