@@ -6,6 +6,8 @@ import json
 from datetime import datetime, timedelta
 from typing import Any
 
+from django.conf import settings
+
 from exports.console.trace import OrderTrace, RecordRead
 from kafka_bridge.models import OutboxEvent
 from kafka_bridge.tracing import trace_id_of, trace_url
@@ -31,6 +33,10 @@ def order_trace_lines(trace: OrderTrace) -> list[str]:
             + (
                 f"sent {_when(event.sent_at)} to partition {event.partition} offset {event.offset}"
                 if event.sent_at
+                # Debezium reads the row from the write-ahead log and marks nothing: the record
+                # below says whether it is on the topic.
+                else "published by Debezium, which marks no row sent"
+                if settings.OUTBOX_PUBLISHER == "debezium"
                 else "not sent yet"
             ),
         ]

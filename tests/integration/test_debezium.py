@@ -126,10 +126,12 @@ def test_records_are_the_relays_byte_for_byte_and_an_update_publishes_nothing(
     assert [shape(r) for r in read_records(topic, expected=6)] == [shape(r) for r in published]
 
 
-def test_a_resent_event_is_published_again_with_the_same_bytes(debezium, export_topics, transactional_db):
+def test_a_resent_event_is_published_again_with_the_same_bytes(debezium, export_topics, transactional_db, capsys):
     topic, _ = export_topics
     order = order_factory(confirmed=True)
     [first] = read_records(topic, expected=1, timeout=60, **COMMITTED)
+    call_command("order_trace", str(order.pk))
+    assert "published by Debezium, which marks no row sent" in capsys.readouterr().out
     event_id = OutboxEvent.objects.get(key=str(order.pk)).event_id
 
     assert outbox_resend(event_ids=[event_id]) == 1
