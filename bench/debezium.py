@@ -190,20 +190,10 @@ def connector_start(*, names: dict[str, str], timeout: float = 120.0) -> dict:
 def connector_stop(*, names: dict[str, str]) -> dict:
     """Delete the connector (its offsets reset), its replication slot, its publication and its
     heartbeat topic."""
-    from django.db import connection
     from django.test.utils import override_settings
 
-    from kafka_bridge.connection import admin_client
-    from kafka_bridge.debezium.connector import connect_client, connector_remove, heartbeat_topic
+    from kafka_bridge.debezium.connector import connect_client, connector_purge
 
     with override_settings(**names):
-        done = connector_remove(client=connect_client(), drop_slot=True)
-        with connection.cursor() as cursor:
-            cursor.execute(
-                f"DROP PUBLICATION IF EXISTS {connection.ops.quote_name(names['DEBEZIUM_PUBLICATION_NAME'])}"
-            )
-        with admin_client(timeout_ms=10_000) as admin:
-            existing = [t["name"] for t in admin.describe_topics([heartbeat_topic()]) if t["error_code"] == 0]
-            if existing:
-                admin.delete_topics(existing)
+        done = connector_purge(client=connect_client())
     return {"done": done}

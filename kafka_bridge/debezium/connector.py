@@ -18,6 +18,7 @@ from django.conf import settings
 from django.db import DatabaseError, connection
 
 from kafka_bridge.cluster.topics import TopicSpec, topics_ensure
+from kafka_bridge.connection import admin_client
 from kafka_bridge.debezium.postgres import publication_ensure, slot_drop
 from kafka_bridge.debezium.rest import ConnectClient, ConnectError
 from kafka_bridge.models import OutboxEvent
@@ -123,4 +124,20 @@ def connector_remove(*, client: ConnectClient, drop_slot: bool, slot_wait: float
                 continue
             break
         done.append(f"replication slot {slot}: {'dropped' if dropped else 'none'}")
+    return done
+
+
+def connector_purge(*, client: ConnectClient) -> list[str]:
+    """All that `connector_register` made, gone: the connector with its offsets and its slot,
+    the publication and the heartbeat topic. For runs under names of their own (the tests, the
+    bench); a deployment keeps its publication and heartbeat topic for the next registration."""
+    done = connector_remove(client=client, drop_slot=True)
+    with connection.cursor() as cursor:
+        cursor.execute(f"DROP PUBLICATION IF EXISTS {connection.ops.quote_name(settings.DEBEZIUM_PUBLICATION_NAME)}")
+    done.append(f"publication {settings.DEBEZIUM_PUBLICATION_NAME}: dropped")
+    with admin_client(timeout_ms=10_000) as admin:
+        existing = [t["name"] for t in admin.describe_topics([heartbeat_topic()]) if t["error_code"] == 0]
+        if existing:
+            admin.delete_topics(existing)
+            done.append(f"topic {heartbeat_topic()}: deleted")
     return done

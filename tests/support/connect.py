@@ -19,7 +19,7 @@ from pathlib import Path
 from django.test.utils import override_settings
 
 from kafka_bridge.connection import admin_client
-from kafka_bridge.debezium.connector import connector_register, connector_remove, heartbeat_topic
+from kafka_bridge.debezium.connector import connector_purge, connector_register
 from kafka_bridge.debezium.rest import ConnectClient
 from kafka_bridge.debezium.status import outbox_connector_status
 from tests.support.helpers import wait_until
@@ -107,7 +107,8 @@ def debezium_connector_registered(worker: ConnectWorker) -> Iterator[dict]:
     """The outbox connector on `worker` for the test database, under names of this run's own,
     with the settings that say Debezium publishes; yields those settings. Returns once the
     connector streams (its slot exists and is read), so that every row committed afterwards is
-    published. Deletes the connector, its slot, its publication and its heartbeat topic after."""
+    published. Deletes the connector, its slot, its publication and its heartbeat topic after
+    (`connector_purge`)."""
     suffix = uuid.uuid4().hex[:8]
     names = {
         "OUTBOX_PUBLISHER": "debezium",
@@ -124,14 +125,4 @@ def debezium_connector_registered(worker: ConnectWorker) -> Iterator[dict]:
         try:
             yield names
         finally:
-            connector_remove(client=worker.client, drop_slot=True)
-            from django.db import connection
-
-            with connection.cursor() as cursor:
-                cursor.execute(
-                    f"DROP PUBLICATION IF EXISTS {connection.ops.quote_name(names['DEBEZIUM_PUBLICATION_NAME'])}"
-                )
-            with admin_client(timeout_ms=10_000) as admin:
-                existing = [t["name"] for t in admin.describe_topics([heartbeat_topic()]) if t["error_code"] == 0]
-                if existing:
-                    admin.delete_topics(existing)
+            connector_purge(client=worker.client)
