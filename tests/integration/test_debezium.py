@@ -24,7 +24,7 @@ from kafka_bridge.debezium.status import outbox_connector_status
 from kafka_bridge.models import OutboxEvent
 from kafka_bridge.outbox.publisher import OutboxPublisher
 from kafka_bridge.outbox.store import outbox_resend
-from tests.support.connect import connect_worker_started, debezium_connector_registered
+from tests.support.connect import connect_worker_started, debezium_connector_registered, logical_decoding_or_skip
 from tests.support.factories import order_factory
 from tests.support.helpers import wait_until
 from tests.support.records import committed_offsets, end_offsets, read_records
@@ -37,15 +37,8 @@ COMMITTED = {"isolation_level": "read_committed"}
 
 @pytest.fixture(scope="module")
 def connect_worker(tmp_path_factory, django_db_setup, django_db_blocker):
-    from django.db import connection
-
-    from kafka_bridge.debezium.postgres import wal_level
-
     with django_db_blocker.unblock():
-        if connection.vendor != "postgresql":
-            pytest.skip("Debezium reads PostgreSQL's write-ahead log: make test DB=postgres runs these")
-        if wal_level() != "logical":
-            pytest.skip("PostgreSQL runs with wal_level != logical (scripts/postgres.sh up sets it)")
+        logical_decoding_or_skip()
     yield from connect_worker_started(tmp_path_factory.mktemp("connect"))
 
 

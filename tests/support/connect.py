@@ -70,8 +70,23 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def connect_worker_started(tmp_dir: Path) -> Iterator[ConnectWorker]:
-    """Start a worker, yield it, stop it and delete its internal topics."""
+def logical_decoding_or_skip() -> None:
+    """Skip the test unless the test database is PostgreSQL with wal_level=logical (the caller
+    holds database access)."""
+    import pytest
+    from django.db import connection
+
+    from kafka_bridge.debezium.postgres import wal_level
+
+    if connection.vendor != "postgresql":
+        pytest.skip("Debezium reads PostgreSQL's write-ahead log: make test DB=postgres runs these")
+    if wal_level() != "logical":
+        pytest.skip("PostgreSQL runs with wal_level != logical (scripts/postgres.sh up sets it)")
+
+
+def connect_worker_started(tmp_dir: Path, *, bootstrap: str | None = None) -> Iterator[ConnectWorker]:
+    """Start a worker (on the broker at `bootstrap`, else the suite's), yield it, stop it and
+    delete its internal topics."""
     port = free_port()
     group = f"orderflow-connect-test-{uuid.uuid4().hex[:8]}"
     env = {
@@ -79,6 +94,7 @@ def connect_worker_started(tmp_dir: Path) -> Iterator[ConnectWorker]:
         "CONNECT_PORT": str(port),
         "CONNECT_GROUP": group,
         "CONNECT_DATA_DIR": str(tmp_dir),
+        **({"KAFKA_BOOTSTRAP_SERVERS": bootstrap} if bootstrap else {}),
     }
     worker = ConnectWorker(url=f"http://127.0.0.1:{port}", group=group, env=env, data_dir=tmp_dir)
     worker.run("up")
